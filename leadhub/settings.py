@@ -1,0 +1,72 @@
+"""Settings read from ``LEADHUB_*`` environment variables, in one place.
+
+Every process of the hub reads its configuration here and nowhere else. Defaults make a
+single-machine developer setup work with no variables at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Ports of the local services started by ``leadhub services start`` (non-default on purpose).
+DEFAULT_KAFKA_PORT = 39092
+DEFAULT_KAFKA_CONTROLLER_PORT = 39093
+DEFAULT_POSTGRES_PORT = 55432
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The hub's configuration; see README "Configuration reference" for each variable."""
+
+    kafka_bootstrap: str | None
+    database_url: str | None
+    site_file: Path
+    state_dir: Path
+    cache_dir: Path
+    kafka_version: str
+    kafka_port: int
+    kafka_controller_port: int
+    postgres_port: int
+    partitions: int
+
+    @property
+    def local_kafka_bootstrap(self) -> str:
+        """Bootstrap address of the broker that the local launcher runs."""
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def local_database_url(self) -> str:
+        """SQLAlchemy URL of the database in the locally launched PostgreSQL cluster."""
+        return f"postgresql+psycopg://leadhub@127.0.0.1:{self.postgres_port}/leadhub"
+
+    @property
+    def effective_kafka_bootstrap(self) -> str:
+        """The broker to use: ``LEADHUB_KAFKA_BOOTSTRAP`` if set, else the local one."""
+        return self.kafka_bootstrap or self.local_kafka_bootstrap
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default: the process environment)."""
+    env = dict(os.environ) if environ is None else environ
+    state_dir = Path(env.get("LEADHUB_STATE_DIR", str(PROJECT_ROOT / ".leadhub")))
+    cache_default = Path(env.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "leadhub"
+    return Settings(
+        kafka_bootstrap=env.get("LEADHUB_KAFKA_BOOTSTRAP") or None,
+        database_url=env.get("LEADHUB_DATABASE_URL") or None,
+        site_file=Path(
+            env.get("LEADHUB_SITE_FILE", str(PROJECT_ROOT / "config" / "site.example.yaml"))
+        ),
+        state_dir=state_dir,
+        cache_dir=Path(env.get("LEADHUB_CACHE_DIR", str(cache_default))),
+        kafka_version=env.get("LEADHUB_KAFKA_VERSION", "4.1.1"),
+        kafka_port=int(env.get("LEADHUB_KAFKA_PORT", str(DEFAULT_KAFKA_PORT))),
+        kafka_controller_port=int(
+            env.get("LEADHUB_KAFKA_CONTROLLER_PORT", str(DEFAULT_KAFKA_CONTROLLER_PORT))
+        ),
+        postgres_port=int(env.get("LEADHUB_POSTGRES_PORT", str(DEFAULT_POSTGRES_PORT))),
+        partitions=int(env.get("LEADHUB_PARTITIONS", "4")),
+    )
