@@ -16,6 +16,7 @@ from schemas.errors import HubError
 #: Modules that contribute sub-commands; each has ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "leadhub.cli_services",
+    "leadhub.cli_pipeline",
 )
 
 EXIT_OK = 0

@@ -32,6 +32,8 @@ class Settings:
     kafka_controller_port: int
     postgres_port: int
     partitions: int
+    topic_prefix: str
+    tick_interval_s: float
 
     @property
     def local_kafka_bootstrap(self) -> str:
@@ -42,6 +44,11 @@ class Settings:
     def local_database_url(self) -> str:
         """SQLAlchemy URL of the database in the locally launched PostgreSQL cluster."""
         return f"postgresql+psycopg://leadhub@127.0.0.1:{self.postgres_port}/leadhub"
+
+    @property
+    def view_database_url(self) -> str:
+        """The SQL view: ``LEADHUB_DATABASE_URL`` if set, else embedded SQLite in the state dir."""
+        return self.database_url or f"sqlite:///{self.state_dir / 'view.sqlite'}"
 
     @property
     def effective_kafka_bootstrap(self) -> str:
@@ -69,4 +76,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         postgres_port=int(env.get("LEADHUB_POSTGRES_PORT", str(DEFAULT_POSTGRES_PORT))),
         partitions=int(env.get("LEADHUB_PARTITIONS", "4")),
+        topic_prefix=env.get("LEADHUB_TOPIC_PREFIX", ""),
+        tick_interval_s=float(env.get("LEADHUB_TICK_SECONDS", "5")),
     )

@@ -1,0 +1,42 @@
+# leadhub — the two commands are `make demo` and `make test`; both set up what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup services stop-services test lint demo schemas-check bench clean
+
+setup: $(STAMP)  ## create .venv with leadhub installed editable (+ dev tools)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip setuptools wheel
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+services: setup  ## start the local Kafka broker and PostgreSQL (idempotent)
+	$(BIN)/leadhub services start
+
+stop-services: setup
+	$(BIN)/leadhub services stop
+
+schemas-check: setup
+	$(BIN)/leadhub schemas check
+
+test: setup services schemas-check  ## the whole suite against real Kafka and PostgreSQL
+	CI=$${CI:-true} $(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy leadhub schemas producers processors consumers
+
+demo: setup services  ## the hub running with a simulated LEAD site streaming through it
+	$(BIN)/leadhub demo
+
+bench: setup services
+	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/project.py
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf .leadhub build *.egg-info

@@ -1,0 +1,21 @@
+"""Errors of the consumer side (SQL view, sink, query)."""
+
+from __future__ import annotations
+
+from schemas.errors import HubError
+
+
+class ConsumerError(HubError):
+    """Root of the errors raised by ``consumers``."""
+
+    exit_code = 1
+
+
+class ViewStoreError(ConsumerError):
+    """The SQL view store cannot be opened, read or written."""
+
+
+class ProjectionVersionMismatch(ViewStoreError):
+    """The view was built by another projection version: drop it and rebuild by replay."""
+
+    exit_code = 2

@@ -1,0 +1,204 @@
+"""The SQL view: one row per (recipient, event), plus the sink's Kafka offsets.
+
+The store is an adapter (SQLAlchemy Core; SQLite and PostgreSQL). It never evaluates policy: the
+projector decided what each recipient sees, and the store keeps exactly those rows. Offsets are
+written in the same transaction as the rows, so a restarted sink resumes exactly where the last
+committed batch ended — nothing lost, nothing applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    insert,
+    select,
+    tuple_,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from consumers.errors import ProjectionVersionMismatch, ViewStoreError
+
+#: Bump when the projection's output changes: an older view must be rebuilt by replay.
+PROJECTION_VERSION = "1"
+
+metadata = MetaData()
+
+view_rows = Table(
+    "view_rows",
+    metadata,
+    Column("recipient", String(64), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("participant_id", String(64), nullable=False, index=True),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("source_partner", String(64), nullable=False),
+    Column("row_json", Text, nullable=False),
+)
+
+sink_offsets = Table(
+    "sink_offsets",
+    metadata,
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("next_offset", Integer, nullable=False),
+)
+
+view_meta = Table(
+    "view_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """One change to apply: ``row`` is the row's JSON object for an upsert, None to retract."""
+
+    recipient: str
+    event_id: str
+    row: Mapping[str, Any] | None
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> RowChange:
+        """Build from a ``lead.view.changes`` message body (see processors ViewChange)."""
+        kind = obj["kind"]
+        if kind not in ("upsert", "retract"):
+            raise ViewStoreError(f"unknown view change kind {kind!r}")
+        return cls(
+            recipient=str(obj["recipient"]),
+            event_id=str(obj["event_id"]),
+            row=obj["row"] if kind == "upsert" else None,
+        )
+
+
+class ViewStore:
+    """SQL adapter for the per-recipient view and the sink's offsets."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        try:
+            self.engine = engine or create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise ViewStoreError(f"cannot open view database: {exc}") from exc
+
+    def create_schema(self) -> None:
+        """Create the tables if missing and check the projection version.
+
+        Raises ProjectionVersionMismatch when the stored view came from another version.
+        """
+        try:
+            metadata.create_all(self.engine)
+            with self.engine.begin() as connection:
+                stored = connection.execute(
+                    select(view_meta.c.value).where(view_meta.c.key == "projection_version")
+                ).scalar_one_or_none()
+                if stored is None:
+                    connection.execute(
+                        insert(view_meta).values(key="projection_version",
+                                                 value=PROJECTION_VERSION)
+                    )
+        except SQLAlchemyError as exc:
+            raise ViewStoreError(f"cannot create the view schema: {exc}") from exc
+        if stored is not None and stored != PROJECTION_VERSION:
+            raise ProjectionVersionMismatch(
+                f"view was built by projection version {stored}, this is {PROJECTION_VERSION}: "
+                "drop the view database and rebuild it by replaying lead.view.changes"
+            )
+
+    def committed_offsets(self, topic: str) -> dict[int, int]:
+        """Next offset to read for each partition of ``topic`` that has committed a batch."""
+        with self.engine.connect() as connection:
+            result = connection.execute(
+                select(sink_offsets.c.partition, sink_offsets.c.next_offset).where(
+                    sink_offsets.c.topic == topic
+                )
+            )
+            return {int(p): int(o) for p, o in result}
+
+    def apply(self, changes: Sequence[RowChange], offsets: Mapping[tuple[str, int], int]) -> None:
+        """Apply ``changes`` in order and record ``offsets``, all in one transaction.
+
+        ``offsets`` maps (topic, partition) to the next offset to read. If this raises, nothing
+        of the batch is stored and the caller re-reads it from the old offsets.
+        """
+        final: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        for change in changes:
+            final[(change.recipient, change.event_id)] = change.row
+        try:
+            with self.engine.begin() as connection:
+                keys = list(final)
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start:start + 500]
+                    connection.execute(
+                        delete(view_rows).where(
+                            tuple_(view_rows.c.recipient, view_rows.c.event_id).in_(chunk)
+                        )
+                    )
+                upserts = [_row_values(r, e, row) for (r, e), row in final.items()
+                           if row is not None]
+                if upserts:
+                    connection.execute(insert(view_rows), upserts)
+                for (topic, partition), next_offset in offsets.items():
+                    connection.execute(
+                        delete(sink_offsets).where(
+                            and_(sink_offsets.c.topic == topic,
+                                 sink_offsets.c.partition == partition)
+                        )
+                    )
+                    connection.execute(
+                        insert(sink_offsets).values(
+                            topic=topic, partition=partition, next_offset=next_offset
+                        )
+                    )
+        except SQLAlchemyError as exc:
+            raise ViewStoreError(f"writing a batch of {len(changes)} view changes failed") from exc
+
+    def rows_for(self, recipient: str, participant_id: str | None = None) -> list[dict[str, Any]]:
+        """The recipient's rows (JSON objects), ordered by occurred_at then event_id."""
+        query = select(view_rows.c.row_json).where(view_rows.c.recipient == recipient)
+        if participant_id is not None:
+            query = query.where(view_rows.c.participant_id == participant_id)
+        query = query.order_by(view_rows.c.occurred_at, view_rows.c.event_id)
+        with self.engine.connect() as connection:
+            return [json.loads(text) for text in connection.execute(query).scalars()]
+
+    def all_rows(self) -> Iterable[tuple[str, dict[str, Any]]]:
+        """Every (recipient, row) in a stable order, streamed (for digests and comparisons)."""
+        query = select(view_rows.c.recipient, view_rows.c.row_json).order_by(
+            view_rows.c.recipient, view_rows.c.event_id
+        )
+        with self.engine.connect() as connection:
+            for recipient, text in connection.execution_options(yield_per=1000).execute(query):
+                yield recipient, json.loads(text)
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+
+def _row_values(recipient: str, event_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "recipient": recipient,
+        "event_id": event_id,
+        "participant_id": row["participant_id"],
+        "type": row["type"],
+        "occurred_at": datetime.fromisoformat(str(row["occurred_at"]).replace("Z", "+00:00")),
+        "source_partner": row["source_partner"],
+        "row_json": json.dumps(row, sort_keys=True, separators=(",", ":")),
+    }

@@ -1,0 +1,113 @@
+"""``leadhub topics create``, ``leadhub run``, ``leadhub publish``, ``leadhub view``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from leadhub.settings import load_settings
+
+
+def register(subparsers: Any) -> None:
+    """Add the pipeline commands."""
+    topics = subparsers.add_parser(
+        "topics", help="manage the hub's Kafka topics",
+        description="Manage the hub's Kafka topics (names in DESIGN.md 'Topics').")
+    topic_actions = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = topic_actions.add_parser(
+        "create", help="create every topic of the site (idempotent)",
+        description="Create one inbound topic per partner of the site file, lead.events, "
+                    "lead.dlq, lead.view.changes and the audit topics, all with "
+                    "LEADHUB_PARTITIONS partitions and unlimited retention. Existing topics are "
+                    "kept; a partition-count mismatch is an error.")
+    create.add_argument("--site", help="site policy file (default: LEADHUB_SITE_FILE)")
+    create.set_defaults(handler=_topics_create)
+
+    run = subparsers.add_parser(
+        "run", help="run a hub process until SIGTERM",
+        description="Run one of the hub's processes in the foreground: 'validator' (inbound "
+                    "topics -> lead.events / lead.dlq), 'projector' (lead.events -> "
+                    "lead.view.changes), 'sink' (lead.view.changes -> SQL view), or 'all' "
+                    "(the three, supervised). SIGTERM or Ctrl-C shuts down cleanly.")
+    run.add_argument("step", choices=("validator", "projector", "sink", "all"))
+    run.set_defaults(handler=_run)
+
+    publish = subparsers.add_parser(
+        "publish", help="publish JSON Lines events as a partner",
+        description="Publish events (the JSON Lines envelope, one event per line) to the "
+                    "partner's inbound topic through the SDK. Each event is validated first.")
+    publish.add_argument("--as", dest="partner", required=True, help="partner id")
+    publish.add_argument("events", help="JSON Lines file, or - for standard input")
+    publish.set_defaults(handler=_publish)
+
+    view = subparsers.add_parser(
+        "view", help="print the SQL view rows a partner sees",
+        description="Print the rows of the SQL view for one partner, in the same format as "
+                    "'leadhub project --json'.")
+    view.add_argument("--as", dest="partner", required=True, help="partner id")
+    view.add_argument("--participant", help="only this participant")
+    view.add_argument("--json", action="store_true", help="JSON array (default: a table)")
+    view.set_defaults(handler=_view)
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    from leadhub.topics_admin import create_topics
+    from processors.site import load_site
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    site = load_site(args.site or settings.site_file)
+    created = create_topics(settings.effective_kafka_bootstrap,
+                            TopicNames(settings.topic_prefix), site, settings.partitions)
+    print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else
+                                              " (all existed)"))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from leadhub import runner
+
+    settings = load_settings()
+    if args.step == "sink":
+        return runner.run_sink(settings)
+    if args.step == "all":
+        return runner.run_all(settings)
+    return runner.run_faust_step(settings, args.step)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from producers.sdk import PartnerPublisher
+    from schemas.catalog import load_catalog
+    from schemas.event import read_jsonl
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    catalog = load_catalog()
+    source = sys.stdin if args.events == "-" else args.events
+    with PartnerPublisher(args.partner, settings.effective_kafka_bootstrap, catalog=catalog,
+                          topics=TopicNames(settings.topic_prefix)) as publisher:
+        count = publisher.publish_many(read_jsonl(source, catalog))
+    print(f"published {count} events to {TopicNames(settings.topic_prefix).inbound(args.partner)}",
+          file=sys.stderr)
+    return 0
+
+
+def _view(args: argparse.Namespace) -> int:
+    from consumers.store import ViewStore
+
+    store = ViewStore(load_settings().view_database_url)
+    try:
+        rows = store.rows_for(args.partner, args.participant)
+    finally:
+        store.close()
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        for row in rows:
+            print(f"{row['occurred_at']}  {row['participant_id']}  {row['type']:24} "
+                  f"{','.join(row['categories'])}")
+        print(f"{len(rows)} rows", file=sys.stderr)
+    return 0

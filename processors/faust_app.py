@@ -1,0 +1,181 @@
+"""The faust-streaming adapter: the ``validate`` and ``project`` steps on real Kafka.
+
+``validate`` reads every partner's inbound topic and writes ``lead.events`` or ``lead.dlq``
+(:mod:`processors.validate` decides). ``project`` reads ``lead.events``, keeps each
+participant's state in a changelog-backed table, runs the pure core and writes
+``lead.view.changes``. A leader timer writes CLOCK records to every partition of
+``lead.events``; on each the projector ticks that partition's participants, so expiry and
+deadlines flow through the log and replay exactly.
+
+At-least-once: faust commits an input offset only after the messages sent while handling it
+are acknowledged; redelivered input is harmless because the core ignores a repeated event_id
+and the sink's upserts are idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from processors.projector import ParticipantState, Projector, ViewChange
+from processors.site import SitePolicy
+from processors.validate import Accepted, validate_inbound
+from schemas.canonical import CanonicalRecord, decode_canonical, encode_canonical
+from schemas.catalog import Catalog
+from schemas.codec import decode
+from schemas.topics import TopicNames
+
+log = logging.getLogger("leadhub.processors")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The adapter's clock (the core never reads one)."""
+    return datetime.now(UTC)
+
+
+def encode_change(change: ViewChange) -> tuple[bytes, bytes]:
+    """Key and value of a ``lead.view.changes`` message for ``change``."""
+    body = {
+        "kind": change.kind,
+        "recipient": change.recipient,
+        "participant_id": change.participant_id,
+        "event_id": change.event_id,
+        "row": change.row.to_json() if change.row is not None else None,
+    }
+    key = f"{change.recipient}|{change.event_id}".encode()
+    return key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def create_app(
+    *,
+    app_id: str,
+    bootstrap: str,
+    topics: TopicNames,
+    site: SitePolicy,
+    catalog: Catalog,
+    partitions: int,
+    steps: frozenset[str] = frozenset({"validate", "project"}),
+    store: str = "memory://",
+    tick_interval_s: float = 5.0,
+    clock: Clock = utc_now,
+) -> faust.App:
+    """Build the faust app running ``steps`` (a subset of {"validate", "project"})."""
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{bootstrap}",
+        store=store,
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_every=500,
+        broker_commit_interval=0.5,
+        table_cleanup_interval=3600.0,
+    )
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                           "key_serializer": "raw", "value_serializer": "raw"}
+    events_topic = app.topic(topics.events, partitions=partitions, **raw)
+    dlq_topic = app.topic(topics.dlq, partitions=partitions, **raw)
+    changes_topic = app.topic(topics.view_changes, partitions=partitions, **raw)
+
+    if "validate" in steps:
+        inbound = app.topic(
+            *[topics.inbound(p) for p in site.partner_ids()], partitions=partitions, **raw
+        )
+
+        @app.agent(inbound, name="validate")
+        async def validate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            async for event in stream.events():
+                message = event.message
+                outcome = validate_inbound(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    value=event.value,
+                    received_at=clock(),
+                    topics=topics,
+                    site=site,
+                    catalog=catalog,
+                )
+                if isinstance(outcome, Accepted):
+                    await events_topic.send(key=outcome.key, value=outcome.value)
+                else:
+                    log.warning(
+                        "validate: dead letter from %s[%d]@%d: %s",
+                        message.topic, message.partition, message.offset, outcome.reason,
+                    )
+                    await dlq_topic.send(
+                        key=outcome.key, value=outcome.value, headers=list(outcome.headers)
+                    )
+                yield None
+
+    if "project" in steps:
+        projector = Projector(site, catalog)
+        table = app.Table(
+            "participants", default=None, partitions=partitions,
+            key_type=str, value_type=dict, key_serializer="raw", value_serializer="json",
+        )
+
+        async def emit(changes: list[ViewChange]) -> None:
+            for change in changes:
+                key, value = encode_change(change)
+                await changes_topic.send(key=key, value=value)
+
+        @app.agent(events_topic, name="project")
+        async def project(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            async for event in stream.events():
+                record = decode_canonical(event.value)
+                partition = event.message.partition
+                if record.kind == "CLOCK":
+                    await _tick_partition(table, projector, partition, record.received_at, emit)
+                else:
+                    hub_event = decode(record.event, catalog)
+                    stored = table[hub_event.participant_id]
+                    state = ParticipantState.from_json(stored["state"]) if stored else None
+                    new_state, changes = projector.project(state, hub_event, record.received_at)
+                    table[hub_event.participant_id] = _stored(new_state, partition)
+                    await emit(changes)
+                yield None
+
+        @app.timer(interval=tick_interval_s, on_leader=True)
+        async def clock_tick() -> None:
+            now = clock()
+            tick = encode_canonical(CanonicalRecord(
+                kind="CLOCK", received_at=now, source_partner="hub",
+                ingest_topic="", ingest_partition=-1, ingest_offset=-1, event=b"",
+            ))
+            for partition in range(partitions):
+                await events_topic.send(key=None, value=tick, partition=partition)
+
+    return app
+
+
+def _stored(state: ParticipantState, partition: int) -> dict[str, Any]:
+    return {"partition": partition, "state": state.to_json()}
+
+
+async def _tick_partition(
+    table: Any,
+    projector: Projector,
+    partition: int,
+    now: datetime,
+    emit: Callable[[list[ViewChange]], Any],
+) -> None:
+    """Apply ``tick`` at ``now`` to every participant stored for ``partition``."""
+    due: list[tuple[str, ParticipantState]] = []
+    for participant_id, stored in list(table.items()):
+        if stored and stored.get("partition") == partition:
+            due.append((participant_id, ParticipantState.from_json(stored["state"])))
+    for participant_id, state in due:
+        new_state, changes = projector.tick(state, now)
+        if changes:
+            table[participant_id] = _stored(new_state, partition)
+            await emit(changes)
