@@ -1,0 +1,39 @@
+"""Errors of the policy layer (``processors``).
+
+Messages name keys, ids and allowed values — never a participant's data values.
+"""
+
+from __future__ import annotations
+
+from schemas.errors import HubError
+
+
+class PolicyError(HubError):
+    """Root of every error the policy and projection core raises on purpose."""
+
+    exit_code = 1
+
+
+class SiteError(PolicyError):
+    """A site policy file is missing, unreadable or invalid.
+
+    ``key_path`` locates the offending key (``partners[3].role``); the message says what is
+    allowed there. The CLI maps it to exit code 2 (a setup error).
+    """
+
+    exit_code = 2
+
+    def __init__(self, key_path: str, problem: str) -> None:
+        self.key_path = key_path
+        self.problem = problem
+        where = key_path or "<file>"
+        super().__init__(f"site policy: {where}: {problem}")
+
+
+class StateError(PolicyError):
+    """A stored participant state cannot be decoded (corrupt or from an unknown format)."""
+
+    def __init__(self, participant_id: str, problem: str) -> None:
+        self.participant_id = participant_id
+        self.problem = problem
+        super().__init__(f"participant state {participant_id or '<unknown>'}: {problem}")

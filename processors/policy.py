@@ -1,0 +1,215 @@
+"""The decision: which rows and fields of an event one recipient may see. Pure.
+
+A recipient sees a field of an event iff, and never past the golden-rule floor:
+
+1. it is the event's source partner, or
+2. the site says ``always`` for its role and the field's category, or
+3. the site says ``with_consent`` and an active consent of the participant covers the recipient,
+   the category and the recipient's purpose of use, with no exception denying it.
+
+It gets a row for the event iff it may see the event's row category (the fact the event
+happened, after value-dependent categories); the row then carries only the visible fields.
+Before any of that, :func:`admission` decides whether the event may affect the view at all:
+events from partners the site does not know, of types the catalog does not know, or of a type
+the source's role may not emit, change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from processors.consent import Consent
+from processors.floor import floor_forbids
+from processors.site import Access, Partner, SitePolicy
+from schemas.catalog import Catalog
+from schemas.event import Event
+
+#: Category whose presence makes a row a Part 2 record.
+PART2_CATEGORY = "SUD_TREATMENT"
+
+#: 42 CFR § 2.32(a)(1) (Statement 1, as amended 2024): accompanies every Part 2 disclosure.
+REDISCLOSURE_NOTICE = (
+    "This record which has been disclosed to you is protected by Federal confidentiality rules "
+    "(42 CFR part 2). These rules prohibit you from using or disclosing this record, or "
+    "testimony that describes the information contained in this record, in any civil, "
+    "criminal, administrative, or legislative proceedings by any Federal, State, or local "
+    "authority, against the patient, unless authorized by the consent of the patient, except "
+    "as provided at 42 CFR 2.12(c)(5) or as authorized by a court in accordance with 42 CFR "
+    "2.64 or 2.65. In addition, the Federal rules prohibit you from making any other use or "
+    "disclosure of this record unless at least one of the following applies: (A) Further use "
+    "or disclosure is expressly permitted by the written consent of the individual whose "
+    "information is being disclosed in this record or as otherwise permitted by 42 CFR part 2. "
+    "(B) You are a covered entity or business associate and have received the record for "
+    "treatment, payment, or health care operations, or (C) You have received the record from "
+    "a covered entity or business associate as permitted by 45 CFR part 164, subparts A and E. "
+    "A general authorization for the release of medical or other information is NOT sufficient "
+    "to meet the required elements of written consent to further use or redisclose the record "
+    "(see 42 CFR 2.31)."
+)
+
+
+class Rejection(StrEnum):
+    """Why an event changes nothing in the view (a stable code for logs and metrics)."""
+
+    UNKNOWN_PARTNER = "unknown_partner"
+    UNKNOWN_TYPE = "unknown_type"
+    EMITTER_NOT_ALLOWED = "emitter_not_allowed"
+
+
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """Whether a recipient may see one category, and which consents say so (if any)."""
+
+    visible: bool
+    consent_ids: tuple[str, ...] = ()
+    part2: bool = False
+
+
+HIDDEN = Basis(visible=False)
+OPEN = Basis(visible=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RowDecision:
+    """What one recipient sees of one event: its visible fields and why."""
+
+    fields: tuple[str, ...]
+    categories: tuple[str, ...]
+    consent_ids: tuple[str, ...]
+    needs_notice: bool
+
+
+def effective_access(site: SitePolicy, role: str, category: str) -> Access:
+    """Return the site's rule for ``role`` and ``category`` with the golden-rule floor applied."""
+    if floor_forbids(role, category):
+        return Access.NEVER
+    return site.access_for(role, category)
+
+
+def admission(site: SitePolicy, catalog: Catalog, event: Event) -> Rejection | None:
+    """Return why ``event`` must change nothing, or None if it may be projected.
+
+    A site partner must be the source, the catalog must know the type, and the source's role
+    must be allowed to emit it. Events the hub derives itself (source ``hub``) never come
+    through here: an outside event claiming to be from the hub is from an unknown partner.
+    """
+    partner = site.partner(event.source_partner)
+    if partner is None:
+        return Rejection.UNKNOWN_PARTNER
+    if event.type not in catalog.types():
+        return Rejection.UNKNOWN_TYPE
+    if not catalog.may_emit(partner.role, event.type):
+        return Rejection.EMITTER_NOT_ALLOWED
+    return None
+
+
+def consent_basis(
+    partner: Partner, category: str, consents: Iterable[Consent], now: datetime
+) -> Basis:
+    """Return the basis the participant's consents give ``partner`` for ``category`` at ``now``.
+
+    Visible iff at least one consent covers the partner, the category and the partner's
+    purpose; every covering consent is listed (sorted) for disclosure accounting.
+    """
+    covering = sorted(
+        (c for c in consents if c.covers(partner, category, partner.purpose, now)),
+        key=lambda c: c.consent_id,
+    )
+    if not covering:
+        return HIDDEN
+    return Basis(
+        visible=True,
+        consent_ids=tuple(c.consent_id for c in covering),
+        part2=any(c.part2 for c in covering),
+    )
+
+
+def category_basis(
+    site: SitePolicy,
+    partner: Partner,
+    category: str,
+    source_partner: str | None,
+    consents: Iterable[Consent],
+    now: datetime,
+) -> Basis:
+    """Return whether ``partner`` may see ``category`` of an event from ``source_partner``."""
+    if floor_forbids(partner.role, category):
+        return HIDDEN
+    if partner.id == source_partner:
+        return OPEN
+    rule = site.access_for(partner.role, category)
+    if rule is Access.ALWAYS:
+        return OPEN
+    if rule is Access.WITH_CONSENT:
+        return consent_basis(partner, category, consents, now)
+    return HIDDEN
+
+
+def decide_row(
+    site: SitePolicy,
+    partner: Partner,
+    source_partner: str | None,
+    row_category: str,
+    payload: Mapping[str, Any],
+    field_categories: Mapping[str, str],
+    consents: Iterable[Consent],
+    now: datetime,
+) -> RowDecision | None:
+    """Return what ``partner`` sees of an event, or None if it gets no row at all.
+
+    Fields keep payload order; a field without a resolved category is hidden (deny by default).
+    ``needs_notice`` is True when the row carries SUD_TREATMENT data or any of its parts rests
+    on a Part 2 consent.
+    """
+    consent_list = list(consents)
+    cache: dict[str, Basis] = {}
+
+    def basis(category: str) -> Basis:
+        found = cache.get(category)
+        if found is None:
+            found = category_basis(site, partner, category, source_partner, consent_list, now)
+            cache[category] = found
+        return found
+
+    row_basis = basis(row_category)
+    if not row_basis.visible:
+        return None
+    visible: list[str] = []
+    used: list[Basis] = [row_basis]
+    categories = {row_category}
+    for name in payload:
+        category = field_categories.get(name)
+        if category is None:
+            continue
+        field_basis = basis(category)
+        if field_basis.visible:
+            visible.append(name)
+            categories.add(category)
+            used.append(field_basis)
+    consent_ids = sorted({cid for b in used for cid in b.consent_ids})
+    return RowDecision(
+        fields=tuple(visible),
+        categories=tuple(sorted(categories)),
+        consent_ids=tuple(consent_ids),
+        needs_notice=PART2_CATEGORY in categories or any(b.part2 for b in used),
+    )
+
+
+__all__ = [
+    "HIDDEN",
+    "OPEN",
+    "PART2_CATEGORY",
+    "REDISCLOSURE_NOTICE",
+    "Basis",
+    "Rejection",
+    "RowDecision",
+    "admission",
+    "category_basis",
+    "consent_basis",
+    "decide_row",
+    "effective_access",
+]

@@ -1,0 +1,293 @@
+"""The projector: ``project(state, event, now) -> (state, [ViewChange])``. Pure and deterministic.
+
+One call takes one participant's state, one event of that participant and the instant to
+evaluate consents and deadlines at, and returns the new state plus exactly the changes to every
+recipient's view (every site partner is a recipient):
+
+- an event that is a duplicate (same event_id), from an unknown partner, of an unknown type or
+  of a type its source's role may not emit changes nothing (time still advances, as in
+  :meth:`Projector.tick`);
+- an ordinary event adds one row per recipient allowed to see its row category;
+- a consent grant or revocation, or a consent starting or ending between the last instant and
+  ``now``, re-projects the participant's history and emits only the differences;
+- passing an intake deadline derives an ``IntakeDeadlineMissed`` event from the hub.
+
+No I/O, no clock reads, no globals: the same inputs always give the same outputs, so the live
+pipeline and an auditor's replay agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+
+from processors.consent import Consent, consent_from_event
+from processors.deadlines import (
+    INTAKE_TYPE,
+    already_met,
+    deadline_for,
+    due_deadlines,
+    intake_meets,
+    missed_event,
+)
+from processors.errors import PolicyError
+from processors.policy import admission, decide_row
+from processors.site import Partner, SitePolicy
+from processors.state import ParticipantState, build_row
+from processors.view import RowShape, ViewChange, ViewRow
+from schemas.catalog import Catalog, EventType
+from schemas.event import Event
+
+GRANT_TYPE = "ConsentGranted"
+REVOKE_TYPE = "ConsentRevoked"
+
+Step = tuple[ParticipantState, list[ViewChange]]
+
+__all__ = ["ParticipantState", "Projector", "Step", "ViewChange", "ViewRow"]
+
+
+class Projector:
+    """Turns events and clock ticks into per-recipient view changes for one site and catalog."""
+
+    def __init__(self, site: SitePolicy, catalog: Catalog) -> None:
+        self._site = site
+        self._catalog = catalog
+        self._recipients: tuple[Partner, ...] = tuple(
+            partner for pid in site.partner_ids() if (partner := site.partner(pid)) is not None
+        )
+        self._event_types: dict[str, EventType] = {}
+
+    @property
+    def site(self) -> SitePolicy:
+        """The site policy this projector applies."""
+        return self._site
+
+    def project(self, state: ParticipantState | None, event: Event, now: datetime) -> Step:
+        """Apply ``event`` and the passage of time up to ``now``; return the new state and changes.
+
+        ``state`` is None for a participant not seen before. Raises :class:`PolicyError` if the
+        state belongs to another participant.
+        """
+        if state is None:
+            state = ParticipantState(participant_id=event.participant_id)
+        elif state.participant_id != event.participant_id:
+            raise PolicyError(
+                f"event {event.event_id} is for another participant than the state given"
+            )
+        now = _effective_now(state, now)
+        if (
+            event.event_id in state.events
+            or admission(self._site, self._catalog, event) is not None
+        ):
+            return self._advance(state, now)
+        return self._accept(state, event, now)
+
+    def tick(self, state: ParticipantState, now: datetime) -> Step:
+        """Apply the passage of time to ``now``: consents starting or ending, deadlines missed."""
+        return self._advance(state, _effective_now(state, now))
+
+    def next_due(self, state: ParticipantState) -> datetime | None:
+        """Return the earliest instant after ``state.as_of`` at which a tick may change the view.
+
+        A pending deadline is missed just after its due instant; a consent starts at
+        ``valid_from`` and ends at ``expires_at`` or ``revoked_at``. None: no timer pending.
+        """
+        moments = [deadline.due_at for deadline in state.deadlines.values()]
+        for consent in state.consents.values():
+            moments.extend(
+                moment
+                for moment in (consent.valid_from, consent.expires_at, consent.revoked_at)
+                if moment is not None and (state.as_of is None or moment > state.as_of)
+            )
+        return min(moments, default=None)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _advance(self, state: ParticipantState, now: datetime) -> Step:
+        changes: list[ViewChange] = []
+        if _activity_changed(state, now):
+            state, changes = self._reproject(state, now)
+        state, missed = self._fire_deadlines(state, now)
+        return replace(state, as_of=now), changes + missed
+
+    def _accept(self, state: ParticipantState, event: Event, now: datetime) -> Step:
+        events = dict(state.events)
+        events[event.event_id] = event
+        consents = state.consents
+        orphans = state.orphan_revocations
+        deadlines = state.deadlines
+        consents_changed = False
+        if event.type == GRANT_TYPE:
+            consent = consent_from_event(event)
+            if consent.consent_id not in consents:
+                revoked_at = orphans.get(consent.consent_id)
+                if revoked_at is not None:
+                    consent = consent.revoked(revoked_at)
+                    orphans = {k: v for k, v in orphans.items() if k != consent.consent_id}
+                consents = {**consents, consent.consent_id: consent}
+                consents_changed = True
+        elif event.type == REVOKE_TYPE:
+            consents, orphans = _revoke(consents, orphans, event, now)
+            consents_changed = True
+        started = deadline_for(event, self._site.intake_deadline_days)
+        if started is not None and not already_met(started, events.values()):
+            deadlines = {**deadlines, started.referral_event_id: started}
+        if event.type == INTAKE_TYPE:
+            deadlines = {k: d for k, d in deadlines.items() if not intake_meets(event, d)}
+        next_state = replace(
+            state,
+            events=events,
+            consents=consents,
+            orphan_revocations=orphans,
+            deadlines=deadlines,
+        )
+        if consents_changed or _activity_changed(state, now):
+            next_state, changes = self._reproject(next_state, now)
+        else:
+            next_state, changes = self._add_event_rows(next_state, event, now)
+        next_state, missed = self._fire_deadlines(next_state, now)
+        return replace(next_state, as_of=now), changes + missed
+
+    def _fire_deadlines(self, state: ParticipantState, now: datetime) -> Step:
+        due = due_deadlines(state.deadlines.values(), now)
+        changes: list[ViewChange] = []
+        for deadline in due:
+            derived = missed_event(state.participant_id, deadline)
+            remaining = {
+                k: d for k, d in state.deadlines.items() if k != deadline.referral_event_id
+            }
+            state = replace(state, deadlines=remaining)
+            if derived.event_id in state.events:
+                continue
+            state = replace(state, events={**state.events, derived.event_id: derived})
+            state, added = self._add_event_rows(state, derived, now)
+            changes.extend(added)
+        return state, changes
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def _add_event_rows(self, state: ParticipantState, event: Event, now: datetime) -> Step:
+        """Add the rows of one new event; nothing else can have changed."""
+        shapes = self._shapes(event, _active(state.consents, now), now)
+        if not shapes:
+            return state, []
+        rows = dict(state.rows)
+        changes: list[ViewChange] = []
+        for recipient, shape in shapes:
+            rows[recipient] = {**rows.get(recipient, {}), event.event_id: shape}
+            changes.append(
+                ViewChange(
+                    "upsert",
+                    recipient,
+                    state.participant_id,
+                    event.event_id,
+                    build_row(recipient, event, shape),
+                )
+            )
+        return replace(state, rows=rows), changes
+
+    def _reproject(self, state: ParticipantState, now: datetime) -> Step:
+        """Re-derive every row of the participant and emit only the differences."""
+        active = _active(state.consents, now)
+        fresh: dict[str, dict[str, RowShape]] = {}
+        for event in state.events.values():
+            for recipient, fresh_shape in self._shapes(event, active, now):
+                fresh.setdefault(recipient, {})[event.event_id] = fresh_shape
+        changes: list[ViewChange] = []
+        for partner in self._recipients:
+            old = state.rows.get(partner.id, {})
+            new = fresh.get(partner.id, {})
+            for event_id, event in state.events.items():
+                shape = new.get(event_id)
+                if shape is not None:
+                    if old.get(event_id) != shape:
+                        row = build_row(partner.id, event, shape)
+                        changes.append(
+                            ViewChange("upsert", partner.id, state.participant_id, event_id, row)
+                        )
+                elif event_id in old:
+                    changes.append(
+                        ViewChange("retract", partner.id, state.participant_id, event_id, None)
+                    )
+        return replace(state, rows=fresh), changes
+
+    def _shapes(
+        self, event: Event, active: list[Consent], now: datetime
+    ) -> list[tuple[str, RowShape]]:
+        """Return (recipient, shape) for every recipient that gets a row for ``event``."""
+        event_type = self._event_type(event.type)
+        payload = event.payload
+        row_category = event_type.event_category(payload)
+        field_categories = event_type.field_categories(payload)
+        shapes: list[tuple[str, RowShape]] = []
+        for partner in self._recipients:
+            decision = decide_row(
+                self._site,
+                partner,
+                event.source_partner,
+                row_category,
+                payload,
+                field_categories,
+                active,
+                now,
+            )
+            if decision is not None:
+                shapes.append(
+                    (
+                        partner.id,
+                        RowShape(
+                            decision.fields,
+                            decision.categories,
+                            decision.consent_ids,
+                            decision.needs_notice,
+                        ),
+                    )
+                )
+        return shapes
+
+    def _event_type(self, name: str) -> EventType:
+        found = self._event_types.get(name)
+        if found is None:
+            found = self._catalog.latest(name)
+            self._event_types[name] = found
+        return found
+
+
+def _effective_now(state: ParticipantState, now: datetime) -> datetime:
+    """Return ``now``, or the state's ``as_of`` if that is later: time never runs backwards."""
+    if now.tzinfo is None:
+        raise PolicyError("naive datetime for now: leadhub works in tz-aware UTC only")
+    if state.as_of is not None and state.as_of > now:
+        return state.as_of
+    return now
+
+
+def _active(consents: Mapping[str, Consent], now: datetime) -> list[Consent]:
+    return [consent for consent in consents.values() if consent.is_active(now)]
+
+
+def _activity_changed(state: ParticipantState, now: datetime) -> bool:
+    """Return True if any consent started or ended between ``state.as_of`` and ``now``."""
+    if state.as_of is None or state.as_of == now:
+        return False
+    as_of = state.as_of
+    return any(c.is_active(as_of) != c.is_active(now) for c in state.consents.values())
+
+
+def _revoke(
+    consents: Mapping[str, Consent],
+    orphans: Mapping[str, datetime],
+    event: Event,
+    now: datetime,
+) -> tuple[Mapping[str, Consent], Mapping[str, datetime]]:
+    """Record a revocation; it takes effect at its occurred_at, or at ``now`` if that is earlier."""
+    consent_id = str(event.payload.get("consent_id", ""))
+    at = min(event.occurred_at, now)
+    existing = consents.get(consent_id)
+    if existing is not None:
+        return {**consents, consent_id: existing.revoked(at)}, orphans
+    previous = orphans.get(consent_id)
+    if previous is not None and previous <= at:
+        return consents, orphans
+    return consents, {**orphans, consent_id: at}

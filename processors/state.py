@@ -1,0 +1,171 @@
+"""Per-participant projection state, JSON round-trippable for a changelog-backed table.
+
+A :class:`ParticipantState` is immutable: the projector returns a new one for every step and
+shares unchanged parts with the old one. It holds everything the projector needs to turn the
+next event or clock tick into a *difference* of the view:
+
+- ``events``: the participant's accepted and hub-derived events by event_id, in arrival order
+  (the history re-projected when consents change; its keys are the dedupe set);
+- ``consents``: consents by consent_id, revoked ones kept with ``revoked_at``;
+- ``orphan_revocations``: revocations that arrived before their grant (the grant, when it comes,
+  is born revoked — a revocation is never lost to reordering);
+- ``deadlines``: pending intake deadlines by referral event_id;
+- ``rows``: per recipient, per event_id, the :class:`RowShape` that recipient currently has;
+- ``as_of``: the latest instant applied; a participant's time never runs backwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from processors.consent import Consent
+from processors.errors import StateError
+from processors.policy import REDISCLOSURE_NOTICE
+from processors.timefmt import format_instant, parse_instant, value_from_json, value_to_json
+from processors.view import RowShape, ViewRow
+from schemas.event import Event
+
+STATE_FORMAT = 1
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDeadline:
+    """An arrest-diversion referral with charges held, waiting for intake until ``due_at``."""
+
+    referral_event_id: str
+    referral_occurred_at: datetime
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class ParticipantState:
+    """Everything the projector keeps about one participant. Treat as immutable."""
+
+    participant_id: str
+    as_of: datetime | None = None
+    events: Mapping[str, Event] = field(default_factory=dict)
+    consents: Mapping[str, Consent] = field(default_factory=dict)
+    orphan_revocations: Mapping[str, datetime] = field(default_factory=dict)
+    deadlines: Mapping[str, PendingDeadline] = field(default_factory=dict)
+    rows: Mapping[str, Mapping[str, RowShape]] = field(default_factory=dict)
+
+    def view_rows(self) -> dict[str, dict[str, ViewRow]]:
+        """Return the participant's current rows: recipient -> event_id -> :class:`ViewRow`."""
+        view: dict[str, dict[str, ViewRow]] = {}
+        for recipient, shapes in self.rows.items():
+            view[recipient] = {
+                event_id: build_row(recipient, self.events[event_id], shape)
+                for event_id, shape in shapes.items()
+            }
+        return view
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-native dict with a deterministic key order (same state, same JSON)."""
+        return {
+            "format": STATE_FORMAT,
+            "participant_id": self.participant_id,
+            "as_of": None if self.as_of is None else format_instant(self.as_of),
+            "events": [_event_to_json(event) for event in self.events.values()],
+            "consents": [self.consents[key].to_json() for key in sorted(self.consents)],
+            "orphan_revocations": {
+                key: format_instant(self.orphan_revocations[key])
+                for key in sorted(self.orphan_revocations)
+            },
+            "deadlines": [
+                {
+                    "referral_event_id": d.referral_event_id,
+                    "referral_occurred_at": format_instant(d.referral_occurred_at),
+                    "due_at": format_instant(d.due_at),
+                }
+                for d in (self.deadlines[key] for key in sorted(self.deadlines))
+            ],
+            "rows": {
+                recipient: {
+                    event_id: shape.to_json() for event_id, shape in self.rows[recipient].items()
+                }
+                for recipient in sorted(self.rows)
+            },
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ParticipantState:
+        """Rebuild a state from :meth:`to_json` output.
+
+        Raises :class:`StateError` (naming the participant id only) if the data is not a state
+        of a known format.
+        """
+        participant_id = str(obj.get("participant_id", "")) if isinstance(obj, Mapping) else ""
+        if not isinstance(obj, Mapping) or obj.get("format") != STATE_FORMAT:
+            raise StateError(participant_id, f"not a participant state of format {STATE_FORMAT}")
+        try:
+            events = {e["event_id"]: _event_from_json(e) for e in obj["events"]}
+            deadlines = {
+                d["referral_event_id"]: PendingDeadline(
+                    d["referral_event_id"],
+                    parse_instant(d["referral_occurred_at"]),
+                    parse_instant(d["due_at"]),
+                )
+                for d in obj["deadlines"]
+            }
+            return cls(
+                participant_id=participant_id,
+                as_of=None if obj["as_of"] is None else parse_instant(obj["as_of"]),
+                events=events,
+                consents={c["consent_id"]: Consent.from_json(c) for c in obj["consents"]},
+                orphan_revocations={
+                    key: parse_instant(value) for key, value in obj["orphan_revocations"].items()
+                },
+                deadlines=deadlines,
+                rows={
+                    recipient: {
+                        event_id: RowShape.from_json(shape) for event_id, shape in shapes.items()
+                    }
+                    for recipient, shapes in obj["rows"].items()
+                },
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(participant_id, f"malformed state ({type(exc).__name__})") from exc
+
+
+def build_row(recipient: str, event: Event, shape: RowShape) -> ViewRow:
+    """Return the :class:`ViewRow` ``recipient`` has for ``event`` given the row's shape."""
+    payload = event.payload
+    return ViewRow(
+        recipient=recipient,
+        event_id=event.event_id,
+        type=event.type,
+        participant_id=event.participant_id,
+        occurred_at=event.occurred_at,
+        source_partner=event.source_partner or "",
+        fields={name: payload[name] for name in shape.fields},
+        categories=shape.categories,
+        consent_ids=shape.consent_ids,
+        notice=REDISCLOSURE_NOTICE if shape.notice else None,
+    )
+
+
+def _event_to_json(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "participant_id": event.participant_id,
+        "occurred_at": format_instant(event.occurred_at),
+        "source_partner": event.source_partner,
+        "payload": {name: value_to_json(value) for name, value in event.payload.items()},
+    }
+
+
+def _event_from_json(obj: Mapping[str, Any]) -> Event:
+    return Event(
+        event_id=obj["event_id"],
+        type=obj["type"],
+        participant_id=obj["participant_id"],
+        occurred_at=parse_instant(obj["occurred_at"]),
+        payload={name: value_from_json(value) for name, value in obj["payload"].items()},
+        source_partner=obj["source_partner"],
+    )
