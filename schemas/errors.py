@@ -1,4 +1,4 @@
-"""The root of leadhub's exception tree.
+"""The root of leadhub's exception tree, and the ``schemas`` layer's subtree.
 
 Every error leadhub raises on purpose derives from :class:`HubError`. Each layer has its own
 subtree (``ContractError`` in ``schemas``, ``PolicyError`` in ``processors``, ``ServiceError`` in
@@ -10,6 +10,89 @@ fields, ids of events and partners, offsets — never a field's value.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class HubError(Exception):
     """Root of every error leadhub raises on purpose."""
+
+
+class RejectReason(StrEnum):
+    """Stable machine-readable codes for why an event was rejected (dead-letter ``reason``)."""
+
+    NOT_SINGLE_OBJECT = "NOT_SINGLE_OBJECT"
+    UNKNOWN_FINGERPRINT = "UNKNOWN_FINGERPRINT"
+    MALFORMED_BODY = "MALFORMED_BODY"
+    RESOLUTION_FAILED = "RESOLUTION_FAILED"
+    INVALID_FIELD = "INVALID_FIELD"
+    UNKNOWN_EVENT_TYPE = "UNKNOWN_EVENT_TYPE"
+    MALFORMED_JSON = "MALFORMED_JSON"
+    INVALID_CATALOG = "INVALID_CATALOG"
+
+
+class ContractError(HubError):
+    """An event or schema breaks the event contract.
+
+    ``reason`` is a stable code for dead-letter records and metrics; ``field_path`` names the
+    offending field (``payload.door``, ``payload.exceptions[0].recipients``) when there is one.
+    The message names fields, types and schema ids only, never a field's value.
+    """
+
+    default_reason: RejectReason = RejectReason.INVALID_FIELD
+
+    def __init__(self, message: str, *, field_path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason: RejectReason = self.default_reason
+        self.field_path = field_path
+
+
+class NotSingleObject(ContractError):
+    """The bytes are not an Avro single-object encoding (missing ``C3 01`` marker or too short)."""
+
+    default_reason = RejectReason.NOT_SINGLE_OBJECT
+
+
+class UnknownFingerprint(ContractError):
+    """No schema version in the catalog has this CRC-64-AVRO fingerprint."""
+
+    default_reason = RejectReason.UNKNOWN_FINGERPRINT
+
+
+class MalformedBody(ContractError):
+    """The Avro body does not decode with the writer schema its fingerprint names."""
+
+    default_reason = RejectReason.MALFORMED_BODY
+
+
+class ResolutionFailed(ContractError):
+    """The body decodes with its writer schema but cannot be resolved to the reader schema."""
+
+    default_reason = RejectReason.RESOLUTION_FAILED
+
+
+class InvalidField(ContractError):
+    """A field is missing, unknown, or of the wrong type or value.
+
+    ``field_path`` names it; the message says what is allowed.
+    """
+
+    default_reason = RejectReason.INVALID_FIELD
+
+
+class UnknownEventType(ContractError):
+    """The event type (or the version of it) is not in the catalog."""
+
+    default_reason = RejectReason.UNKNOWN_EVENT_TYPE
+
+
+class MalformedJson(ContractError):
+    """A JSON (Lines) event is not valid JSON or not an event envelope object."""
+
+    default_reason = RejectReason.MALFORMED_JSON
+
+
+class CatalogError(ContractError):
+    """A schema file cannot be loaded into the catalog (bad JSON, bad Avro, bad file name)."""
+
+    default_reason = RejectReason.INVALID_CATALOG

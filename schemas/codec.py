@@ -1,0 +1,148 @@
+"""Avro single-object encoding of events: the wire format of every ``lead.in.*`` topic.
+
+Layout: ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's
+parsing canonical form + the Avro binary body (fastavro, schemaless). Every schema version ever
+published stays in the catalog, so :func:`decode` finds any writer by fingerprint and resolves
+it to the reader schema (the latest version unless told otherwise).
+
+Both functions raise :class:`schemas.errors.ContractError` subclasses with a stable ``reason``;
+messages name types, versions, fingerprints and field paths, never field values.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+
+from schemas.catalog import SINGLE_OBJECT_MARKER, Catalog, TypePlan
+from schemas.errors import (
+    InvalidField,
+    MalformedBody,
+    NotSingleObject,
+    ResolutionFailed,
+    UnknownEventType,
+)
+from schemas.event import Event, check_envelope_semantics
+from schemas.shape import BadValue, safe_key
+
+HEADER_SIZE = 10
+
+
+def encode(event: Event, catalog: Catalog, version: int | None = None) -> bytes:
+    """Validate ``event`` against its type's schema and return its single-object encoding.
+
+    ``version`` picks the writer schema (default: the latest). Writing an older version drops
+    newer payload fields only when they hold their default; otherwise :class:`InvalidField`.
+    Raises :class:`UnknownEventType` or :class:`InvalidField` (with ``field_path``); nothing is
+    encoded unless the whole event is valid, so what encodes decodes back to an equal event.
+    """
+    if type(event.type) is not str:
+        raise UnknownEventType("event type must be a string", field_path="type")
+    plan = catalog._plan(event.type, version)
+    payload = event.payload
+    if version is not None:
+        latest = catalog._latest_plan(event.type)
+        if latest is not plan:
+            payload = _downgrade(payload, plan, latest)
+    record = {
+        "event_id": event.event_id,
+        "participant_id": event.participant_id,
+        "occurred_at": event.occurred_at,
+        "source_partner": event.source_partner,
+        "payload": payload,
+    }
+    try:
+        plan.envelope.check(record)
+    except BadValue as bad:
+        raise InvalidField(
+            f"{_label(plan)}: {bad.path}: {bad.message}", field_path=bad.path
+        ) from None
+    check_envelope_semantics(event.event_id, event.participant_id)
+    buffer = BytesIO()
+    buffer.write(plan.header)
+    try:
+        schemaless_writer(buffer, plan.event_type.schema, record, disable_tuple_notation=True)
+    except Exception as exc:  # validated above, so this is a bug or an exotic value
+        raise InvalidField(
+            f"{_label(plan)}: event could not be encoded ({type(exc).__name__})"
+        ) from exc
+    return buffer.getvalue()
+
+
+def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None) -> Event:
+    """Decode one single-object encoded event, resolving its writer schema to the reader's.
+
+    The writer is found by fingerprint among every version in ``catalog``; the reader is the
+    latest version of the same type, or ``reader_version`` when given. Raises
+    :class:`NotSingleObject`, :class:`UnknownFingerprint`, :class:`MalformedBody` (body does not
+    decode, or has trailing bytes), :class:`ResolutionFailed` (e.g. an enum symbol the reader
+    lacks) or :class:`InvalidField` (a decoded ``event_id`` that is not a UUID ...).
+    """
+    if type(data) is not bytes:
+        if not isinstance(data, bytearray | memoryview):
+            raise NotSingleObject(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+    if len(data) < HEADER_SIZE or data[:2] != SINGLE_OBJECT_MARKER:
+        raise NotSingleObject(
+            "not an Avro single-object encoding (expected C3 01 + 8-byte fingerprint + body)"
+        )
+    writer = catalog._plan_for_fingerprint(data[2:HEADER_SIZE])
+    reader = catalog._plan(writer.event_type.name, reader_version)
+    buffer = BytesIO(data)
+    buffer.seek(HEADER_SIZE)
+    try:
+        record: Any = schemaless_reader(
+            buffer,
+            writer.event_type.schema,
+            None if reader is writer else reader.event_type.schema,
+        )
+    except SchemaResolutionError as exc:
+        raise ResolutionFailed(
+            f"{_label(writer)} data cannot be read as {_label(reader)} ({type(exc).__name__})"
+        ) from exc
+    except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
+        raise MalformedBody(
+            f"body does not decode as {_label(writer)} ({type(exc).__name__})"
+        ) from exc
+    if buffer.tell() != len(data):
+        extra = len(data) - buffer.tell()
+        raise MalformedBody(f"{extra} trailing bytes after the {_label(writer)} body")
+    check_envelope_semantics(record["event_id"], record["participant_id"])
+    return Event(
+        event_id=record["event_id"],
+        type=reader.event_type.name,
+        participant_id=record["participant_id"],
+        occurred_at=record["occurred_at"],
+        payload=record["payload"],
+        source_partner=record["source_partner"],
+    )
+
+
+def _label(plan: TypePlan) -> str:
+    return f"{plan.event_type.name} v{plan.event_type.version} ({plan.event_type.fingerprint})"
+
+
+def _downgrade(payload: Any, plan: TypePlan, latest: TypePlan) -> Any:
+    """Drop payload fields the older writer lacks, when they hold the latest schema's default."""
+    if not isinstance(payload, dict):
+        return payload  # the envelope check reports the type error
+    writer_fields = {spec.name for spec in plan.event_type.fields}
+    extra = [key for key in payload if key not in writer_fields]
+    if not extra:
+        return payload
+    latest_payload = next(
+        f["type"] for f in latest.event_type.schema["fields"] if f["name"] == "payload"
+    )
+    defaults = {f["name"]: f["default"] for f in latest_payload["fields"] if "default" in f}
+    for key in extra:
+        if key not in defaults or payload[key] != defaults[key]:
+            path = f"payload.{safe_key(key)}"
+            raise InvalidField(
+                f"{_label(plan)}: {path} does not exist in this version and holds a non-default "
+                f"value; write version {latest.event_type.version} instead",
+                field_path=path,
+            )
+    return {key: value for key, value in payload.items() if key in writer_fields}
