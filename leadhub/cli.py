@@ -17,6 +17,7 @@ from schemas.errors import HubError
 COMMAND_MODULES: tuple[str, ...] = (
     "leadhub.cli_services",
     "leadhub.cli_pipeline",
+    "leadhub.cli_schemas",
 )
 
 EXIT_OK = 0
