@@ -1,0 +1,370 @@
+"""The projector, rule by rule, on the example site and the real catalog."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processors.deadlines import MISSED_NAMESPACE
+from processors.errors import PolicyError, StateError
+from processors.policy import REDISCLOSURE_NOTICE
+from processors.projector import ParticipantState, Projector, ViewChange
+from processors.site import load_site
+from processors.view import apply_changes
+from schemas.catalog import load_catalog
+from schemas.event import Event
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "site.example.yaml"
+SITE = load_site(EXAMPLE)
+CATALOG = load_catalog()
+T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+PD, PAO, PDA, CM = "evergreen-pd", "county-pao", "defender-assoc", "harbor-cm"
+HOUSE, SUD, MH, COORD = "cedar-housing", "riverbend-sud", "northside-mh", "lead-coordinator"
+
+_counter = iter(range(1, 10**9))
+
+
+def event(type_: str, source: str | None, at: datetime, **payload: Any) -> Event:
+    event_id = str(uuid.UUID(int=next(_counter), version=4))
+    return Event(event_id, type_, "P1", at, payload, source)
+
+
+def referral(at: datetime, door: str = "ARREST_DIVERSION", held: bool = True) -> Event:
+    return event("ReferralMade", PD, at, door=door, offense_category="DRUG_POSSESSION",
+                 charges_held=held, referring_officer="4411", area="East", warm_handoff_at=None)
+
+
+def intake(at: datetime, referral_event_id: str | None = None) -> Event:
+    return event("IntakeCompleted", CM, at, referral_event_id=referral_event_id,
+                 intake_site="Harbor St", preferred_name="Sam Sample", date_of_birth=None,
+                 phone="555-0100")
+
+
+def encounter(at: datetime, service_type: str, source: str) -> Event:
+    return event("ServiceEncounter", source, at, service_type=service_type, provider="Riverbend",
+                 duration_minutes=50, notes="engaged, on plan")
+
+
+def grant(at: datetime, consent_id: str = "C1", **changes: Any) -> Event:
+    payload: dict[str, Any] = {
+        "consent_id": consent_id,
+        "recipients": [PDA, "role:case_management"],
+        "categories": ["SUD_TREATMENT", "HOUSING"],
+        "purposes": ["legal_defense", "care_coordination"],
+        "valid_from": at,
+        "expires_at": at + 90 * DAY,
+        "exceptions": [],
+        "part2": True,
+        "form_sha256": "ab" * 32,
+    }
+    payload.update(changes)
+    return event("ConsentGranted", CM, at, **payload)
+
+
+def revoke(at: datetime, consent_id: str = "C1") -> Event:
+    return event("ConsentRevoked", CM, at, consent_id=consent_id)
+
+
+class Run:
+    """Feeds events through one projector, keeping the state and every change."""
+
+    def __init__(self) -> None:
+        self.projector = Projector(SITE, CATALOG)
+        self.state: ParticipantState | None = None
+        self.changes: list[ViewChange] = []
+
+    def project(self, ev: Event, now: datetime | None = None) -> list[ViewChange]:
+        self.state, changes = self.projector.project(self.state, ev, now or ev.occurred_at)
+        self.changes.extend(changes)
+        return changes
+
+    def tick(self, now: datetime) -> list[ViewChange]:
+        assert self.state is not None
+        self.state, changes = self.projector.tick(self.state, now)
+        self.changes.extend(changes)
+        return changes
+
+    def rows(self, recipient: str) -> dict[str, Any]:
+        assert self.state is not None
+        return self.state.view_rows().get(recipient, {})
+
+
+def recipients(changes: list[ViewChange], kind: str = "upsert") -> set[str]:
+    return {change.recipient for change in changes if change.kind == kind}
+
+
+def test_source_always_sees_its_own_event() -> None:
+    run = Run()
+    changes = run.project(encounter(T0, "SUD_TREATMENT", SUD))
+    assert recipients(changes) == {SUD}
+    row = run.rows(SUD)[changes[0].event_id]
+    assert set(row.fields) == {"service_type", "provider", "duration_minutes", "notes"}
+
+
+def test_value_dependent_category_hides_the_fact_an_sud_encounter_happened() -> None:
+    run = Run()
+    sud = run.project(encounter(T0, "SUD_TREATMENT", SUD))
+    housing = run.project(encounter(T0 + DAY, "HOUSING", HOUSE))
+    assert PD not in recipients(sud) and PAO not in recipients(sud)
+    assert recipients(housing) >= {PD, PAO, HOUSE, CM, COORD}
+    assert all(row.notice is None for change in housing if (row := change.row))
+
+
+def test_always_rows_carry_only_visible_fields() -> None:
+    run = Run()
+    ev = referral(T0)
+    run.project(ev)
+    prosecutor_row = run.rows(PAO)[ev.event_id]
+    assert "charges_held" in prosecutor_row.fields  # LEGAL_CASE: always for the prosecutor
+    defender_row = run.rows(PDA)[ev.event_id]
+    assert set(defender_row.categories) == {"LEGAL_CASE", "REFERRAL"}
+    assert ev.event_id not in run.rows(HOUSE)  # housing: REFERRAL never
+
+
+def test_consent_grant_adds_rows_and_revocation_retracts_them() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(sud)
+    granted = run.project(grant(T0 + DAY))
+    sud_rows = [c for c in granted if c.event_id == sud.event_id]
+    assert {c.recipient for c in sud_rows} == {PDA, CM}
+    for change in sud_rows:
+        assert change.row is not None
+        assert change.row.consent_ids == ("C1",)
+        assert change.row.notice == REDISCLOSURE_NOTICE
+    revoked = run.project(revoke(T0 + 2 * DAY))
+    assert {(c.kind, c.recipient, c.event_id) for c in revoked} == {
+        ("retract", PDA, sud.event_id),
+        ("retract", CM, sud.event_id),
+        ("upsert", CM, revoked[-1].event_id),  # the revocation event itself (CONSENT: always)
+        ("upsert", COORD, revoked[-1].event_id),
+    }
+    assert sud.event_id not in run.rows(PDA)
+
+
+def test_expiry_retracts_on_tick_and_on_an_unrelated_event() -> None:
+    for via_tick in (True, False):
+        run = Run()
+        sud = encounter(T0, "SUD_TREATMENT", SUD)
+        run.project(sud)
+        run.project(grant(T0, expires_at=T0 + 10 * DAY))
+        assert sud.event_id in run.rows(PDA)
+        assert run.tick(T0 + 10 * DAY - timedelta(microseconds=1)) == []
+        if via_tick:
+            changes = run.tick(T0 + 10 * DAY)
+        else:
+            changes = run.project(encounter(T0 + 11 * DAY, "HOUSING", HOUSE))
+        assert ("retract", PDA, sud.event_id) in {(c.kind, c.recipient, c.event_id)
+                                                  for c in changes}
+        assert sud.event_id not in run.rows(PDA)
+
+
+def test_consent_valid_from_in_the_future_opens_rows_only_then() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(sud)
+    run.project(grant(T0, valid_from=T0 + 5 * DAY))
+    assert sud.event_id not in run.rows(PDA)
+    run.tick(T0 + 5 * DAY)
+    assert sud.event_id in run.rows(PDA)
+
+
+def test_revocation_arriving_before_its_grant_is_not_lost() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(sud)
+    run.project(revoke(T0 + DAY))
+    changes = run.project(grant(T0, consent_id="C1"), now=T0 + 2 * DAY)
+    assert sud.event_id not in run.rows(PDA)
+    assert all(c.event_id != sud.event_id for c in changes)
+
+
+def test_revoke_then_regrant_restores_what_the_new_consent_covers() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    home = event("HousingStatusChanged", HOUSE, T0, status="HOUSED", provider="Cedar")
+    run.project(sud)
+    run.project(home)
+    run.project(grant(T0 + DAY))
+    run.project(revoke(T0 + 2 * DAY))
+    changes = run.project(grant(T0 + 3 * DAY, consent_id="C2", categories=["HOUSING"],
+                                part2=False))
+    assert sud.event_id not in run.rows(PDA)
+    assert run.rows(PDA)[home.event_id].consent_ids == ("C2",)
+    assert ("upsert", PDA, home.event_id) in {(c.kind, c.recipient, c.event_id) for c in changes}
+
+
+def test_a_second_grant_with_the_same_consent_id_changes_no_consent() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(sud)
+    run.project(grant(T0, categories=["HOUSING"]))
+    run.project(grant(T0 + DAY, categories=["SUD_TREATMENT"]))
+    assert sud.event_id not in run.rows(PDA)
+
+
+def test_floor_holds_against_a_consent_naming_the_police() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(sud)
+    run.project(grant(T0, recipients=["role:police", "role:prosecutor", PD, PAO],
+                      categories=["SUD_TREATMENT", "MENTAL_HEALTH", "MEDICAL"],
+                      purposes=["diversion_referral", "prosecution_decision"]))
+    assert sud.event_id not in run.rows(PD)
+    assert sud.event_id not in run.rows(PAO)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        event("ConsentGranted", PD, T0, consent_id="C1", recipients=[PD],
+              categories=["HOUSING"], purposes=["diversion_referral"], valid_from=T0,
+              expires_at=None, exceptions=[], part2=False, form_sha256="ab" * 32),
+        event("ContactLogged", "stranger", T0, contact_method="PHONE", successful=True,
+              duration_minutes=None),
+        event("IntakeDeadlineMissed", "hub", T0, referral_event_id="x", due_at=T0),
+    ],
+    ids=["police may not record a consent", "unknown partner", "outsider posing as hub"],
+)
+def test_rejected_events_change_nothing(bad: Event) -> None:
+    run = Run()
+    run.project(encounter(T0, "HOUSING", HOUSE))
+    before = run.state
+    assert before is not None
+    after, changes = run.projector.project(before, bad, T0)
+    assert changes == []
+    assert after == before
+
+
+def test_duplicate_event_id_changes_nothing() -> None:
+    run = Run()
+    ev = encounter(T0, "HOUSING", HOUSE)
+    run.project(ev)
+    before = run.state
+    assert before is not None
+    assert run.projector.project(before, ev, T0) == (before, [])
+    later = Event(ev.event_id, "ContactLogged", "P1", T0, {"contact_method": "PHONE",
+                  "successful": True, "duration_minutes": 5}, CM)
+    assert run.projector.project(before, later, T0) == (before, [])
+
+
+def test_deadline_missed_derives_a_deterministic_hub_event_for_the_prosecutor() -> None:
+    run = Run()
+    ref = referral(T0)
+    run.project(ref)
+    due = T0 + SITE.intake_deadline_days * DAY
+    assert run.tick(due) == []
+    changes = run.tick(due + timedelta(seconds=1))
+    missed_id = str(uuid.uuid5(MISSED_NAMESPACE, ref.event_id))
+    assert {c.event_id for c in changes} == {missed_id}
+    row = run.rows(PAO)[missed_id]
+    assert row.source_partner == "hub"
+    assert row.type == "IntakeDeadlineMissed"
+    assert row.fields == {"referral_event_id": ref.event_id, "due_at": due}
+    assert run.tick(due + 2 * DAY) == []  # fires once
+
+
+def test_deadline_met_by_intake_linked_or_not() -> None:
+    for linked in (True, False):
+        run = Run()
+        ref = referral(T0)
+        run.project(ref)
+        due = T0 + SITE.intake_deadline_days * DAY
+        run.project(intake(due, ref.event_id if linked else None))  # exactly at due: met
+        assert all(c.row is None or c.row.type != "IntakeDeadlineMissed"
+                   for c in run.tick(due + 30 * DAY))
+
+
+def test_deadline_met_late_shows_both_the_miss_and_the_late_intake() -> None:
+    run = Run()
+    ref = referral(T0)
+    run.project(ref)
+    late = intake(T0 + (SITE.intake_deadline_days + 3) * DAY, ref.event_id)
+    changes = run.project(late)
+    types = [c.row.type for c in changes if c.row is not None and c.recipient == PAO]
+    assert types == ["IntakeCompleted", "IntakeDeadlineMissed"]
+
+
+def test_intake_linked_to_another_referral_does_not_meet_the_deadline() -> None:
+    run = Run()
+    run.project(referral(T0))
+    run.project(intake(T0 + DAY, "some-other-referral"))
+    changes = run.tick(T0 + 40 * DAY)
+    assert any(c.row is not None and c.row.type == "IntakeDeadlineMissed" for c in changes)
+
+
+@pytest.mark.parametrize(("door", "held"), [("SOCIAL_CONTACT", False), ("ARREST_DIVERSION", False),
+                                            ("COMMUNITY", False)])
+def test_no_deadline_without_arrest_diversion_and_charges_held(door: str, held: bool) -> None:
+    run = Run()
+    run.project(referral(T0, door=door, held=held))
+    assert run.tick(T0 + 60 * DAY) == []
+
+
+def test_referral_arriving_after_its_intake_starts_no_deadline() -> None:
+    run = Run()
+    ref = referral(T0)
+    run.project(intake(T0 + DAY, ref.event_id))
+    run.project(ref, now=T0 + 2 * DAY)
+    assert run.state is not None and not run.state.deadlines
+    assert run.tick(T0 + 60 * DAY) == []
+
+
+def test_time_never_runs_backwards_for_a_participant() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(sud)
+    run.project(grant(T0, expires_at=T0 + 5 * DAY))
+    run.tick(T0 + 6 * DAY)
+    run.tick(T0 + DAY)  # an older clock: expiry stands
+    assert sud.event_id not in run.rows(PDA)
+    assert run.state is not None and run.state.as_of == T0 + 6 * DAY
+
+
+def test_change_stream_rebuilds_the_view_and_state_round_trips_through_json() -> None:
+    run = Run()
+    ref = referral(T0)
+    for ev in [ref, encounter(T0 + DAY, "SUD_TREATMENT", SUD), grant(T0 + 2 * DAY),
+               event("HousingStatusChanged", HOUSE, T0 + 3 * DAY, status="HOUSED",
+                     provider="Cedar"), revoke(T0 + 4 * DAY), intake(T0 + 20 * DAY)]:
+        run.project(ev)
+    assert run.state is not None
+    assert apply_changes({}, run.changes) == run.state.view_rows()
+    text = json.dumps(run.state.to_json())
+    restored = ParticipantState.from_json(json.loads(text))
+    assert restored == run.state
+    assert json.dumps(restored.to_json()) == text
+
+
+def test_next_due_reports_the_earliest_timer() -> None:
+    run = Run()
+    run.project(referral(T0))
+    run.project(grant(T0, expires_at=T0 + 5 * DAY))
+    assert run.state is not None
+    assert run.projector.next_due(run.state) == T0 + 5 * DAY
+    run.tick(T0 + 6 * DAY)
+    assert run.projector.next_due(run.state) == T0 + SITE.intake_deadline_days * DAY
+
+
+def test_state_for_another_participant_and_naive_now_are_errors() -> None:
+    run = Run()
+    run.project(referral(T0))
+    other = Event(str(uuid.uuid4()), "ContactLogged", "P2", T0, {}, CM)
+    with pytest.raises(PolicyError):
+        run.projector.project(run.state, other, T0)
+    with pytest.raises(PolicyError, match="naive"):
+        run.projector.project(None, referral(T0), datetime(2025, 1, 1))
+
+
+def test_corrupt_state_is_a_state_error() -> None:
+    with pytest.raises(StateError):
+        ParticipantState.from_json({"format": 99, "participant_id": "P1"})
+    with pytest.raises(StateError):
+        ParticipantState.from_json({"format": 1, "participant_id": "P1"})
