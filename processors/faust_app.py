@@ -21,13 +21,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import mode
 
-from processors.projector import ParticipantState, Projector, ViewChange
+from processors.projector import Projector
+from processors.state import ParticipantState
+from processors.view import ViewChange
 from processors.site import SitePolicy
 from processors.validate import Accepted, validate_inbound
 from schemas.canonical import CanonicalRecord, decode_canonical, encode_canonical
 from schemas.catalog import Catalog
 from schemas.codec import decode
+from schemas.errors import HubError
 from schemas.topics import TopicNames
 
 log = logging.getLogger("leadhub.processors")
@@ -79,6 +83,9 @@ def create_app(
         broker_commit_every=500,
         broker_commit_interval=0.5,
         table_cleanup_interval=3600.0,
+        # An unexpected error stops the worker instead of restarting the agent past the
+        # message: the process restarts from its committed offsets and nothing is skipped.
+        agent_supervisor=mode.CrashingSupervisor,
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
@@ -121,7 +128,7 @@ def create_app(
         projector = Projector(site, catalog)
         table = app.Table(
             "participants", default=None, partitions=partitions,
-            key_type=str, value_type=dict, key_serializer="raw", value_serializer="json",
+            key_type=str, value_type=dict,
         )
 
         async def emit(changes: list[ViewChange]) -> None:
@@ -132,16 +139,22 @@ def create_app(
         @app.agent(events_topic, name="project")
         async def project(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
             async for event in stream.events():
-                record = decode_canonical(event.value)
                 partition = event.message.partition
+                try:
+                    record = decode_canonical(event.value)
+                except HubError as exc:
+                    await dlq_topic.send(key=topics.events.encode(), value=event.value,
+                                         headers=_dead_letter_headers("project", event, exc))
+                    yield None
+                    continue
                 if record.kind == "CLOCK":
                     await _tick_partition(table, projector, partition, record.received_at, emit)
                 else:
                     hub_event = decode(record.event, catalog)
-                    stored = table[hub_event.participant_id]
+                    stored = table.get(hub_event.participant_id)
                     state = ParticipantState.from_json(stored["state"]) if stored else None
                     new_state, changes = projector.project(state, hub_event, record.received_at)
-                    table[hub_event.participant_id] = _stored(new_state, partition)
+                    table[hub_event.participant_id] = _stored(projector, new_state, partition)
                     await emit(changes)
                 yield None
 
@@ -158,8 +171,23 @@ def create_app(
     return app
 
 
-def _stored(state: ParticipantState, partition: int) -> dict[str, Any]:
-    return {"partition": partition, "state": state.to_json()}
+def _dead_letter_headers(step: str, event: Any, exc: HubError) -> list[tuple[str, bytes]]:
+    message = event.message
+    return [
+        ("lead.step", step.encode()),
+        ("lead.reason", b"NOT_CANONICAL"),
+        ("lead.message", str(exc).encode()),
+        ("lead.source.topic", message.topic.encode()),
+        ("lead.source.partition", str(message.partition).encode()),
+        ("lead.source.offset", str(message.offset).encode()),
+    ]
+
+
+def _stored(projector: Projector, state: ParticipantState, partition: int) -> dict[str, Any]:
+    """The table value: the state, its partition, and when it next needs a tick (or None)."""
+    due = projector.next_due(state)
+    return {"partition": partition, "next_due": due.isoformat() if due else None,
+            "state": state.to_json()}
 
 
 async def _tick_partition(
@@ -169,13 +197,18 @@ async def _tick_partition(
     now: datetime,
     emit: Callable[[list[ViewChange]], Any],
 ) -> None:
-    """Apply ``tick`` at ``now`` to every participant stored for ``partition``."""
+    """Apply ``tick`` at ``now`` to every participant of ``partition`` with something due.
+
+    Only this partition's participants are touched, so table writes go to the changelog
+    partition they belong to.
+    """
     due: list[tuple[str, ParticipantState]] = []
     for participant_id, stored in list(table.items()):
-        if stored and stored.get("partition") == partition:
+        if not stored or stored.get("partition") != partition or stored.get("next_due") is None:
+            continue
+        if datetime.fromisoformat(stored["next_due"]) <= now:
             due.append((participant_id, ParticipantState.from_json(stored["state"])))
     for participant_id, state in due:
         new_state, changes = projector.tick(state, now)
-        if changes:
-            table[participant_id] = _stored(new_state, partition)
-            await emit(changes)
+        table[participant_id] = _stored(projector, new_state, partition)
+        await emit(changes)

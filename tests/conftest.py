@@ -104,3 +104,75 @@ def database_url(request: Any, tmp_path: Path) -> Iterator[str]:
 def topics() -> TopicNames:
     """Topic names under a prefix unique to this test, so tests never see each other's data."""
     return TopicNames(prefix=f"t{uuid.uuid4().hex[:10]}.")
+
+
+SITE_FILE = Path(__file__).resolve().parent.parent / "config" / "site.example.yaml"
+
+
+class HubProcesses:
+    """``leadhub run`` child processes for one test, all sharing that test's topic prefix."""
+
+    def __init__(self, bootstrap: str, topics: TopicNames, state_dir: Path,
+                 database_url: str | None = None) -> None:
+        import sys
+
+        self.env = dict(
+            os.environ,
+            LEADHUB_KAFKA_BOOTSTRAP=bootstrap,
+            LEADHUB_TOPIC_PREFIX=topics.prefix,
+            LEADHUB_SITE_FILE=str(SITE_FILE),
+            LEADHUB_STATE_DIR=str(state_dir),
+            LEADHUB_TICK_SECONDS="1",
+            LEADHUB_PARTITIONS="4",
+        )
+        if database_url:
+            self.env["LEADHUB_DATABASE_URL"] = database_url
+        self.python = sys.executable
+        self.logs = state_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.children: dict[str, Any] = {}
+
+    def leadhub(self, *args: str, timeout: float = 120) -> Any:
+        import subprocess
+
+        return subprocess.run([self.python, "-m", "leadhub.cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def start(self, step: str) -> None:
+        """Start ``leadhub run STEP`` in the background (output in the state dir's logs)."""
+        import subprocess
+
+        log = (self.logs / f"{step}.log").open("ab")
+        self.children[step] = subprocess.Popen(
+            [self.python, "-m", "leadhub.cli", "run", step], env=self.env,
+            stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self, step: str, sig: int) -> None:
+        """Send ``sig`` to a step and wait for it to exit."""
+        child = self.children.pop(step)
+        child.send_signal(sig)
+        child.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        import signal
+
+        for step in list(self.children):
+            if self.children[step].poll() is None:
+                self.kill(step, signal.SIGTERM)
+            else:
+                self.children.pop(step)
+
+    def log_tail(self, step: str, lines: int = 40) -> str:
+        path = self.logs / f"{step}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if (
+            path.exists()) else ""
+
+
+@pytest.fixture
+def hub(kafka_bootstrap: str, topics: TopicNames, tmp_path: Path) -> Iterator[HubProcesses]:
+    """Topics created under this test's prefix; start steps with ``hub.start(step)``."""
+    processes = HubProcesses(kafka_bootstrap, topics, tmp_path / "hub")
+    created = processes.leadhub("topics", "create")
+    assert created.returncode == 0, created.stderr
+    yield processes
+    processes.stop_all()

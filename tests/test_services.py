@@ -1,0 +1,91 @@
+"""The local services launcher and the deployment file, exercised for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LEADHUB = [sys.executable, "-m", "leadhub.cli"]
+
+pytestmark = pytest.mark.integration
+
+
+def _leadhub(*args: str, env: dict[str, str] | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LEADHUB, *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env or dict(os.environ), timeout=timeout, check=False)
+
+
+def test_status_reports_both_services_with_addresses(kafka_bootstrap: str,
+                                                     postgres_server_url: str) -> None:
+    result = _leadhub("services", "status", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr
+    assert report["kafka"]["running"] and report["kafka"]["address"] == kafka_bootstrap
+    assert report["postgres"]["running"]
+    assert report["postgres"]["address"].startswith("postgresql+psycopg://")
+    text = _leadhub("services", "status").stdout
+    assert "kafka" in text and "127.0.0.1" in text and "postgres" in text
+
+
+def test_start_when_running_says_so(kafka_bootstrap: str) -> None:
+    result = _leadhub("services", "start", "kafka")
+    assert result.returncode == 0
+    assert "already running" in result.stdout or "external" in result.stdout
+
+
+def test_missing_java_is_a_one_line_error_with_exit_code_2(tmp_path: Path) -> None:
+    bare_path = tmp_path / "bin"
+    bare_path.mkdir()
+    env = {
+        "PATH": str(bare_path),
+        "HOME": str(tmp_path),
+        "LEADHUB_STATE_DIR": str(tmp_path / "state"),
+        "LEADHUB_CACHE_DIR": str(tmp_path / "cache"),
+        "LEADHUB_KAFKA_PORT": "39991",
+        "LEADHUB_KAFKA_CONTROLLER_PORT": "39992",
+    }
+    result = _leadhub("services", "start", "kafka", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "java not found" in result.stderr and "install" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_publish_with_no_broker_fails_fast_and_clearly(tmp_path: Path) -> None:
+    event = {"event_id": "6f1c1f43-3a57-4a53-9d55-3f5b1c8f2d11", "type": "ConsentRevoked",
+             "participant_id": "P-0001", "occurred_at": "2026-01-02T03:04:05.000000Z",
+             "source_partner": None, "payload": {"consent_id": "c-1"}}
+    events = tmp_path / "one.jsonl"
+    events.write_text(json.dumps(event) + "\n")
+    env = dict(os.environ, LEADHUB_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    started = time.monotonic()
+    result = _leadhub("publish", "--as", "casemgmt", str(events), env=env, timeout=90)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert elapsed < 60
+    assert "Traceback" not in result.stderr
+    assert "leadhub: error: cannot reach Kafka at 127.0.0.1:1" in result.stderr
+
+
+def test_compose_file_is_valid_for_deployment() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert {"postgres", "validator", "projector", "sink"} <= set(services)
+    if shutil.which("docker") and subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, check=False
+    ).returncode == 0:
+        checked = subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT,
+                                 capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, checked.stderr

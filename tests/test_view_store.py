@@ -1,0 +1,76 @@
+"""Contract tests of the SQL view store; every test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from consumers.errors import ProjectionVersionMismatch
+from consumers.store import RowChange, ViewStore
+
+pytestmark = pytest.mark.integration
+
+
+def _row(event_id: str, participant: str = "P1", when: str = "2026-01-02T03:04:05.000006Z",
+         **fields: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "type": "ContactLogged", "participant_id": participant,
+            "occurred_at": when, "source_partner": "casemgmt", "fields": fields,
+            "categories": ["PROGRAM_STATUS"], "consent_ids": [], "notice": None}
+
+
+@pytest.fixture
+def store(database_url: str) -> Any:
+    view = ViewStore(database_url)
+    view.create_schema()
+    yield view
+    view.close()
+
+
+def test_upsert_then_retract_leaves_only_live_rows(store: ViewStore) -> None:
+    store.apply([RowChange("police", "e1", _row("e1")),
+                 RowChange("police", "e2", _row("e2", when="2026-01-03T00:00:00Z")),
+                 RowChange("casemgmt", "e1", _row("e1", note="x"))],
+                {("changes", 0): 3})
+    store.apply([RowChange("police", "e1", None)], {("changes", 0): 4})
+    assert [r["event_id"] for r in store.rows_for("police")] == ["e2"]
+    assert store.rows_for("casemgmt")[0]["fields"] == {"note": "x"}
+    assert store.committed_offsets("changes") == {0: 4}
+
+
+def test_last_change_in_a_batch_wins(store: ViewStore) -> None:
+    store.apply([RowChange("police", "e1", _row("e1", v=1)),
+                 RowChange("police", "e1", None),
+                 RowChange("police", "e1", _row("e1", v=3))], {("changes", 1): 10})
+    assert [r["fields"] for r in store.rows_for("police")] == [{"v": 3}]
+
+
+def test_rows_are_filtered_by_participant_and_ordered_by_time(store: ViewStore) -> None:
+    store.apply([RowChange("r", "b", _row("b", "P1", "2026-02-01T00:00:00Z")),
+                 RowChange("r", "a", _row("a", "P1", "2026-03-01T00:00:00Z")),
+                 RowChange("r", "c", _row("c", "P2", "2026-01-01T00:00:00Z"))], {})
+    assert [r["event_id"] for r in store.rows_for("r", "P1")] == ["b", "a"]
+    assert [r["event_id"] for r in store.rows_for("r")] == ["c", "b", "a"]
+
+
+def test_failed_batch_stores_neither_rows_nor_offsets(store: ViewStore) -> None:
+    store.apply([RowChange("r", "e1", _row("e1"))], {("changes", 0): 1})
+    broken = _row("e2")
+    del broken["participant_id"]
+    with pytest.raises(KeyError):
+        store.apply([RowChange("r", "e2", _row("e2", "P9")), RowChange("r", "e3", broken)],
+                    {("changes", 0): 3})
+    assert [r["event_id"] for r in store.rows_for("r")] == ["e1"]
+    assert store.committed_offsets("changes") == {0: 1}
+
+
+def test_other_projection_version_demands_a_rebuild(database_url: str) -> None:
+    ViewStore(database_url).create_schema()
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE view_meta SET value = '0' "
+                                "WHERE key = 'projection_version'"))
+    engine.dispose()
+    with pytest.raises(ProjectionVersionMismatch, match="rebuild"):
+        ViewStore(database_url).create_schema()
