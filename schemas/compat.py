@@ -72,6 +72,10 @@ def _kind(schema: Any) -> str:
     return str(schema["type"])
 
 
+def _logical(schema: Any) -> str | None:
+    return schema.get("logicalType") if isinstance(schema, dict) else None
+
+
 def _short(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
@@ -118,9 +122,9 @@ def _resolve(
         if rk not in PROMOTIONS.get(wk, set()):
             problems.append(f"{where}: writer type {wk} cannot be read as {rk}")
         return
-    if isinstance(w, dict) and isinstance(r, dict) and w.get("logicalType") != r.get("logicalType"):
-        problems.append(f"{where}: logical type changed ({w.get('logicalType')} -> "
-                        f"{r.get('logicalType')})")
+    w_logical, r_logical = _logical(w), _logical(r)
+    if w_logical != r_logical:
+        problems.append(f"{where}: logical type changed ({w_logical} -> {r_logical})")
     if wk in ("record", "error"):
         key = (w["name"], r["name"])
         if key in seen:
