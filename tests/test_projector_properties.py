@@ -1,0 +1,325 @@
+"""Properties of the projector over random sites, consents and event sequences.
+
+A small reference implementation (:func:`expected_rows`), written straight from the rules in
+DESIGN.md "Policy", says what every recipient must see; the projector must agree with it after
+every step — so nothing leaks and nothing is lost, including after revocations and expiries.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from processors.consent import Consent, consent_from_event
+from processors.floor import floor_forbids
+from processors.projector import ParticipantState, Projector, ViewChange
+from processors.site import Access, Partner, SitePolicy
+from processors.view import apply_changes
+from schemas.catalog import CATEGORIES, ROLES, load_catalog
+from schemas.event import Event
+
+CATALOG = load_catalog()
+T0 = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
+PURPOSES = ("care_coordination", "legal_defense")
+CONSENT_IDS = ("C0", "C1")
+PARTNER_IDS = ("p0", "p1", "p2", "p3", "p4")
+ALL_RECIPIENTS = (*PARTNER_IDS, *(f"role:{r}" for r in ROLES if r != "hub"))
+BIASED_ACCESS = (Access.NEVER, Access.WITH_CONSENT, Access.WITH_CONSENT, Access.ALWAYS)
+PARTNER_ROLES = tuple(role for role in ROLES if role != "hub")
+PROPERTY_SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+DATA_TYPES = (
+    "ReferralMade", "IntakeCompleted", "ServiceEncounter", "ServiceEnrolled",
+    "HousingStatusChanged", "ChargesFiled", "AssessmentCompleted", "ContactLogged",
+    "IdentifierLinked", "BenefitsEnrolled",
+)
+SERVICE_TYPES = ("HOUSING", "SUD_TREATMENT", "MENTAL_HEALTH", "MEDICAL", "BENEFITS")
+
+
+@st.composite
+def sites(draw: st.DrawFn) -> SitePolicy:
+    """Random sites, built past the loader: they may even try to open health data to police."""
+    roles = ["case_management", *[draw(st.sampled_from(PARTNER_ROLES)) for _ in PARTNER_IDS[1:]]]
+    partners = tuple(
+        Partner(pid, role, pid.upper(), draw(st.sampled_from(PURPOSES)))
+        for pid, role in zip(PARTNER_IDS, roles, strict=True)
+    )
+    access = {
+        role: {category: draw(st.sampled_from(BIASED_ACCESS)) for category in CATEGORIES}
+        for role in sorted(set(roles))
+    }
+    return SitePolicy("random", partners, access, draw(st.integers(7, 30)), PURPOSES)
+
+
+def payload_for(type_name: str, draw: st.DrawFn) -> dict[str, Any]:
+    payload: dict[str, Any] = {spec.name: "x" for spec in CATALOG.latest(type_name).fields}
+    if type_name == "ReferralMade":
+        payload["door"] = draw(st.sampled_from(("ARREST_DIVERSION", "SOCIAL_CONTACT")))
+        payload["charges_held"] = draw(st.booleans())
+    if type_name == "IntakeCompleted":
+        payload["referral_event_id"] = None
+    if "service_type" in payload:
+        payload["service_type"] = draw(st.sampled_from(SERVICE_TYPES))
+    return payload
+
+
+@dataclass(frozen=True)
+class Step:
+    event: Event | None  # None: a clock tick
+    now: datetime
+
+
+@st.composite
+def histories(draw: st.DrawFn, length: int = 14) -> list[Step]:
+    steps: list[Step] = []
+    at = T0
+    events: list[Event] = []
+    for index in range(draw(st.integers(1, length))):
+        at += timedelta(hours=draw(st.integers(0, 240)))
+        kind = draw(st.sampled_from(("data", "data", "grant", "revoke", "redeliver", "tick")))
+        source = draw(st.sampled_from((*PARTNER_IDS, "p0", "p0", "stranger")))
+        event_id = str(uuid.UUID(int=index + 1, version=4))
+        if kind == "tick":
+            steps.append(Step(None, at))
+            continue
+        if kind == "redeliver" and events:
+            steps.append(Step(draw(st.sampled_from(events)), at))
+            continue
+        if kind == "grant":
+            broad = draw(st.booleans())  # broad grants make consent-dependent rows common
+            subset = st.lists(st.sampled_from(CATEGORIES), max_size=5, unique=True)
+            who = st.lists(st.sampled_from(ALL_RECIPIENTS), max_size=4, unique=True)
+            payload: dict[str, Any] = {
+                "consent_id": draw(st.sampled_from(CONSENT_IDS)),
+                "recipients": list(ALL_RECIPIENTS) if broad else draw(who),
+                "categories": list(CATEGORIES) if broad else draw(subset),
+                "purposes": list(PURPOSES) if broad else draw(
+                    st.lists(st.sampled_from(PURPOSES), max_size=2, unique=True)),
+                "valid_from": at + timedelta(hours=draw(st.integers(-48, 96))),
+                "expires_at": draw(st.one_of(
+                    st.none(), st.integers(1, 600).map(lambda h: at + timedelta(hours=h)))),
+                "exceptions": [] if broad else draw(st.lists(
+                    st.fixed_dictionaries({"recipients": who, "categories": subset}), max_size=1)),
+                "part2": draw(st.booleans()),
+                "form_sha256": "ab" * 32,
+            }
+            event = Event(event_id, "ConsentGranted", "P1", at, payload, source)
+        elif kind == "revoke":
+            consent_id = draw(st.sampled_from(CONSENT_IDS))
+            event = Event(event_id, "ConsentRevoked", "P1", at, {"consent_id": consent_id}, source)
+        else:
+            type_name = draw(st.sampled_from(DATA_TYPES))
+            event = Event(event_id, type_name, "P1", at, payload_for(type_name, draw), source)
+        events.append(event)
+        steps.append(Step(event, at))
+    return steps
+
+
+# -- the reference ------------------------------------------------------------------------------
+
+
+def accepted(site: SitePolicy, steps: list[Step]) -> list[Event]:
+    """Events that may affect the view: first of each id, from a partner whose role may emit."""
+    seen: set[str] = set()
+    kept: list[Event] = []
+    for step in steps:
+        event = step.event
+        if event is None or event.event_id in seen:
+            continue
+        partner = site.partner(event.source_partner)
+        if partner is None or not CATALOG.may_emit(partner.role, event.type):
+            continue
+        seen.add(event.event_id)
+        kept.append(event)
+    return kept
+
+
+def reference_consents(events: list[Event]) -> list[Consent]:
+    """First grant per consent id; revoked at the first revocation (before or after the grant)."""
+    grants: dict[str, Consent] = {}
+    revoked: dict[str, datetime] = {}
+    for event in events:
+        if event.type == "ConsentGranted":
+            consent = consent_from_event(event)
+            grants.setdefault(consent.consent_id, consent)
+        elif event.type == "ConsentRevoked":
+            revoked.setdefault(event.payload["consent_id"], event.occurred_at)
+    return [
+        consent.revoked(revoked[cid]) if cid in revoked else consent
+        for cid, consent in grants.items()
+    ]
+
+
+def may_see(site: SitePolicy, partner: Partner, category: str, source: str | None,
+            consents: list[Consent], now: datetime) -> bool:
+    if floor_forbids(partner.role, category):
+        return False
+    if partner.id == source:
+        return True
+    rule = site.access_for(partner.role, category)
+    if rule is Access.ALWAYS:
+        return True
+    return rule is Access.WITH_CONSENT and any(
+        c.covers(partner, category, partner.purpose, now) for c in consents
+    )
+
+
+def expected_fields(site: SitePolicy, partner: Partner, event: Event, consents: list[Consent],
+                    now: datetime) -> tuple[str, ...] | None:
+    event_type = CATALOG.latest(event.type)
+    if not may_see(site, partner, event_type.event_category(event.payload), event.source_partner,
+                   consents, now):
+        return None
+    categories = event_type.field_categories(event.payload)
+    return tuple(name for name in event.payload
+                 if name in categories
+                 and may_see(site, partner, categories[name], event.source_partner, consents, now))
+
+
+def check_against_reference(site: SitePolicy, steps: list[Step], state: ParticipantState,
+                            now: datetime) -> None:
+    events = accepted(site, steps)
+    consents = reference_consents(events)
+    view = state.view_rows()
+    derived = [e for e in state.events.values() if e.source_partner == "hub"]
+    for partner in site.partners:
+        rows = view.get(partner.id, {})
+        for event in [*events, *derived]:
+            fields = expected_fields(site, partner, event, consents, now)
+            row = rows.get(event.event_id)
+            assert (row is None) == (fields is None), (partner, event.type)
+            if row is not None:
+                assert tuple(row.fields) == fields
+                for category in row.categories:
+                    assert not floor_forbids(partner.role, category)
+                for consent_id in row.consent_ids:
+                    consent = next(c for c in consents if c.consent_id == consent_id)
+                    assert consent.is_active(now)
+        assert set(rows) <= {e.event_id for e in [*events, *derived]}
+
+
+def run(site: SitePolicy, steps: list[Step],
+        check: bool = False) -> tuple[ParticipantState, list[ViewChange]]:
+    projector = Projector(site, CATALOG)
+    state: ParticipantState | None = None
+    changes: list[ViewChange] = []
+    for index, step in enumerate(steps):
+        if step.event is None:
+            if state is None:
+                continue
+            state, new = projector.tick(state, step.now)
+        else:
+            state, new = projector.project(state, step.event, step.now)
+            if check:
+                again = projector.project(state, step.event, step.now)
+                assert again == (state, []), "a redelivered event changed something"
+        changes.extend(new)
+        if check:
+            check_against_reference(site, steps[: index + 1], state, step.now)
+            restored = ParticipantState.from_json(json.loads(json.dumps(state.to_json())))
+            assert restored == state
+    assert state is not None or all(step.event is None for step in steps)
+    return state or ParticipantState("P1"), changes
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+
+@PROPERTY_SETTINGS
+@given(site=sites(), steps=histories())
+def test_no_leak_no_loss_after_every_step_and_redelivery_changes_nothing(
+    site: SitePolicy, steps: list[Step]
+) -> None:
+    state, changes = run(site, steps, check=True)
+    assert apply_changes({}, changes) == state.view_rows()
+
+
+@PROPERTY_SETTINGS
+@given(site=sites(), steps=histories())
+def test_same_inputs_same_outputs(site: SitePolicy, steps: list[Step]) -> None:
+    first_state, first_changes = run(site, steps)
+    second_state, second_changes = run(site, steps)
+    assert first_changes == second_changes
+    assert json.dumps(first_state.to_json()) == json.dumps(second_state.to_json())
+
+
+@PROPERTY_SETTINGS
+@given(site=sites(), steps=histories(), split=st.integers(0, 14))
+def test_resuming_from_stored_json_state_gives_the_same_result(
+    site: SitePolicy, steps: list[Step], split: int
+) -> None:
+    whole_state, whole_changes = run(site, steps)
+    head_state, head_changes = run(site, steps[:split]) if split else (None, [])
+    projector = Projector(site, CATALOG)
+    state = (
+        ParticipantState.from_json(json.loads(json.dumps(head_state.to_json())))
+        if head_state is not None and head_state.as_of is not None else None
+    )
+    tail_changes: list[ViewChange] = []
+    for step in steps[split:]:
+        if step.event is None:
+            if state is None:
+                continue
+            state, new = projector.tick(state, step.now)
+        else:
+            state, new = projector.project(state, step.event, step.now)
+        tail_changes.extend(new)
+    if state is not None:
+        assert state == whole_state
+    assert head_changes + tail_changes == whole_changes
+
+
+def _grant(event_id: int, consent_id: str, at: datetime, draw: st.DrawFn) -> Event:
+    payload = {
+        "consent_id": consent_id,
+        "recipients": draw(st.lists(st.sampled_from(ALL_RECIPIENTS), min_size=1, unique=True)),
+        "categories": draw(st.lists(st.sampled_from(CATEGORIES), min_size=1, unique=True)),
+        "purposes": list(PURPOSES),
+        "valid_from": at,
+        "expires_at": None,
+        "exceptions": [],
+        "part2": draw(st.booleans()),
+        "form_sha256": "cd" * 32,
+    }
+    return Event(str(uuid.UUID(int=10_000 + event_id, version=4)), "ConsentGranted", "P1", at,
+                 payload, "p0")
+
+
+@PROPERTY_SETTINGS
+@given(site=sites(), steps=histories(), data=st.data())
+def test_revoke_then_regrant_restores_exactly_what_the_new_consent_covers(
+    site: SitePolicy, steps: list[Step], data: st.DataObject
+) -> None:
+    base = [s for s in steps if s.event is not None and not s.event.type.startswith("Consent")]
+    if not base:
+        return
+    end = base[-1].now + timedelta(hours=1)
+    old = _grant(1, "OLD", end, data.draw)
+    revocation = Event(str(uuid.UUID(int=20_000, version=4)), "ConsentRevoked", "P1",
+                       end + timedelta(hours=1), {"consent_id": "OLD"}, "p0")
+    new = _grant(2, "NEW", end + timedelta(hours=2), data.draw)
+    cycled = [*base, Step(old, old.occurred_at), Step(revocation, revocation.occurred_at),
+              Step(new, new.occurred_at)]
+    direct = [*base, Step(new, new.occurred_at)]
+    cycled_state, _ = run(site, cycled)
+    direct_state, _ = run(site, direct)
+    data_ids = {s.event.event_id for s in base if s.event is not None} | {
+        e.event_id for e in direct_state.events.values() if e.source_partner == "hub"}
+
+    def data_rows(state: ParticipantState) -> dict[str, dict[str, Any]]:
+        return {
+            recipient: {eid: row for eid, row in rows.items() if eid in data_ids}
+            for recipient, rows in state.view_rows().items()
+        }
+
+    assert data_rows(cycled_state) == data_rows(direct_state)
+    for rows in cycled_state.view_rows().values():
+        assert all("OLD" not in row.consent_ids for row in rows.values())
