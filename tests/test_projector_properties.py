@@ -71,6 +71,10 @@ def payload_for(type_name: str, draw: st.DrawFn) -> dict[str, Any]:
     return payload
 
 
+def hours_after(start: datetime, low: int, high: int) -> st.SearchStrategy[datetime]:
+    return st.builds(lambda hours: start + timedelta(hours=hours), st.integers(low, high))
+
+
 @dataclass(frozen=True)
 class Step:
     event: Event | None  # None: a clock tick
@@ -104,8 +108,7 @@ def histories(draw: st.DrawFn, length: int = 14) -> list[Step]:
                 "purposes": list(PURPOSES) if broad else draw(
                     st.lists(st.sampled_from(PURPOSES), max_size=2, unique=True)),
                 "valid_from": at + timedelta(hours=draw(st.integers(-48, 96))),
-                "expires_at": draw(st.one_of(
-                    st.none(), st.integers(1, 600).map(lambda h: at + timedelta(hours=h)))),
+                "expires_at": draw(st.one_of(st.none(), hours_after(at, 1, 600))),
                 "exceptions": [] if broad else draw(st.lists(
                     st.fixed_dictionaries({"recipients": who, "categories": subset}), max_size=1)),
                 "part2": draw(st.booleans()),
@@ -277,7 +280,8 @@ def test_resuming_from_stored_json_state_gives_the_same_result(
     assert head_changes + tail_changes == whole_changes
 
 
-def _grant(event_id: int, consent_id: str, at: datetime, draw: st.DrawFn) -> Event:
+def _grant(event_id: int, consent_id: str, at: datetime, data: st.DataObject) -> Event:
+    draw = data.draw
     payload = {
         "consent_id": consent_id,
         "recipients": draw(st.lists(st.sampled_from(ALL_RECIPIENTS), min_size=1, unique=True)),
@@ -302,10 +306,10 @@ def test_revoke_then_regrant_restores_exactly_what_the_new_consent_covers(
     if not base:
         return
     end = base[-1].now + timedelta(hours=1)
-    old = _grant(1, "OLD", end, data.draw)
+    old = _grant(1, "OLD", end, data)
     revocation = Event(str(uuid.UUID(int=20_000, version=4)), "ConsentRevoked", "P1",
                        end + timedelta(hours=1), {"consent_id": "OLD"}, "p0")
-    new = _grant(2, "NEW", end + timedelta(hours=2), data.draw)
+    new = _grant(2, "NEW", end + timedelta(hours=2), data)
     cycled = [*base, Step(old, old.occurred_at), Step(revocation, revocation.occurred_at),
               Step(new, new.occurred_at)]
     direct = [*base, Step(new, new.occurred_at)]
