@@ -196,6 +196,7 @@ class Catalog:
         self._plans: dict[tuple[str, int], TypePlan] = {}
         self._by_fingerprint: dict[bytes, TypePlan] = {}
         self._latest: dict[str, TypePlan] = {}
+        self._resolution: dict[bytes, tuple[TypePlan, TypePlan]] = {}  # fp -> (writer, latest)
         for event_type in sorted(event_types, key=lambda et: (et.name, et.version)):
             key = (event_type.name, event_type.version)
             if key in self._plans:
@@ -211,6 +212,8 @@ class Catalog:
             self._plans[key] = plan
             self._by_fingerprint[fp] = plan
             self._latest[event_type.name] = plan
+        for fp, plan in self._by_fingerprint.items():
+            self._resolution[fp] = (plan, self._latest[plan.event_type.name])
 
     def latest(self, type_name: str) -> EventType:
         """The newest version of ``type_name``: the one whose categories and emitters apply."""
@@ -267,14 +270,24 @@ class Catalog:
             )
         return plan
 
+    def _writer_and_latest(self, fp: bytes) -> tuple[TypePlan, TypePlan]:
+        found = self._resolution.get(fp)
+        if found is None:
+            raise _unknown_fingerprint(fp)
+        return found
+
     def _plan_for_fingerprint(self, fp: bytes) -> TypePlan:
         plan = self._by_fingerprint.get(fp)
         if plan is None:
-            raise UnknownFingerprint(
-                f"no schema version in the catalog has fingerprint {fp.hex()}; the writer used a "
-                "schema the hub does not know (publish its .avsc to schemas/ first)"
-            )
+            raise _unknown_fingerprint(fp)
         return plan
+
+
+def _unknown_fingerprint(fp: bytes) -> UnknownFingerprint:
+    return UnknownFingerprint(
+        f"no schema version in the catalog has fingerprint {fp.hex()}; the writer used a "
+        "schema the hub does not know (publish its .avsc to schemas/ first)"
+    )
 
 
 def _fingerprint_bytes(fingerprint: bytes | str) -> bytes:

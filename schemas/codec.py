@@ -89,8 +89,9 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None) 
         raise NotSingleObject(
             "not an Avro single-object encoding (expected C3 01 + 8-byte fingerprint + body)"
         )
-    writer = catalog._plan_for_fingerprint(data[2:HEADER_SIZE])
-    reader = catalog._plan(writer.event_type.name, reader_version)
+    writer, reader = catalog._writer_and_latest(data[2:HEADER_SIZE])
+    if reader_version is not None:
+        reader = catalog._plan(writer.event_type.name, reader_version)
     buffer = BytesIO(data)
     buffer.seek(HEADER_SIZE)
     try:

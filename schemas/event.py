@@ -171,7 +171,13 @@ def write_jsonl(events: Iterable[Event], file: str | Path | IO[str]) -> int:
             return write_jsonl(events, handle)
     count = 0
     for event in events:
-        file.write(json.dumps(event_to_json(event), separators=(",", ":"), allow_nan=False))
+        try:
+            line = json.dumps(event_to_json(event), separators=(",", ":"), allow_nan=False)
+        except ValueError as exc:
+            raise InvalidField(
+                f"event {event.event_id}: a float is NaN or infinite, which JSON cannot carry"
+            ) from exc
+        file.write(line)
         file.write("\n")
         count += 1
     return count

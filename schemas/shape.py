@@ -71,6 +71,16 @@ class Shape:
     from_default: Convert
 
 
+_MISSING: Any = object()
+
+
+def _nullable_inner(schema: Any) -> Any:
+    """``T`` for a ``["null", T]`` union, else None."""
+    if isinstance(schema, list) and len(schema) == 2 and schema[0] == "null":
+        return schema[1]
+    return None
+
+
 def _type_name(value: object) -> str:
     return type(value).__name__
 
@@ -172,10 +182,14 @@ class _Compiler:
         short = schema["name"].rsplit(".", 1)[-1]
         describe = f"record {short}"
         specs: list[tuple[str, Shape, bool, Any]] = []
+        fast: list[tuple[str, Check, bool, bool]] = []  # name, check, required, nullable
         for field in schema["fields"]:
             shape = self.compile(field["type"])
             has_default = "default" in field
             specs.append((field["name"], shape, not has_default, field.get("default")))
+            inner = _nullable_inner(field["type"])
+            check_inner = shape.check if inner is None else self.compile(inner).check
+            fast.append((field["name"], check_inner, not has_default, inner is not None))
         names = frozenset(name for name, _, _, _ in specs)
         unknown = f"unknown field; allowed: {', '.join(name for name, _, _, _ in specs)}"
 
@@ -188,14 +202,21 @@ class _Compiler:
                 raise _mismatch(describe, value)
             if not names.issuperset(value):
                 raise unknown_key(value)
-            for name, shape, required, _ in specs:
-                if name in value:
-                    try:
-                        shape.check(value[name])
-                    except BadValue as bad:
-                        raise bad.at(name) from None
-                elif required:
-                    raise BadValue("required field missing").at(name)
+            get = value.get
+            for name, check_field, required, nullable in fast:
+                item = get(name, _MISSING)
+                if item is _MISSING:
+                    if required:
+                        raise BadValue("required field missing").at(name)
+                    continue
+                if item is None and nullable:
+                    continue
+                try:
+                    check_field(item)
+                except BadValue as bad:
+                    if nullable and not bad.parts:
+                        bad.message = f"{bad.message} (or null)"
+                    raise bad.at(name) from None
 
         def from_json(value: Any) -> Any:
             if not isinstance(value, Mapping):
