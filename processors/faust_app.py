@@ -1,7 +1,8 @@
 """The faust-streaming adapter: the ``validate`` and ``project`` steps on real Kafka.
 
 ``validate`` reads every partner's inbound topic and writes ``lead.events`` or ``lead.dlq``
-(:mod:`processors.validate` decides). ``project`` reads ``lead.events``, keeps each
+(:mod:`processors.validate` decides); an event_id it has already accepted for that participant
+is dropped. ``project`` reads ``lead.events``, keeps each
 participant's state in a changelog-backed table, runs the pure core and writes
 ``lead.view.changes``. A leader timer writes CLOCK records to every partition of
 ``lead.events``; on each the projector ticks that partition's participants, so expiry and
@@ -98,6 +99,10 @@ def create_app(
             *[topics.inbound(p) for p in site.partner_ids()], partitions=partitions, **raw
         )
 
+        # event_ids already accepted, per participant (the key of every inbound topic).
+        accepted_ids = app.Table("accepted-event-ids", default=None, partitions=partitions,
+                                 key_type=str, value_type=list)
+
         @app.agent(inbound, name="validate")
         async def validate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
             async for event in stream.events():
@@ -106,6 +111,7 @@ def create_app(
                     topic=message.topic,
                     partition=message.partition,
                     offset=message.offset,
+                    key=event.key,
                     value=event.value,
                     received_at=clock(),
                     topics=topics,
@@ -113,7 +119,13 @@ def create_app(
                     catalog=catalog,
                 )
                 if isinstance(outcome, Accepted):
+                    seen = accepted_ids.get(outcome.participant_id) or []
+                    if outcome.event_id in seen:
+                        log.info("validate: dropped repeated event %s", outcome.event_id)
+                        yield None
+                        continue
                     await events_topic.send(key=outcome.key, value=outcome.value)
+                    accepted_ids[outcome.participant_id] = [*seen, outcome.event_id]
                 else:
                     log.warning(
                         "validate: dead letter from %s[%d]@%d: %s",

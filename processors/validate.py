@@ -26,6 +26,7 @@ STEP = "validate"
 UNKNOWN_PARTNER = "UNKNOWN_PARTNER"
 EMITTER_NOT_ALLOWED = "EMITTER_NOT_ALLOWED"
 SOURCE_MISMATCH = "SOURCE_MISMATCH"
+KEY_MISMATCH = "KEY_MISMATCH"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ def validate_inbound(
     topic: str,
     partition: int,
     offset: int,
+    key: bytes | None,
     value: bytes | None,
     received_at: datetime,
     topics: TopicNames,
@@ -87,6 +89,12 @@ def validate_inbound(
         event = decode(raw, catalog)
     except ContractError as exc:
         return reject(str(exc.reason.value), str(exc))
+    if key != event.participant_id.encode():
+        return reject(
+            KEY_MISMATCH,
+            f"event {event.event_id}: the message key must be the event's participant_id, so "
+            "that all of a participant's events share a partition and keep their order",
+        )
     if event.source_partner is not None and event.source_partner != partner.id:
         return reject(
             SOURCE_MISMATCH,

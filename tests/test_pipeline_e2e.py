@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from consumers.sink import ViewSink
-from consumers.store import ViewStore
 from producers.sdk import PartnerPublisher
 from schemas.catalog import load_catalog
 from schemas.event import Event
@@ -19,17 +16,8 @@ from schemas.topics import TopicNames
 pytestmark = pytest.mark.integration
 
 
-def _sink_until(sink: ViewSink, done: Any, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        sink.run_once()
-        if done():
-            return
-    raise AssertionError("the view did not reach the expected rows in time")
-
-
 def test_one_referral_flows_from_sdk_to_sql(hub: Any, topics: TopicNames, kafka_bootstrap: str,
-                                            database_url: str) -> None:
+                                            live_view: Any) -> None:
     hub.start("validator")
     hub.start("projector")
     participant = f"P-{uuid.uuid4().hex[:8]}"
@@ -43,16 +31,9 @@ def test_one_referral_flows_from_sdk_to_sql(hub: Any, topics: TopicNames, kafka_
                           topics=topics) as publisher:
         assert publisher.publish(referral) == referral.event_id
 
-    store = ViewStore(database_url)
-    store.create_schema()
-    sink = ViewSink(kafka_bootstrap, topics.view_changes, store)
-    try:
-        _sink_until(sink, lambda: store.rows_for("evergreen-pd", participant)
-                    and store.rows_for("harbor-cm", participant))
-        police_rows = store.rows_for("evergreen-pd", participant)
-    finally:
-        sink.close()
-        store.close()
+    live_view.wait_for(lambda: live_view.rows("evergreen-pd", participant)
+                       and live_view.rows("harbor-cm", participant))
+    police_rows = live_view.rows("evergreen-pd", participant)
     assert [r["event_id"] for r in police_rows] == [referral.event_id]
     assert police_rows[0]["source_partner"] == "evergreen-pd"
     assert police_rows[0]["fields"]["door"] == "SOCIAL_CONTACT"
