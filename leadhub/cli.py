@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "leadhub.cli_services",
     "leadhub.cli_pipeline",
     "leadhub.cli_schemas",
+    "leadhub.cli_policy",
 )
 
 EXIT_OK = 0
