@@ -76,9 +76,9 @@ def _with_progress(events: Any) -> Any:
 
 
 def _project(args: argparse.Namespace) -> int:
+    from processors.errors import SiteError
     from processors.offline import project_events, rows_for
     from processors.projector import Projector
-    from processors.errors import SiteError
     from processors.site import load_site
     from schemas.catalog import load_catalog
     from schemas.event import read_jsonl
