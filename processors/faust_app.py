@@ -2,22 +2,27 @@
 
 ``validate`` reads every partner's inbound topic and writes ``lead.events`` or ``lead.dlq``
 (:mod:`processors.validate` decides); an event_id it has already accepted for that participant
-is dropped. ``project`` reads ``lead.events``, keeps each
-participant's state in a changelog-backed table, runs the pure core and writes
-``lead.view.changes``. A leader timer writes CLOCK records to every partition of
-``lead.events``; on each the projector ticks that partition's participants, so expiry and
-deadlines flow through the log and replay exactly.
+is dropped. ``project`` reads ``lead.events``, keeps each participant's state in a
+changelog-backed table, runs the pure core and writes ``lead.view.changes``. A leader timer
+writes CLOCK records to every partition of ``lead.events``; on each, the projector ticks that
+partition's participants, so expiry and deadlines flow through the log and replay exactly.
 
-At-least-once: faust commits an input offset only after the messages sent while handling it
-are acknowledged; redelivered input is harmless because the core ignores a repeated event_id
-and the sink's upserts are idempotent.
+Crash safety (at-least-once, no loss): both steps work in small batches and, for each batch,
+(1) send every output and wait until Kafka has acknowledged all of them, then (2) write the
+table, then (3) let faust commit the input offsets (faust flushes the producer first). A crash
+before (2) re-reads the batch and re-sends the same outputs (the sink's upserts are idempotent);
+a crash after (2) finds the work recorded and sends nothing new — but its outputs were already
+durable. Table keys are participant ids, the same key as the input topics, so the changelog
+partition follows the input partition (``use_partitioner``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,10 +30,10 @@ import faust
 import mode
 
 from processors.projector import Projector
-from processors.state import ParticipantState
-from processors.view import ViewChange
 from processors.site import SitePolicy
-from processors.validate import Accepted, validate_inbound
+from processors.state import ParticipantState
+from processors.validate import Accepted, DeadLetter, validate_inbound
+from processors.view import ViewChange
 from schemas.canonical import CanonicalRecord, decode_canonical, encode_canonical
 from schemas.catalog import Catalog
 from schemas.codec import decode
@@ -38,6 +43,8 @@ from schemas.topics import TopicNames
 log = logging.getLogger("leadhub.processors")
 
 Clock = Callable[[], datetime]
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.05
 
 
 def utc_now() -> datetime:
@@ -45,8 +52,18 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def encode_change(change: ViewChange) -> tuple[bytes, bytes]:
-    """Key and value of a ``lead.view.changes`` message for ``change``."""
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to produce."""
+
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+
+
+def encode_change(change: ViewChange) -> Outgoing:
+    """The ``lead.view.changes`` message for ``change`` (key: recipient|event_id)."""
     body = {
         "kind": change.kind,
         "recipient": change.recipient,
@@ -54,8 +71,21 @@ def encode_change(change: ViewChange) -> tuple[bytes, bytes]:
         "event_id": change.event_id,
         "row": change.row.to_json() if change.row is not None else None,
     }
-    key = f"{change.recipient}|{change.event_id}".encode()
-    return key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return Outgoing(
+        key=f"{change.recipient}|{change.event_id}".encode(),
+        value=json.dumps(body, sort_keys=True, separators=(",", ":")).encode(),
+    )
+
+
+async def send_and_confirm(topic: Any, messages: Sequence[Outgoing]) -> None:
+    """Produce ``messages`` in order and return once Kafka has acknowledged every one."""
+    futures = [
+        await topic.send(key=m.key, value=m.value, headers=list(m.headers) or None,
+                         partition=m.partition, force=True)
+        for m in messages
+    ]
+    if futures:
+        await asyncio.gather(*futures)
 
 
 def create_app(
@@ -81,7 +111,7 @@ def create_app(
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        broker_commit_every=500,
+        broker_commit_every=BATCH_MAX,
         broker_commit_interval=0.5,
         table_cleanup_interval=3600.0,
         # An unexpected error stops the worker instead of restarting the agent past the
@@ -92,135 +122,146 @@ def create_app(
                            "key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(topics.events, partitions=partitions, **raw)
     dlq_topic = app.topic(topics.dlq, partitions=partitions, **raw)
-    changes_topic = app.topic(topics.view_changes, partitions=partitions, **raw)
 
     if "validate" in steps:
         inbound = app.topic(
             *[topics.inbound(p) for p in site.partner_ids()], partitions=partitions, **raw
         )
-
-        # event_ids already accepted, per participant (the key of every inbound topic).
         accepted_ids = app.Table("accepted-event-ids", default=None, partitions=partitions,
-                                 key_type=str, value_type=list)
+                                 key_type=str, value_type=list, use_partitioner=True)
 
         @app.agent(inbound, name="validate")
         async def validate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-            async for event in stream.events():
-                message = event.message
-                outcome = validate_inbound(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=event.key,
-                    value=event.value,
-                    received_at=clock(),
-                    topics=topics,
-                    site=site,
-                    catalog=catalog,
-                )
-                if isinstance(outcome, Accepted):
-                    seen = accepted_ids.get(outcome.participant_id) or []
-                    if outcome.event_id in seen:
-                        log.info("validate: dropped repeated event %s", outcome.event_id)
-                        yield None
-                        continue
-                    await events_topic.send(key=outcome.key, value=outcome.value)
-                    accepted_ids[outcome.participant_id] = [*seen, outcome.event_id]
-                else:
-                    log.warning(
-                        "validate: dead letter from %s[%d]@%d: %s",
-                        message.topic, message.partition, message.offset, outcome.reason,
-                    )
-                    await dlq_topic.send(
-                        key=outcome.key, value=outcome.value, headers=list(outcome.headers)
-                    )
+            async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+                await _validate_batch(batch, accepted_ids, events_topic, dlq_topic,
+                                      topics=topics, site=site, catalog=catalog, now=clock())
                 yield None
 
     if "project" in steps:
         projector = Projector(site, catalog)
-        table = app.Table(
-            "participants", default=None, partitions=partitions,
-            key_type=str, value_type=dict,
-        )
-
-        async def emit(changes: list[ViewChange]) -> None:
-            for change in changes:
-                key, value = encode_change(change)
-                await changes_topic.send(key=key, value=value)
+        changes_topic = app.topic(topics.view_changes, partitions=partitions, **raw)
+        participants = app.Table("participants", default=None, partitions=partitions,
+                                 key_type=str, value_type=dict, use_partitioner=True)
 
         @app.agent(events_topic, name="project")
         async def project(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-            async for event in stream.events():
-                partition = event.message.partition
-                try:
-                    record = decode_canonical(event.value)
-                except HubError as exc:
-                    await dlq_topic.send(key=topics.events.encode(), value=event.value,
-                                         headers=_dead_letter_headers("project", event, exc))
-                    yield None
-                    continue
-                if record.kind == "CLOCK":
-                    await _tick_partition(table, projector, partition, record.received_at, emit)
-                else:
-                    hub_event = decode(record.event, catalog)
-                    stored = table.get(hub_event.participant_id)
-                    state = ParticipantState.from_json(stored["state"]) if stored else None
-                    new_state, changes = projector.project(state, hub_event, record.received_at)
-                    table[hub_event.participant_id] = _stored(projector, new_state, partition)
-                    await emit(changes)
+            async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+                await _project_batch(batch, participants, projector, catalog,
+                                     changes_topic, dlq_topic, topics)
                 yield None
 
         @app.timer(interval=tick_interval_s, on_leader=True)
         async def clock_tick() -> None:
-            now = clock()
             tick = encode_canonical(CanonicalRecord(
-                kind="CLOCK", received_at=now, source_partner="hub",
+                kind="CLOCK", received_at=clock(), source_partner="hub",
                 ingest_topic="", ingest_partition=-1, ingest_offset=-1, event=b"",
             ))
-            for partition in range(partitions):
-                await events_topic.send(key=None, value=tick, partition=partition)
+            await send_and_confirm(
+                events_topic, [Outgoing(None, tick, partition=p) for p in range(partitions)])
 
     return app
 
 
-def _dead_letter_headers(step: str, event: Any, exc: HubError) -> list[tuple[str, bytes]]:
-    message = event.message
-    return [
+async def _validate_batch(batch: Sequence[Any], accepted_ids: Any, events_topic: Any,
+                          dlq_topic: Any, *, topics: TopicNames, site: SitePolicy,
+                          catalog: Catalog, now: datetime) -> None:
+    """Validate a batch; confirm its outputs, then record the accepted event ids."""
+    accepted: list[Outgoing] = []
+    dead: list[Outgoing] = []
+    seen: dict[str, list[str]] = {}
+    for event in batch:
+        message = event.message
+        outcome = validate_inbound(
+            topic=message.topic, partition=message.partition, offset=message.offset,
+            key=event.key, value=event.value, received_at=now,
+            topics=topics, site=site, catalog=catalog,
+        )
+        if isinstance(outcome, DeadLetter):
+            log.warning("validate: dead letter from %s[%d]@%d: %s",
+                        message.topic, message.partition, message.offset, outcome.reason)
+            dead.append(Outgoing(outcome.key, outcome.value, outcome.headers))
+            continue
+        assert isinstance(outcome, Accepted)
+        ids = seen.get(outcome.participant_id)
+        if ids is None:
+            ids = list(accepted_ids.get(outcome.participant_id) or [])
+            seen[outcome.participant_id] = ids
+        if outcome.event_id in ids:
+            log.info("validate: dropped repeated event %s", outcome.event_id)
+            continue
+        ids.append(outcome.event_id)
+        accepted.append(Outgoing(outcome.key, outcome.value))
+    await send_and_confirm(events_topic, accepted)
+    await send_and_confirm(dlq_topic, dead)
+    for participant_id, ids in seen.items():
+        accepted_ids[participant_id] = ids
+
+
+async def _project_batch(batch: Sequence[Any], participants: Any, projector: Projector,
+                         catalog: Catalog, changes_topic: Any, dlq_topic: Any,
+                         topics: TopicNames) -> None:
+    """Project a batch; confirm its view changes, then store the participants' states."""
+    states: dict[str, tuple[int, ParticipantState]] = {}
+    outputs: list[Outgoing] = []
+    dead: list[Outgoing] = []
+
+    def state_of(participant_id: str) -> ParticipantState | None:
+        if participant_id in states:
+            return states[participant_id][1]
+        stored = participants.get(participant_id)
+        return ParticipantState.from_json(stored["state"]) if stored else None
+
+    for event in batch:
+        message = event.message
+        try:
+            record = decode_canonical(event.value)
+        except HubError as exc:
+            dead.append(Outgoing(topics.events.encode(), event.value,
+                                 _dead_letter_headers("project", message, exc)))
+            continue
+        if record.kind == "CLOCK":
+            for participant_id, stored in list(participants.items()):
+                if participant_id in states or not _due(stored, message.partition,
+                                                        record.received_at):
+                    continue
+                states[participant_id] = (message.partition,
+                                          ParticipantState.from_json(stored["state"]))
+            for participant_id, (partition, state) in list(states.items()):
+                if partition != message.partition:
+                    continue
+                new_state, changes = projector.tick(state, record.received_at)
+                states[participant_id] = (partition, new_state)
+                outputs.extend(encode_change(c) for c in changes)
+            continue
+        hub_event = decode(record.event, catalog)
+        new_state, changes = projector.project(state_of(hub_event.participant_id), hub_event,
+                                               record.received_at)
+        states[hub_event.participant_id] = (message.partition, new_state)
+        outputs.extend(encode_change(c) for c in changes)
+    await send_and_confirm(changes_topic, outputs)
+    await send_and_confirm(dlq_topic, dead)
+    for participant_id, (partition, state) in states.items():
+        due = projector.next_due(state)
+        participants[participant_id] = {
+            "partition": partition,
+            "next_due": due.isoformat() if due else None,
+            "state": state.to_json(),
+        }
+
+
+def _due(stored: Any, partition: int, now: datetime) -> bool:
+    """True if a stored participant of ``partition`` has a timer due at ``now``."""
+    if not stored or stored.get("partition") != partition or stored.get("next_due") is None:
+        return False
+    return datetime.fromisoformat(stored["next_due"]) <= now
+
+
+def _dead_letter_headers(step: str, message: Any, exc: HubError) -> tuple[tuple[str, bytes], ...]:
+    return (
         ("lead.step", step.encode()),
         ("lead.reason", b"NOT_CANONICAL"),
         ("lead.message", str(exc).encode()),
         ("lead.source.topic", message.topic.encode()),
         ("lead.source.partition", str(message.partition).encode()),
         ("lead.source.offset", str(message.offset).encode()),
-    ]
-
-
-def _stored(projector: Projector, state: ParticipantState, partition: int) -> dict[str, Any]:
-    """The table value: the state, its partition, and when it next needs a tick (or None)."""
-    due = projector.next_due(state)
-    return {"partition": partition, "next_due": due.isoformat() if due else None,
-            "state": state.to_json()}
-
-
-async def _tick_partition(
-    table: Any,
-    projector: Projector,
-    partition: int,
-    now: datetime,
-    emit: Callable[[list[ViewChange]], Any],
-) -> None:
-    """Apply ``tick`` at ``now`` to every participant of ``partition`` with something due.
-
-    Only this partition's participants are touched, so table writes go to the changelog
-    partition they belong to.
-    """
-    due: list[tuple[str, ParticipantState]] = []
-    for participant_id, stored in list(table.items()):
-        if not stored or stored.get("partition") != partition or stored.get("next_due") is None:
-            continue
-        if datetime.fromisoformat(stored["next_due"]) <= now:
-            due.append((participant_id, ParticipantState.from_json(stored["state"])))
-    for participant_id, state in due:
-        new_state, changes = projector.tick(state, now)
-        table[participant_id] = _stored(projector, new_state, partition)
-        await emit(changes)
+    )
