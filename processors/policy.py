@@ -16,7 +16,7 @@ the source's role may not emit, change nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -149,6 +149,97 @@ def category_basis(
     return HIDDEN
 
 
+class AccessRules:
+    """The decision for one site, with the consent-independent answers remembered.
+
+    Whether a role may see a category by the floor, by own source or by an ``always`` or
+    ``never`` rule never changes for a site, so it is worked out once; ``with_consent`` answers
+    depend on the consents and the instant and are remembered only in the ``memo`` the caller
+    passes for one set of consents at one instant.
+    """
+
+    def __init__(self, site: SitePolicy) -> None:
+        self._site = site
+        self._static: dict[tuple[str, str, bool], Basis] = {}
+
+    def basis(
+        self,
+        partner: Partner,
+        category: str,
+        own: bool,
+        consents: Sequence[Consent],
+        now: datetime,
+        memo: dict[tuple[str, str, bool], Basis],
+    ) -> Basis:
+        """Return whether ``partner`` (the event's source iff ``own``) may see ``category``."""
+        key = (partner.id, category, own)
+        found = self._static.get(key) or memo.get(key)
+        if found is not None:
+            return found
+        if floor_forbids(partner.role, category):
+            found = HIDDEN
+        elif own:
+            found = OPEN
+        else:
+            rule = self._site.access_for(partner.role, category)
+            if rule is Access.WITH_CONSENT:
+                found = consent_basis(partner, category, consents, now)
+                memo[key] = found
+                return found
+            found = OPEN if rule is Access.ALWAYS else HIDDEN
+        self._static[key] = found
+        return found
+
+    def decide(
+        self,
+        partner: Partner,
+        source_partner: str | None,
+        row_category: str,
+        payload: Mapping[str, Any],
+        field_categories: Mapping[str, str],
+        consents: Sequence[Consent],
+        now: datetime,
+        memo: dict[tuple[str, str, bool], Basis],
+    ) -> RowDecision | None:
+        """Return what ``partner`` sees of an event, or None if it gets no row at all.
+
+        Fields keep payload order; a field without a resolved category is hidden (deny by
+        default). ``needs_notice`` is True when the row carries SUD_TREATMENT data or any of its
+        parts rests on a Part 2 consent. ``memo`` must be fresh for each (consents, now).
+        """
+        own = partner.id == source_partner
+        row_basis = self.basis(partner, row_category, own, consents, now, memo)
+        if not row_basis.visible:
+            return None
+        seen: dict[str, Basis] = {row_category: row_basis}
+        visible: list[str] = []
+        for name in payload:
+            category = field_categories.get(name)
+            if category is None:
+                continue
+            found = seen.get(category)
+            if found is None:
+                found = self.basis(partner, category, own, consents, now, memo)
+                seen[category] = found
+            if found.visible:
+                visible.append(name)
+        used = [basis for category, basis in seen.items() if basis.visible]
+        categories = tuple(sorted(c for c, basis in seen.items() if basis.visible))
+        consent_ids: tuple[str, ...] = ()
+        part2 = False
+        for basis in used:
+            if basis.consent_ids:
+                consent_ids = tuple(sorted({cid for b in used for cid in b.consent_ids}))
+                part2 = any(b.part2 for b in used)
+                break
+        return RowDecision(
+            fields=tuple(visible),
+            categories=categories,
+            consent_ids=consent_ids,
+            needs_notice=part2 or PART2_CATEGORY in categories,
+        )
+
+
 def decide_row(
     site: SitePolicy,
     partner: Partner,
@@ -159,43 +250,10 @@ def decide_row(
     consents: Iterable[Consent],
     now: datetime,
 ) -> RowDecision | None:
-    """Return what ``partner`` sees of an event, or None if it gets no row at all.
-
-    Fields keep payload order; a field without a resolved category is hidden (deny by default).
-    ``needs_notice`` is True when the row carries SUD_TREATMENT data or any of its parts rests
-    on a Part 2 consent.
-    """
-    consent_list = list(consents)
-    cache: dict[str, Basis] = {}
-
-    def basis(category: str) -> Basis:
-        found = cache.get(category)
-        if found is None:
-            found = category_basis(site, partner, category, source_partner, consent_list, now)
-            cache[category] = found
-        return found
-
-    row_basis = basis(row_category)
-    if not row_basis.visible:
-        return None
-    visible: list[str] = []
-    used: list[Basis] = [row_basis]
-    categories = {row_category}
-    for name in payload:
-        category = field_categories.get(name)
-        if category is None:
-            continue
-        field_basis = basis(category)
-        if field_basis.visible:
-            visible.append(name)
-            categories.add(category)
-            used.append(field_basis)
-    consent_ids = sorted({cid for b in used for cid in b.consent_ids})
-    return RowDecision(
-        fields=tuple(visible),
-        categories=tuple(sorted(categories)),
-        consent_ids=tuple(consent_ids),
-        needs_notice=PART2_CATEGORY in categories or any(b.part2 for b in used),
+    """Return what ``partner`` sees of an event, or None if it gets no row (see
+    :meth:`AccessRules.decide`; this one-off form remembers nothing)."""
+    return AccessRules(site).decide(
+        partner, source_partner, row_category, payload, field_categories, list(consents), now, {}
     )
 
 
@@ -204,6 +262,7 @@ __all__ = [
     "OPEN",
     "PART2_CATEGORY",
     "REDISCLOSURE_NOTICE",
+    "AccessRules",
     "Basis",
     "Rejection",
     "RowDecision",

@@ -32,8 +32,9 @@ from processors.deadlines import (
     missed_event,
 )
 from processors.errors import PolicyError
-from processors.policy import admission, decide_row
-from processors.site import Partner, SitePolicy
+from processors.floor import floor_forbids
+from processors.policy import AccessRules, Basis, RowDecision, admission
+from processors.site import Access, Partner, SitePolicy
 from processors.state import ParticipantState, build_row
 from processors.view import RowShape, ViewChange, ViewRow
 from schemas.catalog import Catalog, EventType
@@ -43,6 +44,9 @@ GRANT_TYPE = "ConsentGranted"
 REVOKE_TYPE = "ConsentRevoked"
 
 Step = tuple[ParticipantState, list[ViewChange]]
+#: Per kind of event: its field categories, and per recipient (partner, consent-free shape or
+#: None, whether the answer depends on consents).
+_Plan = tuple[dict[str, str], tuple[tuple[Partner, RowShape | None, bool], ...]]
 
 __all__ = ["ParticipantState", "Projector", "Step", "ViewChange", "ViewRow"]
 
@@ -57,6 +61,8 @@ class Projector:
             partner for pid in site.partner_ids() if (partner := site.partner(pid)) is not None
         )
         self._event_types: dict[str, EventType] = {}
+        self._rules = AccessRules(site)
+        self._plans: dict[tuple[str, str, str | None, tuple[str, ...]], _Plan] = {}
 
     @property
     def site(self) -> SitePolicy:
@@ -107,7 +113,10 @@ class Projector:
     def _advance(self, state: ParticipantState, now: datetime) -> Step:
         changes: list[ViewChange] = []
         if _activity_changed(state, now):
-            state, changes = self._reproject(state, now)
+            rows, changes = self._reproject(
+                state.participant_id, state.events, state.consents, state.rows, now
+            )
+            state = replace(state, rows=rows)
         state, missed = self._fire_deadlines(state, now)
         return replace(state, as_of=now), changes + missed
 
@@ -135,19 +144,25 @@ class Projector:
             deadlines = {**deadlines, started.referral_event_id: started}
         if event.type == INTAKE_TYPE:
             deadlines = {k: d for k, d in deadlines.items() if not intake_meets(event, d)}
-        next_state = replace(
-            state,
+        if consents_changed or _activity_changed(state, now):
+            rows, changes = self._reproject(state.participant_id, events, consents, state.rows, now)
+        else:
+            rows, changes = self._add_event_rows(
+                state.participant_id, state.rows, event, consents, now
+            )
+        next_state = ParticipantState(
+            participant_id=state.participant_id,
+            as_of=now,
             events=events,
             consents=consents,
             orphan_revocations=orphans,
             deadlines=deadlines,
+            rows=rows,
         )
-        if consents_changed or _activity_changed(state, now):
-            next_state, changes = self._reproject(next_state, now)
-        else:
-            next_state, changes = self._add_event_rows(next_state, event, now)
-        next_state, missed = self._fire_deadlines(next_state, now)
-        return replace(next_state, as_of=now), changes + missed
+        if deadlines:
+            next_state, missed = self._fire_deadlines(next_state, now)
+            changes.extend(missed)
+        return next_state, changes
 
     def _fire_deadlines(self, state: ParticipantState, now: datetime) -> Step:
         due = due_deadlines(state.deadlines.values(), now)
@@ -160,19 +175,28 @@ class Projector:
             state = replace(state, deadlines=remaining)
             if derived.event_id in state.events:
                 continue
-            state = replace(state, events={**state.events, derived.event_id: derived})
-            state, added = self._add_event_rows(state, derived, now)
+            rows, added = self._add_event_rows(
+                state.participant_id, state.rows, derived, state.consents, now
+            )
+            state = replace(state, events={**state.events, derived.event_id: derived}, rows=rows)
             changes.extend(added)
         return state, changes
 
     # -- rows ----------------------------------------------------------------------------------
 
-    def _add_event_rows(self, state: ParticipantState, event: Event, now: datetime) -> Step:
+    def _add_event_rows(
+        self,
+        participant_id: str,
+        current: Mapping[str, Mapping[str, RowShape]],
+        event: Event,
+        consents: Mapping[str, Consent],
+        now: datetime,
+    ) -> tuple[Mapping[str, Mapping[str, RowShape]], list[ViewChange]]:
         """Add the rows of one new event; nothing else can have changed."""
-        shapes = self._shapes(event, _active(state.consents, now), now)
+        shapes = self._shapes(event, _active(consents, now), now, {})
         if not shapes:
-            return state, []
-        rows = dict(state.rows)
+            return current, []
+        rows = dict(current)
         changes: list[ViewChange] = []
         for recipient, shape in shapes:
             rows[recipient] = {**rows.get(recipient, {}), event.event_id: shape}
@@ -180,71 +204,104 @@ class Projector:
                 ViewChange(
                     "upsert",
                     recipient,
-                    state.participant_id,
+                    participant_id,
                     event.event_id,
                     build_row(recipient, event, shape),
                 )
             )
-        return replace(state, rows=rows), changes
+        return rows, changes
 
-    def _reproject(self, state: ParticipantState, now: datetime) -> Step:
+    def _reproject(
+        self,
+        participant_id: str,
+        events: Mapping[str, Event],
+        consents: Mapping[str, Consent],
+        current: Mapping[str, Mapping[str, RowShape]],
+        now: datetime,
+    ) -> tuple[Mapping[str, Mapping[str, RowShape]], list[ViewChange]]:
         """Re-derive every row of the participant and emit only the differences."""
-        active = _active(state.consents, now)
+        active = _active(consents, now)
+        memo: dict[tuple[str, str, bool], Basis] = {}
         fresh: dict[str, dict[str, RowShape]] = {}
-        for event in state.events.values():
-            for recipient, fresh_shape in self._shapes(event, active, now):
+        for event in events.values():
+            for recipient, fresh_shape in self._shapes(event, active, now, memo):
                 fresh.setdefault(recipient, {})[event.event_id] = fresh_shape
         changes: list[ViewChange] = []
         for partner in self._recipients:
-            old = state.rows.get(partner.id, {})
+            old = current.get(partner.id, {})
             new = fresh.get(partner.id, {})
-            for event_id, event in state.events.items():
+            for event_id, event in events.items():
                 shape = new.get(event_id)
                 if shape is not None:
                     if old.get(event_id) != shape:
                         row = build_row(partner.id, event, shape)
                         changes.append(
-                            ViewChange("upsert", partner.id, state.participant_id, event_id, row)
+                            ViewChange("upsert", partner.id, participant_id, event_id, row)
                         )
                 elif event_id in old:
                     changes.append(
-                        ViewChange("retract", partner.id, state.participant_id, event_id, None)
+                        ViewChange("retract", partner.id, participant_id, event_id, None)
                     )
-        return replace(state, rows=fresh), changes
+        return fresh, changes
 
     def _shapes(
-        self, event: Event, active: list[Consent], now: datetime
+        self,
+        event: Event,
+        active: list[Consent],
+        now: datetime,
+        memo: dict[tuple[str, str, bool], Basis],
     ) -> list[tuple[str, RowShape]]:
-        """Return (recipient, shape) for every recipient that gets a row for ``event``."""
+        """Return (recipient, shape) for every recipient that gets a row for ``event``.
+
+        Recipients whose answer rests on no consent get a shape worked out once per kind of
+        event (type, row category, source, payload keys); only the others are decided here,
+        with ``memo`` remembering consent answers for this one set of ``active`` consents.
+        """
         event_type = self._event_type(event.type)
         payload = event.payload
         row_category = event_type.event_category(payload)
-        field_categories = event_type.field_categories(payload)
+        kind = (event.type, row_category, event.source_partner, tuple(payload))
+        plan = self._plans.get(kind)
+        if plan is None:
+            plan = self._plan(event_type, event, row_category)
+            self._plans[kind] = plan
+        field_categories, steps = plan
         shapes: list[tuple[str, RowShape]] = []
-        for partner in self._recipients:
-            decision = decide_row(
-                self._site,
-                partner,
-                event.source_partner,
-                row_category,
-                payload,
-                field_categories,
-                active,
-                now,
-            )
-            if decision is not None:
-                shapes.append(
-                    (
-                        partner.id,
-                        RowShape(
-                            decision.fields,
-                            decision.categories,
-                            decision.consent_ids,
-                            decision.needs_notice,
-                        ),
-                    )
+        for partner, static_shape, consent_dependent in steps:
+            if consent_dependent:
+                decision = self._rules.decide(
+                    partner, event.source_partner, row_category, payload, field_categories,
+                    active, now, memo,
                 )
+                if decision is not None:
+                    shapes.append((partner.id, _shape(decision)))
+            elif static_shape is not None:
+                shapes.append((partner.id, static_shape))
         return shapes
+
+    def _plan(self, event_type: EventType, event: Event, row_category: str) -> _Plan:
+        """Work out, once per kind of event, each recipient's consent-free answer."""
+        field_categories = event_type.field_categories(event.payload)
+        categories = {row_category, *(field_categories.get(name) for name in event.payload)}
+        categories.discard(None)
+        steps: list[tuple[Partner, RowShape | None, bool]] = []
+        for partner in self._recipients:
+            own = partner.id == event.source_partner
+            dependent = not own and any(
+                not floor_forbids(partner.role, category)
+                and self._site.access_for(partner.role, category) is Access.WITH_CONSENT
+                for category in categories
+                if category is not None
+            )
+            static_shape = None
+            if not dependent:
+                decision = self._rules.decide(
+                    partner, event.source_partner, row_category, event.payload,
+                    field_categories, [], event.occurred_at, {},
+                )
+                static_shape = None if decision is None else _shape(decision)
+            steps.append((partner, static_shape, dependent))
+        return field_categories, tuple(steps)
 
     def _event_type(self, name: str) -> EventType:
         found = self._event_types.get(name)
@@ -252,6 +309,12 @@ class Projector:
             found = self._catalog.latest(name)
             self._event_types[name] = found
         return found
+
+
+def _shape(decision: RowDecision) -> RowShape:
+    return RowShape(
+        decision.fields, decision.categories, decision.consent_ids, decision.needs_notice
+    )
 
 
 def _effective_now(state: ParticipantState, now: datetime) -> datetime:
