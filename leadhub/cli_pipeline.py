@@ -42,6 +42,20 @@ def register(subparsers: Any) -> None:
     publish.add_argument("events", help="JSON Lines file, or - for standard input")
     publish.set_defaults(handler=_publish)
 
+    demo = subparsers.add_parser(
+        "demo", help="run the hub with a simulated LEAD site streaming through it",
+        description="Start the services, create the topics, run validator, projector and sink, "
+                    "and publish a simulated site through the partner SDK at a steady pace, "
+                    "printing progress and example queries. Runs until Ctrl-C.")
+    demo.add_argument("--participants", type=int, default=150, help="people (default 150)")
+    demo.add_argument("--days", type=int, default=120, help="length of history (default 120)")
+    demo.add_argument("--rate", type=float, default=200.0,
+                      help="events published per second (default 200)")
+    demo.add_argument("--seed", type=int, default=2011, help="simulation seed")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds once published (default: Ctrl-C)")
+    demo.set_defaults(handler=_demo)
+
     view = subparsers.add_parser(
         "view", help="print the SQL view rows a partner sees",
         description="Print the rows of the SQL view for one partner, in the same format as "
@@ -92,6 +106,13 @@ def _publish(args: argparse.Namespace) -> int:
     print(f"published {count} events to {TopicNames(settings.topic_prefix).inbound(args.partner)}",
           file=sys.stderr)
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from leadhub.demo import DemoOptions, default_now, run_demo
+
+    options = DemoOptions(args.participants, args.days, args.rate, args.seed, args.duration)
+    return run_demo(load_settings(), options, default_now())
 
 
 def _view(args: argparse.Namespace) -> int:

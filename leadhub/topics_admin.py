@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -45,10 +47,8 @@ def create_topics(bootstrap: str, topics: TopicNames, site: SitePolicy,
             for name in names if name not in existing
         }
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted, wait_for_metadata=True)
-            except TopicAlreadyExistsError:
-                pass
         described = admin.describe_topics([n for n in names if n in existing])
         for topic in described:
             count = len(topic.get("partitions", []))

@@ -128,10 +128,10 @@ def create_app(
             *[topics.inbound(p) for p in site.partner_ids()], partitions=partitions, **raw
         )
         accepted_ids = app.Table("accepted-event-ids", default=None, partitions=partitions,
-                                 key_type=str, value_type=list, use_partitioner=True)
+                                 key_type=str, use_partitioner=True)
 
         @app.agent(inbound, name="validate")
-        async def validate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async def validate(stream: Any) -> AsyncIterator[None]:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
                 await _validate_batch(batch, accepted_ids, events_topic, dlq_topic,
                                       topics=topics, site=site, catalog=catalog, now=clock())
@@ -141,16 +141,16 @@ def create_app(
         projector = Projector(site, catalog)
         changes_topic = app.topic(topics.view_changes, partitions=partitions, **raw)
         participants = app.Table("participants", default=None, partitions=partitions,
-                                 key_type=str, value_type=dict, use_partitioner=True)
+                                 key_type=str, use_partitioner=True)
 
         @app.agent(events_topic, name="project")
-        async def project(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async def project(stream: Any) -> AsyncIterator[None]:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
                 await _project_batch(batch, participants, projector, catalog,
                                      changes_topic, dlq_topic, topics)
                 yield None
 
-        @app.timer(interval=tick_interval_s, on_leader=True)
+        @app.timer(interval=tick_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
         async def clock_tick() -> None:
             tick = encode_canonical(CanonicalRecord(
                 kind="CLOCK", received_at=clock(), source_partner="hub",

@@ -12,13 +12,12 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
+from processors.site import SitePolicy
 from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import Catalog
 from schemas.codec import decode, encode
 from schemas.errors import ContractError
 from schemas.topics import TopicNames
-
-from processors.site import SitePolicy
 
 STEP = "validate"
 

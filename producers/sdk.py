@@ -9,6 +9,7 @@ claims one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable
 from typing import Any
@@ -123,7 +124,5 @@ class PartnerPublisher:
 
     def close(self) -> None:
         """Flush and release the producer."""
-        try:
+        with contextlib.suppress(KafkaError):
             self._producer.close(timeout=self.timeout_s)
-        except KafkaError:
-            pass

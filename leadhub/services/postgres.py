@@ -188,7 +188,7 @@ class PostgresService:
         if not (self.data_dir / "PG_VERSION").exists():
             return False
         result = subprocess.run(
-            self._owner_prefix() + [str(pg_bin / "pg_ctl"), "-D", str(self.data_dir), "status"],
+            [*self._owner_prefix(), str(pg_bin / "pg_ctl"), "-D", str(self.data_dir), "status"],
             capture_output=True,
             check=False,
         )

@@ -1,0 +1,161 @@
+"""``leadhub demo``: a LEAD site running on this machine, fed by a simulated history.
+
+Starts the local services (unless external ones are configured), creates the topics, runs the
+validator, projector and sink as child processes, then publishes a simulated site through the
+partner SDK at a steady pace with progress output, and prints queries that show how the same
+participant looks to police, the prosecutor and the case manager. Runs until Ctrl-C (or
+``--duration``), then stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+
+from leadhub.services.kafka import KafkaService
+from leadhub.services.postgres import PostgresService
+from leadhub.settings import Settings
+from leadhub.topics_admin import create_topics
+from processors.site import load_site
+from producers.sdk import PartnerPublisher
+from producers.simulator import simulate
+from schemas.catalog import load_catalog
+from schemas.event import Event
+from schemas.topics import TopicNames
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+class DemoOptions:
+    """What the demo runs: ``participants`` people over ``days`` days at ``rate`` events/s."""
+
+    def __init__(self, participants: int, days: int, rate: float, seed: int,
+                 duration_s: float | None) -> None:
+        self.participants = participants
+        self.days = days
+        self.rate = rate
+        self.seed = seed
+        self.duration_s = duration_s
+
+
+def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
+    """Run the demo until interrupted or ``options.duration_s`` passes; return an exit code."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    _say(KafkaService(settings).start())
+    if settings.database_url:
+        _say(PostgresService(settings).start())
+    site = load_site(settings.site_file)
+    topics = TopicNames(settings.topic_prefix)
+    created = create_topics(settings.effective_kafka_bootstrap, topics, site,
+                            settings.partitions)
+    _say(f"topics: {len(created)} created, {settings.partitions} partitions each")
+    logs = settings.state_dir / "demo-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    children = _start_processes(logs)
+    _say(f"hub processes: validator, projector, sink (logs in {logs})")
+    _say(f"view database: {settings.view_database_url}")
+    start = now - timedelta(days=options.days)
+    events = simulate(site, load_catalog(), options.participants, options.days, options.seed,
+                      start)
+    try:
+        published = _publish_paced(settings, topics, events, options.rate, stop)
+        _say(f"published {published} events from {len(site.partners)} partners")
+        _print_queries(settings)
+        deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
+        _say("the hub keeps running (consent expiry and deadlines tick); Ctrl-C to stop")
+        while not stop.wait(1.0):
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    finally:
+        _stop_processes(children)
+        _say("demo stopped (services left running: leadhub services stop)")
+    return 0
+
+
+def _start_processes(logs: Path) -> dict[str, subprocess.Popen[bytes]]:
+    children = {}
+    for step in ("validator", "projector", "sink"):
+        log = (logs / f"{step}.log").open("ab")
+        children[step] = subprocess.Popen(
+            [sys.executable, "-m", "leadhub.cli", "run", step], stdout=log,
+            stderr=subprocess.STDOUT, env=dict(os.environ))
+    return children
+
+
+def _stop_processes(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children.values():
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def _publish_paced(settings: Settings, topics: TopicNames, events: Iterator[Event],
+                   rate: float, stop: threading.Event) -> int:
+    """Publish through each partner's SDK publisher at about ``rate`` events/s."""
+    catalog = load_catalog()
+    publishers: dict[str, PartnerPublisher] = {}
+    count = 0
+    started = time.monotonic()
+    last_report = started
+    try:
+        for event in events:
+            if stop.is_set():
+                break
+            partner = event.source_partner or ""
+            publisher = publishers.get(partner)
+            if publisher is None:
+                publisher = PartnerPublisher(partner, settings.effective_kafka_bootstrap,
+                                             catalog=catalog, topics=topics)
+                publishers[partner] = publisher
+            publisher.send(event)
+            count += 1
+            ahead = count / rate - (time.monotonic() - started)
+            if ahead > 0:
+                stop.wait(ahead)
+            if time.monotonic() - last_report >= 5:
+                last_report = time.monotonic()
+                _say(f"  published {count} events ({count / (last_report - started):.0f}/s)")
+        for publisher in publishers.values():
+            publisher.flush()
+    finally:
+        for publisher in publishers.values():
+            publisher.close()
+    return count
+
+
+def _print_queries(settings: Settings) -> None:
+    _say("")
+    _say("What each partner sees of the same people (run in another terminal):")
+    for partner, who in (("evergreen-pd", "police: program status and referrals only"),
+                         ("county-pao", "prosecutor: + legal case, whether intake was met"),
+                         ("harbor-cm", "case manager: what consents allow"),
+                         ("riverbend-sud", "SUD program: Part 2 rows carry the notice")):
+        _say(f"  # {who}")
+        _say(f"  .venv/bin/leadhub view --as {partner} | tail -5")
+    _say("  .venv/bin/leadhub view --as harbor-cm --json --participant <id from above>")
+    _say("")
+
+
+def default_now() -> datetime:
+    """The demo's clock: the history it simulates ends now."""
+    return datetime.now(UTC)
