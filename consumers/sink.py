@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -25,7 +25,11 @@ STEP = "sink"
 
 
 class ViewSink:
-    """Consumes one view-changes topic into one :class:`ViewStore`."""
+    """Consumes one view-changes topic into one :class:`ViewStore`.
+
+    ``on_commit``, if given, is called with each batch's changes right after that batch and its
+    offsets have committed (used by benchmarks to time rows becoming visible).
+    """
 
     def __init__(
         self,
@@ -35,11 +39,13 @@ class ViewSink:
         *,
         batch_size: int = 2000,
         poll_timeout_ms: int = 200,
+        on_commit: Callable[[Sequence[RowChange]], None] | None = None,
     ) -> None:
         self.topic = topic
         self.store = store
         self.batch_size = batch_size
         self.poll_timeout_ms = poll_timeout_ms
+        self.on_commit = on_commit
         try:
             self.consumer = KafkaConsumer(
                 bootstrap_servers=bootstrap,
@@ -82,6 +88,8 @@ class ViewSink:
             offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
         if offsets:
             self.store.apply(changes, offsets)
+            if self.on_commit is not None:
+                self.on_commit(changes)
         return len(changes)
 
     def run(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
