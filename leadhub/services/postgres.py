@@ -8,6 +8,7 @@ and started on its own port with a ``leadhub`` role and database.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -49,6 +50,25 @@ def database_answers(url: str, timeout_s: int = 3) -> bool:
         engine.dispose()
 
 
+def _cluster_home(state_dir: Path) -> Path:
+    """Where the cluster lives: ``state_dir/postgres``, unless the ``postgres`` user (which
+    runs the server when we are root) cannot reach that folder — e.g. a checkout under
+    ``/root`` — in which case a folder under ``/var/tmp`` named after the state dir is used.
+    """
+    home = state_dir / "postgres"
+    if os.geteuid() != 0:
+        return home
+    probe = next((p for p in [state_dir, *state_dir.parents] if p.exists()), Path("/"))
+    reachable = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "test", "-x", str(probe)],
+        capture_output=True, check=False,
+    ).returncode == 0
+    if reachable:
+        return home
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"leadhub-{digest}" / "postgres"
+
+
 @dataclass(frozen=True)
 class PostgresStatus:
     """What ``status`` reports about the database."""
@@ -65,7 +85,7 @@ class PostgresService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.home = settings.state_dir / "postgres"
+        self.home = _cluster_home(settings.state_dir)
         self.data_dir = self.home / "data"
         self.socket_dir = self.home / "run"
         self.log_file = self.home / "postgres.log"
@@ -166,6 +186,7 @@ class PostgresService:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
+            self.home.parent.chmod(0o755)
             shutil.chown(self.home, "postgres", "postgres")
             shutil.chown(self.data_dir, "postgres", "postgres")
             shutil.chown(self.socket_dir, "postgres", "postgres")
