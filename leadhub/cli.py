@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(getattr(exc, "exit_code", EXIT_FAILURE))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if os.environ.get("LEADHUB_DEBUG"):
+            raise
+        print(
+            f"leadhub: unexpected error ({type(exc).__name__}); this is a bug — rerun with "
+            "LEADHUB_DEBUG=1 to see the traceback and report it",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     return result
 
 

@@ -58,7 +58,7 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     _say(KafkaService(settings).start())
-    if settings.database_url:
+    if settings.database_url and settings.database_url.startswith("postgresql"):
         _say(PostgresService(settings).start())
     site = load_site(settings.site_file)
     topics = TopicNames(settings.topic_prefix)

@@ -39,7 +39,8 @@ def database_answers(url: str, timeout_s: int = 3) -> bool:
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import SQLAlchemyError
 
-    engine = create_engine(url, connect_args={"connect_timeout": timeout_s})
+    connect_args = {"connect_timeout": timeout_s} if url.startswith("postgresql") else {}
+    engine = create_engine(url, connect_args=connect_args)
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
