@@ -9,17 +9,12 @@ participant looks to police, the prosecutor and the case manager. Runs until Ctr
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import FrameType
 
+from leadhub.runner import STEPS, Supervisor, stop_on_signals
 from leadhub.services.kafka import KafkaService
 from leadhub.services.postgres import PostgresService
 from leadhub.settings import Settings
@@ -50,13 +45,7 @@ class DemoOptions:
 
 def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
     """Run the demo until interrupted or ``options.duration_s`` passes; return an exit code."""
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = stop_on_signals()
     _say(KafkaService(settings).start())
     if settings.database_url and settings.database_url.startswith("postgresql"):
         _say(PostgresService(settings).start())
@@ -65,10 +54,10 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
     created = create_topics(settings.effective_kafka_bootstrap, topics, site,
                             settings.partitions)
     _say(f"topics: {len(created)} created, {settings.partitions} partitions each")
-    logs = settings.state_dir / "demo-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    children = _start_processes(logs)
-    _say(f"hub processes: validator, projector, sink (logs in {logs})")
+    supervisor = Supervisor(settings.state_dir / "demo-logs")
+    for step in STEPS:
+        supervisor.start(step)
+    _say(f"hub processes: {', '.join(STEPS)} (logs in {supervisor.log_dir})")
     _say(f"view database: {settings.view_database_url}")
     start = now - timedelta(days=options.days)
     events = simulate(site, load_catalog(), options.participants, options.days, options.seed,
@@ -76,37 +65,17 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
     try:
         published = _publish_paced(settings, topics, events, options.rate, stop)
         _say(f"published {published} events from {len(site.partners)} partners")
-        _print_queries(settings)
+        _print_queries()
         deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
         _say("the hub keeps running (consent expiry and deadlines tick); Ctrl-C to stop")
         while not stop.wait(1.0):
+            supervisor.restart_dead()
             if deadline is not None and time.monotonic() > deadline:
                 break
     finally:
-        _stop_processes(children)
+        supervisor.stop_all()
         _say("demo stopped (services left running: leadhub services stop)")
     return 0
-
-
-def _start_processes(logs: Path) -> dict[str, subprocess.Popen[bytes]]:
-    children = {}
-    for step in ("validator", "projector", "sink"):
-        log = (logs / f"{step}.log").open("ab")
-        children[step] = subprocess.Popen(
-            [sys.executable, "-m", "leadhub.cli", "run", step], stdout=log,
-            stderr=subprocess.STDOUT, env=dict(os.environ))
-    return children
-
-
-def _stop_processes(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children.values():
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
 
 
 def _publish_paced(settings: Settings, topics: TopicNames, events: Iterator[Event],
@@ -143,7 +112,7 @@ def _publish_paced(settings: Settings, topics: TopicNames, events: Iterator[Even
     return count
 
 
-def _print_queries(settings: Settings) -> None:
+def _print_queries() -> None:
     _say("")
     _say("What each partner sees of the same people (run in another terminal):")
     for partner, who in (("evergreen-pd", "police: program status and referrals only"),

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 from consumers.sink import ViewSink
@@ -47,8 +48,8 @@ def run_faust_step(settings: Settings, step: str) -> int:
     return 0
 
 
-def run_sink(settings: Settings) -> int:
-    """Run the SQL sink until SIGTERM/SIGINT; the batch under way completes first."""
+def stop_on_signals() -> threading.Event:
+    """Return an event that SIGTERM or SIGINT sets (installs the handlers; main thread only)."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -56,6 +57,12 @@ def run_sink(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def run_sink(settings: Settings) -> int:
+    """Run the SQL sink until SIGTERM/SIGINT; the batch under way completes first."""
+    stop = stop_on_signals()
     store = ViewStore(settings.view_database_url)
     sink = ViewSink(settings.effective_kafka_bootstrap,
                     TopicNames(settings.topic_prefix).view_changes, store)
@@ -67,40 +74,55 @@ def run_sink(settings: Settings) -> int:
     return 0
 
 
-def run_all(settings: Settings) -> int:
-    """Start every step as a child process and supervise them until a signal arrives.
+class Supervisor:
+    """``leadhub run STEP`` child processes; dead ones can be restarted, all stopped cleanly."""
 
-    A child that dies is restarted after a short pause (it resumes from its committed offsets).
-    """
-    stop = threading.Event()
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.log_dir = log_dir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+    def start(self, step: str) -> None:
+        """Start ``leadhub run STEP`` (output to ``log_dir/STEP.log`` when a log dir is set)."""
+        command = [sys.executable, "-m", "leadhub.cli", "run", step]
+        if self.log_dir is None:
+            self.children[step] = subprocess.Popen(command)
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"{step}.log").open("ab") as log:
+            self.children[step] = subprocess.Popen(command, stdout=log,
+                                                   stderr=subprocess.STDOUT)
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    def restart_dead(self) -> None:
+        """Restart every child that has exited; it resumes from its committed offsets."""
+        for step, child in list(self.children.items()):
+            if child.poll() is not None:
+                print(f"leadhub: {step} exited with {child.returncode}; restarting",
+                      file=sys.stderr, flush=True)
+                time.sleep(1.0)
+                self.start(step)
 
-    def spawn(step: str) -> None:
-        children[step] = subprocess.Popen([sys.executable, "-m", "leadhub.cli", "run", step])
-
-    for step in STEPS:
-        spawn(step)
-    try:
-        while not stop.wait(1.0):
-            for step, child in list(children.items()):
-                if child.poll() is not None:
-                    print(f"leadhub: {step} exited with {child.returncode}; restarting",
-                          file=sys.stderr, flush=True)
-                    time.sleep(1.0)
-                    spawn(step)
-    finally:
-        for child in children.values():
+    def stop_all(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM every child, wait for each, SIGKILL any still running after ``timeout_s``."""
+        for child in self.children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in children.values():
+        for child in self.children.values():
             try:
-                child.wait(timeout=30)
+                child.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 child.kill()
+        self.children.clear()
+
+
+def run_all(settings: Settings) -> int:
+    """Start every step as a child process and supervise them until a signal arrives."""
+    stop = stop_on_signals()
+    supervisor = Supervisor()
+    for step in STEPS:
+        supervisor.start(step)
+    try:
+        while not stop.wait(1.0):
+            supervisor.restart_dead()
+    finally:
+        supervisor.stop_all()
     return 0
