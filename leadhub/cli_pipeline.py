@@ -30,7 +30,8 @@ def register(subparsers: Any) -> None:
         description="Run one of the hub's processes in the foreground: 'validator' (inbound "
                     "topics -> lead.events / lead.dlq), 'projector' (lead.events -> "
                     "lead.view.changes), 'sink' (lead.view.changes -> SQL view), or 'all' "
-                    "(the three, supervised). SIGTERM or Ctrl-C shuts down cleanly.")
+                    "(the three, supervised). Missing topics are created first. SIGTERM or Ctrl-C "
+                    "shuts down cleanly.")
     run.add_argument("step", choices=("validator", "projector", "sink", "all"))
     run.set_defaults(handler=_run)
 
@@ -82,8 +83,13 @@ def _topics_create(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from leadhub import runner
+    from leadhub.topics_admin import create_topics
+    from processors.site import load_site
+    from schemas.topics import TopicNames
 
     settings = load_settings()
+    create_topics(settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix),
+                  load_site(settings.site_file), settings.partitions)
     if args.step == "sink":
         return runner.run_sink(settings)
     if args.step == "all":
