@@ -26,7 +26,13 @@ def register(subparsers: Any) -> None:
     simulate.add_argument("--participants", type=_count, required=True, help="people referred")
     simulate.add_argument("--days", type=_positive, required=True, help="length of the period")
     simulate.add_argument("--seed", type=int, required=True, help="random seed")
-    simulate.add_argument("--out", required=True, help="output .jsonl file (- for stdout)")
+    simulate.add_argument("--out", help="output .jsonl file (- for stdout)")
+    simulate.add_argument("--publish", action="store_true",
+                          help="also publish every event through its partner's SDK publisher "
+                               "to the hub's inbound topics (LEADHUB_KAFKA_BOOTSTRAP)")
+    simulate.add_argument("--rate", type=float, default=None,
+                          help="with --publish: events per second (default: as fast as "
+                               "possible)")
     simulate.add_argument("--start", type=_instant, default=parse_instant(DEFAULT_START),
                           help=f"start of the period, ISO 8601 UTC (default {DEFAULT_START})")
     simulate.set_defaults(handler=_simulate)
@@ -51,10 +57,14 @@ def _simulate(args: argparse.Namespace) -> int:
     from schemas.catalog import load_catalog
     from schemas.event import write_jsonl
 
+    if not args.out and not args.publish:
+        raise PolicyError("simulate: say where the events go: --out FILE, --publish, or both")
     site = load_site(args.site)
     catalog = load_catalog()
     events = simulate(site, catalog, args.participants, args.days, args.seed, args.start)
     counted = _with_progress(events)
+    if args.publish:
+        return _simulate_publish(args, counted, catalog)
     if args.out == "-":
         written = write_jsonl(counted, sys.stdout)
     else:
@@ -64,6 +74,38 @@ def _simulate(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise PolicyError(f"cannot write {args.out!r}: {exc.strerror}") from exc
     print(f"simulate: wrote {written} events for {args.participants} participants",
+          file=sys.stderr)
+    return 0
+
+
+def _simulate_publish(args: argparse.Namespace, events: Any, catalog: Any) -> int:
+    """Publish the simulated events (and write them to --out too, if given)."""
+    from leadhub.settings import load_settings
+    from producers.sdk import publish_by_source
+    from schemas.event import event_to_json
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    sink = None if not args.out else (sys.stdout if args.out == "-" else
+                                      open(args.out, "w", encoding="utf-8"))  # noqa: SIM115
+
+    def tee(stream: Any) -> Any:
+        for event in stream:
+            if sink is not None:
+                sink.write(json.dumps(event_to_json(event), separators=(",", ":")) + "\n")
+            yield event
+
+    try:
+        count = publish_by_source(
+            tee(events), settings.effective_kafka_bootstrap, catalog=catalog,
+            topics=TopicNames(settings.topic_prefix), rate=args.rate,
+            on_progress=lambda n, s: print(f"simulate: published {n} ({n / s:.0f}/s)",
+                                           file=sys.stderr),
+        )
+    finally:
+        if sink is not None and sink is not sys.stdout:
+            sink.close()
+    print(f"simulate: published {count} events for {args.participants} participants",
           file=sys.stderr)
     return 0
 

@@ -20,7 +20,7 @@ from leadhub.services.postgres import PostgresService
 from leadhub.settings import Settings
 from leadhub.topics_admin import create_topics
 from processors.site import load_site
-from producers.sdk import PartnerPublisher
+from producers.sdk import publish_by_source
 from producers.simulator import simulate
 from schemas.catalog import load_catalog
 from schemas.event import Event
@@ -81,35 +81,11 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
 def _publish_paced(settings: Settings, topics: TopicNames, events: Iterator[Event],
                    rate: float, stop: threading.Event) -> int:
     """Publish through each partner's SDK publisher at about ``rate`` events/s."""
-    catalog = load_catalog()
-    publishers: dict[str, PartnerPublisher] = {}
-    count = 0
-    started = time.monotonic()
-    last_report = started
-    try:
-        for event in events:
-            if stop.is_set():
-                break
-            partner = event.source_partner or ""
-            publisher = publishers.get(partner)
-            if publisher is None:
-                publisher = PartnerPublisher(partner, settings.effective_kafka_bootstrap,
-                                             catalog=catalog, topics=topics)
-                publishers[partner] = publisher
-            publisher.send(event)
-            count += 1
-            ahead = count / rate - (time.monotonic() - started)
-            if ahead > 0:
-                stop.wait(ahead)
-            if time.monotonic() - last_report >= 5:
-                last_report = time.monotonic()
-                _say(f"  published {count} events ({count / (last_report - started):.0f}/s)")
-        for publisher in publishers.values():
-            publisher.flush()
-    finally:
-        for publisher in publishers.values():
-            publisher.close()
-    return count
+    return publish_by_source(
+        events, settings.effective_kafka_bootstrap, topics=topics, rate=rate,
+        should_stop=stop.is_set,
+        on_progress=lambda n, s: _say(f"  published {n} events ({n / s:.0f}/s)"),
+    )
 
 
 def _print_queries() -> None:

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from itertools import groupby
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from processors.offline import project_events, rows_for
 from processors.projector import Projector
 from processors.site import load_site
-from producers.sdk import PartnerPublisher
+from producers.sdk import publish_by_source
 from producers.simulator import simulate
 from schemas.catalog import load_catalog
 from schemas.event import Event
@@ -36,30 +35,6 @@ def _site_events(hub: Any, participants: int, days: int, seed: int) -> list[Even
 
     site = load_site(Path(hub.env["LEADHUB_SITE_FILE"]))
     return list(simulate(site, CATALOG, participants, days, seed, START))
-
-
-def _publish_in_order(bootstrap: str, topics: TopicNames, events: list[Event],
-                      pause_every: int = 0, pause_s: float = 0.0) -> None:
-    """Publish each run of same-partner events through that partner's SDK publisher."""
-    publishers: dict[str, PartnerPublisher] = {}
-    try:
-        sent = 0
-        for partner, run in groupby(events, key=lambda e: e.source_partner):
-            assert partner is not None
-            publisher = publishers.get(partner)
-            if publisher is None:
-                publisher = PartnerPublisher(partner, bootstrap, catalog=CATALOG, topics=topics)
-                publishers[partner] = publisher
-            for event in run:
-                publisher.send(event)
-                sent += 1
-                if pause_every and sent % pause_every == 0:
-                    publisher.flush()
-                    time.sleep(pause_s)
-            publisher.flush()
-    finally:
-        for publisher in publishers.values():
-            publisher.close()
 
 
 def _expected(hub: Any, events: list[Event]) -> dict[str, list[dict[str, Any]]]:
@@ -96,7 +71,7 @@ def test_published_site_equals_offline_projection(hub: Any, topics: TopicNames,
     hub.start("validator")
     hub.start("projector")
     events = _site_events(hub, participants=40, days=120, seed=11)
-    _publish_in_order(kafka_bootstrap, topics, events)
+    publish_by_source(events, kafka_bootstrap, catalog=CATALOG, topics=topics)
     expected = _expected(hub, events)
     assert sum(len(rows) for rows in expected.values()) > len(events)
     try:
@@ -126,7 +101,7 @@ def test_kill_dash_nine_each_process_mid_stream_loses_and_doubles_nothing(
         target=_killer, args=(hub, stop, iter(["validator", "projector", "sink", "projector"])))
     killer.start()
     try:
-        _publish_in_order(kafka_bootstrap, topics, events, pause_every=100, pause_s=0.3)
+        publish_by_source(events, kafka_bootstrap, catalog=CATALOG, topics=topics, rate=250)
     finally:
         killer.join()
     expected = _expected(hub, events)
