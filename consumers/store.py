@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
@@ -50,6 +51,13 @@ view_rows = Table(
     Column("source_partner", String(64), nullable=False),
     Column("row_json", Text, nullable=False),
 )
+
+#: Read paths of the staff API (consumers.api.queries): a participant's rows in view order,
+#: the caseload's participant listing, and rows of one type in time order (intake deadlines).
+Index("ix_view_rows_recipient_participant_time", view_rows.c.recipient,
+      view_rows.c.participant_id, view_rows.c.occurred_at, view_rows.c.event_id)
+Index("ix_view_rows_recipient_type_time", view_rows.c.recipient, view_rows.c.type,
+      view_rows.c.occurred_at, view_rows.c.event_id)
 
 sink_offsets = Table(
     "sink_offsets",

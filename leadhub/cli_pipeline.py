@@ -64,6 +64,8 @@ def register(subparsers: Any) -> None:
     view.add_argument("--as", dest="partner", required=True, help="partner id")
     view.add_argument("--participant", help="only this participant")
     view.add_argument("--json", action="store_true", help="JSON array (default: a table)")
+    view.add_argument("--api", help="read through the staff API at this URL (needs --token)")
+    view.add_argument("--token", help="staff token of the partner, for --api")
     view.set_defaults(handler=_view)
 
 
@@ -124,11 +126,20 @@ def _demo(args: argparse.Namespace) -> int:
 def _view(args: argparse.Namespace) -> int:
     from consumers.store import ViewStore
 
-    store = ViewStore(load_settings().view_database_url)
-    try:
-        rows = store.rows_for(args.partner, args.participant)
-    finally:
-        store.close()
+    if args.api:
+        from consumers.api.client import StaffClient
+
+        if not args.token:
+            print("leadhub: error: --api needs --token (a staff token)", file=sys.stderr)
+            return 2
+        with StaffClient(args.api, args.token) as client:
+            rows = client.view_rows(args.partner, args.participant)
+    else:
+        store = ViewStore(load_settings().view_database_url)
+        try:
+            rows = store.rows_for(args.partner, args.participant)
+        finally:
+            store.close()
     if args.json:
         json.dump(rows, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")

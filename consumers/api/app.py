@@ -1,0 +1,154 @@
+"""The app factory: :func:`create_api` wires config, site and adapters into a FastAPI app.
+
+The composition root (``leadhub serve``) calls it with settings; tests call it with an
+in-memory access log or a real Kafka one. Every error leaves as ``{"error": {"code",
+"message"}}``; no input produces a stack trace or a 5xx.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from consumers.api.access_log import AccessLog, KafkaAccessLog
+from consumers.api.auth import CredentialStore
+from consumers.api.context import ApiConfig, ApiContext
+from consumers.api.errors import ApiError, ServiceUnavailable
+from consumers.api.gateway import router as gateway_router
+from consumers.api.ingest import Gateway, GatewayLedger, InboundPublisher, KafkaInbound
+from consumers.api.queries import ViewQueries
+from consumers.api.staff import router as staff_router
+from consumers.api.tables import api_metadata
+from consumers.store import ViewStore, view_rows
+from processors.site import SitePolicy
+from schemas.catalog import Catalog, load_catalog
+from schemas.topics import TopicNames
+
+log = logging.getLogger("leadhub.api")
+
+DESCRIPTION = """\
+The leadhub HTTP API: a **partner gateway** for publishing events and a **staff query API**
+over the consent-filtered view.
+
+* Partner systems publish with an **API key** (`Authorization: Bearer <key>`); the source
+  partner is the key's, never the body's.
+* Staff read with a **staff token** and declare a purpose of use in `X-Purpose`. They see only
+  their own partner's rows of the view, exactly as the hub's policy core materialized them: the
+  API never evaluates policy. A participant you may not see is a 404 identical to one that does
+  not exist.
+* Every staff read is recorded on the `lead.audit.access` topic (who, purpose, which records,
+  under which consents) before it is returned; if that fails, the read fails with 503.
+
+Errors always have the shape `{"error": {"code": ..., "message": ..., "field_path"?: ...}}`.
+Keys and tokens are managed with `leadhub keys create|list|revoke|rotate`.
+"""
+
+
+def open_schema(engine: Engine) -> None:
+    """Create the API's tables and the view's tables and indexes if missing (idempotent)."""
+    try:
+        api_metadata.create_all(engine)
+        ViewStore("", engine=engine).create_schema()
+        for index in view_rows.indexes:
+            index.create(engine, checkfirst=True)
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailable("cannot prepare the API tables in the view database",
+                                 code="DATABASE_UNAVAILABLE") from exc
+
+
+def create_api(
+    config: ApiConfig,
+    *,
+    site: SitePolicy,
+    catalog: Catalog | None = None,
+    access_log: AccessLog | None = None,
+    inbound: InboundPublisher | None = None,
+    engine: Engine | None = None,
+) -> FastAPI:
+    """Build the API app. Adapters default to Kafka and SQL from ``config``.
+
+    The app owns what it builds here (the engine, the Kafka producers) and releases it at
+    shutdown (lifespan). Kafka producers connect on first use, so the app starts while Kafka
+    is down and answers 503 until it is back.
+    """
+    catalog = catalog or load_catalog()
+    topics = TopicNames(config.topic_prefix)
+    try:
+        engine = engine or create_engine(config.database_url, pool_pre_ping=True,
+                                         pool_size=10, max_overflow=20)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise ServiceUnavailable("cannot open the view database; check "
+                                 "LEADHUB_DATABASE_URL", code="DATABASE_UNAVAILABLE") from exc
+    open_schema(engine)
+    access_log = access_log or KafkaAccessLog(config.kafka_bootstrap, topics.audit_access,
+                                              config.kafka_timeout_s)
+    inbound = inbound or KafkaInbound(config.kafka_bootstrap, topics, catalog,
+                                      config.kafka_timeout_s)
+    context = ApiContext(
+        config=config, site=site, catalog=catalog,
+        credentials=CredentialStore(engine, site),
+        gateway=Gateway(catalog, GatewayLedger(engine), inbound),
+        views=ViewQueries(engine), access_log=access_log,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        context.access_log.close()
+        inbound.close()
+        engine.dispose()
+
+    app = FastAPI(title="leadhub API", version="1", description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.context = context
+    app.include_router(gateway_router)
+    app.include_router(staff_router)
+    install_error_handlers(app)
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error to the one JSON error shape (never a stack trace)."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status >= 500:
+            log.warning("api: %s (%s)", exc.code, type(exc.__cause__).__name__)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        loc = [str(part) for part in first.get("loc", ())]
+        where = ".".join(loc[1:]) or "request"
+        if loc[:2] == ["header", "X-Purpose"]:
+            body = ApiError("send the X-Purpose header with your purpose of use",
+                            code="PURPOSE_REQUIRED", field_path="X-Purpose").body()
+        else:
+            body = ApiError(f"{where}: {first.get('msg', 'invalid')}",
+                            code="INVALID_PARAMETER", field_path=where).body()
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NO_SUCH_ENDPOINT", 405: "METHOD_NOT_ALLOWED"}.get(
+            exc.status_code, "HTTP_ERROR")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("api: unexpected %s", type(exc).__name__)
+        return JSONResponse({"error": {"code": "INTERNAL", "message":
+                                       "unexpected server error; this is a bug, report it"}},
+                            status_code=500)
