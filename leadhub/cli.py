@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "leadhub.cli_pipeline",
     "leadhub.cli_schemas",
     "leadhub.cli_policy",
+    "leadhub.cli_audit",
     "leadhub.cli_api",
 )
 

@@ -1,0 +1,256 @@
+"""Replay ``lead.events`` through the same pure core as the live projector.
+
+:class:`Replayer` is the live projector's dispatch (:mod:`processors.faust_app`), reimplemented
+without faust and without batches:
+
+- an ``EVENT`` record: ``Projector.project(state, event, now=record.received_at)``;
+- a ``CLOCK`` record on partition *p*: ``Projector.tick(state, received_at)`` for every
+  participant of *p* whose ``Projector.next_due(state)`` is at or before the tick (a heap per
+  partition finds them; the live projector scans its table for the same condition);
+- a value that is not a canonical record is skipped (live: dead-lettered by ``project``).
+
+The live adapter also ticks the participants already touched in the same faust batch, due or not.
+Ticking a participant with nothing due emits no view change (no consent starts or ends, no
+deadline passes before the next due instant), so the view is the same; only batch boundaries,
+which the log does not record, decide it.
+
+:class:`LogReplay` is the adapter: it streams one topic's records (never holding the log) up to
+end offsets fixed by the caller, optionally stopping each partition at the first record received
+after ``until``. Memory: one state per participant plus a bounded write buffer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
+
+from consumers.audit.digest import Row
+from consumers.audit.errors import ReplayError, SetupError
+from consumers.audit.kafka_log import TopicReader
+from consumers.store import RowChange, ViewStore, view_rows
+from processors.projector import Projector
+from processors.state import ParticipantState
+from processors.view import ViewChange, ViewRow
+from schemas.canonical import CanonicalRecord, decode_canonical
+from schemas.catalog import Catalog
+from schemas.codec import decode
+from schemas.errors import HubError
+
+#: Called with (partition, received_at, changes) for every record that changed something.
+ChangeSink = Callable[[int, datetime, list[ViewChange]], None]
+
+
+class Replayer:
+    """The live projector's per-record dispatch, pure: records in, view changes out.
+
+    ``participant`` restricts the replay to one participant (exact: participants' states are
+    independent); other participants' events are not decoded.
+    """
+
+    def __init__(self, projector: Projector, catalog: Catalog,
+                 participant: str | None = None) -> None:
+        self.projector = projector
+        self.catalog = catalog
+        self.participant = participant
+        self._participant_key = participant.encode() if participant is not None else None
+        self.states: dict[str, ParticipantState] = {}
+        self._partition_of: dict[str, int] = {}
+        self._next_due: dict[str, datetime | None] = {}
+        self._due_heaps: dict[int, list[tuple[datetime, str]]] = {}
+        self.skipped = 0
+
+    def apply(self, partition: int, offset: int, key: bytes | None,
+              record: CanonicalRecord) -> list[ViewChange]:
+        """Apply one decoded ``lead.events`` record read at (partition, offset).
+
+        Raises :class:`ReplayError` if an EVENT's body does not decode (the live projector
+        stops on such a record too).
+        """
+        if record.kind == "CLOCK":
+            return self._tick(partition, record.received_at)
+        if (self._participant_key is not None and key is not None
+                and key != self._participant_key):
+            return []
+        try:
+            event = decode(record.event, self.catalog)
+        except HubError as exc:
+            raise ReplayError(
+                f"partition {partition} offset {offset}: the event does not decode "
+                f"({getattr(exc, 'reason', type(exc).__name__)})") from exc
+        pid = event.participant_id
+        if self.participant is not None and pid != self.participant:
+            return []
+        state, changes = self.projector.project(self.states.get(pid), event, record.received_at)
+        self._store(pid, partition, state)
+        return changes
+
+    def _tick(self, partition: int, now: datetime) -> list[ViewChange]:
+        heap = self._due_heaps.get(partition)
+        if not heap:
+            return []
+        due: list[str] = []
+        while heap and heap[0][0] <= now:
+            moment, pid = heapq.heappop(heap)
+            if (self._next_due.get(pid) == moment and self._partition_of.get(pid) == partition
+                    and pid not in due):
+                due.append(pid)
+        changes: list[ViewChange] = []
+        for pid in due:
+            self._next_due[pid] = None
+            state, more = self.projector.tick(self.states[pid], now)
+            self._store(pid, partition, state)
+            changes.extend(more)
+        return changes
+
+    def _store(self, pid: str, partition: int, state: ParticipantState) -> None:
+        self.states[pid] = state
+        self._partition_of[pid] = partition
+        due = self.projector.next_due(state)
+        if due != self._next_due.get(pid):
+            self._next_due[pid] = due
+            if due is not None:
+                heapq.heappush(self._due_heaps.setdefault(partition, []), (due, pid))
+
+
+class Progress:
+    """Progress lines on a stream (stderr) at most every ``every_s`` seconds."""
+
+    def __init__(self, what: str, total: int, stream: TextIO | None = None,
+                 every_s: float = 2.0) -> None:
+        self.what, self.total, self.every_s = what, total, every_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.started = self.last = time.monotonic()
+        self.done = 0
+
+    def advance(self, count: int = 1) -> None:
+        """Count ``count`` more records; print a line when it is time."""
+        self.done += count
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self.line()
+
+    def line(self) -> None:
+        """Print the progress line now."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        print(f"{self.what}: {self.done:,}/{self.total:,} records{share}, "
+              f"{self.done / elapsed:,.0f}/s", file=self.stream, flush=True)
+
+
+class LogReplay:
+    """Streams ``lead.events`` into a :class:`Replayer`, resumable from where it stopped.
+
+    ``until``: each partition stops at its first record received after that instant (the log
+    as it stood then; no final tick is applied, exactly as the live view showed it).
+    """
+
+    def __init__(self, reader: TopicReader, replayer: Replayer, sink: ChangeSink, *,
+                 until: datetime | None = None, progress: bool = False) -> None:
+        self.reader = reader
+        self.replayer = replayer
+        self.sink = sink
+        self.until = until
+        self.progress = progress
+        self.positions: dict[int, int] = {}
+        self.records = 0
+        self._stopped: set[int] = set()
+
+    def run_to(self, end: Mapping[int, int]) -> None:
+        """Replay every record from the current positions up to ``end`` (exclusive)."""
+        targets = {p: e for p, e in end.items() if p not in self._stopped}
+        total = sum(max(0, e - self.positions.get(p, 0)) for p, e in targets.items())
+        meter = Progress("replay", total) if self.progress else None
+        replayer, sink, until = self.replayer, self.sink, self.until
+        for rec in self.reader.read(targets, self.positions):
+            self.positions[rec.partition] = rec.offset + 1
+            self.records += 1
+            if meter is not None:
+                meter.advance()
+            try:
+                record = decode_canonical(rec.value)
+            except HubError:
+                replayer.skipped += 1
+                continue
+            if until is not None and record.received_at > until:
+                self._stopped.add(rec.partition)
+                self.reader.finish(rec.partition)
+                continue
+            changes = replayer.apply(rec.partition, rec.offset, rec.key, record)
+            if changes:
+                sink(rec.partition, record.received_at, changes)
+        if meter is not None and total:
+            meter.line()
+
+
+class ViewWriter:
+    """Buffers the replay's final rows and writes them to a :class:`ViewStore` in batches."""
+
+    def __init__(self, store: ViewStore, batch: int = 20000) -> None:
+        self.store = store
+        self.batch = batch
+        self._pending: dict[tuple[str, str], ViewRow | None] = {}
+
+    def __call__(self, partition: int, received_at: datetime, changes: list[ViewChange]) -> None:
+        pending = self._pending
+        for change in changes:
+            pending[(change.recipient, change.event_id)] = change.row
+        if len(pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows (one transaction)."""
+        if not self._pending:
+            return
+        self.store.apply([RowChange(r, e, row.to_json() if row is not None else None)
+                          for (r, e), row in self._pending.items()], {})
+        self._pending = {}
+
+
+def open_fresh_store(target: str) -> ViewStore:
+    """Open a new, empty view database: a SQLAlchemy URL or a path to a new SQLite file.
+
+    Raises SetupError if the file exists or the database already holds rows (the replay
+    must not mix with anything). A SQLite file is written without fsync (it can be rebuilt).
+    """
+    if "://" not in target:
+        path = Path(target)
+        if path.exists():
+            raise SetupError(f"{target} exists: the replay writes a fresh view, pick a new file")
+        url = f"sqlite:///{path}"
+    else:
+        url = target
+    store = ViewStore(url)
+    if store.engine.dialect.name == "sqlite":
+        @sa_event.listens_for(store.engine, "connect")
+        def _fast(dbapi_connection: Any, record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA synchronous=OFF")
+            cursor.execute("PRAGMA journal_mode=MEMORY")
+            cursor.close()
+    store.create_schema()
+    with store.engine.connect() as connection:
+        if connection.execute(select(view_rows.c.event_id).limit(1)).first() is not None:
+            raise SetupError("the replay's target database already holds view rows")
+    return store
+
+
+def ordered_rows(store: ViewStore) -> Iterator[Row]:
+    """Every (recipient, row) of ``store`` in digest order: code point order on any database."""
+    recipient, event_id = view_rows.c.recipient, view_rows.c.event_id
+    order: tuple[Any, ...] = (recipient, event_id)
+    if store.engine.dialect.name == "postgresql":
+        order = (recipient.collate("C"), event_id.collate("C"))
+    query = select(recipient, view_rows.c.row_json).order_by(*order)
+    with store.engine.connect() as connection:
+        for who, text in connection.execution_options(yield_per=2000).execute(query):
+            yield who, json.loads(text)

@@ -1,0 +1,224 @@
+"""``leadhub audit ...``: replay and time travel, tamper evidence, accounting of disclosures.
+
+Thin: parses arguments, builds the adapters from the settings, prints. The work is in
+``consumers.audit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from leadhub.settings import Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def register(subparsers: Any) -> None:
+    """Add ``leadhub audit`` and its actions."""
+    audit = subparsers.add_parser(
+        "audit", help="replay, verify and account for the hub's log",
+        description="Auditor's tools: rebuild the view from lead.events and compare it with the "
+                    "live one, see what a partner could see at a past instant, sign and verify "
+                    "Merkle tree heads over lead.events, export self-contained bundles and "
+                    "verify them offline, and list every disclosure of a participant's data.")
+    actions = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    replay = actions.add_parser(
+        "replay", help="rebuild the view from lead.events and print its digest",
+        description="Read lead.events from the start (every partition, up to the end offsets "
+                    "of the moment, or each partition up to its first record received after "
+                    "--until) through the projector's pure core, exactly as the live projector "
+                    "applies it, into a fresh SQL view; print the view's digest (SHA-256 over "
+                    "the rows in (recipient, event_id) order, canonical JSON). Progress on "
+                    "stderr.")
+    replay.add_argument("--until", help="ISO 8601 instant (received_at) to stop at")
+    replay.add_argument("--out", help="new SQLite file (or SQLAlchemy URL) to keep the view in "
+                                      "(default: a temporary file, removed)")
+    replay.add_argument("--json", action="store_true", help="print the result as JSON")
+    replay.set_defaults(handler=_replay)
+
+    compare = actions.add_parser(
+        "compare", help="compare the live SQL view with a replay (exit 1 on a mismatch)",
+        description="Digest the live view (LEADHUB_DATABASE_URL) and a replay of lead.events up "
+                    "to the offsets that produced it: the command fixes lead.events' end "
+                    "offsets, waits until the projector has committed them and the sink has "
+                    "applied the resulting changes, then compares; if later records changed the "
+                    "live view meanwhile it retries from the new end. The projector and the sink "
+                    "must be running (or have caught up). On a mismatch it prints the first "
+                    "differing rows (ids and categories only) and exits 1.")
+    compare.add_argument("--projector-group",
+                         help="consumer group of the projector (default: "
+                              "<LEADHUB_TOPIC_PREFIX>leadhub-projector)")
+    compare.add_argument("--attempts", type=int, default=5, help="tries (default 5)")
+    compare.add_argument("--settle", type=float, default=30.0,
+                         help="seconds to wait for the pipeline to catch up (default 30)")
+    compare.add_argument("--json", action="store_true", help="print the result as JSON")
+    compare.set_defaults(handler=_compare)
+
+    as_of = actions.add_parser(
+        "as-of", help="what a partner could see at a past instant",
+        description="Replay lead.events up to --at (each partition up to its first record "
+                    "received later) and print the rows PARTNER's view held then.")
+    as_of.add_argument("--at", required=True, help="ISO 8601 instant")
+    as_of.add_argument("--as", dest="partner", required=True, help="partner id")
+    as_of.add_argument("--participant", help="only this participant (faster: only their "
+                                             "events are replayed)")
+    as_of.add_argument("--json", action="store_true", help="print the rows as JSON")
+    as_of.set_defaults(handler=_as_of)
+
+
+# -- shared ---------------------------------------------------------------------------------
+
+def _instant(text: str | None) -> datetime | None:
+    from processors.timefmt import parse_instant
+
+    return parse_instant(text) if text is not None else None
+
+
+def _projector(settings: Settings) -> Any:
+    from processors.projector import Projector
+    from processors.site import load_site
+    from schemas.catalog import load_catalog
+
+    catalog = load_catalog()
+    return Projector(load_site(settings.site_file), catalog), catalog
+
+
+@contextlib.contextmanager
+def _scratch_store(out: str | None) -> Iterator[Any]:
+    """A fresh view store: ``out`` if given (kept), else a temporary SQLite file (removed)."""
+    from consumers.audit.replay import open_fresh_store
+
+    if out is not None:
+        store = open_fresh_store(out)
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    with tempfile.TemporaryDirectory(prefix="leadhub-replay-") as tmp:
+        store = open_fresh_store(str(Path(tmp) / "view.sqlite"))
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+# -- replay, compare, as-of ---------------------------------------------------------------
+
+def _replay(args: argparse.Namespace) -> int:
+    from consumers.audit.digest import digest_rows
+    from consumers.audit.kafka_log import TopicReader
+    from consumers.audit.replay import LogReplay, Replayer, ViewWriter, ordered_rows
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    projector, catalog = _projector(settings)
+    topics = TopicNames(settings.topic_prefix)
+    with _scratch_store(args.out) as store, TopicReader(
+            settings.effective_kafka_bootstrap, topics.events,
+            client_id="leadhub-audit-replay") as reader:
+        writer = ViewWriter(store)
+        replayer = Replayer(projector, catalog)
+        replay = LogReplay(reader, replayer, writer, until=_instant(args.until),
+                           progress=True)
+        end = reader.end_offsets()
+        replay.run_to(end)
+        writer.flush()
+        digest = digest_rows(ordered_rows(store))
+    result = {"digest": digest.sha256, "rows": digest.rows, "records": replay.records,
+              "skipped_not_canonical": replayer.skipped, "participants": len(replayer.states),
+              "end_offsets": {str(p): e for p, e in sorted(end.items())},
+              "until": args.until, "out": args.out}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"view digest sha256:{digest.sha256} ({digest.rows} rows from "
+              f"{replay.records} records of {topics.events})")
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from consumers.audit.compare import compare_live
+    from consumers.store import ViewStore
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    projector, catalog = _projector(settings)
+    topics = TopicNames(settings.topic_prefix)
+    group = args.projector_group or f"{settings.topic_prefix}leadhub-projector"
+    live = ViewStore(settings.view_database_url)
+    try:
+        with _scratch_store(None) as scratch:
+            result = compare_live(
+                bootstrap=settings.effective_kafka_bootstrap, topics=topics,
+                projector=projector, catalog=catalog, live=live, replay_store=scratch,
+                projector_group=group, attempts=args.attempts, settle_s=args.settle,
+                progress=True)
+    finally:
+        live.close()
+    if args.json:
+        _print_json({
+            "match": result.match, "live": result.live.sha256, "live_rows": result.live.rows,
+            "replay": result.replay.sha256, "replay_rows": result.replay.rows,
+            "caught_up": result.caught_up, "attempts": result.attempts,
+            "end_offsets": {str(p): e for p, e in sorted(result.end_offsets.items())},
+            "differences": [d.describe() for d in result.differences]})
+    else:
+        print(f"live   sha256:{result.live.sha256} ({result.live.rows} rows)")
+        print(f"replay sha256:{result.replay.sha256} ({result.replay.rows} rows)")
+        if result.match:
+            print("match: the live view equals the replay of lead.events")
+        else:
+            print("MISMATCH: first differing rows:")
+            for difference in result.differences:
+                print(f"  {difference.describe()}")
+            if not result.caught_up:
+                print("note: the pipeline did not catch up in time; rerun when it has",
+                      file=sys.stderr)
+    return EXIT_OK if result.match else EXIT_FAILURE
+
+
+def _as_of(args: argparse.Namespace) -> int:
+    from consumers.audit.kafka_log import TopicReader
+    from consumers.audit.replay import LogReplay, Replayer
+    from processors.view import ViewChange, ViewRow, apply_changes
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    projector, catalog = _projector(settings)
+    topics = TopicNames(settings.topic_prefix)
+    rows: dict[str, dict[str, ViewRow]] = {}
+
+    def keep(partition: int, received_at: datetime, changes: list[ViewChange]) -> None:
+        apply_changes(rows, [c for c in changes if c.recipient == args.partner])
+
+    with TopicReader(settings.effective_kafka_bootstrap, topics.events,
+                     client_id="leadhub-audit-asof") as reader:
+        replay = LogReplay(reader, Replayer(projector, catalog, participant=args.participant),
+                           keep, until=_instant(args.at), progress=True)
+        replay.run_to(reader.end_offsets())
+    seen = sorted(rows.get(args.partner, {}).values(),
+                  key=lambda row: (row.occurred_at, row.event_id))
+    if args.json:
+        _print_json([row.to_json() for row in seen])
+    else:
+        for row in seen:
+            print(f"{row.to_json()['occurred_at']}  {row.participant_id}  {row.type:24} "
+                  f"{','.join(row.categories)}")
+        print(f"{len(seen)} rows visible to {args.partner} at {args.at}", file=sys.stderr)
+    return EXIT_OK
