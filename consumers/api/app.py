@@ -113,7 +113,28 @@ def create_api(
     app.include_router(gateway_router)
     app.include_router(staff_router)
     install_error_handlers(app)
+    install_site_openapi(app, site)
     return app
+
+
+def install_site_openapi(app: FastAPI, site: SitePolicy) -> None:
+    """Document the site's purposes of use as the allowed values of ``X-Purpose``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            for operations in spec.get("paths", {}).values():
+                for operation in operations.values():
+                    for parameter in operation.get("parameters", []):
+                        if parameter.get("in") == "header" and parameter.get(
+                                "name", "").lower() == "x-purpose":
+                            parameter["schema"] = {"type": "string",
+                                                   "enum": list(site.purposes)}
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install_error_handlers(app: FastAPI) -> None:
