@@ -75,6 +75,8 @@ def register(subparsers: Any) -> None:
     as_of.add_argument("--json", action="store_true", help="print the rows as JSON")
     as_of.set_defaults(handler=_as_of)
 
+    register_tamper_evidence(actions)
+
 
 # -- shared ---------------------------------------------------------------------------------
 
@@ -222,3 +224,135 @@ def _as_of(args: argparse.Namespace) -> int:
                   f"{','.join(row.categories)}")
         print(f"{len(seen)} rows visible to {args.partner} at {args.at}", file=sys.stderr)
     return EXIT_OK
+
+
+# -- tamper evidence --------------------------------------------------------------------------
+
+def register_tamper_evidence(actions: Any) -> None:
+    """Add keygen, checkpoint, export and verify."""
+    keygen = actions.add_parser(
+        "keygen", help="create the Ed25519 checkpoint signing key (once)",
+        description="Create the Ed25519 key that signs checkpoints, in "
+                    "LEADHUB_STATE_DIR/audit/ (private key mode 0600, public key PEM). Prints "
+                    "the key id to publish to auditors.")
+    keygen.add_argument("--force", action="store_true",
+                        help="replace an existing key (old checkpoints then need the old key)")
+    keygen.set_defaults(handler=_keygen)
+
+    checkpoint = actions.add_parser(
+        "checkpoint", help="sign Merkle tree heads over lead.events and publish them",
+        description="Hash every record of lead.events into one RFC 6962 tree per partition, "
+                    "sign the tree heads (Ed25519) and publish them to lead.audit.checkpoints; "
+                    "with --every, keep doing so until SIGTERM. On start it checks the log "
+                    "still has the roots of its last checkpoint.")
+    checkpoint.add_argument("--every", type=float, default=60.0,
+                            help="seconds between checkpoints (default 60)")
+    checkpoint.add_argument("--once", action="store_true", help="one checkpoint, then exit")
+    checkpoint.set_defaults(handler=_checkpoint)
+
+    export = actions.add_parser(
+        "export", help="write a self-contained, offline-verifiable bundle of a time window",
+        description="Export the records of lead.events received in [--from, --to], extended "
+                    "to the signed checkpoints around them, with inclusion proofs, the "
+                    "checkpoints, the public key and the Avro schemas, into a new directory.")
+    export.add_argument("--from", dest="window_from", required=True, help="ISO 8601 instant")
+    export.add_argument("--to", dest="window_to", required=True, help="ISO 8601 instant")
+    export.add_argument("directory", help="new (or empty) directory")
+    export.set_defaults(handler=_export)
+
+    verify = actions.add_parser(
+        "verify", help="verify a bundle offline (exit 1 naming the first failure)",
+        description="Check a bundle without Kafka: checkpoint signatures, consistency between "
+                    "successive checkpoints, the prefix hashes against the anchor, every "
+                    "record's inclusion proof, contiguous offsets and the recomputed roots. "
+                    "Exit 0 if all hold; else exit 1 naming the first offset that fails.")
+    verify.add_argument("directory")
+    verify.add_argument("--key-id", help="the hub's published key id (pins the key)")
+    verify.add_argument("--public-key", help="PEM file of the hub's key (instead of the "
+                                             "bundle's)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(handler=_verify)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from consumers.audit.checkpoints import generate_key, key_paths
+
+    settings = load_settings()
+    kid = generate_key(settings.state_dir, force=args.force)
+    print(f"key id {kid}")
+    print(f"public key {key_paths(settings.state_dir)[1]}")
+    return EXIT_OK
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    from consumers.audit.checkpoints import Checkpointer, load_private_key
+    from leadhub.runner import stop_on_signals
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    topics = TopicNames(settings.topic_prefix)
+    key = load_private_key(settings.state_dir)
+    checkpointer = Checkpointer(settings.effective_kafka_bootstrap, topics.events,
+                                topics.audit_checkpoints, key)
+    try:
+        if args.once:
+            checkpoint = checkpointer.checkpoint()
+            sizes = " ".join(f"p{h.partition}={h.size}" for h in checkpoint.heads)
+            print(f"checkpoint {checkpoint.timestamp} key {checkpoint.key_id}: {sizes}")
+        else:
+            checkpointer.run(args.every, stop_on_signals())
+    finally:
+        checkpointer.close()
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from consumers.audit.bundle import export_bundle
+    from consumers.audit.checkpoints import key_paths, load_public_key_pem
+    from consumers.audit.errors import SetupError
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    topics = TopicNames(settings.topic_prefix)
+    public_path = key_paths(settings.state_dir)[1]
+    try:
+        public = load_public_key_pem(public_path.read_bytes())
+    except FileNotFoundError as exc:
+        raise SetupError(f"no public key at {public_path}: run `leadhub audit keygen`") from exc
+    window_from, window_to = _instant(args.window_from), _instant(args.window_to)
+    assert window_from is not None and window_to is not None
+    schemas_dir = Path(__file__).resolve().parent.parent / "schemas" / "avro"
+    manifest = export_bundle(settings.effective_kafka_bootstrap, topics.events,
+                             topics.audit_checkpoints, public, window_from, window_to,
+                             Path(args.directory), schemas_dir)
+    count = sum(s["end"] - s["start"] for s in manifest["partitions"].values())
+    print(f"exported {count} records of {topics.events} to {args.directory} "
+          f"(key id {manifest['key_id']})")
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from consumers.audit.bundle import read_bundle_and_verify
+
+    report = read_bundle_and_verify(
+        Path(args.directory), expected_key_id=args.key_id,
+        public_key_file=Path(args.public_key) if args.public_key else None)
+    if args.json:
+        _print_json({"ok": report.ok, "records": report.records,
+                     "checkpoints": report.checkpoints, "key_id": report.key_id,
+                     "failures": [f.describe() for f in report.failures],
+                     "first_failure": {"partition": report.first.partition,
+                                       "offset": report.first.offset,
+                                       "checkpoint": report.first.checkpoint,
+                                       "reason": report.first.reason}
+                     if report.first else None})
+    elif report.ok:
+        print(f"verified: {report.records} records, {report.checkpoints} signed checkpoints, "
+              f"key id {report.key_id}" + ("" if args.key_id else
+                                           " (compare it with the hub's published key id)"))
+    else:
+        assert report.first is not None
+        print(f"FAILED: {report.first.describe()}")
+        for failure in report.failures[1:20]:
+            print(f"  also: {failure.describe()}")
+    return EXIT_OK if report.ok else EXIT_FAILURE
