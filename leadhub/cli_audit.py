@@ -76,6 +76,7 @@ def register(subparsers: Any) -> None:
     as_of.set_defaults(handler=_as_of)
 
     register_tamper_evidence(actions)
+    register_disclosures(actions)
 
 
 # -- shared ---------------------------------------------------------------------------------
@@ -356,3 +357,52 @@ def _verify(args: argparse.Namespace) -> int:
         for failure in report.failures[1:20]:
             print(f"  also: {failure.describe()}")
     return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+# -- disclosures -----------------------------------------------------------------------------
+
+def register_disclosures(actions: Any) -> None:
+    """Add ``audit disclosures``."""
+    disclosures = actions.add_parser(
+        "disclosures", help="list every disclosure of a participant's data (42 CFR 2.24)",
+        description="Every disclosure of one participant's data: rows the hub materialized for "
+                    "a recipient other than the data's source (replayed from lead.events: "
+                    "recipient, when, event, type, categories, consents) and staff reads "
+                    "recorded on lead.audit.access (user, partner, purpose, when, events, "
+                    "consents), oldest first.")
+    disclosures.add_argument("--participant", required=True, help="hub participant id")
+    disclosures.add_argument("--since", help="ISO 8601 instant")
+    disclosures.add_argument("--json", action="store_true", help="print JSON")
+    disclosures.set_defaults(handler=_disclosures)
+
+
+def _disclosures(args: argparse.Namespace) -> int:
+    from consumers.audit.disclosures import list_disclosures
+    from processors.timefmt import format_instant
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    projector, catalog = _projector(settings)
+    result = list_disclosures(settings.effective_kafka_bootstrap,
+                              TopicNames(settings.topic_prefix), projector, catalog,
+                              args.participant, _instant(args.since))
+    if args.json:
+        _print_json({"participant_id": result.participant,
+                     "disclosures": [d.to_json() for d in result.disclosures],
+                     "access_log_found": result.access_topic_found,
+                     "unreadable_access_records": result.unreadable_access_records})
+        return EXIT_OK
+    site = projector.site
+    for d in result.disclosures:
+        partner = site.partner(d.recipient)
+        name = f"{d.recipient} ({partner.name})" if partner is not None else d.recipient
+        what = (f"{','.join(d.types)} [{','.join(d.categories)}]" if d.kind == "materialized"
+                else f"read by {d.user or '?'} for {d.purpose or '?'}")
+        print(f"{format_instant(d.at)}  {d.kind:12} {name}: {what} events "
+              f"{','.join(d.event_ids)} consents {','.join(d.consent_ids) or '-'}")
+    print(f"{len(result.disclosures)} disclosures of {result.participant}"
+          + ("" if result.access_topic_found else "; no staff access log yet"), file=sys.stderr)
+    if result.unreadable_access_records:
+        print(f"warning: {result.unreadable_access_records} access records could not be read",
+              file=sys.stderr)
+    return EXIT_OK
