@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any
@@ -66,7 +67,11 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.publish:
         return _simulate_publish(args, counted, catalog)
     if args.out == "-":
-        written = write_jsonl(counted, sys.stdout)
+        try:
+            written = write_jsonl(counted, sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `leadhub simulate --out - | head`: the reader has had enough
+            return _reader_gone()
     else:
         try:
             with open(args.out, "w", encoding="utf-8") as handle:
@@ -136,15 +141,35 @@ def _project(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise PolicyError(f"cannot read {args.events!r}: {exc.strerror}") from exc
     rows = rows_for(view, args.partner)
-    if args.json:
-        json.dump([row.to_json() for row in rows], sys.stdout, indent=1, ensure_ascii=False)
-        sys.stdout.write("\n")
-        return 0
-    for row in rows:
-        shown = ", ".join(sorted(row.fields))
-        print(f"{row.to_json()['occurred_at']}  {row.participant_id}  {row.type:<24} "
-              f"[{', '.join(row.categories)}] {shown}")
+    try:
+        if args.json:
+            json.dump([row.to_json() for row in rows], sys.stdout, indent=1, ensure_ascii=False)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            return 0
+        for row in rows:
+            shown = ", ".join(sorted(row.fields))
+            print(f"{row.to_json()['occurred_at']}  {row.participant_id}  {row.type:<24} "
+                  f"[{', '.join(row.categories)}] {shown}")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `leadhub project ... | head`: the reader has had enough
+        return _reader_gone()
     print(f"{len(rows)} rows for {args.partner}", file=sys.stderr)
+    return 0
+
+
+def _reader_gone() -> int:
+    """Stop writing quietly when stdout's reader has closed the pipe; return exit code 0.
+
+    What is still buffered for stdout would fail again when the interpreter flushes it at exit
+    (an "Exception ignored" trace), so stdout is pointed at /dev/null first.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor behind stdout: nothing to flush
+        pass
     return 0
 
 

@@ -3,16 +3,26 @@
 An arrest-diversion ``ReferralMade`` with ``charges_held`` starts a deadline of the site's
 ``intake_deadline_days``. An ``IntakeCompleted`` meets it if it names that referral and
 occurred by the due instant, or names no referral and occurred between the referral and the due
-instant. When time passes the due instant with the deadline still pending, the hub derives an
+instant. When time passes the due instant with no meeting intake known, the hub derives an
 ``IntakeDeadlineMissed`` event with a deterministic id (uuid5 of the referral's event_id), so a
-replay derives the very same event. A deadline once missed stays missed: a later intake is
-shown as what it is, an intake after the deadline.
+replay derives the very same event.
+
+What the prosecutor needs is *whether the deadline was met*, and that is a fact about when the
+intake occurred, not about when the hub heard of it. So a miss is provisional: when an intake
+that meets the deadline arrives after the miss was derived (late data entry by case
+management), or a referral arrives after its intake, the ``IntakeDeadlineMissed`` row is
+retracted for every recipient and the deadline counts as met. The retraction is an ordinary
+view change, so it stays visible in ``lead.view.changes`` for audit. An intake that occurred
+after the due instant does not undo a miss: the view shows both, the miss and the late intake.
+
+With this rule the deadline rows are a function of the participant's set of events and the
+instant of the view, whatever order the events arrived in.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from processors.site import HUB
@@ -54,6 +64,34 @@ def intake_meets(intake: Event, deadline: PendingDeadline) -> bool:
 def already_met(deadline: PendingDeadline, history: Iterable[Event]) -> bool:
     """Return True if an intake already in ``history`` meets ``deadline`` (late referral)."""
     return any(intake_meets(event, deadline) for event in history if event.type == INTAKE_TYPE)
+
+
+def missed_deadline(missed: Event, history: Mapping[str, Event]) -> PendingDeadline | None:
+    """Return the deadline a derived IntakeDeadlineMissed event records, or None.
+
+    The referral must be in ``history`` (it always is for a derived miss); the due instant is
+    the one the miss was derived with.
+    """
+    referral = history.get(str(missed.payload.get("referral_event_id")))
+    due_at = missed.payload.get("due_at")
+    if referral is None or not isinstance(due_at, datetime):
+        return None
+    return PendingDeadline(referral.event_id, referral.occurred_at, due_at)
+
+
+def misses_met_by(intake: Event, history: Mapping[str, Event]) -> list[str]:
+    """Return the event_ids of derived misses in ``history`` that ``intake`` shows were met.
+
+    These are the misses an on-time intake reported late must retract.
+    """
+    met: list[str] = []
+    for event in history.values():
+        if event.type != MISSED_TYPE or event.source_partner != HUB:
+            continue
+        deadline = missed_deadline(event, history)
+        if deadline is not None and intake_meets(intake, deadline):
+            met.append(event.event_id)
+    return met
 
 
 def missed_event(participant_id: str, deadline: PendingDeadline) -> Event:

@@ -6,6 +6,11 @@ common instant â€” ``at`` if given, else the latest ``occurred_at`` in the log â
 expiries and missed deadlines of quiet participants are applied too and the view is a
 consistent snapshot. With ``at``, events that occurred after it are ignored.
 
+The reference order is ``(occurred_at, event_id)``, but the result does not depend on it: the
+projector's view is a function of each participant's set of events and the final instant, so
+the live pipeline (events in arrival order, each at its receive time) ticked to ``at`` shows
+exactly these rows.
+
 Memory holds one state per participant and the rows kept, never the log.
 """
 

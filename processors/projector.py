@@ -4,13 +4,30 @@ One call takes one participant's state, one event of that participant and the in
 evaluate consents and deadlines at, and returns the new state plus exactly the changes to every
 recipient's view (every site partner is a recipient):
 
-- an event that is a duplicate (same event_id), from an unknown partner, of an unknown type or
-  of a type its source's role may not emit changes nothing (time still advances, as in
-  :meth:`Projector.tick`);
+- an event from an unknown partner, of an unknown type or of a type its source's role may not
+  emit, or a redelivery of an event already held (same event_id), changes nothing (time still
+  advances, as in :meth:`Projector.tick`);
 - an ordinary event adds one row per recipient allowed to see its row category;
 - a consent grant or revocation, or a consent starting or ending between the last instant and
   ``now``, re-projects the participant's history and emits only the differences;
-- passing an intake deadline derives an ``IntakeDeadlineMissed`` event from the hub.
+- passing an intake deadline derives an ``IntakeDeadlineMissed`` event from the hub; an intake
+  reported later that shows the deadline was met retracts it (see :mod:`processors.deadlines`).
+
+**The view is a function of the set of events and the final instant.** Events of one
+participant come from different partners' topics and may arrive in any order, each projected at
+the hub's receive time. For any arrival order and any non-decreasing ``now`` values with each
+``now`` >= its event's ``occurred_at``, the rows after a final ``tick(state, T)`` are the rows
+of :func:`processors.offline.project_events` over the same events in ``(occurred_at,
+event_id)`` order at ``T``. The rules that make this so:
+
+- a deadline counts as missed only while no intake meeting it is known (see above);
+- of two grants with the same consent_id, the one with the smallest ``(occurred_at,
+  event_id)`` is the consent, whichever arrived first; a revocation names a consent_id and
+  takes effect at ``min(occurred_at, now)`` (its occurred_at whenever now >= occurred_at), also
+  when it arrives before its grant, and the earliest revocation stands;
+- two *different* events reusing one event_id (a producer bug; a redelivery is the same event)
+  resolve to the one with the smallest ``(occurred_at, type, source, payload)``: if that one
+  arrives second, the participant's state is re-derived from its set of events.
 
 No I/O, no clock reads, no globals: the same inputs always give the same outputs, so the live
 pipeline and an auditor's replay agree.
@@ -18,7 +35,8 @@ pipeline and an auditor's replay agree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
@@ -30,12 +48,14 @@ from processors.deadlines import (
     due_deadlines,
     intake_meets,
     missed_event,
+    misses_met_by,
 )
 from processors.errors import PolicyError
 from processors.floor import floor_forbids
 from processors.policy import AccessRules, Basis, RowDecision, admission
-from processors.site import Access, Partner, SitePolicy
-from processors.state import ParticipantState, build_row
+from processors.site import HUB, Access, Partner, SitePolicy
+from processors.state import ParticipantState, PendingDeadline, build_row
+from processors.timefmt import value_to_json
 from processors.view import RowShape, ViewChange, ViewRow
 from schemas.catalog import Catalog, EventType
 from schemas.event import Event
@@ -44,6 +64,7 @@ GRANT_TYPE = "ConsentGranted"
 REVOKE_TYPE = "ConsentRevoked"
 
 Step = tuple[ParticipantState, list[ViewChange]]
+Rows = Mapping[str, Mapping[str, RowShape]]
 #: Per kind of event: its field categories, and per recipient (partner, consent-free shape or
 #: None, whether the answer depends on consents).
 _Plan = tuple[dict[str, str], tuple[tuple[Partner, RowShape | None, bool], ...]]
@@ -82,10 +103,13 @@ class Projector:
                 f"event {event.event_id} is for another participant than the state given"
             )
         now = _effective_now(state, now)
-        if (
-            event.event_id in state.events
-            or admission(self._site, self._catalog, event) is not None
-        ):
+        held = state.events.get(event.event_id)
+        if held is not None:
+            if held == event or not self._displaces(event, held):
+                return self._advance(state, now)
+            events = {**state.events, event.event_id: event}
+            return self._rebuild(state, events, now, replaced=(event.event_id,))
+        if admission(self._site, self._catalog, event) is not None:
             return self._advance(state, now)
         return self._accept(state, event, now)
 
@@ -126,14 +150,23 @@ class Projector:
         consents = state.consents
         orphans = state.orphan_revocations
         deadlines = state.deadlines
+        rows = state.rows
+        changes: list[ViewChange] = []
         consents_changed = False
         if event.type == GRANT_TYPE:
             consent = consent_from_event(event)
-            if consent.consent_id not in consents:
+            current = consents.get(consent.consent_id)
+            if current is None:
                 revoked_at = orphans.get(consent.consent_id)
                 if revoked_at is not None:
                     consent = consent.revoked(revoked_at)
                     orphans = {k: v for k, v in orphans.items() if k != consent.consent_id}
+                consents = {**consents, consent.consent_id: consent}
+                consents_changed = True
+            elif _grant_precedes(event, events.get(current.granted_event_id)):
+                # An earlier grant of the same consent_id arrived late: it is the consent.
+                if current.revoked_at is not None:
+                    consent = consent.revoked(current.revoked_at)
                 consents = {**consents, consent.consent_id: consent}
                 consents_changed = True
         elif event.type == REVOKE_TYPE:
@@ -144,12 +177,15 @@ class Projector:
             deadlines = {**deadlines, started.referral_event_id: started}
         if event.type == INTAKE_TYPE:
             deadlines = {k: d for k, d in deadlines.items() if not intake_meets(event, d)}
+            met = misses_met_by(event, events)
+            if met:  # an on-time intake reported after the miss was derived: the miss goes
+                events = {k: e for k, e in events.items() if k not in met}
+                rows, changes = _drop(state.participant_id, rows, met)
         if consents_changed or _activity_changed(state, now):
-            rows, changes = self._reproject(state.participant_id, events, consents, state.rows, now)
+            rows, more = self._reproject(state.participant_id, events, consents, rows, now)
         else:
-            rows, changes = self._add_event_rows(
-                state.participant_id, state.rows, event, consents, now
-            )
+            rows, more = self._add_event_rows(state.participant_id, rows, event, consents, now)
+        changes.extend(more)
         next_state = ParticipantState(
             participant_id=state.participant_id,
             as_of=now,
@@ -162,6 +198,62 @@ class Projector:
         if deadlines:
             next_state, missed = self._fire_deadlines(next_state, now)
             changes.extend(missed)
+        return next_state, changes
+
+    def _displaces(self, event: Event, held: Event) -> bool:
+        """Return True if ``event`` reuses ``held``'s event_id and must take its place.
+
+        Hub-derived events are never displaced; a rejected event displaces nothing.
+        """
+        return (
+            held.source_partner != HUB
+            and admission(self._site, self._catalog, event) is None
+            and _identity(event) < _identity(held)
+        )
+
+    def _rebuild(
+        self,
+        state: ParticipantState,
+        events: Mapping[str, Event],
+        now: datetime,
+        replaced: Collection[str],
+    ) -> Step:
+        """Re-derive consents, deadlines, misses and rows from the set of accepted events.
+
+        The rare path (an event displacing another with the same event_id): everything is
+        worked out from ``events`` and ``now`` alone, and only the differences are emitted.
+        Rows of ``replaced`` event ids are re-sent whether or not their shape changed.
+        """
+        participant_id = state.participant_id
+        outside = [event for event in events.values() if event.source_partner != HUB]
+        consents, orphans = _derive_consents(outside, now)
+        deadlines, derived = _derive_deadlines(
+            participant_id, outside, self._site.intake_deadline_days, now
+        )
+        merged = {event.event_id: event for event in outside}
+        for missed in derived:
+            merged.setdefault(missed.event_id, missed)
+        gone = set(replaced) | (state.events.keys() - merged.keys())
+        current = {
+            recipient: {k: shape for k, shape in shapes.items() if k not in gone}
+            for recipient, shapes in state.rows.items()
+        }
+        rows, changes = self._reproject(participant_id, merged, consents, current, now)
+        for recipient, shapes in state.rows.items():
+            for event_id in shapes.keys() & gone:
+                if event_id not in rows.get(recipient, {}):
+                    changes.append(
+                        ViewChange("retract", recipient, participant_id, event_id, None)
+                    )
+        next_state = ParticipantState(
+            participant_id=participant_id,
+            as_of=now,
+            events=merged,
+            consents=consents,
+            orphan_revocations=orphans,
+            deadlines=deadlines,
+            rows=rows,
+        )
         return next_state, changes
 
     def _fire_deadlines(self, state: ParticipantState, now: datetime) -> Step:
@@ -336,6 +428,86 @@ def _activity_changed(state: ParticipantState, now: datetime) -> bool:
         return False
     as_of = state.as_of
     return any(c.is_active(as_of) != c.is_active(now) for c in state.consents.values())
+
+
+def _drop(
+    participant_id: str, rows: Rows, event_ids: Collection[str]
+) -> tuple[Rows, list[ViewChange]]:
+    """Remove the rows of ``event_ids`` from every recipient, with a retraction for each."""
+    kept: dict[str, Mapping[str, RowShape]] = {}
+    changes: list[ViewChange] = []
+    for recipient, shapes in rows.items():
+        if not any(event_id in shapes for event_id in event_ids):
+            kept[recipient] = shapes
+            continue
+        remaining = {k: shape for k, shape in shapes.items() if k not in event_ids}
+        changes.extend(
+            ViewChange("retract", recipient, participant_id, event_id, None)
+            for event_id in shapes
+            if event_id in event_ids
+        )
+        if remaining:
+            kept[recipient] = remaining
+    return kept, changes
+
+
+def _grant_precedes(grant: Event, held: Event | None) -> bool:
+    """Return True if ``grant`` comes before ``held`` by (occurred_at, event_id)."""
+    return held is None or (grant.occurred_at, grant.event_id) < (held.occurred_at, held.event_id)
+
+
+def _identity(event: Event) -> tuple[datetime, str, str, str]:
+    """Return a total order key over events' content, to settle a reused event_id."""
+    payload = {name: value_to_json(value) for name, value in event.payload.items()}
+    return (
+        event.occurred_at,
+        event.type,
+        event.source_partner or "",
+        json.dumps(payload, sort_keys=True, separators=(",", ":")),
+    )
+
+
+def _derive_consents(
+    events: Iterable[Event], now: datetime
+) -> tuple[dict[str, Consent], dict[str, datetime]]:
+    """Return (consents, orphan revocations) as the set of ``events`` determines them."""
+    grants: dict[str, Event] = {}
+    revoked: dict[str, datetime] = {}
+    for event in events:
+        if event.type == GRANT_TYPE:
+            consent_id = consent_from_event(event).consent_id
+            if _grant_precedes(event, grants.get(consent_id)):
+                grants[consent_id] = event
+        elif event.type == REVOKE_TYPE:
+            consent_id = str(event.payload.get("consent_id", ""))
+            at = min(event.occurred_at, now)
+            revoked[consent_id] = min(at, revoked.get(consent_id, at))
+    consents: dict[str, Consent] = {}
+    for consent_id, grant in grants.items():
+        consent = consent_from_event(grant)
+        revoked_at = revoked.get(consent_id)
+        consents[consent_id] = consent if revoked_at is None else consent.revoked(revoked_at)
+    orphans = {k: at for k, at in revoked.items() if k not in grants}
+    return consents, orphans
+
+
+def _derive_deadlines(
+    participant_id: str, events: list[Event], intake_deadline_days: int, now: datetime
+) -> tuple[dict[str, PendingDeadline], list[Event]]:
+    """Return (pending deadlines, derived misses) as the set of ``events`` determines them."""
+    intakes = [event for event in events if event.type == INTAKE_TYPE]
+    pending: dict[str, PendingDeadline] = {}
+    missed: list[PendingDeadline] = []
+    for event in events:
+        deadline = deadline_for(event, intake_deadline_days)
+        if deadline is None or already_met(deadline, intakes):
+            continue
+        if now > deadline.due_at:
+            missed.append(deadline)
+        else:
+            pending[deadline.referral_event_id] = deadline
+    missed.sort(key=lambda d: (d.due_at, d.referral_event_id))
+    return pending, [missed_event(participant_id, deadline) for deadline in missed]
 
 
 def _revoke(

@@ -5,11 +5,14 @@ shares unchanged parts with the old one. It holds everything the projector needs
 next event or clock tick into a *difference* of the view:
 
 - ``events``: the participant's accepted and hub-derived events by event_id, in arrival order
-  (the history re-projected when consents change; its keys are the dedupe set);
-- ``consents``: consents by consent_id, revoked ones kept with ``revoked_at``;
+  (the history re-projected when consents change; its keys are the dedupe set). A derived
+  ``IntakeDeadlineMissed`` leaves it again when a late-reported intake shows the deadline met;
+- ``consents``: consents by consent_id (the grant with the smallest ``(occurred_at, event_id)``
+  of that id), revoked ones kept with ``revoked_at``;
 - ``orphan_revocations``: revocations that arrived before their grant (the grant, when it comes,
   is born revoked — a revocation is never lost to reordering);
-- ``deadlines``: pending intake deadlines by referral event_id;
+- ``deadlines``: pending intake deadlines by referral event_id (a missed one is held as its
+  derived event, a met one not at all);
 - ``rows``: per recipient, per event_id, the :class:`RowShape` that recipient currently has;
 - ``as_of``: the latest instant applied; a participant's time never runs backwards.
 """

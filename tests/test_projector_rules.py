@@ -12,6 +12,7 @@ import pytest
 
 from processors.deadlines import MISSED_NAMESPACE
 from processors.errors import PolicyError, StateError
+from processors.offline import project_events
 from processors.policy import REDISCLOSURE_NOTICE
 from processors.projector import ParticipantState, Projector, ViewChange
 from processors.site import load_site
@@ -210,6 +211,33 @@ def test_a_second_grant_with_the_same_consent_id_changes_no_consent() -> None:
     assert sud.event_id not in run.rows(PDA)
 
 
+def test_the_earliest_grant_of_a_consent_id_wins_whichever_arrives_first() -> None:
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    narrow = grant(T0, categories=["HOUSING"])
+    broad = grant(T0 + DAY, categories=["SUD_TREATMENT"])
+    for order in ((narrow, broad), (broad, narrow)):
+        run = Run()
+        run.project(sud)
+        for ev in order:
+            run.project(ev, now=T0 + 2 * DAY)
+        assert sud.event_id not in run.rows(PDA)
+        assert run.state is not None
+        assert run.state.consents["C1"].granted_event_id == narrow.event_id
+        assert apply_changes({}, run.changes) == run.state.view_rows()
+
+
+def test_a_late_earlier_grant_keeps_the_revocation_of_its_consent_id() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(sud)
+    run.project(grant(T0 + 2 * DAY))
+    run.project(revoke(T0 + 3 * DAY))
+    run.project(grant(T0 + DAY, categories=["HOUSING"]), now=T0 + 4 * DAY)
+    assert run.state is not None
+    assert run.state.consents["C1"].revoked_at == T0 + 3 * DAY
+    assert sud.event_id not in run.rows(PDA)
+
+
 def test_floor_holds_against_a_consent_naming_the_police() -> None:
     run = Run()
     sud = encounter(T0, "SUD_TREATMENT", SUD)
@@ -250,9 +278,27 @@ def test_duplicate_event_id_changes_nothing() -> None:
     before = run.state
     assert before is not None
     assert run.projector.project(before, ev, T0) == (before, [])
-    later = Event(ev.event_id, "ContactLogged", "P1", T0, {"contact_method": "PHONE",
+    later = Event(ev.event_id, "ContactLogged", "P1", T0 + DAY, {"contact_method": "PHONE",
                   "successful": True, "duration_minutes": 5}, CM)
     assert run.projector.project(before, later, T0) == (before, [])
+
+
+def test_a_reused_event_id_resolves_to_the_same_event_in_either_arrival_order() -> None:
+    first = encounter(T0 + DAY, "HOUSING", HOUSE)
+    other = Event(first.event_id, "ContactLogged", "P1", T0, {"contact_method": "PHONE",
+                  "successful": True, "duration_minutes": 5}, CM)  # earlier: it is the event
+    end = T0 + 2 * DAY
+    views = []
+    for order in ((first, other), (other, first)):
+        run = Run()
+        for ev in order:
+            run.project(ev, now=end)
+        assert run.state is not None
+        assert run.state.events[first.event_id] == other
+        assert apply_changes({}, run.changes) == run.state.view_rows()
+        views.append(run.state.view_rows())
+    assert views[0] == views[1]
+    assert views[0][PD][first.event_id].type == "ContactLogged"
 
 
 def test_deadline_missed_derives_a_deterministic_hub_event_for_the_prosecutor() -> None:
@@ -290,6 +336,74 @@ def test_deadline_met_late_shows_both_the_miss_and_the_late_intake() -> None:
     changes = run.project(late)
     types = [c.row.type for c in changes if c.row is not None and c.recipient == PAO]
     assert types == ["IntakeCompleted", "IntakeDeadlineMissed"]
+
+
+DUE_DAYS = SITE.intake_deadline_days
+
+
+@pytest.mark.parametrize(
+    ("steps", "intake_day", "link", "missed_at_end", "retracted"),
+    [
+        # steps: (what, day it reaches the hub); the referral occurred on day 0
+        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), 3, "ref", False, True),
+        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), 3, None, False, True),
+        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), DUE_DAYS, "ref", False,
+         True),
+        ((("ref", DUE_DAYS + 2), ("intake", DUE_DAYS + 3)), 3, "ref", False, True),
+        ((("intake", 4), ("ref", DUE_DAYS + 2)), 3, "ref", False, False),
+        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), DUE_DAYS + 1, "ref",
+         True, False),
+        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), 3, "other", True,
+         False),
+        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), -1, None, True, False),
+        ((("ref", 0), ("intake", 3), ("tick", DUE_DAYS + 5)), 3, "ref", False, False),
+    ],
+    ids=[
+        "on-time linked intake entered after the miss",
+        "on-time unlinked intake entered after the miss",
+        "intake exactly at the due instant entered after the miss",
+        "referral reported after its due date, then its on-time intake",
+        "intake before the late-reported referral: never missed",
+        "intake after the due instant does not undo the miss",
+        "intake linked to another referral does not undo the miss",
+        "unlinked intake before the referral does not undo the miss",
+        "intake in time, in order: never missed",
+    ],
+)
+def test_a_late_reported_on_time_intake_retracts_the_miss(
+    steps: tuple[tuple[str, int], ...], intake_day: int, link: str | None, missed_at_end: bool,
+    retracted: bool,
+) -> None:
+    ref = referral(T0)
+    linked = {"ref": ref.event_id, "other": "some-other-referral", None: None}[link]
+    taken = intake(T0 + intake_day * DAY, linked)
+    missed_id = str(uuid.uuid5(MISSED_NAMESPACE, ref.event_id))
+    end = T0 + (DUE_DAYS + 10) * DAY
+    run = Run()
+    for what, day in steps:
+        now = T0 + day * DAY
+        if what == "tick":
+            run.tick(now)
+        else:
+            run.project(ref if what == "ref" else taken, now=now)
+    run.tick(end)
+    assert run.state is not None
+    view = run.state.view_rows()
+    shown_to = {r for r, rows in view.items() if missed_id in rows}
+    assert bool(shown_to) == missed_at_end
+    if missed_at_end:
+        assert PAO in shown_to and view[PAO][missed_id].fields["due_at"] == ref.occurred_at + (
+            DUE_DAYS * DAY)
+    upserted = {c.recipient for c in run.changes if c.event_id == missed_id and c.kind == "upsert"}
+    retracts = {c.recipient for c in run.changes if c.event_id == missed_id and c.kind == "retract"}
+    assert bool(retracts) == retracted
+    if retracted:
+        assert PAO in retracts and retracts == upserted  # every recipient that had it
+        assert missed_id not in run.state.events and not run.state.deadlines
+    assert apply_changes({}, run.changes) == view
+    offline = project_events(sorted((ref, taken), key=lambda e: (e.occurred_at, e.event_id)),
+                             Projector(SITE, CATALOG), at=end)
+    assert view == offline
 
 
 def test_intake_linked_to_another_referral_does_not_meet_the_deadline() -> None:
