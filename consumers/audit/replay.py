@@ -30,13 +30,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.audit.digest import Row
 from consumers.audit.errors import ReplayError, SetupError
 from consumers.audit.kafka_log import TopicReader
-from consumers.store import RowChange, ViewStore, view_rows
+from consumers.errors import ViewStoreError
+from consumers.store import ViewStore, view_rows
 from processors.projector import Projector
 from processors.state import ParticipantState
 from processors.view import ViewChange, ViewRow
@@ -193,12 +195,18 @@ class LogReplay:
 
 
 class ViewWriter:
-    """Buffers the replay's final rows and writes them to a :class:`ViewStore` in batches."""
+    """Buffers the replay's final rows and writes them to a fresh :class:`ViewStore` in batches.
 
-    def __init__(self, store: ViewStore, batch: int = 20000) -> None:
+    Rows are stored exactly as the live sink stores them (``row_json`` is the row's JSON with
+    sorted keys). Keys never written before are plainly inserted; a key written by an earlier
+    batch is deleted first (by primary key), so a flush costs about one INSERT per row.
+    """
+
+    def __init__(self, store: ViewStore, batch: int = 50000) -> None:
         self.store = store
         self.batch = batch
         self._pending: dict[tuple[str, str], ViewRow | None] = {}
+        self._written: set[tuple[str, str]] = set()
 
     def __call__(self, partition: int, received_at: datetime, changes: list[ViewChange]) -> None:
         pending = self._pending
@@ -208,12 +216,37 @@ class ViewWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered rows (one transaction)."""
+        """Write the buffered rows (one transaction). Raises ViewStoreError on failure."""
         if not self._pending:
             return
-        self.store.apply([RowChange(r, e, row.to_json() if row is not None else None)
-                          for (r, e), row in self._pending.items()], {})
+        written = self._written
+        stale = [{"r": r, "e": e} for (r, e) in self._pending if (r, e) in written]
+        rows = [_row_values(r, row) for (r, _), row in self._pending.items() if row is not None]
+        try:
+            with self.store.engine.begin() as connection:
+                if stale:
+                    connection.execute(
+                        delete(view_rows).where(view_rows.c.recipient == bindparam("r"),
+                                                view_rows.c.event_id == bindparam("e")),
+                        stale)
+                if rows:
+                    connection.execute(insert(view_rows), rows)
+        except SQLAlchemyError as exc:
+            raise ViewStoreError(f"writing {len(rows)} replayed rows failed") from exc
+        for key, row in self._pending.items():
+            if row is None:
+                written.discard(key)
+            else:
+                written.add(key)
         self._pending = {}
+
+
+def _row_values(recipient: str, row: ViewRow) -> dict[str, Any]:
+    """The ``view_rows`` values of one row, as :meth:`ViewStore.apply` writes them."""
+    return {"recipient": recipient, "event_id": row.event_id,
+            "participant_id": row.participant_id, "type": row.type,
+            "occurred_at": row.occurred_at, "source_partner": row.source_partner,
+            "row_json": json.dumps(row.to_json(), sort_keys=True, separators=(",", ":"))}
 
 
 def open_fresh_store(target: str) -> ViewStore:
