@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from typing import Any
@@ -112,5 +113,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     app = create_api(api_config(settings), site=load_site(settings.site_file))
+    # Move the startup heap (catalog, SQLAlchemy, FastAPI) out of the cyclic GC's reach, so
+    # full collections stay short: without this they add ~25 ms to the p99 of a read.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0

@@ -223,3 +223,38 @@ def test_every_error_has_the_one_shape(site: Site) -> None:
                      get(site, "/v1/participants", site.cm, limit=-1)):
         assert set(response.json()) == {"error"}
         assert {"code", "message"} <= set(response.json()["error"])
+
+
+def test_leadhub_view_through_the_api(site: Site, database_url: str, monkeypatch: Any,
+                                      capsys: Any) -> None:
+    import json
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from leadhub.cli import main
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(site.app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        token = site.cm["Authorization"].split()[1]
+        monkeypatch.setenv("LEADHUB_DATABASE_URL", database_url)
+        assert main(["view", "--as", "harbor-cm", "--json"]) == 0
+        direct = json.loads(capsys.readouterr().out)
+        assert main(["view", "--as", "harbor-cm", "--json", "--api",
+                     f"http://127.0.0.1:{port}", "--token", token]) == 0
+        assert json.loads(capsys.readouterr().out) == direct
+        assert main(["view", "--as", "county-pao", "--api", f"http://127.0.0.1:{port}",
+                     "--token", token]) == 1  # the token is harbor-cm's
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from consumers.api.caseload import parse_instant
 from consumers.api.errors import ApiError
 
 
@@ -81,5 +82,5 @@ class StaffClient:
             except ApiClientError as exc:
                 if " 404 " not in str(exc) or participant is None:
                     raise
-        rows.sort(key=lambda r: (r["occurred_at"], r["event_id"]))
+        rows.sort(key=lambda r: (parse_instant(r["occurred_at"]), r["event_id"]))
         return rows

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, tuple_
+from sqlalchemy import Engine, and_, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.api.errors import ServiceUnavailable
@@ -49,6 +49,28 @@ class ViewQueries:
             query = query.where(c.participant_id > after)
         query = query.group_by(c.participant_id).order_by(c.participant_id).limit(limit)
         return [str(r[0]) for r in self._run(query)]
+
+    def caseload_rows(self, recipient: str, after: str | None, limit: int,
+                      types: Sequence[str]) -> dict[str, list[Row]]:
+        """Up to ``limit`` participants after ``after`` with their rows of ``types``, in one
+        query (a participant with no such rows maps to an empty list)."""
+        c = view_rows.c
+        page = select(c.participant_id).where(c.recipient == recipient)
+        if after is not None:
+            page = page.where(c.participant_id > after)
+        ids = page.group_by(c.participant_id).order_by(c.participant_id).limit(limit).subquery()
+        rows = view_rows.alias("typed")
+        joined = ids.outerjoin(rows, and_(rows.c.recipient == recipient,
+                                          rows.c.participant_id == ids.c.participant_id,
+                                          rows.c.type.in_(list(types))))
+        query = select(ids.c.participant_id, rows.c.row_json).select_from(joined).order_by(
+            ids.c.participant_id, rows.c.occurred_at, rows.c.event_id)
+        out: dict[str, list[Row]] = {}
+        for participant_id, text in self._run(query):
+            found = out.setdefault(str(participant_id), [])
+            if text is not None:
+                found.append(json.loads(text))
+        return out
 
     def has_rows(self, recipient: str, participant_id: str) -> bool:
         """True if the recipient has at least one row for ``participant_id``."""

@@ -176,10 +176,10 @@ def caseload(call: Annotated[StaffCall, Depends(staff_call)], limit: Limit = 50,
     """Caseload page (see the route description)."""
     after = decode_cursor("participants", cursor, 1)[0] if cursor else None
     views = call.context.views
-    ids = views.participants(call.recipient, after, limit + 1)
+    rows = views.caseload_rows(call.recipient, after, limit + 1, CASELOAD_TYPES)
+    ids = list(rows)  # the database's order (its collation decides what `after` means)
     more = len(ids) > limit
     ids = ids[:limit]
-    rows = views.rows_of(call.recipient, ids, CASELOAD_TYPES)
     now = call.now()
     items = [caseload_entry(p, rows[p], call.days, now) for p in ids]
     call.account("GET /v1/participants", ids, (r for p in ids for r in rows[p]))
