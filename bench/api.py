@@ -229,10 +229,12 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.2)
         drive(base, token, participants_for(args.rows), args.rate, 5, seed=1)  # warm up
+        load_before = os.getloadavg()[0]
         began = time.monotonic()
         latencies = drive(base, token, participants_for(args.rows), args.rate, args.seconds,
                           seed=2)
         wall = time.monotonic() - began
+        load_after = os.getloadavg()[0]
         server_rss = peak_rss_mib(server.pid)
     finally:
         server.terminate()
@@ -251,7 +253,10 @@ def main() -> None:
              f"open-loop client at {args.rate:g} requests/s for {args.seconds:g}s "
              f"({done} ok, {len(latencies['errors'])} errors, "
              f"{done / wall:.1f} req/s achieved). Each request also writes its access record "
-             "to Kafka (acks=all) before answering.", "",
+             "to Kafka (acks=all) before answering. Load average (1 min) before / after the "
+             f"run: {load_before:.1f} / {load_after:.1f} — the server, the client, PostgreSQL "
+             "and Kafka share the 2 cores with other work, and an open-loop client queues "
+             "behind every stall, so p99 tracks the machine's load.", "",
              "| query | n | p50 ms | p95 ms | p99 ms | max ms |",
              "| --- | --- | --- | --- | --- | --- |"]
     for kind, label in (("caseload", "caseload page (50 participants, random cursor)"),
