@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import resource
-import subprocess
 import time
 import tracemalloc
 from datetime import UTC, datetime
@@ -26,6 +24,10 @@ from processors.site import load_site
 from producers.simulator import simulate
 from schemas.catalog import load_catalog
 from schemas.event import Event
+
+# isort: split
+# A sibling in bench/: run as a file, the script's folder is first on sys.path.
+from machine import cpu_model, python_version
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Policy core (issue 4)"
@@ -80,7 +82,7 @@ def main() -> None:
     state_bytes = [len(json.dumps(s.to_json())) for s in states.values()]
     max_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    cpu = _cpu_model()
+    cpu = cpu_model()
     lines = [
         SECTION,
         "",
@@ -94,7 +96,7 @@ def main() -> None:
         f"Command: `.venv/bin/python bench/project.py --participants {args.participants} "
         f"--days {args.days} --seed {args.seed}` (best of {args.runs} runs)",
         "",
-        f"Machine: 2 cores (shared with other work), `{cpu}`, Python {platform.python_version()}.",
+        f"Machine: 2 cores (shared with other work), `{cpu}`, Python {python_version()}.",
         "",
         "| figure | value |",
         "| --- | ---: |",
@@ -119,17 +121,6 @@ def main() -> None:
     print(report)
     if not args.no_write:
         _write_section(ROOT / "BENCHMARKS.md", report)
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _write_section(path: Path, report: str) -> None:
