@@ -45,9 +45,12 @@ def register(subparsers: Any) -> None:
 
     demo = subparsers.add_parser(
         "demo", help="run the hub with a simulated LEAD site streaming through it",
-        description="Start the services, create the topics, run validator, projector and sink, "
-                    "and publish a simulated site through the partner SDK at a steady pace, "
-                    "printing progress and example queries. Runs until Ctrl-C.")
+        description="Start the services, create the topics, run validator, projector, sink "
+                    "and the HTTP API (leadhub serve), issue demo credentials, and stream a "
+                    "simulated site through the partner SDK and the HTTP gateway at a steady "
+                    "pace, printing progress, the API's address, the credentials and curl "
+                    "queries that show one participant as police, prosecutor, case manager and "
+                    "SUD program see it. Runs until Ctrl-C, then stops what it started.")
     demo.add_argument("--participants", type=int, default=150, help="people (default 150)")
     demo.add_argument("--days", type=int, default=120, help="length of history (default 120)")
     demo.add_argument("--rate", type=float, default=200.0,
@@ -55,6 +58,9 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--seed", type=int, default=2011, help="simulation seed")
     demo.add_argument("--duration", type=float, default=None,
                       help="stop after this many seconds once published (default: Ctrl-C)")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address of the demo's API (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8080, help="port of the API (default 8080)")
     demo.set_defaults(handler=_demo)
 
     view = subparsers.add_parser(
@@ -119,7 +125,8 @@ def _publish(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from leadhub.demo import DemoOptions, default_now, run_demo
 
-    options = DemoOptions(args.participants, args.days, args.rate, args.seed, args.duration)
+    options = DemoOptions(args.participants, args.days, args.rate, args.seed, args.duration,
+                          host=args.host, port=args.port)
     return run_demo(load_settings(), options, default_now())
 
 

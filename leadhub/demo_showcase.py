@@ -1,0 +1,123 @@
+"""What the demo shows: one participant seen by four partners, with credentials to look.
+
+:func:`pick_showcase` projects the simulated history offline (the same pure core the live
+projector runs) and picks a participant whose views differ the most instructive way: police and
+the prosecutor have rows, the case manager has clinical rows a consent allows, and the SUD
+program has Part 2 rows carrying the redisclosure notice. :func:`showcase_queries` turns it into
+copy-paste ``curl`` commands against the staff API.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from processors.offline import project_events
+from processors.projector import Projector
+from processors.site import SitePolicy
+from schemas.event import Event
+
+CLINICAL = frozenset({"SUD_TREATMENT", "MENTAL_HEALTH", "MEDICAL"})
+
+#: The roles shown side by side, with what each should see.
+SHOWN_ROLES: tuple[tuple[str, str], ...] = (
+    ("police", "police: program status and referrals only, never clinical data"),
+    ("prosecutor", "prosecutor: + the legal case and whether intake was met; nothing clinical"),
+    ("case_management", "case manager: everything the participant's consents allow"),
+    ("sud_treatment", "SUD program (42 CFR Part 2): its rows carry the redisclosure notice"),
+)
+STAFF_USERS: Mapping[str, str] = {"police": "demo-officer", "prosecutor": "demo-prosecutor",
+                                  "case_management": "demo-case-manager",
+                                  "sud_treatment": "demo-counselor"}
+
+
+@dataclass(frozen=True)
+class Showcase:
+    """The participant to look at, and the partner id playing each shown role."""
+
+    participant_id: str
+    partners: Mapping[str, str]  # role -> partner id
+
+
+def partner_by_role(site: SitePolicy) -> dict[str, str]:
+    """The first partner of each role in the site file."""
+    found: dict[str, str] = {}
+    for partner in site.partners:
+        found.setdefault(partner.role, partner.id)
+    return found
+
+
+def pick_showcase(events: Sequence[Event], projector: Projector,
+                  site: SitePolicy) -> Showcase | None:
+    """The participant whose four views show the contrast earliest in ``events``; None if none.
+
+    Qualifies: police and prosecutor have rows; the case manager has a clinical row justified
+    by a consent; the SUD program has a row with the Part 2 notice. Among those, the one whose
+    rows are all published earliest wins, so the printed queries answer soon.
+    """
+    roles = partner_by_role(site)
+    if any(role not in roles for role, _ in SHOWN_ROLES):
+        return None
+    position = {event.event_id: index for index, event in enumerate(events)}
+    view = project_events(events, projector)
+
+    def first(recipient: str, keep: Any) -> dict[str, int]:
+        earliest: dict[str, int] = {}
+        for row in view.get(recipient, {}).values():
+            if keep(row):
+                at = position.get(row.event_id, len(events))  # hub-made rows: at the end
+                earliest[row.participant_id] = min(at, earliest.get(row.participant_id, at))
+        return earliest
+
+    needs = [
+        first(roles["police"], lambda row: True),
+        first(roles["prosecutor"], lambda row: True),
+        first(roles["case_management"],
+              lambda row: row.consent_ids and CLINICAL & set(row.categories)),
+        first(roles["sud_treatment"], lambda row: row.notice),
+    ]
+    common = set(needs[0]).intersection(*needs[1:])
+    if not common:
+        return None
+    chosen = min(common, key=lambda p: (max(need[p] for need in needs), p))
+    return Showcase(chosen, {role: roles[role] for role, _ in SHOWN_ROLES})
+
+
+def curl(api_url: str, path: str, token: str, purpose: str) -> str:
+    """A copy-paste ``curl`` command for one staff read."""
+    return " ".join(["curl", "-s", "-H", shlex.quote(f"Authorization: Bearer {token}"),
+                     "-H", shlex.quote(f"X-Purpose: {purpose}"),
+                     shlex.quote(f"{api_url}{path}")])
+
+
+def showcase_queries(showcase: Showcase, api_url: str, tokens: Mapping[str, str],
+                     purposes: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(comment, command) pairs: each shown role's timeline of the same participant, and more."""
+    pid = showcase.participant_id
+    queries: list[tuple[str, str]] = []
+    for role, what in SHOWN_ROLES:
+        partner = showcase.partners[role]
+        queries.append((f"{what} [{partner}]",
+                        curl(api_url, f"/v1/participants/{pid}/timeline?limit=200",
+                             tokens[partner], purposes[partner])))
+    prosecutor = showcase.partners["prosecutor"]
+    queries.append((f"the prosecutor's intake deadlines, met or missed [{prosecutor}]",
+                    curl(api_url, "/v1/intake-deadlines?status=all&limit=20",
+                         tokens[prosecutor], purposes[prosecutor])))
+    manager = showcase.partners["case_management"]
+    queries.append((f"the case manager's caseload [{manager}]",
+                    curl(api_url, "/v1/participants?limit=20", tokens[manager],
+                         purposes[manager])))
+    return queries
+
+
+def view_ready(rows_by_role: Mapping[str, Iterable[Mapping[str, Any]]]) -> bool:
+    """True once the live view shows the contrast: the four checks of :func:`pick_showcase`."""
+    rows = {role: list(found) for role, found in rows_by_role.items()}
+    return bool(
+        rows.get("police") and rows.get("prosecutor")
+        and any(r.get("consent_ids") and CLINICAL & set(r.get("categories", ()))
+                for r in rows.get("case_management", []))
+        and any(r.get("notice") for r in rows.get("sud_treatment", [])))
