@@ -24,6 +24,18 @@ log = logging.getLogger("leadhub.sink")
 STEP = "sink"
 
 
+def changes_from_message(value: bytes) -> list[RowChange]:
+    """The row changes of one ``lead.view.changes`` message, in the order to apply them.
+
+    Raises :class:`ConsumerError` if the message is not a view-changes message.
+    """
+    try:
+        body = json.loads(value)
+        return [RowChange.from_json(change) for change in body["changes"]]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConsumerError(f"{STEP}: not a view-changes message ({type(exc).__name__})") from exc
+
+
 class ViewSink:
     """Consumes one view-changes topic into one :class:`ViewStore`.
 
@@ -84,7 +96,7 @@ class ViewSink:
         offsets: dict[tuple[str, int], int] = {}
         for tp, records in polled.items():
             for record in records:
-                changes.append(RowChange.from_json(json.loads(record.value)))
+                changes.extend(changes_from_message(record.value))
             offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
         if offsets:
             self.store.apply(changes, offsets)

@@ -33,8 +33,11 @@ def run_faust_step(settings: Settings, step: str) -> int:
     from processors.faust_app import create_app
 
     topics = TopicNames(settings.topic_prefix)
+    app_id = f"{settings.topic_prefix}leadhub-{step}"
+    faust_dir = settings.state_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(
-        app_id=f"{settings.topic_prefix}leadhub-{step}",
+        app_id=app_id,
         bootstrap=settings.effective_kafka_bootstrap,
         topics=topics,
         site=load_site(settings.site_file),
@@ -42,8 +45,12 @@ def run_faust_step(settings: Settings, step: str) -> int:
         partitions=settings.partitions,
         steps=frozenset({"validate" if step == "validator" else "project"}),
         tick_interval_s=settings.tick_interval_s,
+        datadir=str(faust_dir / app_id),
     )
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    # faust's progress spinner sets the root logger to DEBUG, so every library debug call
+    # builds a record (about a tenth of a busy worker's time); no terminal needs it here.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
 

@@ -32,6 +32,7 @@ import mode
 from processors.projector import Projector
 from processors.site import SitePolicy
 from processors.state import ParticipantState
+from processors.state_cache import StateCache
 from processors.validate import Accepted, DeadLetter, validate_inbound
 from processors.view import ViewChange
 from schemas.canonical import CanonicalRecord, decode_canonical, encode_canonical
@@ -45,6 +46,8 @@ log = logging.getLogger("leadhub.processors")
 Clock = Callable[[], datetime]
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
+#: Producer batching window: outputs of one batch share produce requests.
+PRODUCER_LINGER_MS = 5
 
 
 def utc_now() -> datetime:
@@ -62,26 +65,38 @@ class Outgoing:
     partition: int | None = None
 
 
-def encode_change(change: ViewChange) -> Outgoing:
-    """The ``lead.view.changes`` message for ``change`` (key: recipient|event_id)."""
+def encode_changes(participant_id: str, changes: Sequence[ViewChange]) -> Outgoing:
+    """The ``lead.view.changes`` message for one participant's changes from one batch.
+
+    Keyed by participant id, so a participant's changes stay in order on one partition; the
+    sink applies ``changes`` in list order.
+    """
     body = {
-        "kind": change.kind,
-        "recipient": change.recipient,
-        "participant_id": change.participant_id,
-        "event_id": change.event_id,
-        "row": change.row.to_json() if change.row is not None else None,
+        "participant_id": participant_id,
+        "changes": [
+            {
+                "kind": change.kind,
+                "recipient": change.recipient,
+                "event_id": change.event_id,
+                "row": change.row.to_json() if change.row is not None else None,
+            }
+            for change in changes
+        ],
     }
     return Outgoing(
-        key=f"{change.recipient}|{change.event_id}".encode(),
+        key=participant_id.encode(),
         value=json.dumps(body, sort_keys=True, separators=(",", ":")).encode(),
     )
 
 
-async def send_and_confirm(topic: Any, messages: Sequence[Outgoing]) -> None:
-    """Produce ``messages`` in order and return once Kafka has acknowledged every one."""
+async def send_and_confirm(producer: Any, topic: str, messages: Sequence[Outgoing]) -> None:
+    """Produce ``messages`` in order and return once Kafka has acknowledged every one.
+
+    Every message is handed to the producer before any acknowledgement is awaited, so they
+    travel in as few produce requests as the producer's batching allows.
+    """
     futures = [
-        await topic.send(key=m.key, value=m.value, headers=list(m.headers) or None,
-                         partition=m.partition, force=True)
+        await producer.send(topic, m.key, m.value, m.partition, None, list(m.headers) or None)
         for m in messages
     ]
     if futures:
@@ -98,10 +113,16 @@ def create_app(
     partitions: int,
     steps: frozenset[str] = frozenset({"validate", "project"}),
     store: str = "memory://",
+    datadir: str | None = None,
     tick_interval_s: float = 5.0,
     clock: Clock = utc_now,
 ) -> faust.App:
-    """Build the faust app running ``steps`` (a subset of {"validate", "project"})."""
+    """Build the faust app running ``steps`` (a subset of {"validate", "project"}).
+
+    ``datadir`` is faust's working directory for the app (default: faust's, under the
+    current directory).
+    """
+    options: dict[str, Any] = {"datadir": datadir} if datadir else {}
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
@@ -111,17 +132,18 @@ def create_app(
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger_ms=PRODUCER_LINGER_MS,
         broker_commit_every=BATCH_MAX,
         broker_commit_interval=0.5,
         table_cleanup_interval=3600.0,
         # An unexpected error stops the worker instead of restarting the agent past the
         # message: the process restarts from its committed offsets and nothing is skipped.
         agent_supervisor=mode.CrashingSupervisor,
+        **options,
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(topics.events, partitions=partitions, **raw)
-    dlq_topic = app.topic(topics.dlq, partitions=partitions, **raw)
 
     if "validate" in steps:
         inbound = app.topic(
@@ -133,21 +155,21 @@ def create_app(
         @app.agent(inbound, name="validate")
         async def validate(stream: Any) -> AsyncIterator[None]:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-                await _validate_batch(batch, accepted_ids, events_topic, dlq_topic,
+                await _validate_batch(batch, accepted_ids, app.producer,
                                       topics=topics, site=site, catalog=catalog, now=clock())
                 yield None
 
     if "project" in steps:
         projector = Projector(site, catalog)
-        changes_topic = app.topic(topics.view_changes, partitions=partitions, **raw)
         participants = app.Table("participants", default=None, partitions=partitions,
                                  key_type=str, use_partitioner=True)
+        cache = StateCache()
 
         @app.agent(events_topic, name="project")
         async def project(stream: Any) -> AsyncIterator[None]:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-                await _project_batch(batch, participants, projector, catalog,
-                                     changes_topic, dlq_topic, topics)
+                await _project_batch(batch, participants, cache, projector, catalog,
+                                     app.producer, topics)
                 yield None
 
         @app.timer(interval=tick_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
@@ -157,14 +179,15 @@ def create_app(
                 ingest_topic="", ingest_partition=-1, ingest_offset=-1, event=b"",
             ))
             await send_and_confirm(
-                events_topic, [Outgoing(None, tick, partition=p) for p in range(partitions)])
+                app.producer, topics.events,
+                [Outgoing(None, tick, partition=p) for p in range(partitions)])
 
     return app
 
 
-async def _validate_batch(batch: Sequence[Any], accepted_ids: Any, events_topic: Any,
-                          dlq_topic: Any, *, topics: TopicNames, site: SitePolicy,
-                          catalog: Catalog, now: datetime) -> None:
+async def _validate_batch(batch: Sequence[Any], accepted_ids: Any, producer: Any, *,
+                          topics: TopicNames, site: SitePolicy, catalog: Catalog,
+                          now: datetime) -> None:
     """Validate a batch; confirm its outputs, then record the accepted event ids."""
     accepted: list[Outgoing] = []
     dead: list[Outgoing] = []
@@ -191,25 +214,30 @@ async def _validate_batch(batch: Sequence[Any], accepted_ids: Any, events_topic:
             continue
         ids.append(outcome.event_id)
         accepted.append(Outgoing(outcome.key, outcome.value))
-    await send_and_confirm(events_topic, accepted)
-    await send_and_confirm(dlq_topic, dead)
+    await send_and_confirm(producer, topics.events, accepted)
+    await send_and_confirm(producer, topics.dlq, dead)
     for participant_id, ids in seen.items():
         accepted_ids[participant_id] = ids
 
 
-async def _project_batch(batch: Sequence[Any], participants: Any, projector: Projector,
-                         catalog: Catalog, changes_topic: Any, dlq_topic: Any,
+async def _project_batch(batch: Sequence[Any], participants: Any, cache: StateCache,
+                         projector: Projector, catalog: Catalog, producer: Any,
                          topics: TopicNames) -> None:
-    """Project a batch; confirm its view changes, then store the participants' states."""
+    """Project a batch; confirm its view changes, then store the participants' states.
+
+    A CLOCK record on partition *p* ticks exactly the participants of *p* whose next timer is
+    due at its instant, as the audit replay does, so the view never depends on where batch
+    boundaries fall.
+    """
     states: dict[str, tuple[int, ParticipantState]] = {}
-    outputs: list[Outgoing] = []
+    changes: dict[str, list[ViewChange]] = {}
     dead: list[Outgoing] = []
 
     def state_of(participant_id: str) -> ParticipantState | None:
         if participant_id in states:
             return states[participant_id][1]
         stored = participants.get(participant_id)
-        return ParticipantState.from_json(stored["state"]) if stored else None
+        return cache.state(participant_id, stored["state"] if stored else None)
 
     for event in batch:
         message = event.message
@@ -220,36 +248,53 @@ async def _project_batch(batch: Sequence[Any], participants: Any, projector: Pro
                                  _dead_letter_headers("project", message, exc)))
             continue
         if record.kind == "CLOCK":
-            for participant_id, stored in list(participants.items()):
-                if participant_id in states or not _due(stored, message.partition,
-                                                        record.received_at):
-                    continue
-                states[participant_id] = (message.partition,
-                                          ParticipantState.from_json(stored["state"]))
-            for participant_id, (partition, state) in list(states.items()):
-                if partition != message.partition:
-                    continue
-                new_state, changes = projector.tick(state, record.received_at)
-                states[participant_id] = (partition, new_state)
-                outputs.extend(encode_change(c) for c in changes)
+            now = record.received_at
+            for participant_id, state in _due_states(participants, states, cache, projector,
+                                                     message.partition, now):
+                new_state, ticked = projector.tick(state, now)
+                states[participant_id] = (message.partition, new_state)
+                changes.setdefault(participant_id, []).extend(ticked)
             continue
         hub_event = decode(record.event, catalog)
-        new_state, changes = projector.project(state_of(hub_event.participant_id), hub_event,
-                                               record.received_at)
+        new_state, projected = projector.project(state_of(hub_event.participant_id), hub_event,
+                                                 record.received_at)
         states[hub_event.participant_id] = (message.partition, new_state)
-        outputs.extend(encode_change(c) for c in changes)
-    await send_and_confirm(changes_topic, outputs)
-    await send_and_confirm(dlq_topic, dead)
+        changes.setdefault(hub_event.participant_id, []).extend(projected)
+    await send_and_confirm(producer, topics.view_changes,
+                           [encode_changes(pid, c) for pid, c in changes.items() if c])
+    await send_and_confirm(producer, topics.dlq, dead)
     for participant_id, (partition, state) in states.items():
         due = projector.next_due(state)
         participants[participant_id] = {
             "partition": partition,
             "next_due": due.isoformat() if due else None,
-            "state": state.to_json(),
+            "state": cache.encode(state),
         }
 
 
-def _due(stored: Any, partition: int, now: datetime) -> bool:
+def _due_states(participants: Any, batch_states: dict[str, tuple[int, ParticipantState]],
+                cache: StateCache, projector: Projector, partition: int,
+                now: datetime) -> list[tuple[str, ParticipantState]]:
+    """The participants of ``partition`` with a timer due at ``now``, with their states.
+
+    Participants already changed in this batch are judged by their new state, the others by
+    the next-due instant stored with them in the table.
+    """
+    due: list[tuple[str, ParticipantState]] = []
+    for participant_id, (state_partition, state) in batch_states.items():
+        next_due = projector.next_due(state)
+        if state_partition == partition and next_due is not None and next_due <= now:
+            due.append((participant_id, state))
+    for participant_id, stored in participants.items():
+        if participant_id in batch_states or not _stored_due(stored, partition, now):
+            continue
+        stored_state = cache.state(participant_id, stored["state"])
+        assert stored_state is not None
+        due.append((participant_id, stored_state))
+    return due
+
+
+def _stored_due(stored: Any, partition: int, now: datetime) -> bool:
     """True if a stored participant of ``partition`` has a timer due at ``now``."""
     if not stored or stored.get("partition") != partition or stored.get("next_due") is None:
         return False

@@ -19,9 +19,10 @@ next event or clock tick into a *difference* of the view:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -67,13 +68,20 @@ class ParticipantState:
             }
         return view
 
-    def to_json(self) -> dict[str, Any]:
-        """Return a JSON-native dict with a deterministic key order (same state, same JSON)."""
+    def to_json(
+        self, event_json: Callable[[Event], dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Return a JSON-native dict with a deterministic key order (same state, same JSON).
+
+        ``event_json`` converts one event (default :func:`event_to_json`); a caller that encodes
+        the same participant often may pass a memoizing one, as events never change.
+        """
+        encode_event = event_json or event_to_json
         return {
             "format": STATE_FORMAT,
             "participant_id": self.participant_id,
             "as_of": None if self.as_of is None else format_instant(self.as_of),
-            "events": [_event_to_json(event) for event in self.events.values()],
+            "events": [encode_event(event) for event in self.events.values()],
             "consents": [self.consents[key].to_json() for key in sorted(self.consents)],
             "orphan_revocations": {
                 key: format_instant(self.orphan_revocations[key])
@@ -89,7 +97,8 @@ class ParticipantState:
             ],
             "rows": {
                 recipient: {
-                    event_id: shape.to_json() for event_id, shape in self.rows[recipient].items()
+                    event_id: shape_to_json(shape)
+                    for event_id, shape in self.rows[recipient].items()
                 }
                 for recipient in sorted(self.rows)
             },
@@ -152,7 +161,8 @@ def build_row(recipient: str, event: Event, shape: RowShape) -> ViewRow:
     )
 
 
-def _event_to_json(event: Event) -> dict[str, Any]:
+def event_to_json(event: Event) -> dict[str, Any]:
+    """Return the JSON-native form of one event as a state holds it."""
     return {
         "event_id": event.event_id,
         "type": event.type,
@@ -161,6 +171,15 @@ def _event_to_json(event: Event) -> dict[str, Any]:
         "source_partner": event.source_partner,
         "payload": {name: value_to_json(value) for name, value in event.payload.items()},
     }
+
+
+@lru_cache(maxsize=4096)
+def shape_to_json(shape: RowShape) -> list[Any]:
+    """:meth:`RowShape.to_json`, memoized: few distinct shapes recur across every row.
+
+    The returned list is shared; callers must treat it as read-only.
+    """
+    return shape.to_json()
 
 
 def _event_from_json(obj: Mapping[str, Any]) -> Event:

@@ -59,9 +59,11 @@ def _explain(live_view: Any, expected: dict[str, list[dict[str, Any]]]) -> str:
             want_ids = {r["event_id"] for r in rows}
             changed = [r["event_id"] for r in rows if r["event_id"] in live_ids
                        and r not in live]
+            missing = sorted(f"{r['type']}@{r['occurred_at']}" for r in rows
+                             if r["event_id"] not in live_ids)
             lines.append(f"{partner}: live {len(live)} rows, offline {len(rows)}; missing "
-                         f"{len(want_ids - live_ids)}, extra {len(live_ids - want_ids)}, "
-                         f"differing {len(changed)}")
+                         f"{len(want_ids - live_ids)} {missing[:5]}, extra "
+                         f"{len(live_ids - want_ids)}, differing {len(changed)}")
     return "; ".join(lines)
 
 
