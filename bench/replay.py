@@ -5,21 +5,31 @@ keyed by participant, with a CLOCK record per partition every simulated hour; no
 in the same run times:
 
 1. raw kafka-python consumption of the topic (the ceiling: records/s with no decoding);
-2. ``audit replay`` into a new SQLite view (decode, the live core's dispatch, SQL writes),
-   and the same replay without the SQL writes;
+2. ``audit replay`` into a new SQLite view as the command does it (partitions over
+   ``--workers`` processes, rows written once from the final states, bulk SQLite), the same in
+   one process, the change-by-change replay through SQLAlchemy that ``audit replay`` used
+   before (still used for ``--out URL`` and ``audit compare``), and the replay without any
+   writes; the three views must have the same digest (checked), and the digest itself is timed;
 3. checkpointing (leaf hashing into per-partition RFC 6962 trees, one signature);
 4. export of the whole log to a bundle (not timed), then offline verification (records/s).
 
-Peak memory is the process's max RSS after each phase (ru_maxrss, monotone). Prints the
-figures; with --write, replaces the "Audit (issue 7)" section of BENCHMARKS.md.
+Peak memory: max RSS of this process after each phase (ru_maxrss, monotone) and of the largest
+replay worker process. The load average (1 min) is recorded before and after the timed phases:
+the machine is shared. Prints the figures; with --write, replaces the "Audit (issue 7)" section
+of BENCHMARKS.md. ``--profile``: only the one-process replay, under cProfile (top 30 by
+internal time).
 
-    .venv/bin/python bench/replay.py [--participants 1000] [--days 365] [--seed 1] [--write]
+    .venv/bin/python bench/replay.py [--participants 1000] [--days 365] [--seed 1]
+                                     [--workers 2] [--write | --profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import os
 import platform
+import pstats
 import re
 import resource
 import tempfile
@@ -33,8 +43,18 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.audit.bundle import export_bundle, read_bundle_and_verify
 from consumers.audit.checkpoints import Checkpointer, public_bytes
+from consumers.audit.digest import digest_rows
 from consumers.audit.kafka_log import TopicReader
-from consumers.audit.replay import LogReplay, Replayer, ViewWriter, open_fresh_store
+from consumers.audit.rebuild import CoreSpec, RebuildResult, rebuild_view_file
+from consumers.audit.replay import (
+    LogReplay,
+    Replayer,
+    ViewWriter,
+    open_fresh_store,
+    ordered_rows,
+)
+from consumers.audit.view_file import digest_view_file
+from consumers.store import ViewStore
 from leadhub.settings import load_settings
 from leadhub.topics_admin import create_topics
 from processors.projector import Projector
@@ -46,6 +66,7 @@ from schemas.codec import encode
 from schemas.topics import TopicNames
 
 ROOT = Path(__file__).resolve().parents[1]
+SITE_FILE = ROOT / "config" / "site.example.yaml"
 SECTION = "## Audit (issue 7)"
 PARTITIONS = 4
 
@@ -57,7 +78,7 @@ def rss_mib() -> float:
 
 def fill(bootstrap: str, topics: TopicNames, participants: int, days: int, seed: int) -> int:
     """Write the history into lead.events; return how many records were written."""
-    site = load_site(ROOT / "config" / "site.example.yaml")
+    site = load_site(SITE_FILE)
     catalog = load_catalog()
     start = datetime(2025, 1, 1, tzinfo=UTC)
     events = sorted(simulate(site, catalog, participants, days, seed, start),
@@ -104,29 +125,104 @@ def raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
     return total, elapsed
 
 
+def load() -> float:
+    """The 1-minute load average (other engineers share the machine)."""
+    return os.getloadavg()[0]
+
+
+def child_rss_mib() -> float:
+    """Peak resident set size of the largest finished child process (replay workers), MiB."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def file_replay(bootstrap: str, topic: str, directory: Path, name: str,
+                workers: int) -> tuple[RebuildResult, float, Path]:
+    """``audit replay`` into a new SQLite file as the command does it; (result, seconds, file)."""
+    target = directory / name
+    with TopicReader(bootstrap, topic) as reader:
+        end = reader.end_offsets()
+    started = time.perf_counter()
+    result = rebuild_view_file(bootstrap, topic, end, CoreSpec(SITE_FILE), target,
+                               workers=workers)
+    return result, time.perf_counter() - started, target
+
+
+def file_digest(path: Path) -> tuple[str, int, float]:
+    """(digest, rows, seconds) of a view file, as ``audit replay`` prints it."""
+    started = time.perf_counter()
+    digest = digest_view_file(path)
+    return digest.sha256, digest.rows, time.perf_counter() - started
+
+
+def store_digest(path: Path) -> str:
+    """The digest of a view file read through the view store (the reference way)."""
+    store = ViewStore(f"sqlite:///{path}")
+    try:
+        return digest_rows(ordered_rows(store)).sha256
+    finally:
+        store.close()
+
+
+def profile_replay(bootstrap: str, topic: str) -> None:
+    """The one-process file replay under cProfile; print the top 30 functions by own time."""
+    profiler = cProfile.Profile()
+    with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp:
+        profiler.enable()
+        result, seconds, _ = file_replay(bootstrap, topic, Path(tmp), "profiled.sqlite", 1)
+        profiler.disable()
+    print(f"profiled replay: {result.records / seconds:,.0f} records/s ({seconds:.2f}s, "
+          "with the profiler's overhead)")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=1000)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the one-process replay only")
     args = parser.parse_args()
 
     settings = load_settings()
     bootstrap = settings.effective_kafka_bootstrap
     topics = TopicNames(prefix=f"bench{uuid.uuid4().hex[:8]}.")
-    site = load_site(ROOT / "config" / "site.example.yaml")
+    site = load_site(SITE_FILE)
     catalog = load_catalog()
     create_topics(bootstrap, topics, site, PARTITIONS)
     records = fill(bootstrap, topics, args.participants, args.days, args.seed)
     print(f"wrote {records:,} records to {topics.events}")
+    if args.profile:
+        profile_replay(bootstrap, topics.events)
+        return
     base_rss = rss_mib()
+    load_before = load()
+    print(f"load average (1 min) before the timed phases: {load_before:.2f}")
 
     raw_n, raw_s = raw_consume(bootstrap, topics.events)
     print(f"raw consume: {raw_n / raw_s:,.0f} records/s ({raw_s:.2f}s)")
 
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp:
-        store = open_fresh_store(str(Path(tmp) / "replay.sqlite"))
+        directory = Path(tmp)
+        fast, fast_s, fast_file = file_replay(bootstrap, topics.events, directory,
+                                              "replay.sqlite", args.workers)
+        fast_rss = rss_mib()
+        worker_rss = child_rss_mib()
+        print(f"audit replay into SQLite ({fast.workers} processes): "
+              f"{fast.records / fast_s:,.0f} records/s ({fast_s:.2f}s, "
+              f"{fast.participants:,} participants, {fast.rows:,} rows), max RSS "
+              f"{fast_rss:.0f} MiB, worker {worker_rss:.0f} MiB")
+        digest, rows, digest_s = file_digest(fast_file)
+        print(f"digest of the view: {rows / digest_s:,.0f} rows/s ({digest_s:.2f}s)")
+
+        one, one_s, one_file = file_replay(bootstrap, topics.events, directory,
+                                           "replay1.sqlite", 1)
+        print(f"audit replay into SQLite (1 process): {one.records / one_s:,.0f} records/s "
+              f"({one_s:.2f}s)")
+
+        store = open_fresh_store(str(directory / "changes.sqlite"))
         with TopicReader(bootstrap, topics.events) as reader:
             writer = ViewWriter(store)
             replayer = Replayer(Projector(site, catalog), catalog)
@@ -134,20 +230,21 @@ def main() -> None:
             started = time.perf_counter()
             replay.run_to(reader.end_offsets())
             writer.flush()
-            replay_s = time.perf_counter() - started
+            changes_s = time.perf_counter() - started
+        changes_digest = digest_rows(ordered_rows(store)).sha256
         store.close()
         replay_rss = rss_mib()
-        print(f"replay into SQLite: {replay.records / replay_s:,.0f} records/s "
-              f"({replay_s:.2f}s, {len(replayer.states):,} participants), "
-              f"max RSS {replay_rss:.0f} MiB")
+        print(f"change-by-change replay through SQLAlchemy: "
+              f"{replay.records / changes_s:,.0f} records/s ({changes_s:.2f}s)")
+        if not digest == store_digest(fast_file) == store_digest(one_file) == changes_digest:
+            raise SystemExit("the replays' digests differ: the bulk replay is wrong")
 
         with TopicReader(bootstrap, topics.events) as reader:
-            bare = LogReplay(reader, Replayer(Projector(site, catalog), catalog),
-                             lambda partition, at, changes: None)
+            bare = LogReplay(reader, Replayer(Projector(site, catalog), catalog), None)
             started = time.perf_counter()
             bare.run_to(reader.end_offsets())
             core_s = time.perf_counter() - started
-        print(f"replay without SQL (Kafka + decode + core): {bare.records / core_s:,.0f} "
+        print(f"replay without writes (Kafka + decode + core): {bare.records / core_s:,.0f} "
               f"records/s ({core_s:.2f}s)")
 
         key = Ed25519PrivateKey.generate()
@@ -158,7 +255,7 @@ def main() -> None:
         checkpointer.close()
         print(f"checkpoint (hash + sign): {records / checkpoint_s:,.0f} records/s")
 
-        bundle = Path(tmp) / "bundle"
+        bundle = directory / "bundle"
         export_bundle(bootstrap, topics.events, topics.audit_checkpoints,
                       public_bytes(key.public_key()), datetime(2000, 1, 1, tzinfo=UTC),
                       datetime.now(UTC), bundle, ROOT / "schemas" / "avro")
@@ -170,6 +267,8 @@ def main() -> None:
         verify_rss = rss_mib()
         print(f"verify bundle: {report.records / verify_s:,.0f} records/s ({verify_s:.2f}s, "
               f"bundle {size_mib:.0f} MiB), max RSS {verify_rss:.0f} MiB")
+    load_after = load()
+    print(f"load average (1 min) after: {load_after:.2f}")
 
     if args.write:
         cpu = "unknown"
@@ -178,19 +277,24 @@ def main() -> None:
                 cpu = line.split(":", 1)[1].strip()
                 break
         command = (f".venv/bin/python bench/replay.py --participants {args.participants} "
-                   f"--days {args.days} --seed {args.seed} --write")
+                   f"--days {args.days} --seed {args.seed} --workers {args.workers} --write")
+        rate = fast.records / fast_s
         phases = [
             ("raw kafka-python consume (ceiling)", raw_n / raw_s, raw_s),
-            ("`audit replay` into SQLite (decode + core + SQL)", replay.records / replay_s,
-             replay_s),
-            ("replay without the SQL writes (Kafka + decode + core)", bare.records / core_s,
+            (f"**`audit replay` into SQLite** ({fast.workers} processes: decode + core + "
+             "bulk SQLite)", rate, fast_s),
+            ("the same in 1 process", one.records / one_s, one_s),
+            ("before: change by change through SQLAlchemy (still `--out URL`, `audit compare`)",
+             replay.records / changes_s, changes_s),
+            ("replay without writes (Kafka + decode + core, 1 process)", bare.records / core_s,
              core_s),
             ("`audit checkpoint` (leaf hashing + one Ed25519 signature)",
              records / checkpoint_s, checkpoint_s),
             (f"`audit verify` of the full bundle ({size_mib:.0f} MiB, a proof per record)",
              report.records / verify_s, verify_s),
         ]
-        table = "\n".join(f"| {name} | {rate:,.0f} | {secs:.2f} |" for name, rate, secs in phases)
+        table = "\n".join(f"| {name} | {r:,.0f} | {secs:.2f} |" for name, r, secs in phases)
+        verdict = "met" if rate >= 20000 else "not met"
         section = f"""{SECTION}
 
 Replay of `lead.events` through the live core into a fresh SQLite view, and offline
@@ -198,30 +302,31 @@ verification of an exported bundle, against raw kafka-python consumption of the 
 the same run (the ceiling). History: the simulated example site, {args.participants:,}
 participants over {args.days} days (seed {args.seed}), written straight to a 4-partition
 `lead.events` as canonical records with a CLOCK record per partition per simulated hour:
-{records:,} records.
+{records:,} records ({fast.rows:,} view rows at the end). The three replays' digests are
+checked equal in the run.
 
 Command: `{command}`
 (local broker from `leadhub services start`)
 
-Machine: {len(__import__('os').sched_getaffinity(0))} cores (shared with other work), `{cpu}`,
-Python {platform.python_version()}.
+Machine: {os.cpu_count()} cores, `{cpu}`, Python {platform.python_version()}; shared with
+other engineers: load average (1 min) {load_before:.2f} before the timed phases,
+{load_after:.2f} after.
 
 | phase | records/s | seconds |
 | --- | ---: | ---: |
 {table}
 
-Peak memory (process max RSS): {base_rss:.0f} MiB after writing the history, {replay_rss:.0f}
-MiB after the replay ({len(replayer.states):,} participant states held; the log is streamed),
-{verify_rss:.0f} MiB after export and verification (the exporter holds every leaf hash).
+The digest `audit replay` prints afterwards reads the file back: {digest_s:.2f}s for
+{rows:,} rows ({rows / digest_s:,.0f} rows/s), not in the replay figure.
 
-Target replay >= 20,000 events/s: **{'met' if replay.records / replay_s >= 20000 else 'not met'}**.
-Where the time goes: reading, decoding and projecting (the replay without SQL) is about 30%
-of the wall time; writing the resulting rows to SQLite (~5 rows per event: one JSON
-serialisation and one INSERT each) about 70%. Kafka is not the limit (raw consume is ~10x
-faster than the core).
-Ways forward, not done: raw `sqlite3` executemany with prebuilt tuples instead of SQLAlchemy
-Core, building the participant index after the load, and replaying partitions in parallel
-processes (states are per participant, so partitions are independent).
+Peak memory (max RSS): {base_rss:.0f} MiB after writing the history; {fast_rss:.0f} MiB in
+the main process and {worker_rss:.0f} MiB in the worker after the parallel replay (each holds
+its partitions' {fast.participants:,} participant states, and rows are written a chunk at a
+time: memory follows the number of participants, not the length of the log); {replay_rss:.0f}
+MiB after the other replays, {verify_rss:.0f} MiB after export and verification (the exporter
+holds every leaf hash).
+
+Target replay >= 20,000 events/s: **{verdict}** in this run ({rate:,.0f} records/s).
 """
         path = ROOT / "BENCHMARKS.md"
         text = path.read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -43,6 +44,9 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--until", help="ISO 8601 instant (received_at) to stop at")
     replay.add_argument("--out", help="new SQLite file (or SQLAlchemy URL) to keep the view in "
                                       "(default: a temporary file, removed)")
+    replay.add_argument("--workers", type=int, default=None,
+                        help="processes replaying partitions in parallel into a SQLite file "
+                             "(default: 2, at most the CPUs and partitions; 1: this process)")
     replay.add_argument("--json", action="store_true", help="print the result as JSON")
     replay.set_defaults(handler=_replay)
 
@@ -124,14 +128,46 @@ def _print_json(value: Any) -> None:
 # -- replay, compare, as-of ---------------------------------------------------------------
 
 def _replay(args: argparse.Namespace) -> int:
-    from consumers.audit.digest import digest_rows
     from consumers.audit.kafka_log import TopicReader
-    from consumers.audit.replay import LogReplay, Replayer, ViewWriter, ordered_rows
+    from consumers.audit.rebuild import CoreSpec, rebuild_view_file
+    from consumers.audit.view_file import digest_view_file
     from schemas.topics import TopicNames
 
     settings = load_settings()
-    projector, catalog = _projector(settings)
     topics = TopicNames(settings.topic_prefix)
+    bootstrap = settings.effective_kafka_bootstrap
+    if args.out is not None and "://" in args.out:
+        return _replay_into_database(args, settings, topics)
+    workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
+    with _replay_file(args.out) as target:
+        with TopicReader(bootstrap, topics.events, client_id="leadhub-audit-replay") as reader:
+            end = reader.end_offsets()
+        # the reader is closed first: a forked worker inherits no Kafka client
+        replayed = rebuild_view_file(bootstrap, topics.events, end, CoreSpec(settings.site_file),
+                                     target, until=_instant(args.until), workers=workers,
+                                     progress=True)
+        digest = digest_view_file(target)
+    return _print_replay(args, topics.events, digest, replayed.records, replayed.skipped,
+                         replayed.participants, end)
+
+
+@contextlib.contextmanager
+def _replay_file(out: str | None) -> Iterator[Path]:
+    """The SQLite file to replay into: ``out`` (kept), else one in a temporary directory."""
+    if out is not None:
+        yield Path(out)
+        return
+    with tempfile.TemporaryDirectory(prefix="leadhub-replay-") as tmp:
+        yield Path(tmp) / "view.sqlite"
+
+
+def _replay_into_database(args: argparse.Namespace, settings: Settings, topics: Any) -> int:
+    """``audit replay --out URL``: replay change by change into a fresh SQL database."""
+    from consumers.audit.digest import digest_rows
+    from consumers.audit.kafka_log import TopicReader
+    from consumers.audit.replay import LogReplay, Replayer, ViewWriter, ordered_rows
+
+    projector, catalog = _projector(settings)
     with _scratch_store(args.out) as store, TopicReader(
             settings.effective_kafka_bootstrap, topics.events,
             client_id="leadhub-audit-replay") as reader:
@@ -143,15 +179,21 @@ def _replay(args: argparse.Namespace) -> int:
         replay.run_to(end)
         writer.flush()
         digest = digest_rows(ordered_rows(store))
-    result = {"digest": digest.sha256, "rows": digest.rows, "records": replay.records,
-              "skipped_not_canonical": replayer.skipped, "participants": len(replayer.states),
+    return _print_replay(args, topics.events, digest, replay.records, replayer.skipped,
+                         len(replayer.states), end)
+
+
+def _print_replay(args: argparse.Namespace, topic: str, digest: Any, records: int, skipped: int,
+                  participants: int, end: dict[int, int]) -> int:
+    result = {"digest": digest.sha256, "rows": digest.rows, "records": records,
+              "skipped_not_canonical": skipped, "participants": participants,
               "end_offsets": {str(p): e for p, e in sorted(end.items())},
               "until": args.until, "out": args.out}
     if args.json:
         _print_json(result)
     else:
         print(f"view digest sha256:{digest.sha256} ({digest.rows} rows from "
-              f"{replay.records} records of {topics.events})")
+              f"{records} records of {topic})")
     return EXIT_OK
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from consumers.audit.digest import digest_rows, first_differences
+from consumers.audit.digest import digest_row_texts, digest_rows, first_differences
 from consumers.audit.replay import Replayer
 from processors.offline import project_events
 from processors.projector import Projector
@@ -36,6 +37,21 @@ def test_digest_is_order_checked_and_content_sensitive() -> None:
     assert digest_rows(changed).sha256 != same.sha256
     with pytest.raises(ValueError):
         digest_rows([rows[1], rows[0]])
+
+
+def test_digest_of_stored_texts_equals_the_digest_of_the_rows() -> None:
+    values = ["x", "Maison Cèdre — été", "tab\tand\u0001control", "back\\slash \\u00e9",
+              "emoji \U0001f600", 1.5e-7, 12345678901234567890, None, True]
+    rows: list[tuple[str, dict[str, object]]] = [
+        ("défense" if i % 2 else "a",
+         {"event_id": f"{i:03d}", "type": "T", "categories": ["HOUSING"], "fields": {"f": v}})
+        for i, v in enumerate(values)]
+    rows.sort(key=lambda r: (r[0], str(r[1]["event_id"])))
+    texts = [(r, str(row["event_id"]), json.dumps(row, sort_keys=True, separators=(",", ":")))
+             for r, row in rows]
+    assert digest_row_texts(texts) == digest_rows(rows)
+    with pytest.raises(ValueError):
+        digest_row_texts([texts[1], texts[0]])
 
 
 def test_first_differences_name_ids_and_categories_only() -> None:

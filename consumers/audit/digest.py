@@ -49,6 +49,35 @@ def digest_rows(rows: Iterable[Row]) -> ViewDigest:
     return ViewDigest(hasher.hexdigest(), count)
 
 
+def digest_row_texts(rows: Iterable[tuple[str, str, str]]) -> ViewDigest:
+    """:func:`digest_rows` over rows as a view stores them: (recipient, event_id, row JSON).
+
+    The texts must be what the view writers store: ``json.dumps(row, sort_keys=True,
+    separators=(",", ":"))``. Such a text with no ``\\u`` escape differs from the canonical JSON
+    in nothing (``ensure_ascii`` only adds escapes), so it is hashed as it is, unparsed; any
+    other is parsed and re-serialised. The digest equals :func:`digest_rows` over the parsed
+    rows. Raises ValueError if the rows are not in strictly increasing key order.
+    """
+    hasher = hashlib.sha256()
+    update = hasher.update
+    dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    count = 0
+    previous: tuple[str, str] | None = None
+    head = ""
+    for recipient, event_id, text in rows:
+        key = (recipient, event_id)
+        if previous is not None and key <= previous:
+            raise ValueError("rows are not in strictly increasing (recipient, event_id) order")
+        if previous is None or recipient != previous[0]:
+            head = f"[{dumps(recipient)},"
+        previous = key
+        if "\\u" in text:
+            text = dumps(json.loads(text))
+        update(f"{head}{dumps(event_id)},{text}]\n".encode())
+        count += 1
+    return ViewDigest(hasher.hexdigest(), count)
+
+
 @dataclass(frozen=True)
 class RowDifference:
     """One row that differs between two views — ids and categories only, never field values."""

@@ -18,6 +18,9 @@ from consumers.audit.errors import AuditError
 
 STALL_TIMEOUT_S = 60.0
 
+#: (partition, offset, key, value) of one record.
+RawRecord = tuple[int, int, bytes | None, bytes]
+
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
@@ -83,6 +86,13 @@ class TopicReader:
         Partitions interleave in fetch order. Raises AuditError if the broker stops delivering
         for a minute before ``end`` is reached (records deleted by retention, broker gone).
         """
+        topic = self.topic
+        for partition, offset, key, value in self.read_raw(end, start):
+            yield LogRecord(topic, partition, offset, key, value)
+
+    def read_raw(self, end: Mapping[int, int],
+                 start: Mapping[int, int] | None = None) -> Iterator[RawRecord]:
+        """:meth:`read` as plain ``(partition, offset, key, value)`` tuples (for hot loops)."""
         start = start or {}
         self._finished = set()
         todo = {p: e for p, e in end.items() if start.get(p, 0) < e}
@@ -121,7 +131,7 @@ class TopicReader:
                         break
                     if record.offset >= stop:
                         break
-                    yield LogRecord(topic, partition, record.offset, record.key, record.value)
+                    yield partition, record.offset, record.key, record.value
                 if partition in remaining and consumer.position(tp) >= stop:
                     remaining.discard(partition)
                     consumer.pause(tp)

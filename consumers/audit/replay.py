@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy import event as sa_event
@@ -123,15 +123,27 @@ class Replayer:
                 heapq.heappush(self._due_heaps.setdefault(partition, []), (due, pid))
 
 
+class Meter(Protocol):
+    """Counts replayed records (a :class:`Progress` line, or a worker's shared counter)."""
+
+    def advance(self, count: int = 1) -> None:
+        """Count ``count`` more records."""
+
+
 class Progress:
-    """Progress lines on a stream (stderr) at most every ``every_s`` seconds."""
+    """Progress lines on a stream (stderr) at most every ``every_s`` seconds.
+
+    ``others`` (optional) returns records counted elsewhere (worker processes); they are added
+    to this meter's own count in every line.
+    """
 
     def __init__(self, what: str, total: int, stream: TextIO | None = None,
-                 every_s: float = 2.0) -> None:
+                 every_s: float = 2.0, others: Callable[[], int] | None = None) -> None:
         self.what, self.total, self.every_s = what, total, every_s
         self.stream = stream if stream is not None else sys.stderr
         self.started = self.last = time.monotonic()
         self.done = 0
+        self.others = others
 
     def advance(self, count: int = 1) -> None:
         """Count ``count`` more records; print a line when it is time."""
@@ -144,9 +156,10 @@ class Progress:
     def line(self) -> None:
         """Print the progress line now."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        print(f"{self.what}: {self.done:,}/{self.total:,} records{share}, "
-              f"{self.done / elapsed:,.0f}/s", file=self.stream, flush=True)
+        done = self.done + (self.others() if self.others is not None else 0)
+        share = f" ({100 * done / self.total:.0f}%)" if self.total else ""
+        print(f"{self.what}: {done:,}/{self.total:,} records{share}, "
+              f"{done / elapsed:,.0f}/s", file=self.stream, flush=True)
 
 
 class LogReplay:
@@ -154,15 +167,19 @@ class LogReplay:
 
     ``until``: each partition stops at its first record received after that instant (the log
     as it stood then; no final tick is applied, exactly as the live view showed it).
+    ``sink`` None: the changes are dropped (the caller reads the final rows from the states).
+    ``meter``: counts the records instead of a :class:`Progress` line of its own.
     """
 
-    def __init__(self, reader: TopicReader, replayer: Replayer, sink: ChangeSink, *,
-                 until: datetime | None = None, progress: bool = False) -> None:
+    def __init__(self, reader: TopicReader, replayer: Replayer, sink: ChangeSink | None, *,
+                 until: datetime | None = None, progress: bool = False,
+                 meter: Meter | None = None) -> None:
         self.reader = reader
         self.replayer = replayer
         self.sink = sink
         self.until = until
         self.progress = progress
+        self.meter = meter
         self.positions: dict[int, int] = {}
         self.records = 0
         self._stopped: set[int] = set()
@@ -171,27 +188,41 @@ class LogReplay:
         """Replay every record from the current positions up to ``end`` (exclusive)."""
         targets = {p: e for p, e in end.items() if p not in self._stopped}
         total = sum(max(0, e - self.positions.get(p, 0)) for p, e in targets.items())
-        meter = Progress("replay", total) if self.progress else None
+        progress = Progress("replay", total) if self.progress else None
+        meter: Meter | None = self.meter if self.meter is not None else progress
         replayer, sink, until = self.replayer, self.sink, self.until
-        for rec in self.reader.read(targets, self.positions):
-            self.positions[rec.partition] = rec.offset + 1
-            self.records += 1
-            if meter is not None:
-                meter.advance()
-            try:
-                record = decode_canonical(rec.value)
-            except HubError:
-                replayer.skipped += 1
-                continue
-            if until is not None and record.received_at > until:
-                self._stopped.add(rec.partition)
-                self.reader.finish(rec.partition)
-                continue
-            changes = replayer.apply(rec.partition, rec.offset, rec.key, record)
-            if changes:
-                sink(rec.partition, record.received_at, changes)
-        if meter is not None and total:
-            meter.line()
+        positions = self.positions
+        apply = replayer.apply
+        clocks: dict[bytes, CanonicalRecord] = {}  # a tick's bytes repeat on every partition
+        records = 0
+        try:
+            for partition, offset, key, value in self.reader.read_raw(targets, positions):
+                positions[partition] = offset + 1
+                records += 1
+                if meter is not None:
+                    meter.advance()
+                record = clocks.get(value)
+                if record is None:
+                    try:
+                        record = decode_canonical(value)
+                    except HubError:
+                        replayer.skipped += 1
+                        continue
+                    if record.kind == "CLOCK":
+                        if len(clocks) >= 256:
+                            clocks.clear()
+                        clocks[value] = record
+                if until is not None and record.received_at > until:
+                    self._stopped.add(partition)
+                    self.reader.finish(partition)
+                    continue
+                changes = apply(partition, offset, key, record)
+                if changes and sink is not None:
+                    sink(partition, record.received_at, changes)
+        finally:
+            self.records += records
+        if progress is not None and total:
+            progress.line()
 
 
 class ViewWriter:
