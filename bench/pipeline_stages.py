@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from consumers.sink import changes_from_message
 from schemas.canonical import decode_canonical
 from schemas.catalog import Catalog
 from schemas.codec import decode
@@ -47,12 +47,12 @@ def stage_breakdown(bootstrap: str, topics: TopicNames, catalog: Catalog,
     projected: dict[str, float] = {}
     retract_projected: dict[tuple[str, str], float] = {}
     for record in _read_all(bootstrap, topics.view_changes, budget):
-        recipient, _, event_id = record.key.decode().partition("|")
-        if sources.get(event_id) == recipient:
-            projected.setdefault(event_id, record.timestamp / 1000)
-        elif (recipient, event_id) in revocations and json.loads(record.value)["kind"] == (
-                "retract"):
-            retract_projected.setdefault((recipient, event_id), record.timestamp / 1000)
+        for change in changes_from_message(record.value):
+            recipient, event_id = change.recipient, change.event_id
+            if sources.get(event_id) == recipient:
+                projected.setdefault(event_id, record.timestamp / 1000)
+            elif (recipient, event_id) in revocations and change.row is None:
+                retract_projected.setdefault((recipient, event_id), record.timestamp / 1000)
 
     def segments(sent: dict[str, float]) -> dict[str, dict[str, float]]:
         parts: dict[str, list[float]] = {"send->validated": [], "validated->projected": [],

@@ -8,11 +8,11 @@ the next start re-reads exactly the batch that did not commit.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
 
+import orjson
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -30,7 +30,7 @@ def changes_from_message(value: bytes) -> list[RowChange]:
     Raises :class:`ConsumerError` if the message is not a view-changes message.
     """
     try:
-        body = json.loads(value)
+        body = orjson.loads(value)
         return [RowChange.from_json(change) for change in body["changes"]]
     except (ValueError, TypeError, KeyError) as exc:
         raise ConsumerError(f"{STEP}: not a view-changes message ({type(exc).__name__})") from exc

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Column,
     DateTime,
@@ -230,5 +231,5 @@ def _row_values(recipient: str, event_id: str, row: Mapping[str, Any]) -> dict[s
         "type": row["type"],
         "occurred_at": datetime.fromisoformat(str(row["occurred_at"]).replace("Z", "+00:00")),
         "source_partner": row["source_partner"],
-        "row_json": json.dumps(row, sort_keys=True, separators=(",", ":")),
+        "row_json": orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode(),
     }

@@ -19,7 +19,6 @@ partition follows the input partition (``use_partitioner``).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import faust
 import mode
+import orjson
 
 from processors.projector import Projector
 from processors.site import SitePolicy
@@ -45,9 +45,7 @@ log = logging.getLogger("leadhub.processors")
 
 Clock = Callable[[], datetime]
 BATCH_MAX = 1000
-BATCH_WITHIN_S = 0.05
-#: Producer batching window: outputs of one batch share produce requests.
-PRODUCER_LINGER_MS = 5
+BATCH_WITHIN_S = 0.1
 
 
 def utc_now() -> datetime:
@@ -85,7 +83,7 @@ def encode_changes(participant_id: str, changes: Sequence[ViewChange]) -> Outgoi
     }
     return Outgoing(
         key=participant_id.encode(),
-        value=json.dumps(body, sort_keys=True, separators=(",", ":")).encode(),
+        value=orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
     )
 
 
@@ -132,7 +130,6 @@ def create_app(
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_linger_ms=PRODUCER_LINGER_MS,
         broker_commit_every=BATCH_MAX,
         broker_commit_interval=0.5,
         table_cleanup_interval=3600.0,

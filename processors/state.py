@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -97,7 +96,9 @@ class ParticipantState:
             ],
             "rows": {
                 recipient: {
-                    event_id: shape_to_json(shape)
+                    # RowShape.to_json, inlined (this runs for every row at every state write);
+                    # JSON encoders write the tuples as arrays.
+                    event_id: [shape.fields, shape.categories, shape.consent_ids, shape.notice]
                     for event_id, shape in self.rows[recipient].items()
                 }
                 for recipient in sorted(self.rows)
@@ -171,15 +172,6 @@ def event_to_json(event: Event) -> dict[str, Any]:
         "source_partner": event.source_partner,
         "payload": {name: value_to_json(value) for name, value in event.payload.items()},
     }
-
-
-@lru_cache(maxsize=4096)
-def shape_to_json(shape: RowShape) -> list[Any]:
-    """:meth:`RowShape.to_json`, memoized: few distinct shapes recur across every row.
-
-    The returned list is shared; callers must treat it as read-only.
-    """
-    return shape.to_json()
 
 
 def _event_from_json(obj: Mapping[str, Any]) -> Event:
