@@ -295,6 +295,10 @@ def main() -> None:
         ]
         table = "\n".join(f"| {name} | {r:,.0f} | {secs:.2f} |" for name, r, secs in phases)
         verdict = "met" if rate >= 20000 else "not met"
+
+        def step(name: str) -> float:
+            return fast.seconds.get(name, 0.0)
+
         section = f"""{SECTION}
 
 Replay of `lead.events` through the live core into a fresh SQLite view, and offline
@@ -325,6 +329,13 @@ its partitions' {fast.participants:,} participant states, and rows are written a
 time: memory follows the number of participants, not the length of the log); {replay_rss:.0f}
 MiB after the other replays, {verify_rss:.0f} MiB after export and verification (the exporter
 holds every leaf hash).
+
+Where the time of the parallel replay goes (main process, wall seconds): replaying its share
+of the partitions (Kafka, decode, core) {step("replay"):.2f}s, writing that share's rows
+{step("rows"):.2f}s, waiting for the worker {step("wait"):.2f}s, copying the worker's rows in
+{step("merge"):.2f}s, building the three secondary indexes {step("indexes"):.2f}s. The worker
+does the same replay and rows steps for the other partitions at the same time. The last two steps
+(about {step("merge") + step("indexes"):.1f}s) are serial: SQLite has one writer.
 
 Target replay >= 20,000 events/s: **{verdict}** in this run ({rate:,.0f} records/s).
 """

@@ -29,9 +29,10 @@ import gc
 import multiprocessing
 import multiprocessing.connection
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -84,6 +85,7 @@ class ShareResult:
     skipped: int
     participants: frozenset[str]
     rows: int
+    seconds: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,9 @@ class RebuildResult:
     participants: int
     rows: int
     workers: int
+    #: Wall seconds of this process's steps: ``replay`` (its share: Kafka, decode, core),
+    #: ``rows`` (its share's rows), ``wait`` (for the workers), ``merge``, ``indexes``.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def split_partitions(end: Mapping[int, int], workers: int) -> list[dict[int, int]]:
@@ -156,22 +161,30 @@ def _rebuild(bootstrap: str, topic: str, shares: list[dict[int, int]], core: Cor
                  if progress else None)
         writer = ViewFileWriter(output)
         results = [_replay_share(jobs[0], meter, writer)]
+        seconds = dict(results[0].seconds)
+        clock = time.perf_counter()
         results.extend(worker.result(meter) for worker in workers)
+        seconds["wait"] = time.perf_counter() - clock
         seen: set[str] = set()
         for share in results:
             if not seen.isdisjoint(share.participants):
                 writer.discard()
                 return None
             seen.update(share.participants)
+        clock = time.perf_counter()
         for job in jobs[1:]:
             writer.append_file(job.rows_file)
             job.rows_file.unlink()
+        seconds["merge"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         writer.complete(target)
+        seconds["indexes"] = time.perf_counter() - clock
         if meter is not None:
             meter.line()
         return RebuildResult(
             records=sum(r.records for r in results), skipped=sum(r.skipped for r in results),
-            participants=len(seen), rows=sum(r.rows for r in results), workers=len(shares))
+            participants=len(seen), rows=sum(r.rows for r in results), workers=len(shares),
+            seconds=seconds)
     finally:
         for worker in workers:
             worker.stop()
@@ -191,9 +204,11 @@ def _replay_share(job: ShareJob, meter: Meter | None,
     out = ViewFileWriter(job.rows_file) if writer is None else writer
     try:
         with _rare_collections():
+            started = time.perf_counter()
             with TopicReader(job.bootstrap, job.topic, client_id=job.client_id) as reader:
                 replay = LogReplay(reader, replayer, None, until=job.until, meter=meter)
                 replay.run_to(job.end)
+            replayed = time.perf_counter()
             rows = out.insert_states(replayer.states.values())
         if own:
             out.close()
@@ -201,7 +216,9 @@ def _replay_share(job: ShareJob, meter: Meter | None,
         if own:
             out.discard()
         raise
-    return ShareResult(replay.records, replayer.skipped, frozenset(replayer.states), rows)
+    seconds = {"replay": replayed - started, "rows": time.perf_counter() - replayed}
+    return ShareResult(replay.records, replayer.skipped, frozenset(replayer.states), rows,
+                       seconds)
 
 
 @contextlib.contextmanager

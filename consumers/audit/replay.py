@@ -47,6 +47,9 @@ from schemas.catalog import Catalog
 from schemas.codec import decode
 from schemas.errors import HubError
 
+#: Decoded CLOCK records kept for reuse (a few MiB at most).
+_CLOCK_CACHE = 16384
+
 #: Called with (partition, received_at, changes) for every record that changed something.
 ChangeSink = Callable[[int, datetime, list[ViewChange]], None]
 
@@ -193,7 +196,8 @@ class LogReplay:
         replayer, sink, until = self.replayer, self.sink, self.until
         positions = self.positions
         apply = replayer.apply
-        clocks: dict[bytes, CanonicalRecord] = {}  # a tick's bytes repeat on every partition
+        # a tick's bytes repeat on every partition, which arrive in batches of thousands
+        clocks: dict[bytes, CanonicalRecord] = {}
         records = 0
         try:
             for partition, offset, key, value in self.reader.read_raw(targets, positions):
@@ -209,7 +213,7 @@ class LogReplay:
                         replayer.skipped += 1
                         continue
                     if record.kind == "CLOCK":
-                        if len(clocks) >= 256:
+                        if len(clocks) >= _CLOCK_CACHE:
                             clocks.clear()
                         clocks[value] = record
                 if until is not None and record.received_at > until:
