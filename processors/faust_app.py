@@ -130,6 +130,8 @@ def create_app(
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # The changelog carries whole participant states: LZ4 makes them several times smaller.
+        producer_compression_type="lz4",
         broker_commit_every=BATCH_MAX,
         broker_commit_interval=0.5,
         table_cleanup_interval=3600.0,
