@@ -4,8 +4,9 @@ An arrest-diversion ``ReferralMade`` with ``charges_held`` starts a deadline of 
 ``intake_deadline_days``. An ``IntakeCompleted`` meets it if it names that referral and
 occurred by the due instant, or names no referral and occurred between the referral and the due
 instant. When time passes the due instant with no meeting intake known, the hub derives an
-``IntakeDeadlineMissed`` event with a deterministic id (uuid5 of the referral's event_id), so a
-replay derives the very same event.
+``IntakeDeadlineMissed`` event with a deterministic id (uuid5 of the referral's event_id, in
+the UUID version reserved for derived events, which no partner may use), so a replay derives
+the very same event and no partner event can take its id.
 
 What the prosecutor needs is *whether the deadline was met*, and that is a fact about when the
 intake occurred, not about when the hub heard of it. So a miss is provisional: when an intake
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta
 
 from processors.site import HUB
 from processors.state import PendingDeadline
-from schemas.event import Event
+from schemas.event import Event, derived_event_id
 
 REFERRAL_TYPE = "ReferralMade"
 INTAKE_TYPE = "IntakeCompleted"
@@ -97,7 +98,7 @@ def misses_met_by(intake: Event, history: Mapping[str, Event]) -> list[str]:
 def missed_event(participant_id: str, deadline: PendingDeadline) -> Event:
     """Return the hub-derived IntakeDeadlineMissed event for ``deadline`` (deterministic id)."""
     return Event(
-        event_id=str(uuid.uuid5(MISSED_NAMESPACE, deadline.referral_event_id)),
+        event_id=derived_event_id(MISSED_NAMESPACE, deadline.referral_event_id),
         type=MISSED_TYPE,
         participant_id=participant_id,
         occurred_at=deadline.due_at,

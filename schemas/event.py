@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -46,14 +47,33 @@ class Event:
     source_partner: str | None = None
 
 
+#: The UUID version reserved for the ids of events the hub derives (RFC 9562's custom version).
+#: No partner event may carry it, so no partner can take a derived event's id and suppress it.
+DERIVED_UUID_VERSION = 8
+
+
+def derived_event_id(namespace: uuid.UUID, name: str) -> str:
+    """Return the deterministic id of a hub-derived event: uuid5(namespace, name), re-stamped
+    with the reserved :data:`DERIVED_UUID_VERSION` so it can never equal a partner's id."""
+    value = uuid.uuid5(namespace, name).int & ~(0xF << 76)
+    return str(uuid.UUID(int=value | (DERIVED_UUID_VERSION << 76)))
+
+
 def check_envelope_semantics(event_id: object, participant_id: object) -> None:
     """Check what the Avro types cannot: ``event_id`` is a UUID, ``participant_id`` non-empty.
 
+    A version-8 ``event_id`` is refused: that version is reserved for events the hub derives.
     Raises :class:`InvalidField` naming the field.
     """
     if not isinstance(event_id, str) or _UUID.fullmatch(event_id) is None:
         raise InvalidField(
             "event_id must be a UUID in canonical text form (8-4-4-4-12 hex digits)",
+            field_path="event_id",
+        )
+    if event_id[14] == str(DERIVED_UUID_VERSION):
+        raise InvalidField(
+            f"event_id must not be a version-{DERIVED_UUID_VERSION} UUID: that version is "
+            "reserved for events the hub derives; use a random (version 4) UUID",
             field_path="event_id",
         )
     if not isinstance(participant_id, str) or not participant_id.strip():

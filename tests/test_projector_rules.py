@@ -18,7 +18,9 @@ from processors.projector import ParticipantState, Projector, ViewChange
 from processors.site import load_site
 from processors.view import apply_changes
 from schemas.catalog import load_catalog
-from schemas.event import Event
+from schemas.codec import encode
+from schemas.errors import InvalidField
+from schemas.event import Event, derived_event_id
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "site.example.yaml"
 SITE = load_site(EXAMPLE)
@@ -308,13 +310,26 @@ def test_deadline_missed_derives_a_deterministic_hub_event_for_the_prosecutor() 
     due = T0 + SITE.intake_deadline_days * DAY
     assert run.tick(due) == []
     changes = run.tick(due + timedelta(seconds=1))
-    missed_id = str(uuid.uuid5(MISSED_NAMESPACE, ref.event_id))
+    missed_id = derived_event_id(MISSED_NAMESPACE, ref.event_id)
     assert {c.event_id for c in changes} == {missed_id}
     row = run.rows(PAO)[missed_id]
     assert row.source_partner == "hub"
     assert row.type == "IntakeDeadlineMissed"
     assert row.fields == {"referral_event_id": ref.event_id, "due_at": due}
     assert run.tick(due + 2 * DAY) == []  # fires once
+
+
+def test_no_partner_event_can_carry_a_derived_event_id() -> None:
+    ref = referral(T0)
+    missed_id = derived_event_id(MISSED_NAMESPACE, ref.event_id)
+    assert uuid.UUID(missed_id).version == 8
+    assert derived_event_id(MISSED_NAMESPACE, ref.event_id) == missed_id  # deterministic
+    forged = Event(event_id=missed_id, type="ContactLogged", participant_id=ref.participant_id,
+                   occurred_at=T0, payload={"contact_method": "OUTREACH", "successful": True})
+    with pytest.raises(InvalidField) as caught:
+        encode(forged, CATALOG)
+    assert caught.value.field_path == "event_id"
+    assert "reserved" in str(caught.value)
 
 
 def test_deadline_met_by_intake_linked_or_not() -> None:
@@ -377,7 +392,7 @@ def test_a_late_reported_on_time_intake_retracts_the_miss(
     ref = referral(T0)
     linked = {"ref": ref.event_id, "other": "some-other-referral", None: None}[link]
     taken = intake(T0 + intake_day * DAY, linked)
-    missed_id = str(uuid.uuid5(MISSED_NAMESPACE, ref.event_id))
+    missed_id = derived_event_id(MISSED_NAMESPACE, ref.event_id)
     end = T0 + (DUE_DAYS + 10) * DAY
     run = Run()
     for what, day in steps:

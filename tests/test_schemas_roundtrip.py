@@ -62,7 +62,7 @@ def event_strategy(event_type: EventType) -> st.SearchStrategy[Event]:
     payload = next(f["type"] for f in event_type.schema["fields"] if f["name"] == "payload")
     return st.builds(
         Event,
-        event_id=st.uuids().map(str),
+        event_id=st.uuids(version=4).map(str),
         type=st.just(event_type.name),
         participant_id=TEXT.filter(lambda s: bool(s.strip())),
         occurred_at=TIMESTAMPS,
