@@ -40,7 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from consumers.errors import ProjectionVersionMismatch, ViewStoreError
 
 #: Bump when the projection's output changes: an older view must be rebuilt by replay.
-PROJECTION_VERSION = "2"  # 2: derived event ids are version-8 UUIDs
+PROJECTION_VERSION = "2"  # 2: derived ids are version-8 UUIDs; Part 2 programs' rows
 
 metadata = MetaData()
 

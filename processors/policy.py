@@ -31,6 +31,12 @@ from schemas.event import Event
 #: Category whose presence makes a row a Part 2 record.
 PART2_CATEGORY = "SUD_TREATMENT"
 
+#: Roles that are Part 2 programs. Everything such a program records is a Part 2 record,
+#: whatever its event type: even that it holds an id for a person, or did an intake, would say
+#: the person is its patient (42 CFR § 2.11, § 2.12(e)(3)). Their events' rows and fields are
+#: therefore all of category :data:`PART2_CATEGORY`.
+PART2_PROGRAM_ROLES = frozenset({"sud_treatment"})
+
 #: 42 CFR § 2.32(a)(1) (Statement 1, as amended 2024): accompanies every Part 2 disclosure.
 REDISCLOSURE_NOTICE = (
     "This record which has been disclosed to you is protected by Federal confidentiality rules "

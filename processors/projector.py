@@ -52,7 +52,14 @@ from processors.deadlines import (
 )
 from processors.errors import PolicyError
 from processors.floor import floor_forbids
-from processors.policy import AccessRules, Basis, RowDecision, admission
+from processors.policy import (
+    PART2_CATEGORY,
+    PART2_PROGRAM_ROLES,
+    AccessRules,
+    Basis,
+    RowDecision,
+    admission,
+)
 from processors.site import HUB, Access, Partner, SitePolicy
 from processors.state import ParticipantState, PendingDeadline, build_row
 from processors.timefmt import value_to_json
@@ -84,6 +91,9 @@ class Projector:
         self._event_types: dict[str, EventType] = {}
         self._rules = AccessRules(site)
         self._plans: dict[tuple[str, str, str | None, tuple[str, ...]], _Plan] = {}
+        self._part2_sources = frozenset(
+            partner.id for partner in self._recipients if partner.role in PART2_PROGRAM_ROLES
+        )
 
     @property
     def site(self) -> SitePolicy:
@@ -351,7 +361,8 @@ class Projector:
         """
         event_type = self._event_type(event.type)
         payload = event.payload
-        row_category = event_type.event_category(payload)
+        part2_source = event.source_partner in self._part2_sources
+        row_category = PART2_CATEGORY if part2_source else event_type.event_category(payload)
         kind = (event.type, row_category, event.source_partner, tuple(payload))
         plan = self._plans.get(kind)
         if plan is None:
@@ -374,6 +385,8 @@ class Projector:
     def _plan(self, event_type: EventType, event: Event, row_category: str) -> _Plan:
         """Work out, once per kind of event, each recipient's consent-free answer."""
         field_categories = event_type.field_categories(event.payload)
+        if event.source_partner in self._part2_sources:
+            field_categories = {name: PART2_CATEGORY for name in field_categories}
         categories = {row_category, *(field_categories.get(name) for name in event.payload)}
         categories.discard(None)
         steps: list[tuple[Partner, RowShape | None, bool]] = []

@@ -184,10 +184,14 @@ def may_see(site: SitePolicy, partner: Partner, category: str, source: str | Non
 def expected_fields(site: SitePolicy, partner: Partner, event: Event, consents: list[Consent],
                     now: datetime) -> tuple[str, ...] | None:
     event_type = CATALOG.latest(event.type)
-    if not may_see(site, partner, event_type.event_category(event.payload), event.source_partner,
-                   consents, now):
+    source = site.partner(event.source_partner)
+    part2_program = source is not None and source.role == "sud_treatment"
+    row_category = "SUD_TREATMENT" if part2_program else event_type.event_category(event.payload)
+    if not may_see(site, partner, row_category, event.source_partner, consents, now):
         return None
     categories = event_type.field_categories(event.payload)
+    if part2_program:  # everything a Part 2 program records is a Part 2 record
+        categories = dict.fromkeys(categories, "SUD_TREATMENT")
     return tuple(name for name in event.payload
                  if name in categories
                  and may_see(site, partner, categories[name], event.source_partner, consents, now))

@@ -111,6 +111,19 @@ def test_source_always_sees_its_own_event() -> None:
     assert set(row.fields) == {"service_type", "provider", "duration_minutes", "notes"}
 
 
+def test_anything_a_part2_program_records_is_a_part2_record() -> None:
+    """An SUD program's IdentifierLinked would tell police the person is its patient."""
+    run = Run()
+    linked = run.project(event("IdentifierLinked", SUD, T0, partner=SUD, local_id="RB-1"))
+    assert recipients(linked) == {SUD}  # the case manager sees IDENTITY, but not from SUD
+    run.project(grant(T0 + DAY, categories=["SUD_TREATMENT"]))
+    row = run.rows(CM)[linked[0].event_id]
+    assert row.categories == ("SUD_TREATMENT",) and row.notice == REDISCLOSURE_NOTICE
+    assert linked[0].event_id not in run.rows(PD) and linked[0].event_id not in run.rows(PAO)
+    other = run.project(event("IdentifierLinked", HOUSE, T0, partner=HOUSE, local_id="CH-1"))
+    assert CM in recipients(other)  # the same type from a non-Part 2 source is IDENTITY
+
+
 def test_value_dependent_category_hides_the_fact_an_sud_encounter_happened() -> None:
     run = Run()
     sud = run.project(encounter(T0, "SUD_TREATMENT", SUD))
