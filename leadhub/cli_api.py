@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import socket
 import sys
 from typing import Any
 
@@ -41,6 +42,9 @@ def register(subparsers: Any) -> None:
                     "LEADHUB_KAFKA_BOOTSTRAP, LEADHUB_TOPIC_PREFIX and LEADHUB_SITE_FILE.")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="uvicorn worker processes (default 1); each has its own "
+                            "database pool and audit producer")
     serve.set_defaults(handler=_serve)
 
 
@@ -105,17 +109,83 @@ def _keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+def app_factory() -> Any:
+    """Build the API app from the environment (``LEADHUB_*``): uvicorn calls this in each
+    worker process, and tune the cyclic GC for serving (see :func:`tune_gc`)."""
     from consumers.api.app import create_api
     from processors.site import load_site
 
     settings = load_settings()
     app = create_api(api_config(settings), site=load_site(settings.site_file))
-    # Move the startup heap (catalog, SQLAlchemy, FastAPI) out of the cyclic GC's reach, so
-    # full collections stay short: without this they add ~25 ms to the p99 of a read.
+    tune_gc()
+    return app
+
+
+#: Full (generation 2) collections only after this many generation-1 collections (CPython's
+#: default is 10): about one a minute at 50 requests/s instead of about one a second.
+GC_FULL_EVERY = 1000
+
+
+def tune_gc() -> None:
+    """Keep the cyclic GC's full collections out of request latency.
+
+    A request's objects (parsed view rows, the access record) are acyclic and freed by
+    reference counting; what the cyclic GC sees of them is a caseload page's ~2,500 dicts
+    and lists alive at once, which trigger young collections (cheap, <1 ms) and, with the
+    default thresholds, a full collection about every second. A full collection took up to
+    45 ms under load and was the caseload's p99 (measured: caseload p99 91 ms -> 18 ms at
+    50 requests/s). So: move the startup heap (catalog, SQLAlchemy, FastAPI) out of the
+    collector's reach (``gc.freeze``) and make full collections rare; young collections
+    keep their default threshold, so cyclic garbage is still reclaimed.
+    """
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, GC_FULL_EVERY)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers == 1:  # build here, so a startup error is reported like any other
+        uvicorn.run(app_factory(), host=args.host, port=args.port, log_level="info",
+                    access_log=False)
+        return 0
+    from uvicorn.supervisors import Multiprocess
+
+    try:
+        sock = listening_socket(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    config = uvicorn.Config("leadhub.cli_api:app_factory", factory=True, host=args.host,
+                            port=args.port, workers=args.workers, log_level="info",
+                            access_log=False)
+    print(f"serving on http://{args.host}:{args.port} with {args.workers} workers",
+          file=sys.stderr)
+    Multiprocess(config, sockets=[sock]).run()
     return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for uvicorn's worker processes, created as ``IPPROTO_TCP``.
+
+    uvicorn's own ``bind_socket`` creates it with protocol 0; asyncio then does not set
+    ``TCP_NODELAY`` on the accepted connections (it checks the protocol), and Nagle's
+    algorithm meeting the client's delayed ACK adds ~40 ms to each keep-alive response
+    (measured: p50 of 47 ms instead of 5 ms at 50 requests/s with 2 workers).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock

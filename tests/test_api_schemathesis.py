@@ -42,14 +42,14 @@ def _build_app() -> tuple[Any, dict[str, str], dict[str, str]]:
     url = f"sqlite:///{tempfile.mkdtemp(prefix='leadhub-st-')}/view.sqlite"
     store = ViewStore(url)
     store.create_schema()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for index in range(5):
         rows.append({"event_id": str(uuid.uuid4()), "type": "ContactLogged",
                      "participant_id": f"P-{index}",
                      "occurred_at": f"2026-01-0{index + 1}T00:00:00Z",
                      "source_partner": "harbor-cm", "fields": {"contact_method": "OUTREACH"},
                      "categories": ["PROGRAM_STATUS"], "consent_ids": [], "notice": None})
-    store.apply([RowChange("harbor-cm", r["event_id"], r) for r in rows], {})
+    store.apply([RowChange("harbor-cm", str(r["event_id"]), r) for r in rows], {})
     store.close()
     app = create_api(ApiConfig(url, "127.0.0.1:1"), site=SITE, access_log=MemoryAccessLog(),
                      inbound=RecordingInbound())

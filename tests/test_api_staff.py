@@ -176,7 +176,9 @@ def test_summary_timeline_filters_and_part2_notice(site: Site) -> None:
     assert [r["type"] for r in window] == ["IntakeCompleted", "CaseManagerAssigned"]
     assert get(site, timeline, site.cm, since=at(30)).json() == {"items": [],
                                                                  "next_cursor": None}
-    for params in ({"type": "NoSuchType"}, {"category": "NOPE"}, {"since": "yesterday"}):
+    bad: list[dict[str, Any]] = [{"type": "NoSuchType"}, {"category": "NOPE"},
+                                 {"since": "yesterday"}]
+    for params in bad:
         assert get(site, timeline, site.cm, **params).status_code == 400
 
 
@@ -204,7 +206,9 @@ def test_purpose_is_required_and_must_be_the_partners(site: Site) -> None:
     assert other.status_code == 403
     assert other.json()["error"]["code"] == "PURPOSE_NOT_PERMITTED"
     me = site.http.get("/v1/me", headers=site.cm).json()  # type: ignore[attr-defined]
-    assert me == {"partner": "harbor-cm", "partner_name": SITE.partner("harbor-cm").name,
+    harbor = SITE.partner("harbor-cm")
+    assert harbor is not None
+    assert me == {"partner": "harbor-cm", "partner_name": harbor.name,
                   "role": "case_management", "user": "ana", "purposes": ["care_coordination"],
                   "intake_deadline_days": 14}
 

@@ -37,7 +37,8 @@ class Disclosure:
 def disclosures_of(rows: Iterable[Mapping[str, Any]]) -> list[Disclosure]:
     """A :class:`Disclosure` per view row (its participant, event and ``consent_ids``)."""
     return [Disclosure(str(r["participant_id"]), str(r["event_id"]),
-                       tuple(str(c) for c in (r.get("consent_ids") or ()))) for r in rows]
+                       tuple(map(str, consents)) if (consents := r.get("consent_ids")) else ())
+            for r in rows]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ in-memory access log or a real Kafka one. Every error leaves as ``{"error": {"co
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,8 +16,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consumers.api.access_log import AccessLog, KafkaAccessLog
@@ -34,6 +35,14 @@ from schemas.catalog import Catalog, load_catalog
 from schemas.topics import TopicNames
 
 log = logging.getLogger("leadhub.api")
+
+#: Connections of the API's pool (a staff read holds one for a single query; uvicorn's
+#: thread pool bounds how many run at once).
+POOL_SIZE = 10
+POOL_OVERFLOW = 20
+#: A pooled connection idle for longer than this is pinged before use (see
+#: :func:`ping_when_idle`); a busy connection is used as it is.
+IDLE_PING_S = 5.0
 
 DESCRIPTION = """\
 The leadhub HTTP API: a **partner gateway** for publishing events and a **staff query API**
@@ -65,6 +74,33 @@ def open_schema(engine: Engine) -> None:
                                  code="DATABASE_UNAVAILABLE") from exc
 
 
+def ping_when_idle(engine: Engine, idle_s: float | None = None) -> None:
+    """Ping a pooled connection on checkout only if it sat idle for more than ``idle_s``.
+
+    ``pool_pre_ping`` costs a round trip on every checkout, and a staff read checks out a
+    connection two or three times. A connection used a moment ago is almost surely alive; one
+    that sat through a database restart is caught here and replaced (``DisconnectionError``
+    makes the pool reconnect). A connection that breaks while busy fails its query with 503,
+    and the dialect then invalidates the whole pool, so the next read reconnects.
+    ``idle_s`` defaults to :data:`IDLE_PING_S`.
+    """
+    limit = IDLE_PING_S if idle_s is None else idle_s
+
+    @event.listens_for(engine, "checkin")
+    def checkin(_dbapi: Any, record: Any) -> None:
+        record.info["leadhub_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checkout(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("leadhub_idle_since")
+        if since is None or time.monotonic() - since <= limit:
+            return
+        try:
+            engine.dialect.do_ping(dbapi)
+        except Exception as exc:  # any failure means: use another connection
+            raise DisconnectionError("idle connection failed its ping") from exc
+
+
 def create_api(
     config: ApiConfig,
     *,
@@ -82,22 +118,28 @@ def create_api(
     """
     catalog = catalog or load_catalog()
     topics = TopicNames(config.topic_prefix)
-    try:
-        engine = engine or create_engine(config.database_url, pool_pre_ping=True,
-                                         pool_size=10, max_overflow=20)
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise ServiceUnavailable("cannot open the view database; check "
-                                 "LEADHUB_DATABASE_URL", code="DATABASE_UNAVAILABLE") from exc
+    if engine is None:
+        try:
+            engine = create_engine(config.database_url, pool_size=POOL_SIZE,
+                                   max_overflow=POOL_OVERFLOW)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise ServiceUnavailable("cannot open the view database; check "
+                                     "LEADHUB_DATABASE_URL",
+                                     code="DATABASE_UNAVAILABLE") from exc
+        ping_when_idle(engine)
     open_schema(engine)
+    # Reads are single statements: autocommit spares each one a BEGIN and a ROLLBACK round
+    # trip. The reader shares the pool; writes (credentials, gateway ledger) use ``engine``.
+    reader = engine.execution_options(isolation_level="AUTOCOMMIT")
     access_log = access_log or KafkaAccessLog(config.kafka_bootstrap, topics.audit_access,
                                               config.kafka_timeout_s)
     inbound = inbound or KafkaInbound(config.kafka_bootstrap, topics, catalog,
                                       config.kafka_timeout_s)
     context = ApiContext(
         config=config, site=site, catalog=catalog,
-        credentials=CredentialStore(engine, site),
+        credentials=CredentialStore(engine, site, reader=reader),
         gateway=Gateway(catalog, GatewayLedger(engine), inbound),
-        views=ViewQueries(engine), access_log=access_log,
+        views=ViewQueries(reader), access_log=access_log,
     )
 
     @asynccontextmanager

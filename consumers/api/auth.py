@@ -107,11 +107,17 @@ def _utc(value: datetime) -> datetime:
 
 
 class CredentialStore:
-    """SQL adapter for credentials. Thread-safe (one short transaction per call)."""
+    """SQL adapter for credentials. Thread-safe (one short transaction per call).
+
+    ``reader`` (default ``engine``) serves :meth:`authenticate`, which runs on every request:
+    the API passes an autocommit engine over the same pool, so the lookup is one round trip.
+    """
 
     def __init__(self, engine: Engine, site: SitePolicy,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), *,
+                 reader: Engine | None = None) -> None:
         self.engine = engine
+        self.reader = reader or engine
         self.site = site
         self.clock = clock
 
@@ -184,7 +190,7 @@ class CredentialStore:
             raise Unauthorized("the credential is not valid", code="INVALID_CREDENTIAL")
         c = api_credentials.c
         try:
-            with self.engine.connect() as connection:
+            with self.reader.connect() as connection:
                 row = connection.execute(
                     select(c.kind, c.partner, c.user_name, c.secret_sha256, c.revoked_at)
                     .where(c.key_id == match["key_id"])

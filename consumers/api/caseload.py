@@ -36,7 +36,7 @@ DEADLINE_TYPES: tuple[str, ...] = (REFERRAL_TYPE, INTAKE_TYPE, MISSED_TYPE)
 
 def parse_instant(text: str) -> datetime:
     """Parse a view instant (ISO 8601, ``Z``) into an aware UTC datetime; ValueError if bad."""
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(text)  # Python 3.11+ reads the "Z" suffix
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)

@@ -3,6 +3,10 @@
 :class:`ApiConfig` is the app's configuration (built from the hub's settings by the composition
 root); :class:`ApiContext` holds the adapters built from it. Handlers reach the context through
 ``request.app.state.context``.
+
+Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def`` dependency in its
+thread pool, and each such hop costs a thread handoff per request. Only
+:func:`authenticated` (one SQL lookup) runs in the pool.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ bearer = HTTPBearer(
 )
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
     """The app's :class:`ApiContext`."""
     context: ApiContext = request.app.state.context
     return context
@@ -74,11 +78,11 @@ def authenticated(
     return context.credentials.authenticate(request.headers.get("authorization"))
 
 
-def partner_key(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+async def partner_key(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
     """A partner system's key (403 for a staff token)."""
     return require_kind(principal, "partner")
 
 
-def staff_token(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+async def staff_token(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
     """A staff user's token (403 for a partner key)."""
     return require_kind(principal, "staff")

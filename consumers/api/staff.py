@@ -97,7 +97,7 @@ def check_purpose(purpose: str | None, principal: Principal, context: ApiContext
     return purpose
 
 
-def staff_call(
+async def staff_call(
     principal: Annotated[Principal, Depends(staff_token)],
     context: Annotated[ApiContext, Depends(get_context)],
     x_purpose: Annotated[str, Header(alias="X-Purpose", description=PURPOSE_DOC)],
@@ -106,7 +106,7 @@ def staff_call(
     return StaffCall(principal, check_purpose(x_purpose, principal, context), context)
 
 
-def whoami_call(
+async def whoami_call(
     principal: Annotated[Principal, Depends(staff_token)],
     context: Annotated[ApiContext, Depends(get_context)],
     x_purpose: Annotated[str | None, Header(alias="X-Purpose", description="Optional here.")]
@@ -245,7 +245,7 @@ def timeline(
     after = decode_time_key("timeline", cursor) if cursor else None
     views = call.context.views
     clean = _clean_id(participant_id)
-    if clean is None or not views.has_rows(call.recipient, clean):
+    if clean is None:
         call.account(endpoint, [], [])
         raise not_found()
     if categories is None:
@@ -260,6 +260,11 @@ def timeline(
                 rows.append(row)
                 if len(rows) > limit:
                     break
+    # A page with rows proves the caller may see this participant; only an empty page needs
+    # the existence check that tells "nothing in this window" from the one 404.
+    if not rows and not views.has_rows(call.recipient, clean):
+        call.account(endpoint, [], [])
+        raise not_found()
     more = len(rows) > limit
     rows = rows[:limit]
     call.account(endpoint, [participant_id] if rows else [], rows)
