@@ -323,12 +323,14 @@ other engineers: load average (1 min) {load_before:.2f} before the timed phases,
 The digest `audit replay` prints afterwards reads the file back: {digest_s:.2f}s for
 {rows:,} rows ({rows / digest_s:,.0f} rows/s), not in the replay figure.
 
-Peak memory (max RSS): {base_rss:.0f} MiB after writing the history; {fast_rss:.0f} MiB in
-the main process and {worker_rss:.0f} MiB in the worker after the parallel replay (each holds
-its partitions' {fast.participants:,} participant states, and rows are written a chunk at a
-time: memory follows the number of participants, not the length of the log); {replay_rss:.0f}
-MiB after the other replays, {verify_rss:.0f} MiB after export and verification (the exporter
-holds every leaf hash).
+Peak memory (max RSS): {base_rss:.0f} MiB after writing the history (the bench's own simulated
+events); {fast_rss:.0f} MiB in the main process and {worker_rss:.0f} MiB in the worker (forked
+from the main process: it counts the pages they share) after the parallel replay. Between them
+they hold the {fast.participants:,} participant states, each share's distinct row JSON texts
+until its rows are written (one per event and shape: about a fifth of the rows) and a 16 MiB
+SQLite page cache each: memory follows the participants and their view, not the length of the
+log. {replay_rss:.0f} MiB after the other replays, {verify_rss:.0f} MiB after export and
+verification (the exporter holds every leaf hash).
 
 Where the time of the parallel replay goes (main process, wall seconds): replaying its share
 of the partitions (Kafka, decode, core) {step("replay"):.2f}s, writing that share's rows

@@ -28,7 +28,7 @@ from consumers.audit.replay import (
     ordered_rows,
 )
 from consumers.audit.view_file import ViewFileWriter, digest_view_file, temporary_path
-from consumers.store import ViewStore
+from consumers.store import PROJECTION_VERSION, ViewStore
 from leadhub.topics_admin import create_topics
 from processors.projector import Projector
 from processors.site import load_site
@@ -91,7 +91,7 @@ def test_rows_from_states_equal_the_change_by_change_view(tmp_path: Path) -> Non
     assert _table(target, every_row) == _table(tmp_path / "reference.sqlite", every_row)
     schema = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
     assert _table(target, schema) == _table(tmp_path / "reference.sqlite", schema)
-    assert _table(target, "SELECT * FROM view_meta") == [("projection_version", "1")]
+    assert _table(target, "SELECT * FROM view_meta") == [("projection_version", PROJECTION_VERSION)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bulk.sqlite", "reference.sqlite"]
     store = ViewStore(f"sqlite:///{target}")
     try:

@@ -19,7 +19,8 @@ whole topic gives for those participants. :func:`rebuild_view_file`:
 
 Any failure (broker, undecodable event, a worker that dies) removes every temporary file and
 raises; the target only ever appears complete. Memory: each process holds its participants'
-states and one chunk of rows at a time, never the log.
+states, then, while writing, its share's distinct row JSON texts and one chunk of rows: it
+follows the participants and their view, never the length of the log.
 """
 
 from __future__ import annotations

@@ -232,9 +232,10 @@ class LogReplay:
 class ViewWriter:
     """Buffers the replay's final rows and writes them to a fresh :class:`ViewStore` in batches.
 
-    Rows are stored exactly as the live sink stores them (``row_json`` is the row's JSON with
-    sorted keys). Keys never written before are plainly inserted; a key written by an earlier
-    batch is deleted first (by primary key), so a flush costs about one INSERT per row.
+    ``row_json`` is ``json.dumps`` of the row, sorted keys, no spaces (the live sink may spell
+    the same JSON with another encoder; digests compare content). Keys never written before are
+    plainly inserted; a key written by an earlier batch is deleted first (by primary key), so a
+    flush costs about one INSERT per row.
     """
 
     def __init__(self, store: ViewStore, batch: int = 50000) -> None:

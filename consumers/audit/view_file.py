@@ -6,10 +6,12 @@ way SQLite allows: no rollback journal, no fsync, one transaction, rows inserted
 built under a temporary name next to the target and renamed into place only once it is
 complete, so a failed or interrupted replay never leaves a file that looks like a finished view.
 
-The schema is :mod:`consumers.store`'s (the same DDL, the same ``view_meta`` row) and each row
-holds exactly what the live sink stores for it (``row_json``: the row's JSON, sorted keys, no
-spaces; ``occurred_at`` in SQLAlchemy's SQLite format), so :class:`consumers.store.ViewStore`
-reads the file like any other view.
+The schema is :mod:`consumers.store`'s (the same DDL, the same ``view_meta`` row), so
+:class:`consumers.store.ViewStore` reads the file like any other view. Each row holds what the
+change-by-change replay (:class:`consumers.audit.replay.ViewWriter`) stores for it: ``row_json``
+is ``json.dumps`` of the row with sorted keys and no spaces (ASCII, escaped), ``occurred_at``
+is in SQLAlchemy's SQLite format. The live sink may spell the same JSON differently (another
+encoder); digests parse the rows, so they compare content, not spelling.
 
 Rows come from participant states (:func:`state_rows`), not from the change stream: the final
 view of a replay is the rows its states hold (the projector's change stream rebuilds exactly
@@ -25,7 +27,6 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
 from pathlib import Path
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -44,11 +45,10 @@ RowValues = tuple[str, str, str, str, str, str, str]
 
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _INSERT = "INSERT INTO view_rows VALUES (?, ?, ?, ?, ?, ?, ?)"
-_CHUNK = 20000
 
 
 def state_rows(states: Sequence[ParticipantState]) -> Iterator[RowValues]:
-    """Yield the ``view_rows`` values of every row the states hold, as the live sink stores them.
+    """Yield the ``view_rows`` values of every row the states hold (see the module docstring).
 
     Recipient by recipient, then participant by participant (in the order given), each
     participant's rows in the order the state holds them: SQLite inserts and indexes rows in
@@ -123,7 +123,7 @@ class ViewFileWriter:
             self._db: sqlite3.Connection | None = sqlite3.connect(self.path,
                                                                   isolation_level=None)
             for pragma in ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE",
-                           "cache_size=-262144", "temp_store=MEMORY"):
+                           "cache_size=-16384"):
                 self._db.execute(f"PRAGMA {pragma}")
             self._db.execute("BEGIN")
             tables, _ = _ddl()
@@ -142,12 +142,8 @@ class ViewFileWriter:
     def insert(self, rows: Iterable[RowValues]) -> int:
         """Insert ``rows`` (no key may repeat); return how many."""
         connection = self._connection
-        count = 0
-        iterator = iter(rows)
         try:
-            while chunk := list(islice(iterator, _CHUNK)):
-                connection.executemany(_INSERT, chunk)
-                count += len(chunk)
+            count = connection.executemany(_INSERT, rows).rowcount  # streams the iterable
         except sqlite3.Error as exc:
             raise ReplayError(f"writing replayed rows to {self.path} failed: {exc}") from exc
         self.rows += count
@@ -180,13 +176,13 @@ class ViewFileWriter:
     def close(self) -> None:
         """Commit and close the file as it is (a worker's share: no indexes, no view_meta)."""
         if self._db is not None:
+            connection, self._db = self._db, None
             try:
-                self._db.execute("COMMIT")
-                self._db.close()
+                connection.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise ReplayError(f"cannot finish {self.path}: {exc}") from exc
             finally:
-                self._db = None
+                connection.close()
 
     def complete(self, target: Path) -> None:
         """Build the indexes, record the projection version, commit and rename to ``target``.
@@ -203,7 +199,7 @@ class ViewFileWriter:
                 f"INSERT INTO {view_meta.name} (key, value) VALUES (?, ?)",
                 ("projection_version", PROJECTION_VERSION))
             self.close()
-            os.link(self.path, target)
+            _move_no_clobber(self.path, target)
         except FileExistsError as exc:
             self.discard()
             raise SetupError(f"{target} exists: the replay writes a fresh view, pick a new "
@@ -211,7 +207,6 @@ class ViewFileWriter:
         except (sqlite3.Error, OSError) as exc:
             self.discard()
             raise ReplayError(f"cannot complete the view file {target}: {exc}") from exc
-        self.path.unlink()
         self.path = target
 
     def discard(self) -> None:
@@ -221,6 +216,24 @@ class ViewFileWriter:
                 self._db.close()
             self._db = None
         self.path.unlink(missing_ok=True)
+
+
+def _move_no_clobber(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; FileExistsError if ``target`` exists.
+
+    A hard link then an unlink (atomic: never replaces a file); where the file system has no
+    hard links, a rename checked just before.
+    """
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        if target.exists():
+            raise FileExistsError(str(target)) from None
+        os.replace(source, target)
+        return
+    source.unlink()
 
 
 def digest_view_file(path: Path) -> ViewDigest:
