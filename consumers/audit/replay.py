@@ -9,10 +9,9 @@ without faust and without batches:
   partition finds them; the live projector scans its table for the same condition);
 - a value that is not a canonical record is skipped (live: dead-lettered by ``project``).
 
-The live adapter also ticks the participants already touched in the same faust batch, due or not.
-Ticking a participant with nothing due emits no view change (no consent starts or ends, no
-deadline passes before the next due instant), so the view is the same; only batch boundaries,
-which the log does not record, decide it.
+The live adapter applies the same rule to participants already changed in the same faust batch
+(judged by their new state), so where batch boundaries fall, which the log does not record,
+changes nothing.
 
 :class:`LogReplay` is the adapter: it streams one topic's records (never holding the log) up to
 end offsets fixed by the caller, optionally stopping each partition at the first record received
