@@ -76,8 +76,9 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fill(bootstrap: str, topics: TopicNames, participants: int, days: int, seed: int) -> int:
-    """Write the history into lead.events; return how many records were written."""
+def fill(bootstrap: str, topics: TopicNames, participants: int, days: int,
+         seed: int) -> tuple[int, int]:
+    """Write the history into lead.events; return (records written, of which CLOCK ticks)."""
     site = load_site(SITE_FILE)
     catalog = load_catalog()
     start = datetime(2025, 1, 1, tzinfo=UTC)
@@ -85,7 +86,7 @@ def fill(bootstrap: str, topics: TopicNames, participants: int, days: int, seed:
                     key=lambda e: (e.occurred_at, e.event_id))
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
                              batch_size=512 * 1024)
-    count = 0
+    count = ticks = 0
     next_tick = start + timedelta(hours=1)
     for event in events:
         while next_tick <= event.occurred_at:
@@ -93,6 +94,7 @@ def fill(bootstrap: str, topics: TopicNames, participants: int, days: int, seed:
             for p in range(PARTITIONS):
                 producer.send(topics.events, value=tick, partition=p)
                 count += 1
+                ticks += 1
             next_tick += timedelta(hours=1)
         record = CanonicalRecord("EVENT", event.occurred_at, event.source_partner or "",
                                  topics.inbound(event.source_partner or "x"), 0, count,
@@ -102,7 +104,7 @@ def fill(bootstrap: str, topics: TopicNames, participants: int, days: int, seed:
         count += 1
     producer.flush()
     producer.close()
-    return count
+    return count, ticks
 
 
 def raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
@@ -135,16 +137,29 @@ def child_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+def cpu_seconds(who: int) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF) or its reaped children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def file_replay(bootstrap: str, topic: str, directory: Path, name: str,
-                workers: int) -> tuple[RebuildResult, float, Path]:
-    """``audit replay`` into a new SQLite file as the command does it; (result, seconds, file)."""
+                workers: int) -> tuple[RebuildResult, float, Path, tuple[float, float]]:
+    """``audit replay`` into a new SQLite file as the command does it.
+
+    Returns (result, wall seconds, the file, (CPU seconds of this process, of the workers)).
+    """
     target = directory / name
     with TopicReader(bootstrap, topic) as reader:
         end = reader.end_offsets()
+    own, children = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = rebuild_view_file(bootstrap, topic, end, CoreSpec(SITE_FILE), target,
                                workers=workers)
-    return result, time.perf_counter() - started, target
+    seconds = time.perf_counter() - started
+    cpu = (cpu_seconds(resource.RUSAGE_SELF) - own,
+           cpu_seconds(resource.RUSAGE_CHILDREN) - children)
+    return result, seconds, target, cpu
 
 
 def file_digest(path: Path) -> tuple[str, int, float]:
@@ -168,7 +183,7 @@ def profile_replay(bootstrap: str, topic: str) -> None:
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp:
         profiler.enable()
-        result, seconds, _ = file_replay(bootstrap, topic, Path(tmp), "profiled.sqlite", 1)
+        result, seconds, _, _ = file_replay(bootstrap, topic, Path(tmp), "profiled.sqlite", 1)
         profiler.disable()
     print(f"profiled replay: {result.records / seconds:,.0f} records/s ({seconds:.2f}s, "
           "with the profiler's overhead)")
@@ -192,7 +207,7 @@ def main() -> None:
     site = load_site(SITE_FILE)
     catalog = load_catalog()
     create_topics(bootstrap, topics, site, PARTITIONS)
-    records = fill(bootstrap, topics, args.participants, args.days, args.seed)
+    records, ticks = fill(bootstrap, topics, args.participants, args.days, args.seed)
     print(f"wrote {records:,} records to {topics.events}")
     if args.profile:
         profile_replay(bootstrap, topics.events)
@@ -206,19 +221,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp:
         directory = Path(tmp)
-        fast, fast_s, fast_file = file_replay(bootstrap, topics.events, directory,
-                                              "replay.sqlite", args.workers)
+        fast, fast_s, fast_file, fast_cpu = file_replay(bootstrap, topics.events, directory,
+                                                        "replay.sqlite", args.workers)
         fast_rss = rss_mib()
         worker_rss = child_rss_mib()
         print(f"audit replay into SQLite ({fast.workers} processes): "
               f"{fast.records / fast_s:,.0f} records/s ({fast_s:.2f}s, "
               f"{fast.participants:,} participants, {fast.rows:,} rows), max RSS "
-              f"{fast_rss:.0f} MiB, worker {worker_rss:.0f} MiB")
+              f"{fast_rss:.0f} MiB, worker {worker_rss:.0f} MiB; CPU {fast_cpu[0]:.2f}s main, "
+              f"{fast_cpu[1]:.2f}s worker")
         digest, rows, digest_s = file_digest(fast_file)
         print(f"digest of the view: {rows / digest_s:,.0f} rows/s ({digest_s:.2f}s)")
 
-        one, one_s, one_file = file_replay(bootstrap, topics.events, directory,
-                                           "replay1.sqlite", 1)
+        one, one_s, one_file, _ = file_replay(bootstrap, topics.events, directory,
+                                              "replay1.sqlite", 1)
         print(f"audit replay into SQLite (1 process): {one.records / one_s:,.0f} records/s "
               f"({one_s:.2f}s)")
 
@@ -336,10 +352,15 @@ Where the time of the parallel replay goes (main process, wall seconds): replayi
 of the partitions (Kafka, decode, core) {step("replay"):.2f}s, writing that share's rows
 {step("rows"):.2f}s, waiting for the worker {step("wait"):.2f}s, copying the worker's rows in
 {step("merge"):.2f}s, building the three secondary indexes {step("indexes"):.2f}s. The worker
-does the same replay and rows steps for the other partitions at the same time. The last two steps
-(about {step("merge") + step("indexes"):.1f}s) are serial: SQLite has one writer.
+does the same replay and rows steps for the other partitions at the same time. The last two
+steps (about {step("merge") + step("indexes"):.1f}s) are serial: SQLite has one writer. CPU
+time: {fast_cpu[0]:.2f}s in the main process, {fast_cpu[1]:.2f}s in the worker, for
+{fast_s:.2f}s of wall time: whatever else runs on the two cores stretches the replay.
 
-Target replay >= 20,000 events/s: **{verdict}** in this run ({rate:,.0f} records/s).
+Target replay >= 20,000 events/s: **{verdict}** in this run ({rate:,.0f} records/s). The
+rate counts every record of the log, as before: {ticks:,} of the {records:,} are CLOCK ticks
+(cheap: a decode, reused across partitions, and a heap check), {records - ticks:,} partner
+events; per partner event alone the replay runs at {(records - ticks) / fast_s:,.0f}/s.
 """
         path = ROOT / "BENCHMARKS.md"
         text = path.read_text()
