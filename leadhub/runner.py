@@ -26,6 +26,8 @@ from schemas.topics import TopicNames
 
 STEPS = ("validator", "projector", "sink")
 log = logging.getLogger("leadhub.runner")
+#: How often the faust workers run one full garbage collection (see _keep_full_collections_small).
+FULL_COLLECTION_EVERY_S = 600
 
 
 def run_faust_step(settings: Settings, step: str) -> int:
@@ -66,12 +68,22 @@ def _keep_full_collections_small(app: Any) -> None:
     participants that is a pause of a second or more in the middle of the stream. States are
     acyclic and freed by reference counting, so every second the young generations are
     collected (cyclic garbage still goes) and what survived is moved out of the collector's
-    reach (``gc.freeze``): full collections then scan only what is new since.
+    reach (``gc.freeze``): automatic full collections then scan only what is new since. A
+    cycle that becomes garbage after it was frozen would never be reclaimed, so once every
+    :data:`FULL_COLLECTION_EVERY_S` everything is unfrozen and collected in full: one pause
+    every ten minutes instead of several a minute.
     """
+    seconds = 0
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def freeze_survivors() -> None:
-        gc.collect(1)
+        nonlocal seconds
+        seconds += 1
+        if seconds % FULL_COLLECTION_EVERY_S == 0:
+            gc.unfreeze()
+            gc.collect()
+        else:
+            gc.collect(1)
         gc.freeze()
 
 
