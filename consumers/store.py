@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     Column,
     DateTime,
@@ -195,6 +194,10 @@ class ViewStore:
         self.engine.dispose()
 
 
+#: How every view writer (the sink, the audit replays) spells a row's JSON: sorted keys, no
+#: spaces, ASCII. One spelling, so a view file's texts can be digested without parsing them.
+encode_row_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
 _RETRACT = delete(view_rows).where(
     and_(view_rows.c.recipient == bindparam("r"), view_rows.c.event_id == bindparam("e"))
 )
@@ -231,5 +234,5 @@ def _row_values(recipient: str, event_id: str, row: Mapping[str, Any]) -> dict[s
         "type": row["type"],
         "occurred_at": datetime.fromisoformat(str(row["occurred_at"]).replace("Z", "+00:00")),
         "source_partner": row["source_partner"],
-        "row_json": orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode(),
+        "row_json": encode_row_json(row),
     }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from producers.sdk import PartnerPublisher
+from producers.sdk import publish_by_source
 from schemas.catalog import Catalog
 from schemas.codec import encode
 from schemas.errors import HubError
@@ -32,7 +32,6 @@ HTTP_ROLES: Mapping[str, str] = {"sud_treatment": "single", "mental_health": "ba
                                  "housing": "batch"}
 BATCH_SIZE = 100
 BATCH_MAX_AGE_S = 1.0
-PROGRESS_EVERY_S = 5.0
 
 
 class DemoFeedError(HubError):
@@ -144,43 +143,25 @@ def feed_site(
 ) -> FeedCounts:
     """Publish ``events`` (each as its ``source_partner``) at about ``rate`` events/s.
 
-    Partners the gateway handles go over HTTP, the others through their SDK publisher. Calls
-    ``on_progress`` about every ``PROGRESS_EVERY_S`` seconds and polls ``should_stop`` before
-    each event. Everything sent is acknowledged by Kafka (SDK) or the gateway before it returns.
+    Partners the gateway handles go over HTTP, the others through their SDK publisher
+    (:func:`producers.sdk.publish_by_source`). Calls ``on_progress`` about every 5 seconds and
+    polls ``should_stop`` before each event. Everything sent is acknowledged by Kafka (SDK) or
+    the gateway before it returns.
     """
     counts = gateway.counts
-    publishers: dict[str, PartnerPublisher] = {}
-    started = last_report = time.monotonic()
-    sent = 0
-    try:
-        for event in events:
-            if should_stop():
-                break
-            partner = event.source_partner
-            if partner is None:
-                raise DemoFeedError(f"simulated event {event.event_id} names no source")
-            if gateway.handles(partner):
-                gateway.submit(partner, event)
-            else:
-                publisher = publishers.get(partner)
-                if publisher is None:
-                    publisher = PartnerPublisher(partner, bootstrap, catalog=catalog,
-                                                 topics=topics)
-                    publishers[partner] = publisher
-                publisher.send(event)
-                counts.sdk += 1
-            sent += 1
-            gateway.flush()
-            ahead = sent / rate - (time.monotonic() - started) if rate > 0 else 0.0
-            if ahead > 0:
-                time.sleep(ahead)
-            if time.monotonic() - last_report >= PROGRESS_EVERY_S:
-                last_report = time.monotonic()
-                on_progress(counts, last_report - started)
-        gateway.flush(force=True)
-        for publisher in publishers.values():
-            publisher.flush()
-    finally:
-        for publisher in publishers.values():
-            publisher.close()
+
+    def over_http(event: Event) -> bool:
+        gateway.flush()
+        assert event.source_partner is not None  # publish_by_source checked it
+        if gateway.handles(event.source_partner):
+            gateway.submit(event.source_partner, event)
+            return True
+        counts.sdk += 1
+        return False
+
+    publish_by_source(events, bootstrap, catalog=catalog, topics=topics,
+                      rate=rate if rate > 0 else None, should_stop=should_stop,
+                      on_progress=lambda _sent, elapsed: on_progress(counts, elapsed),
+                      divert=over_http)
+    gateway.flush(force=True)
     return counts

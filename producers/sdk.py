@@ -138,14 +138,17 @@ def publish_by_source(
     rate: float | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[int, float], None] | None = None,
+    divert: Callable[[Event], bool] | None = None,
 ) -> int:
     """Publish each event through the publisher of its ``source_partner``; return the count.
 
     For replaying a simulated or exported history: the source field names the partner whose
     inbound topic gets the event (the hub stamps it again from that topic). ``rate`` paces the
     sends (events/s; None is as fast as possible); ``should_stop`` is polled to end early;
-    ``on_progress(count, elapsed_s)`` is called about every 5 seconds. Everything sent is
-    flushed (acknowledged by Kafka) before this returns.
+    ``on_progress(count, elapsed_s)`` is called about every 5 seconds. ``divert(event)``, if
+    given, is offered each event first; True means it published the event another way (the
+    demo's HTTP partners), and the count and pacing include it. Everything sent through the
+    SDK is flushed (acknowledged by Kafka) before this returns.
     """
     catalog = catalog or load_catalog()
     publishers: dict[str, PartnerPublisher] = {}
@@ -157,12 +160,13 @@ def publish_by_source(
                 break
             if event.source_partner is None:
                 raise PublishError(f"event {event.event_id} names no source partner")
-            publisher = publishers.get(event.source_partner)
-            if publisher is None:
-                publisher = PartnerPublisher(event.source_partner, bootstrap, catalog=catalog,
-                                             topics=topics)
-                publishers[event.source_partner] = publisher
-            publisher.send(event)
+            if divert is None or not divert(event):
+                publisher = publishers.get(event.source_partner)
+                if publisher is None:
+                    publisher = PartnerPublisher(event.source_partner, bootstrap,
+                                                 catalog=catalog, topics=topics)
+                    publishers[event.source_partner] = publisher
+                publisher.send(event)
             count += 1
             if rate:
                 ahead = count / rate - (time.monotonic() - started)

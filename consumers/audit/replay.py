@@ -37,7 +37,7 @@ from consumers.audit.digest import Row
 from consumers.audit.errors import ReplayError, SetupError
 from consumers.audit.kafka_log import TopicReader
 from consumers.errors import ViewStoreError
-from consumers.store import ViewStore, view_rows
+from consumers.store import ViewStore, encode_row_json, view_rows
 from processors.projector import Projector
 from processors.state import ParticipantState
 from processors.view import ViewChange, ViewRow
@@ -231,8 +231,8 @@ class LogReplay:
 class ViewWriter:
     """Buffers the replay's final rows and writes them to a fresh :class:`ViewStore` in batches.
 
-    ``row_json`` is ``json.dumps`` of the row, sorted keys, no spaces (the live sink may spell
-    the same JSON with another encoder; digests compare content). Keys never written before are
+    ``row_json`` is spelled as the live sink spells it (:data:`consumers.store.encode_row_json`).
+    Keys never written before are
     plainly inserted; a key written by an earlier batch is deleted first (by primary key), so a
     flush costs about one INSERT per row.
     """
@@ -281,7 +281,7 @@ def _row_values(recipient: str, row: ViewRow) -> dict[str, Any]:
     return {"recipient": recipient, "event_id": row.event_id,
             "participant_id": row.participant_id, "type": row.type,
             "occurred_at": row.occurred_at, "source_partner": row.source_partner,
-            "row_json": json.dumps(row.to_json(), sort_keys=True, separators=(",", ":"))}
+            "row_json": encode_row_json(row.to_json())}
 
 
 def open_fresh_store(target: str) -> ViewStore:

@@ -8,10 +8,9 @@ complete, so a failed or interrupted replay never leaves a file that looks like 
 
 The schema is :mod:`consumers.store`'s (the same DDL, the same ``view_meta`` row), so
 :class:`consumers.store.ViewStore` reads the file like any other view. Each row holds what the
-change-by-change replay (:class:`consumers.audit.replay.ViewWriter`) stores for it: ``row_json``
-is ``json.dumps`` of the row with sorted keys and no spaces (ASCII, escaped), ``occurred_at``
-is in SQLAlchemy's SQLite format. The live sink may spell the same JSON differently (another
-encoder); digests parse the rows, so they compare content, not spelling.
+change-by-change replay (:class:`consumers.audit.replay.ViewWriter`) and the live sink store for
+it: ``row_json`` in :data:`consumers.store.encode_row_json`'s spelling, ``occurred_at`` in
+SQLAlchemy's SQLite format.
 
 Rows come from participant states (:func:`state_rows`), not from the change stream: the final
 view of a replay is the rows its states hold (the projector's change stream rebuilds exactly
@@ -22,7 +21,6 @@ of changes that led to it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import tempfile
@@ -34,7 +32,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from consumers.audit.digest import ViewDigest, digest_row_texts
 from consumers.audit.errors import ReplayError, SetupError
-from consumers.store import PROJECTION_VERSION, metadata, view_meta
+from consumers.store import PROJECTION_VERSION, encode_row_json, metadata, view_meta
 from processors.state import ParticipantState, build_row
 from processors.view import RowShape
 from schemas.event import Event
@@ -43,7 +41,6 @@ from schemas.event import Event
 #: source_partner, row_json.
 RowValues = tuple[str, str, str, str, str, str, str]
 
-_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _INSERT = "INSERT INTO view_rows VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
@@ -72,8 +69,8 @@ def state_rows(states: Sequence[ParticipantState]) -> Iterator[RowValues]:
                 key = (event_id, shape)
                 text = texts.get(key)
                 if text is None:
-                    event = events[event_id]
-                    text = texts[key] = _ENCODE(build_row(recipient, event, shape).to_json())
+                    row = build_row(recipient, events[event_id], shape)
+                    text = texts[key] = encode_row_json(row.to_json())
                 common = common_of.get(event_id)
                 if common is None:
                     event = events[event_id]
