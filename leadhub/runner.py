@@ -6,6 +6,7 @@ under way, the sink finishes the batch under way (rows and offsets in one transa
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
@@ -32,6 +33,7 @@ FULL_COLLECTION_EVERY_S = 600
 
 def run_faust_step(settings: Settings, step: str) -> int:
     """Run the ``validator`` or ``projector`` faust worker until a signal stops it."""
+    _use_uvloop()
     import faust
 
     from processors.faust_app import create_app
@@ -58,6 +60,19 @@ def run_faust_step(settings: Settings, step: str) -> int:
     worker.spinner = None
     worker.execute_from_commandline()
     return 0
+
+
+def _use_uvloop() -> None:
+    """Run the worker's event loops (faust's and its consumer thread's) on uvloop if installed.
+
+    faust spends most of a message's CPU in event-loop machinery (futures, tasks, callbacks);
+    uvloop does that work in C: about a quarter less CPU per message (``bench/faust_floor.py``).
+    """
+    try:
+        import uvloop
+    except ImportError:  # a platform without uvloop: asyncio's loop works, only slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _keep_full_collections_small(app: Any) -> None:

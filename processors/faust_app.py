@@ -35,6 +35,7 @@ import faust
 import mode
 import orjson
 
+from processors.faust_transport import DirectDeliveryTransport
 from processors.projector import Projector
 from processors.site import SitePolicy
 from processors.state import ParticipantState
@@ -146,6 +147,8 @@ def create_app(
         agent_supervisor=mode.CrashingSupervisor,
         **options,
     )
+    # Before anything asks for the transport (``app.topic`` does): see processors.faust_transport.
+    app.transport = DirectDeliveryTransport(app.conf.broker_consumer, app)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(topics.events, partitions=partitions, **raw)
