@@ -196,8 +196,20 @@ def main() -> int:
         print(f"{name:<24}{figures['messages_per_s']:>10,.0f}"
               f"{figures['cpu_us_per_message']:>12.1f}{figures['peak_rss_mib']:>14.0f}"
               f"{figures['messages_per_s'] / raw['messages_per_s']:>8.3f}")
-    print(f"load after: {load_average()[0]:.2f} (topics {topic}, {topic}-out left in Kafka)")
+    print(f"load after: {load_average()[0]:.2f}")
+    delete_topics(args.bootstrap, [topic, f"{topic}-out"])
     return 0
+
+
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Delete the run's topics (those that exist)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([name for name in names if name in admin.list_topics()])
+    finally:
+        admin.close()
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ from pipeline_harness import (
     Publishers,
     check_broker,
     delete_prefix_topics,
+    local_broker_pid,
     progress,
     topic_sizes_mib,
     view_database,
@@ -131,6 +132,9 @@ def run(args: argparse.Namespace) -> Results:
                        LEADHUB_STATE_DIR=str(state_dir), LEADHUB_TICK_SECONDS="1",
                        LEADHUB_PARTITIONS=str(args.partitions))
             children = Children(env, state_dir, profile=args.profile)
+            broker = local_broker_pid()
+            if broker is not None:
+                children.watched["broker"] = broker
             store = ViewStore(database_url)
             store.create_schema()
             tracker = CommitTracker()

@@ -70,6 +70,8 @@ class Children:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.profile_dir = state_dir if profile else None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        #: Processes not started here whose CPU is counted too (the local broker).
+        self.watched: dict[str, int] = {}
 
     def start(self, step: str) -> None:
         command = [sys.executable]
@@ -101,11 +103,12 @@ class Children:
         """User + system CPU seconds used so far by each running child."""
         ticks = os.sysconf("SC_CLK_TCK")
         used: dict[str, float] = {}
-        for step, proc in self.procs.items():
+        pids = {step: proc.pid for step, proc in self.procs.items()} | self.watched
+        for name, pid in pids.items():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{proc.pid}/stat").read_text()
+                stat = Path(f"/proc/{pid}/stat").read_text()
                 fields = stat.rsplit(")", 1)[1].split()
-                used[step] = (int(fields[11]) + int(fields[12])) / ticks
+                used[name] = (int(fields[11]) + int(fields[12])) / ticks
         return used
 
     def thread_cpu_seconds(self) -> dict[str, list[float]]:
@@ -186,6 +189,20 @@ def make_event(type_: str, participant: str, at: datetime, source: str,
 
 # --------------------------------------------------------------------------------------------
 # The broker, the view database and the bench's topics
+
+
+def local_broker_pid() -> int | None:
+    """The pid of a Kafka broker running on this machine (``kafka.Kafka`` main class), if any.
+
+    The broker's CPU belongs in the run's budget; an external broker is simply not counted.
+    """
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if b"kafka.Kafka\0" in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+    return None
 
 
 def check_broker(bootstrap: str) -> None:

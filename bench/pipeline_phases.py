@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import resource
 import time
 import uuid
@@ -100,6 +101,7 @@ def sustained_phase(events: list[Event], publishers: Publishers, tracker: Commit
         "events_per_s": len(visible) / elapsed if visible else math.nan,
         "child_cpu_s": child_cpu,
         "machine_busy": (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]),
+        "machine_cpu_s": (busy_after[0] - busy_before[0]) / os.sysconf("SC_CLK_TCK"),
     }
 
 

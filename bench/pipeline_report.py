@@ -115,8 +115,14 @@ def render(results: Results, args: argparse.Namespace) -> str:
         ("pipeline / raw", f"{ceil['pipeline_over_raw']:.1%}", ""),
     ]
     rows += [(f"peak memory, {k}", f"{v:,.0f} MiB", "") for k, v in results.memory_mib.items()]
-    rows += [(f"CPU during sustained phase, {k}", f"{v:.1f} s", "")
+    rows += [(f"CPU during sustained phase, {k}", f"{v:.1f} s",
+              f"{v / s['events'] * 1000:.3f} ms/event")
              for k, v in s["child_cpu_s"].items()]
+    rows.append(("CPU during sustained phase, whole machine (all processes)",
+                 f"{s['machine_cpu_s']:.1f} s",
+                 f"{s['machine_cpu_s'] / s['events'] * 1000:.3f} ms/event; 5,000 events/s on "
+                 f"{results.machine['nproc']} cores needs <= "
+                 f"{results.machine['nproc'] / 5000 * 1000:.3f}"))
     rows += [(f"CPU by thread at the end, {k} (main, then busiest others)",
               " / ".join(f"{x:.0f}" for x in v) + " s", "")
              for k, v in results.thread_cpu_s.items()]
