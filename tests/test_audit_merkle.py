@@ -8,11 +8,13 @@ inclusion proofs and consistency proofs, plus corrupted-proof probes.
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumers.audit.hash_files import HashFiles
 from consumers.audit.merkle import (
     EMPTY_ROOT,
     CompactTree,
@@ -169,3 +171,41 @@ def test_generated_proofs_verify_for_every_size(size: int, data: st.DataObject) 
     assert verify_inclusion(index, size, leaves[index], leaves.inclusion_proof(index, size), root)
     assert verify_consistency(old, size, leaves.consistency_proof(old, size),
                               leaves.root(old), root)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=1, max_value=300), st.data())
+def test_file_levels_give_the_same_roots_and_proofs_as_lists(size: int,
+                                                            data: st.DataObject) -> None:
+    hashes = [leaf_hash(i.to_bytes(4, "big")) for i in range(size)]
+    in_memory = LeafHashes(hashes)
+    with HashFiles() as files:
+        # A tail of 7 hashes: most reads come from the file, some from the tail.
+        on_disk = LeafHashes(hashes, new_level=lambda: files.column(tail_hashes=7))
+        index = data.draw(st.integers(min_value=0, max_value=size - 1))
+        old = data.draw(st.integers(min_value=0, max_value=size))
+        assert on_disk.root() == in_memory.root()
+        assert on_disk.frontier(old) == in_memory.frontier(old)
+        assert on_disk.inclusion_proof(index, size) == in_memory.inclusion_proof(index, size)
+        assert (on_disk.consistency_proof(old, size)
+                == in_memory.consistency_proof(old, size))
+        assert [on_disk[i] for i in (0, -1, size // 2)] == [hashes[0], hashes[-1],
+                                                            hashes[size // 2]]
+
+
+def test_file_levels_hold_a_long_log_in_bounded_memory() -> None:
+    count = 200_000  # as lists: ~2 x 200k hashes, over 20 MB with object overhead
+    tracemalloc.start()
+    try:
+        with HashFiles() as files:
+            leaves = LeafHashes(new_level=files.column)
+            for i in range(count):
+                leaves.append(leaf_hash(i.to_bytes(4, "big")))
+            proof = leaves.inclusion_proof(count // 3, count)
+            root = leaves.root()
+            _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert verify_inclusion(count // 3, count, leaf_hash((count // 3).to_bytes(4, "big")),
+                            proof, root)
+    assert peak < 3_000_000, f"peak {peak:,} bytes"

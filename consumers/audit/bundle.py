@@ -52,6 +52,7 @@ from consumers.audit.checkpoints import (
 )
 from consumers.audit.digest import canonical_json
 from consumers.audit.errors import BundleError, CheckpointError, SetupError
+from consumers.audit.hash_files import HashFiles
 from consumers.audit.merkle import (
     CompactTree,
     LeafHashes,
@@ -306,8 +307,9 @@ def export_bundle(bootstrap: str, events_topic: str, checkpoints_topic: str,
                   directory: Path, schemas_dir: Path) -> dict[str, Any]:
     """Write a bundle for records received in [window_from, window_to]; return its manifest.
 
-    Reads lead.events twice (hashes from offset 0, then the exported records); holds every
-    leaf hash up to the covering checkpoint (~100 bytes per record). Raises SetupError when no
+    Reads lead.events twice (hashes from offset 0, then the exported records); keeps every
+    leaf hash up to the covering checkpoint in temporary files (~64 bytes of disk per record,
+    memory bounded whatever the log's length). Raises SetupError when no
     checkpoint covers the window yet, BundleError when the directory is not empty.
     """
     from consumers.audit.kafka_log import TopicReader
@@ -325,11 +327,12 @@ def export_bundle(bootstrap: str, events_topic: str, checkpoints_topic: str,
     leaves: dict[int, LeafHashes] = {}
     first_in: dict[int, int] = {}
     last_in: dict[int, int] = {}
-    with TopicReader(bootstrap, events_topic, client_id="leadhub-audit-export") as reader:
+    with TopicReader(bootstrap, events_topic, client_id="leadhub-audit-export") as reader, \
+            HashFiles() as hash_files:
         end_now = reader.end_offsets()
         limit = {p: max(c.sizes().get(p, 0) for c in mine) for p in end_now}
         for p in end_now:
-            leaves[p] = LeafHashes()
+            leaves[p] = LeafHashes(new_level=hash_files.column)
         for rec in reader.read(end_now):
             if rec.offset < limit[rec.partition]:
                 if rec.offset != len(leaves[rec.partition]):
@@ -390,6 +393,7 @@ def export_bundle(bootstrap: str, events_topic: str, checkpoints_topic: str,
                         else None,
                         "value": base64.b64encode(rec.value).decode(),
                         "proof": [h.hex() for h in proof]}, separators=(",", ":")) + "\n")
+        frontiers = {p: [h.hex() for h in leaves[p].frontier(start[p])] for p in end}
     manifest = {
         "format": BUNDLE_FORMAT, "topic": events_topic, "key_id": kid,
         "window": {"from": window_from.astimezone(UTC).isoformat(),
@@ -397,7 +401,7 @@ def export_bundle(bootstrap: str, events_topic: str, checkpoints_topic: str,
         "exported_at": datetime.now(UTC).isoformat(),
         "anchored": anchor_i is not None,
         "partitions": {str(p): {"start": start[p], "end": end[p],
-                                "frontier": [h.hex() for h in leaves[p].frontier(start[p])]}
+                                "frontier": frontiers[p]}
                        for p in sorted(end)},
         "consistency": consistency,
         "leaf_encoding": LEAF_ENCODING,

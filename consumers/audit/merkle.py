@@ -7,7 +7,8 @@ below ``n`` (RFC 6962 §2.1). The empty tree's root is ``SHA-256("")``.
 - :class:`CompactTree` appends leaf hashes with O(log n) memory (the checkpointer's state) and
   can start from a prefix's *frontier* (the roots of the perfect subtrees covering it).
 - :class:`LeafHashes` holds every leaf hash of a log and generates inclusion and consistency
-  proofs (the exporter).
+  proofs (the exporter). Where its levels live is the caller's choice (:class:`HashLevel`):
+  lists in memory by default, files for a log too long to hold (``consumers.audit.hash_files``).
 - :func:`verify_inclusion` and :func:`verify_consistency` follow RFC 9162 §2.1.3.2 / §2.1.4.2.
 
 Tested against the published Certificate Transparency vectors (transparency-dev/merkle).
@@ -16,7 +17,8 @@ Tested against the published Certificate Transparency vectors (transparency-dev/
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -92,14 +94,27 @@ def root_of(hashes: Sequence[bytes]) -> bytes:
     return tree.root()
 
 
+class HashLevel(Protocol):
+    """An append-only sequence of 32-byte hashes (negative indexes count from the end)."""
+
+    def append(self, value: bytes, /) -> None: ...
+
+    def __getitem__(self, index: int, /) -> bytes: ...
+
+    def __len__(self) -> int: ...
+
+
 class LeafHashes:
     """Every leaf hash of a log, with cached perfect subtrees for proof generation.
 
-    Memory: about 2 x 32 bytes per leaf plus Python object overhead.
+    Holds about 2 x 32 bytes per leaf, in the levels ``new_level`` makes: Python lists by
+    default (plus object overhead), or anything else that is a :class:`HashLevel`.
     """
 
-    def __init__(self, hashes: Iterable[bytes] = ()) -> None:
-        self._levels: list[list[bytes]] = [[]]
+    def __init__(self, hashes: Iterable[bytes] = (),
+                 new_level: Callable[[], HashLevel] = list) -> None:
+        self._new_level = new_level
+        self._levels: list[HashLevel] = [new_level()]
         for h in hashes:
             self.append(h)
 
@@ -116,7 +131,7 @@ class LeafHashes:
         while len(self._levels[level]) % 2 == 0:
             below = self._levels[level]
             if level + 1 == len(self._levels):
-                self._levels.append([])
+                self._levels.append(self._new_level())
             self._levels[level + 1].append(node_hash(below[-2], below[-1]))
             level += 1
 
