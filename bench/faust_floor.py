@@ -6,8 +6,7 @@ fresh process over the same messages:
 - ``raw``: a bare kafka-python consumer (the ceiling, as in ``bench/pipeline.py``);
 - ``faust``: a no-op faust agent (``take_events`` batches, as the hub's steps consume), stock
   aiokafka transport on asyncio's loop;
-- ``faust+uvloop``, ``direct+uvloop``: the same agent on uvloop, then also with
-  :class:`processors.faust_transport.DirectDeliveryTransport` (what ``leadhub run`` uses);
+- ``faust+uvloop``: the same agent on uvloop (what ``leadhub run`` uses);
 - ``... produce``: the agent also produces one message per message consumed and awaits the
   acknowledgements per batch (the minimum a hub step does).
 
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 # isort: split
 # A sibling in bench/: run as a file, the script's folder is first on sys.path.
@@ -40,13 +38,12 @@ from machine import load_average, machine_info  # noqa: E402
 
 PARTITIONS = 6
 VALUE_BYTES = 500
-#: (name, event loop, transport, produce one message per message)
+#: (name, event loop, produce one message per message)
 CASES = (
-    ("faust", "asyncio", "stock", False),
-    ("faust+uvloop", "uvloop", "stock", False),
-    ("direct+uvloop", "uvloop", "direct", False),
-    ("faust produce", "asyncio", "stock", True),
-    ("direct+uvloop produce", "uvloop", "direct", True),
+    ("faust", "asyncio", False),
+    ("faust+uvloop", "uvloop", False),
+    ("faust produce", "asyncio", True),
+    ("faust+uvloop produce", "uvloop", True),
 )
 
 
@@ -88,8 +85,7 @@ def raw_consume(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
     return figures
 
 
-def faust_consume(bootstrap: str, topic: str, count: int, loop: str, transport: str,
-                  produce: bool) -> None:
+def faust_consume(bootstrap: str, topic: str, count: int, loop: str, produce: bool) -> None:
     """Run a faust worker whose agent counts (and maybe forwards) ``count`` messages; exits."""
     if loop == "uvloop":
         import uvloop
@@ -98,8 +94,6 @@ def faust_consume(bootstrap: str, topic: str, count: int, loop: str, transport: 
     import faust
     import mode
 
-    from processors.faust_transport import DirectDeliveryTransport
-
     tag = uuid.uuid4().hex[:8]
     app = faust.App(f"bench-floor-{tag}", broker=f"kafka://{bootstrap}", store="memory://",
                     web_enabled=False, topic_partitions=PARTITIONS,
@@ -107,8 +101,6 @@ def faust_consume(bootstrap: str, topic: str, count: int, loop: str, transport: 
                     producer_compression_type="lz4", broker_commit_every=1000,
                     broker_commit_interval=0.5, agent_supervisor=mode.CrashingSupervisor,
                     datadir=f"/tmp/leadhub-bench-floor-{tag}")
-    if transport == "direct":
-        app.transport = DirectDeliveryTransport(app.conf.broker_consumer, app)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(topic, **raw)
@@ -146,11 +138,11 @@ def _figures(count: int, elapsed: float, cpu: float) -> dict[str, Any]:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_case(args: argparse.Namespace, topic: str, case: tuple[str, str, str, bool]
+def run_case(args: argparse.Namespace, topic: str, case: tuple[str, str, bool]
              ) -> dict[str, Any]:
     """Run one case in a fresh process; its figures."""
-    name, loop, transport, produce = case
-    command = [sys.executable, __file__, "--child", json.dumps([loop, transport, produce]),
+    name, loop, produce = case
+    command = [sys.executable, __file__, "--child", json.dumps([loop, produce]),
                "--topic", topic, "--messages", str(args.messages),
                "--bootstrap", args.bootstrap]
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout,
@@ -175,8 +167,8 @@ def main() -> int:
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        loop, transport, produce = json.loads(args.child)
-        faust_consume(args.bootstrap, args.topic, args.messages, loop, transport, produce)
+        loop, produce = json.loads(args.child)
+        faust_consume(args.bootstrap, args.topic, args.messages, loop, produce)
         return 1  # faust_consume exits the process once it has its figures
 
     info = machine_info()

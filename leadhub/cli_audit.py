@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
                     "differing rows (ids and categories only) and exits 1.")
     compare.add_argument("--projector-group",
                          help="consumer group of the projector (default: "
-                              "<LEADHUB_TOPIC_PREFIX>leadhub-projector)")
+                              "the one `leadhub run projector` joins)")
     compare.add_argument("--attempts", type=int, default=5, help="tries (default 5)")
     compare.add_argument("--settle", type=float, default=30.0,
                          help="seconds to wait for the pipeline to catch up (default 30)")
@@ -200,12 +200,13 @@ def _print_replay(args: argparse.Namespace, topic: str, digest: Any, records: in
 def _compare(args: argparse.Namespace) -> int:
     from consumers.audit.compare import compare_live
     from consumers.store import ViewStore
+    from processors.faust_app import app_id
     from schemas.topics import TopicNames
 
     settings = load_settings()
     projector, catalog = _projector(settings)
     topics = TopicNames(settings.topic_prefix)
-    group = args.projector_group or f"{settings.topic_prefix}leadhub-projector"
+    group = args.projector_group or app_id(settings.topic_prefix, "projector")
     live = ViewStore(settings.view_database_url)
     try:
         with _scratch_store(None) as scratch:

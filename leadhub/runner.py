@@ -36,14 +36,14 @@ def run_faust_step(settings: Settings, step: str) -> int:
     _use_uvloop()
     import faust
 
-    from processors.faust_app import create_app
+    from processors.faust_app import app_id, create_app
 
     topics = TopicNames(settings.topic_prefix)
-    app_id = f"{settings.topic_prefix}leadhub-{step}"
+    step_app_id = app_id(settings.topic_prefix, step)
     faust_dir = settings.state_dir / "faust"
     faust_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(
-        app_id=app_id,
+        app_id=step_app_id,
         bootstrap=settings.effective_kafka_bootstrap,
         topics=topics,
         site=load_site(settings.site_file),
@@ -51,7 +51,7 @@ def run_faust_step(settings: Settings, step: str) -> int:
         partitions=settings.partitions,
         steps=frozenset({"validate" if step == "validator" else "project"}),
         tick_interval_s=settings.tick_interval_s,
-        datadir=str(faust_dir / app_id),
+        datadir=str(faust_dir / step_app_id),
     )
     _keep_full_collections_small(app)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)

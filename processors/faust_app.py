@@ -18,8 +18,14 @@ Crash safety (at-least-once, no loss): both steps work in small batches and, for
 table, then (3) let faust commit the input offsets (faust flushes the producer first). A crash
 before (2) re-reads the batch and re-sends the same outputs (the sink's upserts are idempotent);
 a crash after (2) finds the work recorded and sends nothing new — but its outputs were already
-durable. Table keys are participant ids, the same key as the input topics, so the changelog
-partition follows the input partition (``use_partitioner``).
+durable.
+
+Co-partitioning: table keys are the participant id's raw bytes, exactly the input topics' key,
+so a state's changelog partition is its participant's input partition (``use_partitioner``);
+faust gives a worker the changelog partitions of the input partitions it owns, so a worker
+always holds the states of the participants it is sent. (Until state layout 2 the keys went
+through faust's JSON key codec, hashed to other partitions, and a second worker, or a dead
+one still in the group, left participants without their state.)
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ import faust
 import mode
 import orjson
 
-from processors.faust_transport import DirectDeliveryTransport
 from processors.projector import Projector
 from processors.site import SitePolicy
 from processors.state import ParticipantState
@@ -53,6 +58,16 @@ log = logging.getLogger("leadhub.processors")
 Clock = Callable[[], datetime]
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.1
+#: The tables' layout; the projector's consumer group names it, so a new layout re-projects
+#: ``lead.events`` from the start into fresh tables (the same rows again: upserts are idempotent).
+STATE_LAYOUT = 2
+
+
+def app_id(topic_prefix: str, step: str) -> str:
+    """The faust app id, hence consumer group and changelog prefix, of ``validator|projector``."""
+    if step == "projector":
+        return f"{topic_prefix}leadhub-projector-s{STATE_LAYOUT}"
+    return f"{topic_prefix}leadhub-{step}"
 
 
 def utc_now() -> datetime:
@@ -147,8 +162,6 @@ def create_app(
         agent_supervisor=mode.CrashingSupervisor,
         **options,
     )
-    # Before anything asks for the transport (``app.topic`` does): see processors.faust_transport.
-    app.transport = DirectDeliveryTransport(app.conf.broker_consumer, app)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(topics.events, partitions=partitions, **raw)
@@ -157,8 +170,9 @@ def create_app(
         inbound = app.topic(
             *[topics.inbound(p) for p in site.partner_ids()], partitions=partitions, **raw
         )
-        accepted_ids = app.Table("accepted-event-ids", default=None, partitions=partitions,
-                                 key_type=str, use_partitioner=True)
+        # Renamed with layout 2: the old changelog's keys are of the old codec.
+        accepted_ids = app.Table("accepted-event-ids-s2", default=None, partitions=partitions,
+                                 key_type=bytes, use_partitioner=True)
 
         @app.agent(inbound, name="validate")
         async def validate(stream: Any) -> AsyncIterator[None]:
@@ -170,7 +184,7 @@ def create_app(
     if "project" in steps:
         projector = Projector(site, catalog)
         participants = app.Table("participants", default=None, partitions=partitions,
-                                 key_type=str, use_partitioner=True)
+                                 key_type=bytes, use_partitioner=True)
         cache = StateCache()
 
         @app.agent(events_topic, name="project")
@@ -215,7 +229,7 @@ async def _validate_batch(batch: Sequence[Any], accepted_ids: Any, producer: Any
         assert isinstance(outcome, Accepted)
         ids = seen.get(outcome.participant_id)
         if ids is None:
-            ids = list(accepted_ids.get(outcome.participant_id) or [])
+            ids = list(accepted_ids.get(outcome.key) or [])
             seen[outcome.participant_id] = ids
         if outcome.event_id in ids:
             log.info("validate: dropped repeated event %s", outcome.event_id)
@@ -225,7 +239,7 @@ async def _validate_batch(batch: Sequence[Any], accepted_ids: Any, producer: Any
     await send_and_confirm(producer, topics.events, accepted)
     await send_and_confirm(producer, topics.dlq, dead)
     for participant_id, ids in seen.items():
-        accepted_ids[participant_id] = ids
+        accepted_ids[participant_id.encode()] = ids
 
 
 async def _project_batch(batch: Sequence[Any], participants: Any, cache: StateCache,
@@ -244,7 +258,7 @@ async def _project_batch(batch: Sequence[Any], participants: Any, cache: StateCa
     def state_of(participant_id: str) -> ParticipantState | None:
         if participant_id in states:
             return states[participant_id][1]
-        stored = participants.get(participant_id)
+        stored = participants.get(participant_id.encode())
         return cache.state(participant_id, stored["state"] if stored else None)
 
     for event in batch:
@@ -273,7 +287,7 @@ async def _project_batch(batch: Sequence[Any], participants: Any, cache: StateCa
     await send_and_confirm(producer, topics.dlq, dead)
     for participant_id, (partition, state) in states.items():
         due = projector.next_due(state)
-        participants[participant_id] = {
+        participants[participant_id.encode()] = {
             "partition": partition,
             "next_due": due.isoformat() if due else None,
             "state": cache.encode(state),
@@ -293,7 +307,8 @@ def _due_states(participants: Any, batch_states: dict[str, tuple[int, Participan
         next_due = projector.next_due(state)
         if state_partition == partition and next_due is not None and next_due <= now:
             due.append((participant_id, state))
-    for participant_id, stored in participants.items():
+    for key, stored in participants.items():
+        participant_id = key.decode()
         if participant_id in batch_states or not _stored_due(stored, partition, now):
             continue
         stored_state = cache.state(participant_id, stored["state"])

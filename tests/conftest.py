@@ -138,17 +138,25 @@ class HubProcesses:
         return subprocess.run([self.python, "-m", "leadhub.cli", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout, check=False)
 
-    def start(self, step: str) -> None:
-        """Start ``leadhub run STEP`` in the background (output in the state dir's logs)."""
+    def start(self, step: str, name: str | None = None) -> None:
+        """Start ``leadhub run STEP`` in the background (output in the state dir's logs).
+
+        ``name`` (default: the step) tells apart two workers of one step; a second worker
+        gets a state dir of its own, as a second machine would have.
+        """
         import subprocess
 
-        log = (self.logs / f"{step}.log").open("ab")
-        self.children[step] = subprocess.Popen(
-            [self.python, "-m", "leadhub.cli", "run", step], env=self.env,
+        name = name or step
+        env = dict(self.env)
+        if name != step:
+            env["LEADHUB_STATE_DIR"] = str(Path(self.env["LEADHUB_STATE_DIR"]) / name)
+        log = (self.logs / f"{name}.log").open("ab")
+        self.children[name] = subprocess.Popen(
+            [self.python, "-m", "leadhub.cli", "run", step], env=env,
             stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self, step: str, sig: int) -> None:
-        """Send ``sig`` to a step and wait for it to exit."""
+        """Send ``sig`` to a step (or a worker started by name) and wait for it to exit."""
         child = self.children.pop(step)
         child.send_signal(sig)
         child.wait(timeout=60)

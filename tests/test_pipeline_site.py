@@ -112,3 +112,66 @@ def test_kill_dash_nine_each_process_mid_stream_loses_and_doubles_nothing(
     while time.monotonic() < deadline and not _matches(live_view, expected):
         time.sleep(1.0)
     assert _matches(live_view, expected), _explain(live_view, expected)
+
+
+def test_projectors_joining_and_leaving_mid_stream_lose_and_double_nothing(
+    hub: Any, topics: TopicNames, kafka_bootstrap: str, live_view: Any
+) -> None:
+    """Scale the projector out to two workers and back while events flow: two rebalances,
+    each moving table partitions between workers under backpressure."""
+    hub.start("validator")
+    hub.start("projector")
+    events = _site_events(hub, participants=60, days=180, seed=31)
+    stop = threading.Event()
+
+    def scale() -> None:
+        if stop.wait(2.0):
+            return
+        hub.start("projector", name="projector-2")
+        if not stop.wait(8.0):
+            hub.kill("projector", signal.SIGTERM)
+
+    scaler = threading.Thread(target=scale)
+    scaler.start()
+    try:
+        publish_by_source(events, kafka_bootstrap, catalog=CATALOG, topics=topics, rate=120)
+    finally:
+        scaler.join()
+    expected = _expected(hub, events)
+    try:
+        live_view.wait_for(lambda: _matches(live_view, expected), timeout_s=150)
+    except BaseException:
+        print(_explain(live_view, expected))
+        print(hub.log_tail("projector-2"))
+        raise
+    assert _changelog_partitions_follow_input(kafka_bootstrap, topics)
+
+
+def _changelog_partitions_follow_input(bootstrap: str, topics: TopicNames) -> bool:
+    """Every participant's state sits on the changelog partition of its lead.events partition."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from processors.faust_app import app_id
+
+    def partitions_by_key(topic: str) -> dict[bytes, set[int]]:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                 enable_auto_commit=False)
+        try:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+            ends = consumer.end_offsets(parts)
+            found: dict[bytes, set[int]] = {}
+            while any(consumer.position(tp) < ends[tp] for tp in parts):
+                for tp, records in consumer.poll(timeout_ms=1000).items():
+                    for record in records:
+                        if record.key is not None:
+                            found.setdefault(record.key, set()).add(tp.partition)
+            return found
+        finally:
+            consumer.close()
+
+    events = partitions_by_key(topics.events)
+    states = partitions_by_key(f"{app_id(topics.prefix, 'projector')}-participants-changelog")
+    assert states, "no participant state in the changelog"
+    return all(states[key] == events.get(key) for key in states)
