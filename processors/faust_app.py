@@ -2,40 +2,37 @@
 
 ``validate`` reads every partner's inbound topic and writes ``lead.events`` or ``lead.dlq``
 (:mod:`processors.validate` decides); an event_id it has already accepted for that participant
-is dropped. ``project`` reads ``lead.events``, keeps each participant's state in
-changelog-backed tables (:class:`ParticipantTables`: a small head per participant and an entry
-per event, so a batch writes what changed, not whole histories), runs the pure core and writes
-``lead.view.changes``. A leader timer
+is dropped. ``project`` reads ``lead.events``, keeps each participant's state in a
+changelog-backed table, runs the pure core and writes ``lead.view.changes``. A leader timer
 writes CLOCK records to every partition of ``lead.events``; on each, the projector ticks that
 partition's participants whose next timer is due, so expiry and deadlines flow through the log
 and replay exactly.
 
 Speed: a participant's view changes from one batch travel as one message; every output of a
 batch is handed to the producer before any acknowledgement is awaited; decoded states stay in
-a :class:`~processors.state_cache.StateCache` beside the tables, so JSON is parsed only after
+a :class:`~processors.state_cache.StateCache` beside the table, so JSON is parsed only after
 a restart or rebalance.
 
 Crash safety (at-least-once, no loss): both steps work in small batches and, for each batch,
 (1) send every output and wait until Kafka has acknowledged all of them, then (2) write the
-tables, then (3) let faust commit the input offsets (faust flushes the producer first). A crash
+table, then (3) let faust commit the input offsets (faust flushes the producer first). A crash
 before (2) re-reads the batch and re-sends the same outputs (the sink's upserts are idempotent);
 a crash after (2) finds the work recorded and sends nothing new — but its outputs were already
 durable.
 
-Co-partitioning: head keys are the participant id's raw bytes, exactly the input topics' key,
-and entry keys are placed on that same partition, so all of a participant's state is on the
-changelog partitions of its input partition; faust gives a worker the changelog partitions of
-the input partitions it owns, so a worker always holds the states of the participants it is
-sent. (Before state layout 2 the keys went through faust's JSON key codec, hashed to other
-partitions, and a second worker, or a dead one still in the group, left participants without
-their state.)
+Co-partitioning: table keys are the participant id's raw bytes, exactly the input topics' key,
+so a state's changelog partition is its participant's input partition (``use_partitioner``);
+faust gives a worker the changelog partitions of the input partitions it owns, so a worker
+always holds the states of the participants it is sent. (Until state layout 2 the keys went
+through faust's JSON key codec, hashed to other partitions, and a second worker, or a dead
+one still in the group, left participants without their state.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,8 +40,6 @@ from typing import Any
 import faust
 import mode
 import orjson
-from aiokafka.partitioner import murmur2
-from faust.types import TP
 
 from processors.projector import Projector
 from processors.site import SitePolicy
@@ -65,7 +60,7 @@ BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.1
 #: The tables' layout; the projector's consumer group names it, so a new layout re-projects
 #: ``lead.events`` from the start into fresh tables (the same rows again: upserts are idempotent).
-STATE_LAYOUT = 3
+STATE_LAYOUT = 2
 
 
 def app_id(topic_prefix: str, step: str) -> str:
@@ -167,7 +162,6 @@ def create_app(
         agent_supervisor=mode.CrashingSupervisor,
         **options,
     )
-    ownership = Ownership(app)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(topics.events, partitions=partitions, **raw)
@@ -183,20 +177,21 @@ def create_app(
         @app.agent(inbound, name="validate")
         async def validate(stream: Any) -> AsyncIterator[None]:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-                await _validate_batch(ownership.current(batch), ownership, accepted_ids,
-                                      app.producer,
+                await _validate_batch(batch, accepted_ids, app.producer,
                                       topics=topics, site=site, catalog=catalog, now=clock())
                 yield None
 
     if "project" in steps:
         projector = Projector(site, catalog)
-        participants = ParticipantTables(app, partitions)
+        participants = app.Table("participants", default=None, partitions=partitions,
+                                 key_type=bytes, use_partitioner=True)
+        cache = StateCache()
 
         @app.agent(events_topic, name="project")
         async def project(stream: Any) -> AsyncIterator[None]:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-                await _project_batch(ownership.current(batch), ownership, participants,
-                                     projector, catalog, app.producer, topics)
+                await _project_batch(batch, participants, cache, projector, catalog,
+                                     app.producer, topics)
                 yield None
 
         @app.timer(interval=tick_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
@@ -212,39 +207,13 @@ def create_app(
     return app
 
 
-class Ownership:
-    """Whether this worker may still act on what it fetched, across consumer-group rebalances.
-
-    faust's ``take_events`` buffer can hold messages fetched before a rebalance and yield them
-    after it, and a rebalance can also happen while a batch awaits Kafka. A partition's messages
-    and its table partitions belong to one worker at a time, so a batch acts only on partitions
-    assigned here: messages of a partition that moved are dropped (its new owner reads them
-    from the committed offset; faust commits only assigned partitions), and state is recorded
-    only for partitions still assigned when the batch is about to write (outputs already sent
-    are derived again, identically, by the new owner).
-    """
-
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
-
-    def current(self, batch: Sequence[Any]) -> list[Any]:
-        """The events of ``batch`` whose partition is assigned to this worker now."""
-        assigned = self.assigned()
-        return [event for event in batch if event.message.tp in assigned]
-
-    def assigned(self) -> set[TP]:
-        """The partitions assigned to this worker now."""
-        return set(self._app.consumer.assignment())
-
-
-async def _validate_batch(batch: Sequence[Any], ownership: Ownership, accepted_ids: Any,
-                          producer: Any, *, topics: TopicNames, site: SitePolicy,
-                          catalog: Catalog, now: datetime) -> None:
+async def _validate_batch(batch: Sequence[Any], accepted_ids: Any, producer: Any, *,
+                          topics: TopicNames, site: SitePolicy, catalog: Catalog,
+                          now: datetime) -> None:
     """Validate a batch; confirm its outputs, then record the accepted event ids."""
     accepted: list[Outgoing] = []
     dead: list[Outgoing] = []
     seen: dict[str, list[str]] = {}
-    source: dict[str, TP] = {}
     for event in batch:
         message = event.message
         outcome = validate_inbound(
@@ -262,7 +231,6 @@ async def _validate_batch(batch: Sequence[Any], ownership: Ownership, accepted_i
         if ids is None:
             ids = list(accepted_ids.get(outcome.key) or [])
             seen[outcome.participant_id] = ids
-            source[outcome.participant_id] = message.tp
         if outcome.event_id in ids:
             log.info("validate: dropped repeated event %s", outcome.event_id)
             continue
@@ -270,73 +238,13 @@ async def _validate_batch(batch: Sequence[Any], ownership: Ownership, accepted_i
         accepted.append(Outgoing(outcome.key, outcome.value))
     await send_and_confirm(producer, topics.events, accepted)
     await send_and_confirm(producer, topics.dlq, dead)
-    assigned = ownership.assigned()
     for participant_id, ids in seen.items():
-        if source[participant_id] in assigned:
-            accepted_ids[participant_id.encode()] = ids
+        accepted_ids[participant_id.encode()] = ids
 
 
-class _EventEntries(faust.Table[bytes, Any]):
-    """A table keyed ``b"<participant id>\\0<event id>"`` whose changelog partition is the
-    participant's input partition (the producers' murmur2 of the participant id), not the hash
-    of the whole key: the entries move with their participant on a rebalance."""
-
-    def partition_for_key(self, key: Any) -> int | None:
-        participant_id = bytes(key).split(b"\0", 1)[0]
-        assert self.partitions, "the entries table is created with its partition count"
-        return (int(murmur2(participant_id)) & 0x7FFFFFFF) % self.partitions
-
-
-class ParticipantTables:
-    """The projector's state of every participant: a head table and an event-entry table.
-
-    Written incrementally (:class:`~processors.state_cache.StateWrite`): a batch writes the
-    entries of the events it changed and each touched participant's small head, not the
-    participants' whole histories. Decoded states are cached beside the tables
-    (:class:`~processors.state_cache.StateCache`).
-    """
-
-    def __init__(self, app: faust.App, partitions: int) -> None:
-        self.heads = app.Table("participants", default=None, partitions=partitions,
-                               key_type=bytes, use_partitioner=True)
-        self.entries = _EventEntries(app, name="participant-events", default=None,
-                                     beacon=app.tables.beacon, partitions=partitions,
-                                     key_type=bytes, use_partitioner=True)
-        app.tables.add(self.entries)
-        self.cache = StateCache()
-
-    def state(self, participant_id: str, stored: Any = None) -> ParticipantState | None:
-        """The participant's stored state (``stored``: its head row, if already read)."""
-        if stored is None:
-            stored = self.heads.get(participant_id.encode())
-        prefix = participant_id.encode() + b"\0"
-        return self.cache.state(participant_id, stored["state"] if stored else None,
-                                lambda event_id: self.entries.get(prefix + event_id.encode()))
-
-    def stored(self) -> Iterator[tuple[str, Any]]:
-        """(participant id, head row) of every participant held."""
-        for key, stored in self.heads.items():
-            yield key.decode(), stored
-
-    def write(self, state: ParticipantState, partition: int, next_due: datetime | None,
-              touched: Iterable[str]) -> None:
-        """Store ``state``: changed entries, then the head, then delete departed entries."""
-        write = self.cache.encode(state, touched)
-        prefix = state.participant_id.encode() + b"\0"
-        for event_id, entry in write.entries.items():
-            self.entries[prefix + event_id.encode()] = entry
-        self.heads[state.participant_id.encode()] = {
-            "partition": partition,
-            "next_due": next_due.isoformat() if next_due else None,
-            "state": write.head,
-        }
-        for event_id in write.removed:
-            self.entries.pop(prefix + event_id.encode(), None)
-
-
-async def _project_batch(batch: Sequence[Any], ownership: Ownership,
-                         participants: ParticipantTables, projector: Projector,
-                         catalog: Catalog, producer: Any, topics: TopicNames) -> None:
+async def _project_batch(batch: Sequence[Any], participants: Any, cache: StateCache,
+                         projector: Projector, catalog: Catalog, producer: Any,
+                         topics: TopicNames) -> None:
     """Project a batch; confirm its view changes, then store the participants' states.
 
     A CLOCK record on partition *p* ticks exactly the participants of *p* whose next timer is
@@ -350,7 +258,8 @@ async def _project_batch(batch: Sequence[Any], ownership: Ownership,
     def state_of(participant_id: str) -> ParticipantState | None:
         if participant_id in states:
             return states[participant_id][1]
-        return participants.state(participant_id)
+        stored = participants.get(participant_id.encode())
+        return cache.state(participant_id, stored["state"] if stored else None)
 
     for event in batch:
         message = event.message
@@ -362,7 +271,7 @@ async def _project_batch(batch: Sequence[Any], ownership: Ownership,
             continue
         if record.kind == "CLOCK":
             now = record.received_at
-            for participant_id, state in _due_states(participants, states, projector,
+            for participant_id, state in _due_states(participants, states, cache, projector,
                                                      message.partition, now):
                 new_state, ticked = projector.tick(state, now)
                 states[participant_id] = (message.partition, new_state)
@@ -376,17 +285,18 @@ async def _project_batch(batch: Sequence[Any], ownership: Ownership,
     await send_and_confirm(producer, topics.view_changes,
                            [encode_changes(pid, c) for pid, c in changes.items() if c])
     await send_and_confirm(producer, topics.dlq, dead)
-    assigned = ownership.assigned()
     for participant_id, (partition, state) in states.items():
-        if TP(topics.events, partition) not in assigned:
-            continue
-        participants.write(state, partition, projector.next_due(state),
-                           (change.event_id for change in changes.get(participant_id, ())))
+        due = projector.next_due(state)
+        participants[participant_id.encode()] = {
+            "partition": partition,
+            "next_due": due.isoformat() if due else None,
+            "state": cache.encode(state),
+        }
 
 
-def _due_states(participants: ParticipantTables,
-                batch_states: dict[str, tuple[int, ParticipantState]], projector: Projector,
-                partition: int, now: datetime) -> list[tuple[str, ParticipantState]]:
+def _due_states(participants: Any, batch_states: dict[str, tuple[int, ParticipantState]],
+                cache: StateCache, projector: Projector, partition: int,
+                now: datetime) -> list[tuple[str, ParticipantState]]:
     """The participants of ``partition`` with a timer due at ``now``, with their states.
 
     Participants already changed in this batch are judged by their new state, the others by
@@ -397,10 +307,11 @@ def _due_states(participants: ParticipantTables,
         next_due = projector.next_due(state)
         if state_partition == partition and next_due is not None and next_due <= now:
             due.append((participant_id, state))
-    for participant_id, stored in participants.stored():
+    for key, stored in participants.items():
+        participant_id = key.decode()
         if participant_id in batch_states or not _stored_due(stored, partition, now):
             continue
-        stored_state = participants.state(participant_id, stored)
+        stored_state = cache.state(participant_id, stored["state"])
         assert stored_state is not None
         due.append((participant_id, stored_state))
     return due

@@ -81,7 +81,19 @@ class ParticipantState:
             "participant_id": self.participant_id,
             "as_of": None if self.as_of is None else format_instant(self.as_of),
             "events": [encode_event(event) for event in self.events.values()],
-            **self._timers_to_json(),
+            "consents": [self.consents[key].to_json() for key in sorted(self.consents)],
+            "orphan_revocations": {
+                key: format_instant(self.orphan_revocations[key])
+                for key in sorted(self.orphan_revocations)
+            },
+            "deadlines": [
+                {
+                    "referral_event_id": d.referral_event_id,
+                    "referral_occurred_at": format_instant(d.referral_occurred_at),
+                    "due_at": format_instant(d.due_at),
+                }
+                for d in (self.deadlines[key] for key in sorted(self.deadlines))
+            ],
             "rows": {
                 recipient: {
                     # RowShape.to_json, inlined (this runs for every row at every state write);
@@ -105,11 +117,23 @@ class ParticipantState:
             raise StateError(participant_id, f"not a participant state of format {STATE_FORMAT}")
         try:
             events = {e["event_id"]: _event_from_json(e) for e in obj["events"]}
+            deadlines = {
+                d["referral_event_id"]: PendingDeadline(
+                    d["referral_event_id"],
+                    parse_instant(d["referral_occurred_at"]),
+                    parse_instant(d["due_at"]),
+                )
+                for d in obj["deadlines"]
+            }
             return cls(
                 participant_id=participant_id,
                 as_of=None if obj["as_of"] is None else parse_instant(obj["as_of"]),
                 events=events,
-                **_timers_from_json(obj),
+                consents={c["consent_id"]: Consent.from_json(c) for c in obj["consents"]},
+                orphan_revocations={
+                    key: parse_instant(value) for key, value in obj["orphan_revocations"].items()
+                },
+                deadlines=deadlines,
                 rows={
                     recipient: {
                         event_id: RowShape.from_json(shape) for event_id, shape in shapes.items()
@@ -119,109 +143,6 @@ class ParticipantState:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(participant_id, f"malformed state ({type(exc).__name__})") from exc
-
-
-    def _timers_to_json(self) -> dict[str, Any]:
-        """Consents, orphan revocations and deadlines, JSON-native, in a deterministic order."""
-        return {
-            "consents": [self.consents[key].to_json() for key in sorted(self.consents)],
-            "orphan_revocations": {
-                key: format_instant(self.orphan_revocations[key])
-                for key in sorted(self.orphan_revocations)
-            },
-            "deadlines": [
-                {
-                    "referral_event_id": d.referral_event_id,
-                    "referral_occurred_at": format_instant(d.referral_occurred_at),
-                    "due_at": format_instant(d.due_at),
-                }
-                for d in (self.deadlines[key] for key in sorted(self.deadlines))
-            ],
-        }
-
-
-def _timers_from_json(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Invert :meth:`ParticipantState._timers_to_json` (keyword arguments of the state)."""
-    return {
-        "consents": {c["consent_id"]: Consent.from_json(c) for c in obj["consents"]},
-        "orphan_revocations": {
-            key: parse_instant(value) for key, value in obj["orphan_revocations"].items()
-        },
-        "deadlines": {
-            d["referral_event_id"]: PendingDeadline(
-                d["referral_event_id"],
-                parse_instant(d["referral_occurred_at"]),
-                parse_instant(d["due_at"]),
-            )
-            for d in obj["deadlines"]
-        },
-    }
-
-
-# -- the split form: a small head plus one entry per event ----------------------------------
-#
-# Written incrementally, a state costs a write per changed event instead of the whole history:
-# the head holds the timers and the event ids in arrival order; an entry holds one event and
-# the shape of every recipient's row for it.
-
-HEAD_FORMAT = 2
-
-
-def head_to_json(state: ParticipantState) -> dict[str, Any]:
-    """The head of ``state``: everything but the events and rows, plus the event ids in order."""
-    return {
-        "format": HEAD_FORMAT,
-        "participant_id": state.participant_id,
-        "as_of": None if state.as_of is None else format_instant(state.as_of),
-        "event_ids": list(state.events),
-        **state._timers_to_json(),
-    }
-
-
-def entry_to_json(state: ParticipantState, event_id: str,
-                  event_json: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The entry of one event of ``state``: the event and each recipient's row shape for it.
-
-    ``event_json`` is the event's :func:`event_to_json` form if the caller has it already.
-    """
-    shapes = {
-        recipient: [shape.fields, shape.categories, shape.consent_ids, shape.notice]
-        for recipient, rows in state.rows.items()
-        if (shape := rows.get(event_id)) is not None
-    }
-    event = event_json if event_json is not None else event_to_json(state.events[event_id])
-    return {"event": event, "rows": dict(sorted(shapes.items()))}
-
-
-def state_from_parts(head: Mapping[str, Any],
-                     entry: Callable[[str], Mapping[str, Any] | None]) -> ParticipantState:
-    """Rebuild a state from its head and ``entry(event_id)`` for each of its events.
-
-    Raises :class:`StateError` (naming the participant id only) if the head is not of the
-    split format or an entry is missing or malformed.
-    """
-    participant_id = str(head.get("participant_id", "")) if isinstance(head, Mapping) else ""
-    if not isinstance(head, Mapping) or head.get("format") != HEAD_FORMAT:
-        raise StateError(participant_id, f"not a participant state head of format {HEAD_FORMAT}")
-    try:
-        events: dict[str, Event] = {}
-        rows: dict[str, dict[str, RowShape]] = {}
-        for event_id in head["event_ids"]:
-            found = entry(event_id)
-            if found is None:
-                raise StateError(participant_id, "an event entry of the state is missing")
-            events[event_id] = _event_from_json(found["event"])
-            for recipient, shape in found["rows"].items():
-                rows.setdefault(recipient, {})[event_id] = RowShape.from_json(shape)
-        return ParticipantState(
-            participant_id=participant_id,
-            as_of=None if head["as_of"] is None else parse_instant(head["as_of"]),
-            events=events,
-            **_timers_from_json(head),
-            rows=rows,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StateError(participant_id, f"malformed state ({type(exc).__name__})") from exc
 
 
 def build_row(recipient: str, event: Event, shape: RowShape) -> ViewRow:

@@ -25,8 +25,6 @@ from processors.floor import floor_forbids
 from processors.offline import project_events
 from processors.projector import ParticipantState, Projector, ViewChange
 from processors.site import Access, Partner, SitePolicy
-from processors.state import state_from_parts
-from processors.state_cache import StateCache
 from processors.view import apply_changes
 from schemas.catalog import CATEGORIES, ROLES, load_catalog
 from schemas.event import Event
@@ -221,32 +219,11 @@ def check_against_reference(site: SitePolicy, steps: list[Step], state: Particip
         assert set(rows) <= {e.event_id for e in [*events, *derived]}
 
 
-class IncrementalStore:
-    """The streaming projector's tables in miniature: a head and entries, written only where
-    :meth:`StateCache.encode` says, through JSON, as faust stores them."""
-
-    def __init__(self) -> None:
-        self.cache = StateCache()
-        self.head: dict[str, Any] | None = None
-        self.entries: dict[str, Any] = {}
-
-    def write_and_read_back(self, state: ParticipantState,
-                            changes: list[ViewChange]) -> ParticipantState:
-        write = self.cache.encode(state, (change.event_id for change in changes))
-        self.entries.update(json.loads(json.dumps(write.entries)))
-        self.head = json.loads(json.dumps(write.head))
-        for event_id in write.removed:
-            del self.entries[event_id]
-        assert set(self.entries) == set(self.head["event_ids"]), "entries left behind"
-        return state_from_parts(self.head, self.entries.get)
-
-
 def run(site: SitePolicy, steps: list[Step],
         check: bool = False) -> tuple[ParticipantState, list[ViewChange]]:
     projector = Projector(site, CATALOG)
     state: ParticipantState | None = None
     changes: list[ViewChange] = []
-    stored = IncrementalStore()
     for index, step in enumerate(steps):
         if step.event is None:
             if state is None:
@@ -262,7 +239,6 @@ def run(site: SitePolicy, steps: list[Step],
             check_against_reference(site, steps[: index + 1], state, step.now)
             restored = ParticipantState.from_json(json.loads(json.dumps(state.to_json())))
             assert restored == state
-            assert stored.write_and_read_back(state, new) == state
     assert state is not None or all(step.event is None for step in steps)
     return state or ParticipantState("P1"), changes
 
