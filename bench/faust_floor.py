@@ -25,6 +25,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -85,7 +86,8 @@ def raw_consume(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
     return figures
 
 
-def faust_consume(bootstrap: str, topic: str, count: int, loop: str, produce: bool) -> None:
+def faust_consume(bootstrap: str, topic: str, count: int, loop: str, produce: bool,
+                  datadir: str) -> None:
     """Run a faust worker whose agent counts (and maybe forwards) ``count`` messages; exits."""
     if loop == "uvloop":
         import uvloop
@@ -100,7 +102,7 @@ def faust_consume(bootstrap: str, topic: str, count: int, loop: str, produce: bo
                     consumer_auto_offset_reset="earliest", producer_acks=-1,
                     producer_compression_type="lz4", broker_commit_every=1000,
                     broker_commit_interval=0.5, agent_supervisor=mode.CrashingSupervisor,
-                    datadir=f"/tmp/leadhub-bench-floor-{tag}")
+                    datadir=datadir)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(topic, **raw)
@@ -140,9 +142,15 @@ def _figures(count: int, elapsed: float, cpu: float) -> dict[str, Any]:
 
 def run_case(args: argparse.Namespace, topic: str, case: tuple[str, str, bool]
              ) -> dict[str, Any]:
-    """Run one case in a fresh process; its figures."""
+    """Run one case in a fresh process (faust's data in a temporary directory); its figures."""
     name, loop, produce = case
-    command = [sys.executable, __file__, "--child", json.dumps([loop, produce]),
+    with tempfile.TemporaryDirectory(prefix="leadhub-bench-floor-") as datadir:
+        return _run_child(args, topic, name, [loop, produce, datadir])
+
+
+def _run_child(args: argparse.Namespace, topic: str, name: str, spec: list[Any]
+               ) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", json.dumps(spec),
                "--topic", topic, "--messages", str(args.messages),
                "--bootstrap", args.bootstrap]
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout,
@@ -167,8 +175,8 @@ def main() -> int:
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        loop, produce = json.loads(args.child)
-        faust_consume(args.bootstrap, args.topic, args.messages, loop, produce)
+        loop, produce, datadir = json.loads(args.child)
+        faust_consume(args.bootstrap, args.topic, args.messages, loop, produce, datadir)
         return 1  # faust_consume exits the process once it has its figures
 
     info = machine_info()

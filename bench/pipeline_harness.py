@@ -23,6 +23,8 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from leadhub.services import ServiceError
+from leadhub.topics_admin import delete_prefix
 from processors.site import SitePolicy
 from producers.sdk import PartnerPublisher
 from schemas.catalog import Catalog
@@ -269,16 +271,8 @@ def topic_sizes_mib(bootstrap: str, prefix: str) -> dict[str, float]:
 
 
 def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
-    """Delete every topic of the bench's own prefix (inbound, hub and faust changelogs)."""
+    """Delete every topic and group of the bench's own prefix (inbound, hub, faust changelogs)."""
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadhub-bench-clean")
-    except (KafkaError, OSError):
-        return
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            admin.delete_topics(mine)
-    except KafkaError as exc:
+        delete_prefix(bootstrap, prefix)
+    except ServiceError as exc:
         progress(f"could not delete the bench topics: {exc}")
-    finally:
-        admin.close()

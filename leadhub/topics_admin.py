@@ -34,11 +34,7 @@ def create_topics(bootstrap: str, topics: TopicNames, site: SitePolicy,
     to other partitions and per-participant ordering would break.
     """
     names = hub_topic_names(topics, site)
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadhub-topics",
-                                 bootstrap_timeout_ms=10000)
-    except (KafkaError, OSError) as exc:
-        raise ServiceError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}") from exc
+    admin = _admin(bootstrap, "leadhub-topics")
     try:
         existing = set(admin.list_topics())
         wanted = {
@@ -62,3 +58,37 @@ def create_topics(bootstrap: str, topics: TopicNames, site: SitePolicy,
         raise ServiceError(f"creating topics failed: {type(exc).__name__}: {exc}") from exc
     finally:
         admin.close()
+
+
+def delete_prefix(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic and consumer group whose name starts with ``prefix``.
+
+    For throwaway prefixes (a test's, a benchmark's); never call it with a deployment's prefix:
+    the log is the system of record. Returns the topics deleted. Raises ServiceError if Kafka
+    cannot be reached or refuses.
+    """
+    if not prefix:
+        raise ServiceError("refusing to delete every topic: the prefix is empty")
+    admin = _admin(bootstrap, "leadhub-cleanup")
+    try:
+        doomed = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            admin.delete_topics(doomed)
+        groups = [g["group_id"] for g in admin.list_groups()
+                  if str(g["group_id"]).startswith(prefix)]
+        if groups:
+            admin.delete_groups(groups)
+        return doomed
+    except KafkaError as exc:
+        raise ServiceError(f"deleting {prefix}* failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def _admin(bootstrap: str, client_id: str) -> KafkaAdminClient:
+    """An admin client for ``bootstrap``; ServiceError if Kafka cannot be reached."""
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id,
+                                bootstrap_timeout_ms=10000)
+    except (KafkaError, OSError) as exc:
+        raise ServiceError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}") from exc

@@ -115,23 +115,14 @@ def topics(request: pytest.FixtureRequest) -> Iterator[TopicNames]:
 
 
 def _delete_prefix(bootstrap: str, prefix: str) -> None:
-    """Delete every topic and consumer group whose name starts with ``prefix`` (best effort)."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+    """Delete the prefix's topics and groups; a failure is reported, not a test failure."""
+    from leadhub.services import ServiceError
+    from leadhub.topics_admin import delete_prefix
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadhub-test-cleanup")
     try:
-        doomed = [t for t in admin.list_topics() if t.startswith(prefix)]
-        if doomed:
-            admin.delete_topics(doomed)
-        groups = [g["group_id"] for g in admin.list_groups()
-                  if str(g["group_id"]).startswith(prefix)]
-        if groups:
-            admin.delete_groups(groups)
-    except KafkaError as exc:
-        print(f"cleanup of {prefix}* topics failed: {exc!r}")
-    finally:
-        admin.close()
+        delete_prefix(bootstrap, prefix)
+    except ServiceError as exc:
+        print(f"cleanup of {prefix}* failed: {exc}")
 
 
 SITE_FILE = Path(__file__).resolve().parent.parent / "config" / "site.example.yaml"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,12 +83,23 @@ def test_published_site_equals_offline_projection(hub: Any, topics: TopicNames,
         raise
 
 
-def _killer(hub: Any, stop: threading.Event, order: Iterator[str]) -> None:
+def _killer(hub: Any, order: Iterator[str]) -> None:
+    """Every two seconds, kill -9 the next step of ``order`` and start it again."""
     for step in order:
-        if stop.wait(2.0):
-            return
+        time.sleep(2.0)
         hub.kill(step, signal.SIGKILL)
         hub.start(step)
+
+
+def _publish_while(action: Callable[[], None], events: list[Event], bootstrap: str,
+                   topics: TopicNames, rate: float) -> None:
+    """Publish ``events`` at ``rate`` through the SDK while ``action`` runs in a thread."""
+    worker = threading.Thread(target=action)
+    worker.start()
+    try:
+        publish_by_source(events, bootstrap, catalog=CATALOG, topics=topics, rate=rate)
+    finally:
+        worker.join()
 
 
 def test_kill_dash_nine_each_process_mid_stream_loses_and_doubles_nothing(
@@ -98,14 +109,8 @@ def test_kill_dash_nine_each_process_mid_stream_loses_and_doubles_nothing(
     for step in ("validator", "projector", "sink"):
         hub.start(step)
     events = _site_events(hub, participants=60, days=180, seed=23)
-    stop = threading.Event()
-    killer = threading.Thread(
-        target=_killer, args=(hub, stop, iter(["validator", "projector", "sink", "projector"])))
-    killer.start()
-    try:
-        publish_by_source(events, kafka_bootstrap, catalog=CATALOG, topics=topics, rate=250)
-    finally:
-        killer.join()
+    _publish_while(lambda: _killer(hub, iter(["validator", "projector", "sink", "projector"])),
+                   events, kafka_bootstrap, topics, rate=250)
     expected = _expected(hub, events)
     # The sink subprocess writes the view; this test only reads it.
     deadline = time.monotonic() + 150
@@ -122,21 +127,14 @@ def test_projectors_joining_and_leaving_mid_stream_lose_and_double_nothing(
     hub.start("validator")
     hub.start("projector")
     events = _site_events(hub, participants=60, days=180, seed=31)
-    stop = threading.Event()
 
     def scale() -> None:
-        if stop.wait(2.0):
-            return
+        time.sleep(2.0)
         hub.start("projector", name="projector-2")
-        if not stop.wait(8.0):
-            hub.kill("projector", signal.SIGTERM)
+        time.sleep(8.0)
+        hub.kill("projector", signal.SIGTERM)
 
-    scaler = threading.Thread(target=scale)
-    scaler.start()
-    try:
-        publish_by_source(events, kafka_bootstrap, catalog=CATALOG, topics=topics, rate=120)
-    finally:
-        scaler.join()
+    _publish_while(scale, events, kafka_bootstrap, topics, rate=120)
     expected = _expected(hub, events)
     try:
         live_view.wait_for(lambda: _matches(live_view, expected), timeout_s=150)
