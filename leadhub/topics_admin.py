@@ -60,12 +60,11 @@ def create_topics(bootstrap: str, topics: TopicNames, site: SitePolicy,
         admin.close()
 
 
-def delete_prefix(bootstrap: str, prefix: str) -> list[str]:
+def delete_prefix(bootstrap: str, prefix: str) -> None:
     """Delete every topic and consumer group whose name starts with ``prefix``.
 
     For throwaway prefixes (a test's, a benchmark's); never call it with a deployment's prefix:
-    the log is the system of record. Returns the topics deleted. Raises ServiceError if Kafka
-    cannot be reached or refuses.
+    the log is the system of record. Raises ServiceError if Kafka cannot be reached or refuses.
     """
     if not prefix:
         raise ServiceError("refusing to delete every topic: the prefix is empty")
@@ -78,7 +77,6 @@ def delete_prefix(bootstrap: str, prefix: str) -> list[str]:
                   if str(g["group_id"]).startswith(prefix)]
         if groups:
             admin.delete_groups(groups)
-        return doomed
     except KafkaError as exc:
         raise ServiceError(f"deleting {prefix}* failed: {type(exc).__name__}: {exc}") from exc
     finally:

@@ -146,30 +146,23 @@ def test_projectors_joining_and_leaving_mid_stream_lose_and_double_nothing(
 
 
 def _changelog_partitions_follow_input(bootstrap: str, topics: TopicNames) -> bool:
-    """Every participant's state sits on the changelog partition of its lead.events partition."""
-    from kafka import KafkaConsumer, TopicPartition
-
+    """Every participant's projector state and accepted-id list sit on the changelog partition
+    of its lead.events partition."""
+    from consumers.audit.kafka_log import TopicReader
     from processors.faust_app import app_id
 
     def partitions_by_key(topic: str) -> dict[bytes, set[int]]:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                 enable_auto_commit=False)
-        try:
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-            consumer.assign(parts)
-            consumer.seek_to_beginning(*parts)
-            ends = consumer.end_offsets(parts)
-            found: dict[bytes, set[int]] = {}
-            while any(consumer.position(tp) < ends[tp] for tp in parts):
-                for tp, records in consumer.poll(timeout_ms=1000).items():
-                    for record in records:
-                        if record.key is not None:
-                            found.setdefault(record.key, set()).add(tp.partition)
-            return found
-        finally:
-            consumer.close()
+        found: dict[bytes, set[int]] = {}
+        with TopicReader(bootstrap, topic, client_id="leadhub-test-changelog") as reader:
+            for record in reader.read(reader.end_offsets()):
+                if record.key is not None:
+                    found.setdefault(record.key, set()).add(record.partition)
+        return found
 
     events = partitions_by_key(topics.events)
     states = partitions_by_key(f"{app_id(topics.prefix, 'projector')}-participants-changelog")
-    assert states, "no participant state in the changelog"
-    return all(states[key] == events.get(key) for key in states)
+    accepted = partitions_by_key(
+        f"{app_id(topics.prefix, 'validator')}-accepted-event-ids-s2-changelog")
+    assert states and accepted, "no participant state in the changelogs"
+    return all(found == events.get(key)
+               for changelog in (states, accepted) for key, found in changelog.items())

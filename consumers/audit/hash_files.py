@@ -25,8 +25,7 @@ class HashColumn:
     """An append-only sequence of 32-byte hashes in an unnamed temporary file."""
 
     def __init__(self, file: IO[bytes], tail_hashes: int = TAIL_HASHES) -> None:
-        self._file = file
-        self._fd = file.fileno()
+        self._fd = file.fileno()  # the file stays open as long as its HashFiles
         self._tail_hashes = tail_hashes
         self._written = 0
         self._tail: list[bytes] = []
