@@ -1,9 +1,10 @@
-"""The SQL view: one row per (recipient, event), plus the sink's Kafka offsets.
+"""The SQL view: one row per (recipient, event), plus the projector's tracking rows.
 
 The store is an adapter (SQLAlchemy Core; SQLite and PostgreSQL). It never evaluates policy: the
-projector decided what each recipient sees, and the store keeps exactly those rows. Offsets are
-written in the same transaction as the rows, so a restarted sink resumes exactly where the last
-committed batch ended — nothing lost, nothing applied twice.
+projector decided what each recipient sees, and the store keeps exactly those rows. The tracking
+rows (next offset of ``lead.events`` per partition) are written in the same transaction as the
+rows, so a restarted projector resumes exactly where the last committed batch ended — nothing
+lost, nothing applied twice (see :mod:`consumers.projection_store`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     Index,
@@ -39,7 +42,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from consumers.errors import ProjectionVersionMismatch, ViewStoreError
 
 #: Bump when the projection's output changes: an older view must be rebuilt by replay.
-PROJECTION_VERSION = "2"  # 2: derived ids are version-8 UUIDs; Part 2 programs' rows
+#: 3: the projector writes SQL directly (participant heads, events, tracking rows in the view
+#: database); a view of version 2 came through lead.view.changes and has no projector state.
+PROJECTION_VERSION = "3"
 
 metadata = MetaData()
 
@@ -62,12 +67,13 @@ Index("ix_view_rows_recipient_participant_time", view_rows.c.recipient,
 Index("ix_view_rows_recipient_type_time", view_rows.c.recipient, view_rows.c.type,
       view_rows.c.occurred_at, view_rows.c.event_id)
 
-sink_offsets = Table(
-    "sink_offsets",
+#: Next offset to read per (topic, partition), written with the rows it accounts for.
+tracking = Table(
+    "tracking",
     metadata,
     Column("topic", String(255), primary_key=True),
     Column("partition", Integer, primary_key=True, autoincrement=False),
-    Column("next_offset", Integer, nullable=False),
+    Column("next_offset", BigInteger, nullable=False),
 )
 
 view_meta = Table(
@@ -88,7 +94,7 @@ class RowChange:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> RowChange:
-        """Build from a ``lead.view.changes`` message body (see processors ViewChange)."""
+        """Build from the JSON form of a change (``kind``, ``recipient``, ``event_id``, ``row``)."""
         kind = obj["kind"]
         if kind not in ("upsert", "retract"):
             raise ViewStoreError(f"unknown view change kind {kind!r}")
@@ -100,7 +106,7 @@ class RowChange:
 
 
 class ViewStore:
-    """SQL adapter for the per-recipient view and the sink's offsets."""
+    """SQL adapter for the per-recipient view and its tracking rows."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
         try:
@@ -109,8 +115,8 @@ class ViewStore:
             raise ViewStoreError(f"cannot open view database: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_wal)
-        self._upsert_rows = _upsert(self.engine, view_rows, ("recipient", "event_id"))
-        self._upsert_offsets = _upsert(self.engine, sink_offsets, ("topic", "partition"))
+        self._upsert_rows = upsert_statement(self.engine, view_rows, ("recipient", "event_id"))
+        self._upsert_offsets = upsert_statement(self.engine, tracking, ("topic", "partition"))
 
     def create_schema(self) -> None:
         """Create the tables if missing and check the projection version.
@@ -133,15 +139,17 @@ class ViewStore:
         if stored is not None and stored != PROJECTION_VERSION:
             raise ProjectionVersionMismatch(
                 f"view was built by projection version {stored}, this is {PROJECTION_VERSION}: "
-                "drop the view database and rebuild it by replaying lead.view.changes"
+                "point LEADHUB_DATABASE_URL at a new, empty view database (the projector "
+                "re-projects lead.events from the start into it), or build one offline with "
+                "`leadhub audit rebuild`"
             )
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
         """Next offset to read for each partition of ``topic`` that has committed a batch."""
         with self.engine.connect() as connection:
             result = connection.execute(
-                select(sink_offsets.c.partition, sink_offsets.c.next_offset).where(
-                    sink_offsets.c.topic == topic
+                select(tracking.c.partition, tracking.c.next_offset).where(
+                    tracking.c.topic == topic
                 )
             )
             return {int(p): int(o) for p, o in result}
@@ -149,20 +157,13 @@ class ViewStore:
     def apply(self, changes: Sequence[RowChange], offsets: Mapping[tuple[str, int], int]) -> None:
         """Apply ``changes`` in order and record ``offsets``, all in one transaction.
 
-        ``offsets`` maps (topic, partition) to the next offset to read. If this raises, nothing
-        of the batch is stored and the caller re-reads it from the old offsets.
+        ``offsets`` maps (topic, partition) to the next offset to read, written as they are
+        (the live projector's conditional update is :mod:`consumers.projection_store`'s). If
+        this raises, nothing of the batch is stored.
         """
-        final: dict[tuple[str, str], Mapping[str, Any] | None] = {}
-        for change in changes:
-            final[(change.recipient, change.event_id)] = change.row
-        upserts = [_row_values(r, e, row) for (r, e), row in final.items() if row is not None]
-        retracts = [{"r": r, "e": e} for (r, e), row in final.items() if row is None]
         try:
             with self.engine.begin() as connection:
-                if retracts:
-                    connection.execute(_RETRACT, retracts)
-                if upserts:
-                    connection.execute(self._upsert_rows, upserts)
+                self.write_changes(connection, changes)
                 if offsets:
                     connection.execute(self._upsert_offsets, [
                         {"topic": topic, "partition": partition, "next_offset": next_offset}
@@ -170,6 +171,19 @@ class ViewStore:
                     ])
         except SQLAlchemyError as exc:
             raise ViewStoreError(f"writing a batch of {len(changes)} view changes failed") from exc
+
+    def write_changes(self, connection: Connection, changes: Sequence[RowChange]) -> None:
+        """Apply ``changes`` (the last change of a (recipient, event) wins) on ``connection``,
+        inside the caller's transaction. The one writer of live view rows."""
+        final: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        for change in changes:
+            final[(change.recipient, change.event_id)] = change.row
+        upserts = [_row_values(r, e, row) for (r, e), row in final.items() if row is not None]
+        retracts = [{"r": r, "e": e} for (r, e), row in final.items() if row is None]
+        if retracts:
+            connection.execute(_RETRACT, retracts)
+        if upserts:
+            connection.execute(self._upsert_rows, upserts)
 
     def rows_for(self, recipient: str, participant_id: str | None = None) -> list[dict[str, Any]]:
         """The recipient's rows (JSON objects), ordered by occurred_at then event_id."""
@@ -203,7 +217,7 @@ _RETRACT = delete(view_rows).where(
 )
 
 
-def _upsert(engine: Engine, table: Table, key: tuple[str, ...]) -> Any:
+def upsert_statement(engine: Engine, table: Table, key: tuple[str, ...]) -> Any:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` of every other column (SQLite, PostgreSQL)."""
     dialect = engine.dialect.name
     if dialect == "sqlite":

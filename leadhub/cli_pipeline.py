@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
     create = topic_actions.add_parser(
         "create", help="create every topic of the site (idempotent)",
         description="Create one inbound topic per partner of the site file, lead.events, "
-                    "lead.dlq, lead.view.changes and the audit topics, all with "
+                    "lead.dlq and the audit topics, all with "
                     "LEADHUB_PARTITIONS partitions and unlimited retention. Existing topics are "
                     "kept; a partition-count mismatch is an error.")
     create.add_argument("--site", help="site policy file (default: LEADHUB_SITE_FILE)")
@@ -28,11 +28,13 @@ def register(subparsers: Any) -> None:
     run = subparsers.add_parser(
         "run", help="run a hub process until SIGTERM",
         description="Run one of the hub's processes in the foreground: 'validator' (inbound "
-                    "topics -> lead.events / lead.dlq), 'projector' (lead.events -> "
-                    "lead.view.changes), 'sink' (lead.view.changes -> SQL view), or 'all' "
-                    "(the three, supervised). Missing topics are created first. SIGTERM or Ctrl-C "
-                    "shuts down cleanly.")
-    run.add_argument("step", choices=("validator", "projector", "sink", "all"))
+                    "topics -> lead.events / lead.dlq, in Kafka transactions), 'projector' "
+                    "(lead.events -> the SQL view at LEADHUB_DATABASE_URL, one database "
+                    "transaction per batch), or 'all' (both, supervised and restarted if they "
+                    "die). Run more of either on more machines to scale out: Kafka's consumer "
+                    "groups share the partitions. Missing topics are created first. SIGTERM or "
+                    "Ctrl-C shuts down cleanly.")
+    run.add_argument("step", choices=("validator", "projector", "all"))
     run.set_defaults(handler=_run)
 
     publish = subparsers.add_parser(
@@ -45,7 +47,7 @@ def register(subparsers: Any) -> None:
 
     demo = subparsers.add_parser(
         "demo", help="run the hub with a simulated LEAD site streaming through it",
-        description="Start the services, create the topics, run validator, projector, sink "
+        description="Start the services, create the topics, run validator, projector "
                     "and the HTTP API (leadhub serve), issue demo credentials, and stream a "
                     "simulated site through the partner SDK and the HTTP gateway at a steady "
                     "pace, printing progress, the API's address, the credentials and curl "
@@ -98,11 +100,11 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings()
     create_topics(settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix),
                   load_site(settings.site_file), settings.partitions)
-    if args.step == "sink":
-        return runner.run_sink(settings)
-    if args.step == "all":
-        return runner.run_all(settings)
-    return runner.run_faust_step(settings, args.step)
+    if args.step == "validator":
+        return runner.run_validator(settings)
+    if args.step == "projector":
+        return runner.run_projector(settings)
+    return runner.run_all(settings)
 
 
 def _publish(args: argparse.Namespace) -> int:

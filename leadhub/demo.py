@@ -1,7 +1,7 @@
 """``leadhub demo``: a LEAD site running on this machine, fed by a simulated history.
 
 Starts the local services (unless external ones are configured), creates the topics, runs the
-validator, projector, sink and the HTTP API (``leadhub serve``) as supervised child processes,
+validator, projector and the HTTP API (``leadhub serve``) as supervised child processes,
 issues demo credentials, then streams a simulated site at a steady pace — most partners through
 the partner SDK, the treatment and housing partners through the HTTP gateway — with progress
 output. It prints where the API is, the credentials, and ``curl`` queries that show how the same

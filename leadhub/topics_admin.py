@@ -18,7 +18,6 @@ def hub_topic_names(topics: TopicNames, site: SitePolicy) -> list[str]:
         *(topics.inbound(partner_id) for partner_id in site.partner_ids()),
         topics.events,
         topics.dlq,
-        topics.view_changes,
         topics.audit_access,
         topics.audit_checkpoints,
     ]

@@ -13,7 +13,7 @@ intake occurred, not about when the hub heard of it. So a miss is provisional: w
 that meets the deadline arrives after the miss was derived (late data entry by case
 management), or a referral arrives after its intake, the ``IntakeDeadlineMissed`` row is
 retracted for every recipient and the deadline counts as met. The retraction is an ordinary
-view change, so it stays visible in ``lead.view.changes`` for audit. An intake that occurred
+view change (an auditor's replay shows it). An intake that occurred
 after the due instant does not undo a miss: the view shows both, the miss and the late intake.
 
 With this rule the deadline rows are a function of the participant's set of events and the

@@ -417,8 +417,11 @@ class Projector:
 
 
 def _shape(decision: RowDecision) -> RowShape:
+    """The row's shape; field names sorted, as a stored row's JSON lists them, so a shape read
+    back from the view (:func:`processors.view.shape_of_row`) equals the one decided."""
     return RowShape(
-        decision.fields, decision.categories, decision.consent_ids, decision.needs_notice
+        tuple(sorted(decision.fields)), decision.categories, decision.consent_ids,
+        decision.needs_notice,
     )
 
 

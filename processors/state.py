@@ -19,7 +19,7 @@ next event or clock tick into a *difference* of the view:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -72,33 +72,15 @@ class ParticipantState:
     ) -> dict[str, Any]:
         """Return a JSON-native dict with a deterministic key order (same state, same JSON).
 
-        ``event_json`` converts one event (default :func:`event_to_json`); a caller that encodes
-        the same participant often may pass a memoizing one, as events never change.
+        ``event_json`` converts one event (default :func:`event_to_json`).
         """
         encode_event = event_json or event_to_json
         return {
-            "format": STATE_FORMAT,
-            "participant_id": self.participant_id,
-            "as_of": None if self.as_of is None else format_instant(self.as_of),
+            **head_to_json(self),
             "events": [encode_event(event) for event in self.events.values()],
-            "consents": [self.consents[key].to_json() for key in sorted(self.consents)],
-            "orphan_revocations": {
-                key: format_instant(self.orphan_revocations[key])
-                for key in sorted(self.orphan_revocations)
-            },
-            "deadlines": [
-                {
-                    "referral_event_id": d.referral_event_id,
-                    "referral_occurred_at": format_instant(d.referral_occurred_at),
-                    "due_at": format_instant(d.due_at),
-                }
-                for d in (self.deadlines[key] for key in sorted(self.deadlines))
-            ],
             "rows": {
                 recipient: {
-                    # RowShape.to_json, inlined (this runs for every row at every state write);
-                    # JSON encoders write the tuples as arrays.
-                    event_id: [shape.fields, shape.categories, shape.consent_ids, shape.notice]
+                    event_id: shape.to_json()
                     for event_id, shape in self.rows[recipient].items()
                 }
                 for recipient in sorted(self.rows)
@@ -113,36 +95,76 @@ class ParticipantState:
         of a known format.
         """
         participant_id = str(obj.get("participant_id", "")) if isinstance(obj, Mapping) else ""
-        if not isinstance(obj, Mapping) or obj.get("format") != STATE_FORMAT:
-            raise StateError(participant_id, f"not a participant state of format {STATE_FORMAT}")
         try:
-            events = {e["event_id"]: _event_from_json(e) for e in obj["events"]}
-            deadlines = {
-                d["referral_event_id"]: PendingDeadline(
-                    d["referral_event_id"],
-                    parse_instant(d["referral_occurred_at"]),
-                    parse_instant(d["due_at"]),
-                )
-                for d in obj["deadlines"]
+            events = [event_from_json(e) for e in obj["events"]]
+            rows = {
+                recipient: {event_id: RowShape.from_json(shape)
+                            for event_id, shape in shapes.items()}
+                for recipient, shapes in obj["rows"].items()
             }
-            return cls(
-                participant_id=participant_id,
-                as_of=None if obj["as_of"] is None else parse_instant(obj["as_of"]),
-                events=events,
-                consents={c["consent_id"]: Consent.from_json(c) for c in obj["consents"]},
-                orphan_revocations={
-                    key: parse_instant(value) for key, value in obj["orphan_revocations"].items()
-                },
-                deadlines=deadlines,
-                rows={
-                    recipient: {
-                        event_id: RowShape.from_json(shape) for event_id, shape in shapes.items()
-                    }
-                    for recipient, shapes in obj["rows"].items()
-                },
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(participant_id, f"malformed state ({type(exc).__name__})") from exc
+        return state_from_parts(obj, events, rows)
+
+
+def head_to_json(state: ParticipantState) -> dict[str, Any]:
+    """The state's head: everything but its events and rows (small, rewritten every batch)."""
+    return {
+        "format": STATE_FORMAT,
+        "participant_id": state.participant_id,
+        "as_of": None if state.as_of is None else format_instant(state.as_of),
+        "consents": [state.consents[key].to_json() for key in sorted(state.consents)],
+        "orphan_revocations": {
+            key: format_instant(state.orphan_revocations[key])
+            for key in sorted(state.orphan_revocations)
+        },
+        "deadlines": [
+            {
+                "referral_event_id": d.referral_event_id,
+                "referral_occurred_at": format_instant(d.referral_occurred_at),
+                "due_at": format_instant(d.due_at),
+            }
+            for d in (state.deadlines[key] for key in sorted(state.deadlines))
+        ],
+    }
+
+
+def state_from_parts(
+    head: Mapping[str, Any],
+    events: Iterable[Event],
+    rows: Mapping[str, Mapping[str, RowShape]],
+) -> ParticipantState:
+    """Assemble a state from its head (:func:`head_to_json`), its events in arrival order and
+    its rows' shapes per recipient.
+
+    Raises :class:`StateError` (naming the participant id only) if the head is not of a known
+    format.
+    """
+    participant_id = str(head.get("participant_id", "")) if isinstance(head, Mapping) else ""
+    if not isinstance(head, Mapping) or head.get("format") != STATE_FORMAT:
+        raise StateError(participant_id, f"not a participant state of format {STATE_FORMAT}")
+    try:
+        deadlines = {
+            d["referral_event_id"]: PendingDeadline(
+                d["referral_event_id"],
+                parse_instant(d["referral_occurred_at"]),
+                parse_instant(d["due_at"]),
+            )
+            for d in head["deadlines"]
+        }
+        return ParticipantState(
+            participant_id=participant_id,
+            as_of=None if head["as_of"] is None else parse_instant(head["as_of"]),
+            events={event.event_id: event for event in events},
+            consents={c["consent_id"]: Consent.from_json(c) for c in head["consents"]},
+            orphan_revocations={
+                key: parse_instant(value) for key, value in head["orphan_revocations"].items()
+            },
+            deadlines=deadlines,
+            rows={recipient: dict(shapes) for recipient, shapes in rows.items() if shapes},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(participant_id, f"malformed state ({type(exc).__name__})") from exc
 
 
 def build_row(recipient: str, event: Event, shape: RowShape) -> ViewRow:
@@ -174,7 +196,8 @@ def event_to_json(event: Event) -> dict[str, Any]:
     }
 
 
-def _event_from_json(obj: Mapping[str, Any]) -> Event:
+def event_from_json(obj: Mapping[str, Any]) -> Event:
+    """Invert :func:`event_to_json`."""
     return Event(
         event_id=obj["event_id"],
         type=obj["type"],

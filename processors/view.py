@@ -36,6 +36,12 @@ class RowShape:
         return cls(tuple(fields), tuple(categories), tuple(consent_ids), bool(notice))
 
 
+def shape_of_row(row: Mapping[str, Any]) -> RowShape:
+    """The shape of a row read back from the view (its JSON form, :meth:`ViewRow.to_json`)."""
+    return RowShape(tuple(sorted(row["fields"])), tuple(row["categories"]),
+                    tuple(row["consent_ids"]), row["notice"] is not None)
+
+
 @dataclass(frozen=True)
 class ViewRow:
     """One recipient's row for one event: only the payload fields it may see (absent, not null).

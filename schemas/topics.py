@@ -48,10 +48,6 @@ class TopicNames:
         return f"{self.prefix}lead.dlq"
 
     @property
-    def view_changes(self) -> str:
-        return f"{self.prefix}lead.view.changes"
-
-    @property
     def audit_access(self) -> str:
         return f"{self.prefix}lead.audit.access"
 

@@ -206,38 +206,37 @@ def hub(kafka_bootstrap: str, topics: TopicNames, tmp_path: Path) -> Iterator[Hu
 
 
 class LiveView:
-    """The SQL view of one test, fed by a real :class:`~consumers.sink.ViewSink`."""
+    """The SQL view of one test, written by the test's ``leadhub run projector`` processes."""
 
-    def __init__(self, bootstrap: str, topics: TopicNames, database_url: str) -> None:
-        from consumers.sink import ViewSink
+    def __init__(self, database_url: str) -> None:
         from consumers.store import ViewStore
 
         self.store = ViewStore(database_url)
         self.store.create_schema()
-        self.sink = ViewSink(bootstrap, topics.view_changes, self.store)
 
     def rows(self, recipient: str, participant_id: str | None = None) -> list[dict[str, Any]]:
         return self.store.rows_for(recipient, participant_id)
 
     def wait_for(self, predicate: Any, timeout_s: float = 90.0, what: str = "") -> None:
-        """Run the sink until ``predicate()`` holds; fail the test after ``timeout_s``."""
+        """Poll until ``predicate()`` holds; fail the test after ``timeout_s``."""
         import time
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self.sink.run_once()
             if predicate():
                 return
+            time.sleep(0.2)
         pytest.fail(f"the view did not reach the expected state in {timeout_s:.0f}s {what}")
 
     def close(self) -> None:
-        self.sink.close()
         self.store.close()
 
 
 @pytest.fixture
-def live_view(kafka_bootstrap: str, topics: TopicNames, database_url: str) -> Iterator[LiveView]:
-    """A view database (SQLite and PostgreSQL) with a sink reading this test's changes topic."""
-    view = LiveView(kafka_bootstrap, topics, database_url)
+def live_view(request: pytest.FixtureRequest, database_url: str) -> Iterator[LiveView]:
+    """A view database (SQLite and PostgreSQL); the test's hub processes project into it."""
+    view = LiveView(database_url)
+    if "hub" in request.fixturenames:
+        request.getfixturevalue("hub").env["LEADHUB_DATABASE_URL"] = database_url
     yield view
     view.close()

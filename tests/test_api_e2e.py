@@ -1,4 +1,4 @@
-"""End to end on the real broker: gateway -> validator -> projector -> sink -> staff API,
+"""End to end on the real broker: gateway -> validator -> projector -> staff API,
 and the access records on lead.audit.access list exactly what was returned."""
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def test_replay_equals_the_live_view_after_a_messy_run(
     hub: Any, topics: TopicNames, kafka_bootstrap: str, database_url: str
 ) -> None:
     hub.env["LEADHUB_DATABASE_URL"] = database_url
-    for step in ("validator", "projector", "sink"):
+    for step in ("validator", "projector"):
         hub.start(step)
     site = load_site(Path(hub.env["LEADHUB_SITE_FILE"]))
     events = list(simulate(site, CATALOG, 30, 120, 7, START))

@@ -1,4 +1,4 @@
-"""End to end over the real broker: SDK -> validate -> lead.events -> project -> sink -> SQL."""
+"""End to end over the real broker: SDK -> validate -> lead.events -> project -> SQL."""
 
 from __future__ import annotations
 

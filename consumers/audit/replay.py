@@ -1,17 +1,11 @@
-"""Replay ``lead.events`` through the same pure core as the live projector.
+"""Replay ``lead.events`` through the same projection step as the live projector.
 
-:class:`Replayer` is the live projector's dispatch (:mod:`processors.faust_app`), reimplemented
-without faust and without batches:
-
-- an ``EVENT`` record: ``Projector.project(state, event, now=record.received_at)``;
-- a ``CLOCK`` record on partition *p*: ``Projector.tick(state, received_at)`` for every
-  participant of *p* whose ``Projector.next_due(state)`` is at or before the tick (a heap per
-  partition finds them; the live projector scans its table for the same condition);
-- a value that is not a canonical record is skipped (live: dead-lettered by ``project``).
-
-The live adapter applies the same rule to participants already changed in the same faust batch
-(judged by their new state), so where batch boundaries fall, which the log does not record,
-changes nothing.
+:class:`Replayer` runs :class:`processors.projection_step.ProjectionStep`, the one step the live
+projector (:mod:`consumers.live_projector`) runs too, over states held in memory
+(:class:`MemoryStates`: a dictionary and a due-time heap per partition). A value that is not a
+canonical record is skipped and counted (live: dead-lettered). Where the live projector's batch
+boundaries fell, which the log does not record, changes nothing: a CLOCK ticks the participants
+due by their latest state, in a batch or not.
 
 :class:`LogReplay` is the adapter: it streams one topic's records (never holding the log) up to
 end offsets fixed by the caller, optionally stopping each partition at the first record received
@@ -29,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,6 +32,7 @@ from consumers.audit.errors import ReplayError, SetupError
 from consumers.audit.kafka_log import TopicReader
 from consumers.errors import ViewStoreError
 from consumers.store import ViewStore, encode_row_json, view_rows
+from processors.projection_step import ProjectionStep
 from processors.projector import Projector
 from processors.state import ParticipantState
 from processors.view import ViewChange, ViewRow
@@ -53,8 +48,42 @@ _CLOCK_CACHE = 16384
 ChangeSink = Callable[[int, datetime, list[ViewChange]], None]
 
 
+class MemoryStates:
+    """Participant states in dictionaries, with a due-time heap per partition (the replay's
+    :class:`~processors.projection_step.StateSource`)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, ParticipantState] = {}
+        self._partition_of: dict[str, int] = {}
+        self._next_due: dict[str, int | None] = {}
+        self._due_heaps: dict[int, list[tuple[int, str]]] = {}
+
+    def state(self, participant_id: str) -> ParticipantState | None:
+        return self.states.get(participant_id)
+
+    def due(self, partition: int, now_us: int) -> list[str]:
+        heap = self._due_heaps.get(partition)
+        due: list[str] = []
+        while heap and heap[0][0] <= now_us:
+            moment, pid = heapq.heappop(heap)
+            if (self._next_due.get(pid) == moment and self._partition_of.get(pid) == partition
+                    and pid not in due):
+                due.append(pid)
+        return due
+
+    def store(self, participant_id: str, partition: int, state: ParticipantState,
+              next_due_us: int | None) -> None:
+        self.states[participant_id] = state
+        self._partition_of[participant_id] = partition
+        if next_due_us != self._next_due.get(participant_id):
+            self._next_due[participant_id] = next_due_us
+            if next_due_us is not None:
+                heapq.heappush(self._due_heaps.setdefault(partition, []),
+                               (next_due_us, participant_id))
+
+
 class Replayer:
-    """The live projector's per-record dispatch, pure: records in, view changes out.
+    """The live projector's per-record step (:class:`ProjectionStep`) over in-memory states.
 
     ``participant`` restricts the replay to one participant (exact: participants' states are
     independent); other participants' events are not decoded.
@@ -62,14 +91,11 @@ class Replayer:
 
     def __init__(self, projector: Projector, catalog: Catalog,
                  participant: str | None = None) -> None:
-        self.projector = projector
-        self.catalog = catalog
+        self.step = ProjectionStep(projector, catalog)
         self.participant = participant
         self._participant_key = participant.encode() if participant is not None else None
-        self.states: dict[str, ParticipantState] = {}
-        self._partition_of: dict[str, int] = {}
-        self._next_due: dict[str, datetime | None] = {}
-        self._due_heaps: dict[int, list[tuple[datetime, str]]] = {}
+        self.memory = MemoryStates()
+        self.states = self.memory.states
         self.skipped = 0
 
     def apply(self, partition: int, offset: int, key: bytes | None,
@@ -77,52 +103,22 @@ class Replayer:
         """Apply one decoded ``lead.events`` record read at (partition, offset).
 
         Raises :class:`ReplayError` if an EVENT's body does not decode (the live projector
-        stops on such a record too).
+        dead-letters such a record and moves on; it cannot be in a log it accepted).
         """
-        if record.kind == "CLOCK":
-            return self._tick(partition, record.received_at)
-        if (self._participant_key is not None and key is not None
-                and key != self._participant_key):
+        if record.kind == "EVENT" and (self._participant_key is not None and key is not None
+                                       and key != self._participant_key):
             return []
-        try:
-            event = decode(record.event, self.catalog)
-        except HubError as exc:
-            raise ReplayError(
-                f"partition {partition} offset {offset}: the event does not decode "
-                f"({getattr(exc, 'reason', type(exc).__name__)})") from exc
-        pid = event.participant_id
-        if self.participant is not None and pid != self.participant:
-            return []
-        state, changes = self.projector.project(self.states.get(pid), event, record.received_at)
-        self._store(pid, partition, state)
-        return changes
-
-    def _tick(self, partition: int, now: datetime) -> list[ViewChange]:
-        heap = self._due_heaps.get(partition)
-        if not heap:
-            return []
-        due: list[str] = []
-        while heap and heap[0][0] <= now:
-            moment, pid = heapq.heappop(heap)
-            if (self._next_due.get(pid) == moment and self._partition_of.get(pid) == partition
-                    and pid not in due):
-                due.append(pid)
-        changes: list[ViewChange] = []
-        for pid in due:
-            self._next_due[pid] = None
-            state, more = self.projector.tick(self.states[pid], now)
-            self._store(pid, partition, state)
-            changes.extend(more)
-        return changes
-
-    def _store(self, pid: str, partition: int, state: ParticipantState) -> None:
-        self.states[pid] = state
-        self._partition_of[pid] = partition
-        due = self.projector.next_due(state)
-        if due != self._next_due.get(pid):
-            self._next_due[pid] = due
-            if due is not None:
-                heapq.heappush(self._due_heaps.setdefault(partition, []), (due, pid))
+        event = None
+        if record.kind == "EVENT":
+            try:
+                event = decode(record.event, self.step.catalog)
+            except HubError as exc:
+                raise ReplayError(
+                    f"partition {partition} offset {offset}: the event does not decode "
+                    f"({getattr(exc, 'reason', type(exc).__name__)})") from exc
+            if self.participant is not None and event.participant_id != self.participant:
+                return []
+        return self.step.apply(self.memory, partition, record, event).changes
 
 
 class Meter(Protocol):
@@ -312,13 +308,20 @@ def open_fresh_store(target: str) -> ViewStore:
     return store
 
 
-def ordered_rows(store: ViewStore) -> Iterator[Row]:
-    """Every (recipient, row) of ``store`` in digest order: code point order on any database."""
+def ordered_rows(store: ViewStore, connection: Connection | None = None) -> Iterator[Row]:
+    """Every (recipient, row) of ``store`` in digest order: code point order on any database.
+
+    Read on ``connection`` (inside the caller's snapshot) if given.
+    """
     recipient, event_id = view_rows.c.recipient, view_rows.c.event_id
     order: tuple[Any, ...] = (recipient, event_id)
     if store.engine.dialect.name == "postgresql":
         order = (recipient.collate("C"), event_id.collate("C"))
     query = select(recipient, view_rows.c.row_json).order_by(*order)
-    with store.engine.connect() as connection:
+    if connection is not None:
         for who, text in connection.execution_options(yield_per=2000).execute(query):
+            yield who, json.loads(text)
+        return
+    with store.engine.connect() as own:
+        for who, text in own.execution_options(yield_per=2000).execute(query):
             yield who, json.loads(text)

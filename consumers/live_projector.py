@@ -1,0 +1,432 @@
+"""The live ``project`` step: ``lead.events`` into the SQL view, exactly once.
+
+A consumer group on ``lead.events`` (``read_committed``: the validator writes it in Kafka
+transactions). For each polled batch, **one database transaction** writes the view rows, the
+participants' state changes (:mod:`consumers.projection_store`), their timers and the tracking
+row of every partition the batch read. The projector resumes from its tracking rows, never from
+Kafka's committed offsets (those are committed afterwards, for lag monitoring only): on every
+partition assignment it reads them and seeks there. A crash at any point leaves either the whole
+batch committed or none of it; the next owner re-reads exactly what did not commit.
+
+Failures never skip a record silently. A batch that fails is rolled back and re-read; after
+:data:`ATTEMPTS` failures the projector isolates the failing record by reading one record per
+batch, and a record that still fails :data:`ATTEMPTS` times goes to ``lead.dlq`` with reason
+``PROCESSING_FAILED`` (the error's class, no data) before its tracking row moves past it. A
+record that is not a canonical record goes there as ``NOT_CANONICAL``; an event reusing an
+event_id held with other content as ``EVENT_ID_REUSED`` (the view still shows one of them, by
+the projector's deterministic rule).
+
+Memory: a bounded cache of participant states (:class:`StateCache`) plus one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from consumers.errors import ConsumerError
+from consumers.projection_store import (
+    ParticipantWrite,
+    ProjectionStore,
+    StoredParticipant,
+    TrackingConflict,
+)
+from consumers.store import ViewStore
+from processors.deadlines import MISSED_NAMESPACE
+from processors.projection_step import ProjectionStep
+from processors.projector import Projector
+from processors.state import ParticipantState
+from processors.view import ViewChange
+from schemas.canonical import decode_canonical
+from schemas.catalog import Catalog
+from schemas.errors import ContractError, HubError
+from schemas.event import derived_event_id
+from schemas.topics import TopicNames
+
+log = logging.getLogger("leadhub.project")
+
+STEP = "project"
+#: Failures of one batch before the projector isolates records, and of one record before it
+#: is dead-lettered as PROCESSING_FAILED.
+ATTEMPTS = 3
+
+
+def projector_group(topics: TopicNames) -> str:
+    """The projector's consumer group (its Kafka offsets are advisory: lag monitoring)."""
+    return f"{topics.prefix}leadhub-projector"
+
+
+class StateCache:
+    """Committed participant states by id, least recently used dropped past ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, tuple[int, StoredParticipant]] = OrderedDict()
+
+    def get(self, participant_id: str) -> StoredParticipant | None:
+        found = self._items.get(participant_id)
+        if found is None:
+            return None
+        self._items.move_to_end(participant_id)
+        return found[1]
+
+    def put(self, participant_id: str, partition: int, stored: StoredParticipant) -> None:
+        self._items[participant_id] = (partition, stored)
+        self._items.move_to_end(participant_id)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        """Forget the participants of ``partitions`` (another instance may change them)."""
+        gone = set(partitions)
+        for pid in [pid for pid, (p, _) in self._items.items() if p in gone]:
+            del self._items[pid]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class BatchStates:
+    """The :class:`~processors.projection_step.StateSource` of one batch: the batch's new
+    states over the cache over SQL (read on ``connection``, inside the batch's transaction)."""
+
+    def __init__(self, store: ProjectionStore, connection: Connection, cache: StateCache) -> None:
+        self.sql = store
+        self.connection = connection
+        self.cache = cache
+        self.before: dict[str, StoredParticipant | None] = {}
+        self.after: dict[str, tuple[int, ParticipantState, int | None]] = {}
+
+    def prefetch(self, participant_ids: Iterable[str]) -> None:
+        """Load, in one round trip, the states of those participants not known yet."""
+        wanted = [pid for pid in dict.fromkeys(participant_ids) if pid not in self.before]
+        missing = []
+        for pid in wanted:
+            cached = self.cache.get(pid)
+            if cached is not None:
+                self.before[pid] = cached
+            else:
+                missing.append(pid)
+        if missing:
+            loaded = self.sql.load(self.connection, missing)
+            for pid in missing:
+                self.before[pid] = loaded.get(pid)
+
+    def state(self, participant_id: str) -> ParticipantState | None:
+        if participant_id in self.after:
+            return self.after[participant_id][1]
+        if participant_id not in self.before:
+            self.prefetch([participant_id])
+        stored = self.before[participant_id]
+        return stored.state if stored is not None else None
+
+    def due(self, partition: int, now_us: int) -> list[str]:
+        due = [pid for pid, (p, _, next_due) in self.after.items()
+               if p == partition and next_due is not None and next_due <= now_us]
+        committed = [pid for pid in self.sql.due(self.connection, partition, now_us)
+                     if pid not in self.after]
+        self.prefetch(committed)
+        return due + committed
+
+    def store(self, participant_id: str, partition: int, state: ParticipantState,
+              next_due_us: int | None) -> None:
+        if participant_id not in self.before:
+            self.prefetch([participant_id])
+        self.after[participant_id] = (partition, state, next_due_us)
+
+
+@dataclass
+class ProjectorCounters:
+    """What the projector did since it started (exported as metrics)."""
+
+    records: int = 0
+    batches: int = 0
+    rows_changed: int = 0
+    rollbacks: int = 0
+    fenced: int = 0
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    last_batch_seconds: float = 0.0
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: LiveProjector) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.owner.forget([tp.partition for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.owner.forget([tp.partition for tp in assigned])
+        try:
+            self.owner.sync([tp.partition for tp in assigned])
+        except HubError as exc:  # retried before the partition's records are used
+            log.warning("project: reading tracking rows on assignment failed: %s", exc)
+
+
+class LiveProjector:
+    """Projects ``lead.events`` into one :class:`ViewStore` (SQLite or PostgreSQL).
+
+    ``on_commit``, if given, is called with each batch's view changes right after the batch's
+    transaction committed (benchmarks time rows becoming visible with it). ``consumer`` and
+    ``dlq`` replace the Kafka clients (a test's in-process fakes with the same methods).
+    """
+
+    def __init__(self, bootstrap: str, topics: TopicNames, view: ViewStore, projector: Projector,
+                 catalog: Catalog, *, batch_size: int = 2000, poll_timeout_ms: int = 200,
+                 session_timeout_ms: int = 10000, cache_participants: int = 20000,
+                 client_id: str = "leadhub-projector",
+                 on_commit: Callable[[Sequence[ViewChange]], None] | None = None,
+                 consumer: Any | None = None, dlq: Any | None = None) -> None:
+        self.topics = topics
+        self.topic = topics.events
+        self.view = view
+        self.store = ProjectionStore(view)
+        self.step = ProjectionStep(projector, catalog)
+        self.batch_size = batch_size
+        self.poll_timeout_ms = poll_timeout_ms
+        self.cache = StateCache(cache_participants)
+        self.on_commit = on_commit
+        self.counters = ProjectorCounters()
+        #: Partition -> next offset this instance holds in its tracking row (synced ones only).
+        self.expected: dict[int, int] = {}
+        self._failures = 0
+        if consumer is not None and dlq is not None:  # tests: in-process fakes
+            self.consumer, self.dlq = consumer, dlq
+            self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+            return
+        try:
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap, group_id=projector_group(topics),
+                client_id=client_id, enable_auto_commit=False, auto_offset_reset="earliest",
+                isolation_level="read_committed", max_poll_records=batch_size,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
+                max_partition_fetch_bytes=4 * 1024 * 1024, bootstrap_timeout_ms=10000,
+            )
+            self.dlq = KafkaProducer(bootstrap_servers=bootstrap, client_id=f"{client_id}-dlq",
+                                     acks="all", linger_ms=5, bootstrap_timeout_ms=10000)
+        except (KafkaError, OSError) as exc:
+            raise ConsumerError(f"{STEP}: cannot reach Kafka at {bootstrap}") from exc
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+
+    # -- partitions ----------------------------------------------------------------------------
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Stop trusting what this instance knows of ``partitions`` (revoked or reassigned)."""
+        partitions = list(partitions)
+        for partition in partitions:
+            self.expected.pop(partition, None)
+        self.cache.drop_partitions(partitions)
+
+    def sync(self, partitions: Iterable[int]) -> None:
+        """Read the tracking rows of ``partitions`` and seek there."""
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return
+        try:
+            with self.view.engine.begin() as connection:
+                offsets = self.store.tracked_offsets(connection, self.topic, wanted)
+        except SQLAlchemyError as exc:
+            raise ConsumerError(f"{STEP}: cannot read the tracking rows") from exc
+        for partition, offset in offsets.items():
+            self.consumer.seek(TopicPartition(self.topic, partition), offset)
+            self.expected[partition] = offset
+
+    def _sync_unsynced(self) -> None:
+        assigned = {tp.partition for tp in self.consumer.assignment()}
+        self.sync(assigned - self.expected.keys())
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Poll one batch and commit it in one transaction; return how many records it held."""
+        limit = 1 if self._failures >= ATTEMPTS else self.batch_size
+        polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=limit)
+        self._sync_unsynced()
+        batch = [
+            (tp.partition, record) for tp, records in polled.items()
+            if tp.partition in self.expected
+            for record in records if record.offset >= self.expected[tp.partition]
+        ]
+        if not batch:
+            return 0
+        started = time.perf_counter()
+        try:
+            self._commit_batch(batch)
+        except TrackingConflict as exc:
+            self.counters.fenced += 1
+            log.warning("%s", exc)
+            self._rewind(all_partitions=True)
+            return 0
+        except Exception as exc:  # any failure, a bug in the core included: retried, then
+            return self._failed(batch, exc)  # dead-lettered; never passed silently
+        self._failures = 0
+        self.counters.batches += 1
+        self.counters.records += len(batch)
+        self.counters.last_batch_seconds = time.perf_counter() - started
+        return len(batch)
+
+    def _failed(self, batch: list[tuple[int, Any]], exc: BaseException) -> int:
+        self.counters.rollbacks += 1
+        self._failures += 1
+        log.warning("project: batch of %d records rolled back (%s), attempt %d", len(batch),
+                    type(exc).__name__, self._failures)
+        if len(batch) == 1 and self._failures >= 2 * ATTEMPTS:
+            partition, record = batch[0]
+            try:
+                self._give_up(partition, record, exc)
+            except Exception as again:
+                log.error("project: dead-lettering a failing record failed (%s)",
+                          type(again).__name__)
+            else:
+                self._failures = 0
+                return 1
+        self._rewind(all_partitions=False)
+        time.sleep(min(2.0, 0.1 * self._failures))
+        return 0
+
+    def _rewind(self, *, all_partitions: bool) -> None:
+        """Seek back to the tracked offsets (re-reading them first after a conflict)."""
+        if all_partitions:
+            self.forget(list(self.expected))
+            try:
+                self._sync_unsynced()
+            except HubError as exc:
+                log.warning("project: %s", exc)
+            return
+        for partition, offset in self.expected.items():
+            self.consumer.seek(TopicPartition(self.topic, partition), offset)
+
+    def _commit_batch(self, batch: list[tuple[int, Any]]) -> None:
+        dead: list[tuple[int, Any, str, str]] = []
+        changes: list[ViewChange] = []
+        touched: dict[str, set[str]] = {}
+        rebuilt: set[str] = set()
+        last: dict[int, int] = {}
+        with self.view.engine.begin() as connection:
+            states = BatchStates(self.store, connection, self.cache)
+            states.prefetch(r.key.decode() for _, r in batch if r.key)
+            for partition, record in batch:
+                last[partition] = record.offset
+                try:
+                    canonical = decode_canonical(record.value)
+                except HubError as exc:
+                    dead.append((partition, record, "NOT_CANONICAL", str(exc)))
+                    continue
+                try:
+                    result = self.step.apply(states, partition, canonical)
+                except ContractError as exc:
+                    dead.append((partition, record, str(exc.reason.value), str(exc)))
+                    continue
+                changes.extend(result.changes)
+                if result.participant_id is not None and result.event_id is not None:
+                    touched.setdefault(result.participant_id, set()).add(result.event_id)
+                if result.reused is not None:
+                    rebuilt.add(result.reused.participant_id)
+                    dead.append((partition, record, "EVENT_ID_REUSED",
+                                 f"event {result.reused.event_id} reuses an event_id this "
+                                 "participant already holds with other content; give every "
+                                 "event a fresh UUID"))
+            for change in changes:
+                touched.setdefault(change.participant_id, set()).add(change.event_id)
+            self.store.advance_tracking(connection, self.topic, {
+                p: (self.expected[p], offset + 1) for p, offset in last.items()})
+            writes = [self._write_of(states, pid, touched.get(pid, set()), pid in rebuilt)
+                      for pid in states.after]
+            next_seqs = self.store.write_batch(connection, writes, changes)
+            self._dead_letter(dead)
+        for write in writes:
+            pid = write.after.participant_id
+            self.cache.put(pid, write.partition, StoredParticipant(write.after, next_seqs[pid]))
+        for partition, offset in last.items():
+            self.expected[partition] = offset + 1
+        self.counters.rows_changed += len(changes)
+        self._commit_advisory()
+        if self.on_commit is not None:
+            self.on_commit(changes)
+
+    def _write_of(self, states: BatchStates, pid: str, ids: set[str],
+                  rebuilt: bool) -> ParticipantWrite:
+        """The participant's write, with the event ids that may have changed.
+
+        Candidates: the events the batch projected for it, the misses its deadlines may have
+        derived, and every row the batch changed. A displaced event_id, or any count that the
+        candidates do not explain, falls back to comparing every event id (rare).
+        """
+        partition, after, next_due = states.after[pid]
+        before = states.before.get(pid)
+        old = before.state if before is not None else None
+        candidates = set(ids)
+        for state in (old, after):
+            if state is not None:
+                candidates.update(derived_event_id(MISSED_NAMESPACE, referral)
+                                  for referral in state.deadlines)
+        old_events = old.events if old is not None else {}
+        added = sum(1 for e in candidates if e in after.events and e not in old_events)
+        removed = sum(1 for e in candidates if e not in after.events and e in old_events)
+        if rebuilt or len(old_events) + added - removed != len(after.events):
+            candidates = set(old_events) | set(after.events)
+        return ParticipantWrite(before, after, partition, next_due, frozenset(candidates))
+
+    def _give_up(self, partition: int, record: Any, exc: BaseException) -> None:
+        """Dead-letter one record that keeps failing and move its tracking row past it."""
+        log.error("project: %s[%d]@%d failed %d times (%s); dead-lettered as "
+                  "PROCESSING_FAILED", self.topic, partition, record.offset, self._failures,
+                  type(exc).__name__)
+        with self.view.engine.begin() as connection:
+            self.store.advance_tracking(connection, self.topic, {
+                partition: (self.expected[partition], record.offset + 1)})
+            self._dead_letter([(partition, record, "PROCESSING_FAILED", type(exc).__name__)])
+        self.expected[partition] = record.offset + 1
+
+    def _dead_letter(self, dead: list[tuple[int, Any, str, str]]) -> None:
+        """Send dead letters and wait for Kafka's acknowledgement (before the commit)."""
+        for partition, record, reason, message in dead:
+            log.warning("project: dead letter %s[%d]@%d: %s", self.topic, partition,
+                        record.offset, reason)
+            self.counters.dead_letters_by_reason[reason] = (
+                self.counters.dead_letters_by_reason.get(reason, 0) + 1)
+            self.dlq.send(self.topics.dlq, key=self.topic.encode(), value=record.value,
+                          headers=[("lead.step", STEP.encode()),
+                                   ("lead.reason", reason.encode()),
+                                   ("lead.message", message.encode()),
+                                   ("lead.source.topic", self.topic.encode()),
+                                   ("lead.source.partition", str(partition).encode()),
+                                   ("lead.source.offset", str(record.offset).encode())])
+        if dead:
+            self.dlq.flush(timeout=30)
+
+    def _commit_advisory(self) -> None:
+        """Tell Kafka how far the projector is (lag monitoring only; never read back)."""
+        offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+                   for p, o in self.expected.items()}
+        try:
+            self.consumer.commit_async(offsets)
+        except KafkaError as exc:  # a rebalance under way: the next batch commits again
+            log.debug("project: advisory commit skipped (%s)", type(exc).__name__)
+
+    def run(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
+        """Project batches until ``stop`` is set; the batch under way completes first."""
+        self.view.create_schema()
+        while not stop.is_set():
+            count = self.run_once()
+            if count and on_batch is not None:
+                on_batch(count)
+
+    def close(self) -> None:
+        """Leave the group and release the clients."""
+        try:
+            self.consumer.close()
+        finally:
+            self.dlq.close(timeout=5)

@@ -1,0 +1,245 @@
+"""The projector's state in SQL, beside the view: participant heads, events, timers, tracking.
+
+The live projector (:mod:`consumers.live_projector`) keeps nothing that matters in memory. Per
+participant the view database holds
+
+- ``participant_heads``: the small part of the state (consents, orphan revocations, pending
+  deadlines, ``as_of``) as JSON, with the participant's partition of ``lead.events`` and its
+  next timer (``next_due_us``, microseconds since the epoch; indexed with the partition, so a
+  CLOCK record finds the due participants without a scan);
+- ``participant_events``: one row per event it holds, keyed ``(participant_id, event_id)``
+  (arrival order in ``seq``); the dedupe set;
+- its rows in ``view_rows``: what each recipient sees *is* the view table, read back into row
+  shapes when a state is loaded.
+
+A batch writes only what changed: the heads of the participants it touched, their new, replaced
+or removed events, the view rows that changed, and the tracking row of each partition it read,
+in **one transaction**. The tracking update is conditional on the offset the projector sought
+to, so an instance that lost a partition (a zombie after a rebalance) cannot commit over the new
+owner's work: its transaction fails with :class:`TrackingConflict` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
+
+from consumers.errors import ConsumerError
+from consumers.store import RowChange, ViewStore, metadata, tracking, upsert_statement, view_rows
+from processors.state import (
+    ParticipantState,
+    event_from_json,
+    event_to_json,
+    head_to_json,
+    state_from_parts,
+)
+from processors.view import RowShape, ViewChange, shape_of_row
+
+participant_heads = Table(
+    "participant_heads",
+    metadata,
+    Column("participant_id", String(64), primary_key=True),
+    Column("partition", Integer, nullable=False),
+    Column("next_due_us", BigInteger, nullable=True),
+    Column("next_seq", BigInteger, nullable=False),
+    Column("head_json", Text, nullable=False),
+)
+Index("ix_participant_heads_timer", participant_heads.c.partition, participant_heads.c.next_due_us)
+
+participant_events = Table(
+    "participant_events",
+    metadata,
+    Column("participant_id", String(64), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("event_json", Text, nullable=False),
+)
+
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+class TrackingConflict(ConsumerError):
+    """Another projector instance moved a partition's tracking row: this one is fenced."""
+
+
+@dataclass(slots=True)
+class StoredParticipant:
+    """A participant's state as last committed, with its next free arrival number."""
+
+    state: ParticipantState
+    next_seq: int
+
+
+@dataclass(slots=True)
+class ParticipantWrite:
+    """What one batch changed of one participant (see :meth:`ProjectionStore.write_batch`)."""
+
+    before: StoredParticipant | None
+    after: ParticipantState
+    partition: int
+    next_due_us: int | None
+    candidates: frozenset[str]
+
+    def next_seq(self) -> int:
+        """The arrival number after the events this write adds."""
+        base = self.before.next_seq if self.before is not None else 0
+        return base + len(self.candidates)
+
+
+class ProjectionStore:
+    """Reads and writes the projector's SQL state through one :class:`ViewStore`'s engine."""
+
+    def __init__(self, view: ViewStore) -> None:
+        self.view = view
+        self.engine = view.engine
+        self._upsert_heads = upsert_statement(self.engine, participant_heads, ("participant_id",))
+        self._upsert_events = upsert_statement(self.engine, participant_events,
+                                      ("participant_id", "event_id"))
+        self._insert_tracking = insert(tracking)
+
+    # -- tracking ------------------------------------------------------------------------------
+
+    def tracked_offsets(self, connection: Connection, topic: str,
+                        partitions: Iterable[int]) -> dict[int, int]:
+        """Next offset per partition of ``topic``, creating a row at 0 for any not yet tracked."""
+        wanted = sorted(set(partitions))
+        found = {
+            int(p): int(o) for p, o in connection.execute(
+                select(tracking.c.partition, tracking.c.next_offset).where(
+                    tracking.c.topic == topic, tracking.c.partition.in_(wanted)))
+        }
+        missing = [p for p in wanted if p not in found]
+        if missing:
+            connection.execute(self._insert_tracking, [
+                {"topic": topic, "partition": p, "next_offset": 0} for p in missing])
+            found.update(dict.fromkeys(missing, 0))
+        return found
+
+    def advance_tracking(self, connection: Connection, topic: str,
+                         moves: Mapping[int, tuple[int, int]]) -> None:
+        """Move each partition's tracking row from ``expected`` to ``new`` (``moves[p]``).
+
+        Raises :class:`TrackingConflict` if a row does not hold ``expected`` (another instance
+        owns the partition now); the caller's transaction must then roll back.
+        """
+        statement = update(tracking).where(
+            tracking.c.topic == topic, tracking.c.partition == bindparam("p"),
+            tracking.c.next_offset == bindparam("expected"),
+        ).values(next_offset=bindparam("new"))
+        for partition, (expected, new) in sorted(moves.items()):
+            result = connection.execute(statement, {"p": partition, "expected": expected,
+                                                    "new": new})
+            if result.rowcount != 1:
+                raise TrackingConflict(
+                    f"project: partition {partition} of {topic} is no longer at offset "
+                    f"{expected}; another projector instance owns it")
+
+    # -- states --------------------------------------------------------------------------------
+
+    def load(self, connection: Connection,
+             participant_ids: Sequence[str]) -> dict[str, StoredParticipant]:
+        """The committed states of those of ``participant_ids`` that have one."""
+        if not participant_ids:
+            return {}
+        ids = list(participant_ids)
+        heads: dict[str, tuple[dict[str, object], int]] = {}
+        for pid, head_json, next_seq in connection.execute(
+                select(participant_heads.c.participant_id, participant_heads.c.head_json,
+                       participant_heads.c.next_seq)
+                .where(participant_heads.c.participant_id.in_(ids))):
+            heads[pid] = (json.loads(head_json), int(next_seq))
+        if not heads:
+            return {}
+        known = list(heads)
+        events: dict[str, list[str]] = {pid: [] for pid in known}
+        for pid, text in connection.execute(
+                select(participant_events.c.participant_id, participant_events.c.event_json)
+                .where(participant_events.c.participant_id.in_(known))
+                .order_by(participant_events.c.participant_id, participant_events.c.seq)):
+            events[pid].append(text)
+        rows: dict[str, dict[str, dict[str, RowShape]]] = {pid: {} for pid in known}
+        for pid, recipient, event_id, text in connection.execute(
+                select(view_rows.c.participant_id, view_rows.c.recipient, view_rows.c.event_id,
+                       view_rows.c.row_json)
+                .where(view_rows.c.participant_id.in_(known))):
+            rows[pid].setdefault(recipient, {})[event_id] = shape_of_row(json.loads(text))
+        return {
+            pid: StoredParticipant(
+                state_from_parts(head, (event_from_json(json.loads(t)) for t in events[pid]),
+                                 rows[pid]),
+                next_seq)
+            for pid, (head, next_seq) in heads.items()
+        }
+
+    def due(self, connection: Connection, partition: int, now_us: int) -> list[str]:
+        """Participants of ``partition`` whose committed next timer is at or before ``now_us``."""
+        return list(connection.execute(
+            select(participant_heads.c.participant_id).where(
+                participant_heads.c.partition == partition,
+                participant_heads.c.next_due_us <= now_us,
+            )).scalars())
+
+    def write_batch(self, connection: Connection, writes: Sequence[ParticipantWrite],
+                    changes: Sequence[ViewChange]) -> dict[str, int]:
+        """Write what a batch changed, inside the caller's transaction.
+
+        For each participant: the head, and of the event ids in ``candidates`` (those the batch
+        projected or derived or may have removed) the ones added, replaced or removed. Then the
+        view ``changes`` in order. Returns each participant's next arrival number.
+        """
+        heads: list[dict[str, object]] = []
+        upserts: list[dict[str, object]] = []
+        removals: list[dict[str, str]] = []
+        next_seqs: dict[str, int] = {}
+        for write in writes:
+            state = write.after
+            pid = state.participant_id
+            seq = write.before.next_seq if write.before is not None else 0
+            old_events = write.before.state.events if write.before is not None else {}
+            for event_id in sorted(write.candidates):
+                new = state.events.get(event_id)
+                old = old_events.get(event_id)
+                if new is None and old is not None:
+                    removals.append({"p": pid, "e": event_id})
+                elif new is not None and new is not old:
+                    upserts.append({"participant_id": pid, "event_id": event_id, "seq": seq,
+                                    "event_json": _encode(event_to_json(new))})
+                    seq += 1
+            next_seqs[pid] = seq
+            heads.append({"participant_id": pid, "partition": write.partition,
+                          "next_due_us": write.next_due_us, "next_seq": seq,
+                          "head_json": _encode(head_to_json(state))})
+        if removals:
+            connection.execute(_REMOVE_EVENT, removals)
+        if upserts:
+            connection.execute(self._upsert_events, upserts)
+        if heads:
+            connection.execute(self._upsert_heads, heads)
+        self.view.write_changes(connection, [
+            RowChange(c.recipient, c.event_id, c.row.to_json() if c.row is not None else None)
+            for c in changes])
+        return next_seqs
+
+
+_REMOVE_EVENT = delete(participant_events).where(and_(
+    participant_events.c.participant_id == bindparam("p"),
+    participant_events.c.event_id == bindparam("e"),
+))
