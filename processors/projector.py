@@ -40,6 +40,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
+from immutables import Map
+
 from processors.consent import Consent, consent_from_event
 from processors.deadlines import (
     INTAKE_TYPE,
@@ -61,7 +63,7 @@ from processors.policy import (
     admission,
 )
 from processors.site import HUB, Access, Partner, SitePolicy
-from processors.state import ParticipantState, PendingDeadline, build_row
+from processors.state import ParticipantState, PendingDeadline, Rows, as_rows, build_row
 from processors.timefmt import value_to_json
 from processors.view import RowShape, ViewChange, ViewRow
 from schemas.catalog import Catalog, EventType
@@ -71,7 +73,6 @@ GRANT_TYPE = "ConsentGranted"
 REVOKE_TYPE = "ConsentRevoked"
 
 Step = tuple[ParticipantState, list[ViewChange]]
-Rows = Mapping[str, Mapping[str, RowShape]]
 #: Per kind of event: its field categories, and per recipient (partner, consent-free shape or
 #: None, whether the answer depends on consents).
 _Plan = tuple[dict[str, str], tuple[tuple[Partner, RowShape | None, bool], ...]]
@@ -117,7 +118,7 @@ class Projector:
         if held is not None:
             if held == event or not self._displaces(event, held):
                 return self._advance(state, now)
-            events = {**state.events, event.event_id: event}
+            events = state.events.set(event.event_id, event)
             return self._rebuild(state, events, now, replaced=(event.event_id,))
         if admission(self._site, self._catalog, event) is not None:
             return self._advance(state, now)
@@ -155,8 +156,7 @@ class Projector:
         return replace(state, as_of=now), changes + missed
 
     def _accept(self, state: ParticipantState, event: Event, now: datetime) -> Step:
-        events = dict(state.events)
-        events[event.event_id] = event
+        events = state.events.set(event.event_id, event)
         consents = state.consents
         orphans = state.orphan_revocations
         deadlines = state.deadlines
@@ -189,7 +189,7 @@ class Projector:
             deadlines = {k: d for k, d in deadlines.items() if not intake_meets(event, d)}
             met = misses_met_by(event, events)
             if met:  # an on-time intake reported after the miss was derived: the miss goes
-                events = {k: e for k, e in events.items() if k not in met}
+                events = _without(events, met)
                 rows, changes = _drop(state.participant_id, rows, met)
         if consents_changed or _activity_changed(state, now):
             rows, more = self._reproject(state.participant_id, events, consents, rows, now)
@@ -243,14 +243,14 @@ class Projector:
         merged = {event.event_id: event for event in outside}
         for missed in derived:
             merged.setdefault(missed.event_id, missed)
-        gone = set(replaced) | (state.events.keys() - merged.keys())
+        gone = set(replaced) | (set(state.events) - set(merged))
         current = {
             recipient: {k: shape for k, shape in shapes.items() if k not in gone}
             for recipient, shapes in state.rows.items()
         }
         rows, changes = self._reproject(participant_id, merged, consents, current, now)
         for recipient, shapes in state.rows.items():
-            for event_id in shapes.keys() & gone:
+            for event_id in set(shapes) & gone:
                 if event_id not in rows.get(recipient, {}):
                     changes.append(
                         ViewChange("retract", recipient, participant_id, event_id, None)
@@ -280,7 +280,7 @@ class Projector:
             rows, added = self._add_event_rows(
                 state.participant_id, state.rows, derived, state.consents, now
             )
-            state = replace(state, events={**state.events, derived.event_id: derived}, rows=rows)
+            state = replace(state, events=state.events.set(derived.event_id, derived), rows=rows)
             changes.extend(added)
         return state, changes
 
@@ -289,19 +289,26 @@ class Projector:
     def _add_event_rows(
         self,
         participant_id: str,
-        current: Mapping[str, Mapping[str, RowShape]],
+        current: Rows,
         event: Event,
         consents: Mapping[str, Consent],
         now: datetime,
-    ) -> tuple[Mapping[str, Mapping[str, RowShape]], list[ViewChange]]:
-        """Add the rows of one new event; nothing else can have changed."""
+    ) -> tuple[Rows, list[ViewChange]]:
+        """Add the rows of one new event; nothing else can have changed.
+
+        Costs the same whatever the participant's history: each recipient's rows are a
+        persistent map, extended without copying.
+        """
         shapes = self._shapes(event, _active(consents, now), now, {})
         if not shapes:
             return current, []
-        rows = dict(current)
+        rows = as_rows(current)
         changes: list[ViewChange] = []
         for recipient, shape in shapes:
-            rows[recipient] = {**rows.get(recipient, {}), event.event_id: shape}
+            held = rows.get(recipient)
+            mine = held.set(event.event_id, shape) if held is not None else Map(
+                {event.event_id: shape})
+            rows = rows.set(recipient, mine)
             changes.append(
                 ViewChange(
                     "upsert",
@@ -318,9 +325,9 @@ class Projector:
         participant_id: str,
         events: Mapping[str, Event],
         consents: Mapping[str, Consent],
-        current: Mapping[str, Mapping[str, RowShape]],
+        current: Rows,
         now: datetime,
-    ) -> tuple[Mapping[str, Mapping[str, RowShape]], list[ViewChange]]:
+    ) -> tuple[Rows, list[ViewChange]]:
         """Re-derive every row of the participant and emit only the differences."""
         active = _active(consents, now)
         memo: dict[tuple[str, str, bool], Basis] = {}
@@ -344,7 +351,7 @@ class Projector:
                     changes.append(
                         ViewChange("retract", partner.id, participant_id, event_id, None)
                     )
-        return fresh, changes
+        return as_rows(fresh), changes
 
     def _shapes(
         self,
@@ -446,6 +453,14 @@ def _activity_changed(state: ParticipantState, now: datetime) -> bool:
     return any(c.is_active(as_of) != c.is_active(now) for c in state.consents.values())
 
 
+def _without(events: Map[str, Event], event_ids: Collection[str]) -> Map[str, Event]:
+    """``events`` without ``event_ids``."""
+    with events.mutate() as mutable:
+        for event_id in event_ids:
+            mutable.pop(event_id, None)
+        return mutable.finish()
+
+
 def _drop(
     participant_id: str, rows: Rows, event_ids: Collection[str]
 ) -> tuple[Rows, list[ViewChange]]:
@@ -464,7 +479,7 @@ def _drop(
         )
         if remaining:
             kept[recipient] = remaining
-    return kept, changes
+    return as_rows(kept), changes
 
 
 def _grant_precedes(grant: Event, held: Event | None) -> bool:

@@ -4,8 +4,7 @@ A :class:`ParticipantState` is immutable: the projector returns a new one for ev
 shares unchanged parts with the old one. It holds everything the projector needs to turn the
 next event or clock tick into a *difference* of the view:
 
-- ``events``: the participant's accepted and hub-derived events by event_id, in arrival order
-  (the history re-projected when consents change; its keys are the dedupe set). A derived
+- ``events``: the participant's accepted and hub-derived events by event_id (the history re-projected when consents change; its keys are the dedupe set). A derived
   ``IntakeDeadlineMissed`` leaves it again when a late-reported intake shows the deadline met;
 - ``consents``: consents by consent_id (the grant with the smallest ``(occurred_at, event_id)``
   of that id), revoked ones kept with ``revoked_at``;
@@ -22,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
+
+from immutables import Map
 
 from processors.consent import Consent
 from processors.errors import StateError
@@ -33,7 +33,6 @@ from processors.view import RowShape, ViewRow
 from schemas.event import Event
 
 STATE_FORMAT = 1
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +44,40 @@ class PendingDeadline:
     due_at: datetime
 
 
+#: Per recipient, per event_id, the shape of the row that recipient has (persistent maps).
+Rows = Map[str, Map[str, RowShape]]
+
+
+def as_rows(rows: Mapping[str, Mapping[str, RowShape]]) -> Rows:
+    """``rows`` as persistent maps (no copy when they already are)."""
+    if isinstance(rows, Map) and all(isinstance(inner, Map) for inner in rows.values()):
+        return rows
+    return Map({recipient: inner if isinstance(inner, Map) else Map(inner)
+                for recipient, inner in rows.items()})
+
+
 @dataclass(frozen=True)
 class ParticipantState:
-    """Everything the projector keeps about one participant. Treat as immutable."""
+    """Everything the projector keeps about one participant. Treat as immutable.
+
+    ``events`` and ``rows`` are persistent maps (:class:`immutables.Map`): the projector adds
+    an event or a row in time that does not grow with the participant's history, sharing the
+    rest with the previous state. Plain mappings given to the constructor are converted.
+    """
 
     participant_id: str
     as_of: datetime | None = None
-    events: Mapping[str, Event] = field(default_factory=dict)
+    events: Map[str, Event] = field(default_factory=Map)
     consents: Mapping[str, Consent] = field(default_factory=dict)
     orphan_revocations: Mapping[str, datetime] = field(default_factory=dict)
     deadlines: Mapping[str, PendingDeadline] = field(default_factory=dict)
-    rows: Mapping[str, Mapping[str, RowShape]] = field(default_factory=dict)
+    rows: Rows = field(default_factory=Map)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.events, Map):
+            object.__setattr__(self, "events", Map(self.events))
+        if not isinstance(self.rows, Map):
+            object.__setattr__(self, "rows", as_rows(self.rows))
 
     def view_rows(self) -> dict[str, dict[str, ViewRow]]:
         """Return the participant's current rows: recipient -> event_id -> :class:`ViewRow`."""
@@ -77,11 +99,11 @@ class ParticipantState:
         encode_event = event_json or event_to_json
         return {
             **head_to_json(self),
-            "events": [encode_event(event) for event in self.events.values()],
+            "events": [encode_event(self.events[key]) for key in sorted(self.events)],
             "rows": {
                 recipient: {
-                    event_id: shape.to_json()
-                    for event_id, shape in self.rows[recipient].items()
+                    event_id: self.rows[recipient][event_id].to_json()
+                    for event_id in sorted(self.rows[recipient])
                 }
                 for recipient in sorted(self.rows)
             },

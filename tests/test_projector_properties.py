@@ -210,7 +210,7 @@ def check_against_reference(site: SitePolicy, steps: list[Step], state: Particip
             row = rows.get(event.event_id)
             assert (row is None) == (fields is None), (partner, event.type)
             if row is not None:
-                assert tuple(row.fields) == fields
+                assert tuple(row.fields) == tuple(sorted(fields))  # rows list fields sorted
                 for category in row.categories:
                     assert not floor_forbids(partner.role, category)
                 for consent_id in row.consent_ids:
@@ -484,7 +484,7 @@ def test_the_view_is_a_function_of_the_set_of_events_and_the_final_instant(
     replayed = projector_state(site, in_order, end)
     assert dict(state.consents) == dict(replayed.consents)
     assert dict(state.deadlines) == dict(replayed.deadlines)
-    assert state.events.keys() == replayed.events.keys()
+    assert set(state.events) == set(replayed.events)
 
 
 def projector_state(site: SitePolicy, events: list[Event], end: datetime) -> ParticipantState:
