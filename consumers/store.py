@@ -10,6 +10,7 @@ lost, nothing applied twice (see :mod:`consumers.projection_store`).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -121,21 +122,18 @@ class ViewStore:
     def create_schema(self) -> None:
         """Create the tables if missing and check the projection version.
 
-        Raises ProjectionVersionMismatch when the stored view came from another version.
+        Several processes may call it at once (two projectors starting): one that loses the
+        race to create a table tries again and finds it. Raises ProjectionVersionMismatch when
+        the stored view came from another version.
         """
-        try:
-            metadata.create_all(self.engine)
-            with self.engine.begin() as connection:
-                stored = connection.execute(
-                    select(view_meta.c.value).where(view_meta.c.key == "projection_version")
-                ).scalar_one_or_none()
-                if stored is None:
-                    connection.execute(
-                        insert(view_meta).values(key="projection_version",
-                                                 value=PROJECTION_VERSION)
-                    )
-        except SQLAlchemyError as exc:
-            raise ViewStoreError(f"cannot create the view schema: {exc}") from exc
+        for attempt in range(3):
+            try:
+                stored = self._create_schema_once()
+                break
+            except SQLAlchemyError as exc:
+                if attempt == 2:
+                    raise ViewStoreError(f"cannot create the view schema: {exc}") from exc
+                time.sleep(0.5)
         if stored is not None and stored != PROJECTION_VERSION:
             raise ProjectionVersionMismatch(
                 f"view was built by projection version {stored}, this is {PROJECTION_VERSION}: "
@@ -143,6 +141,18 @@ class ViewStore:
                 "re-projects lead.events from the start into it), or build one offline with "
                 "`leadhub audit rebuild`"
             )
+
+    def _create_schema_once(self) -> str | None:
+        metadata.create_all(self.engine)
+        with self.engine.begin() as connection:
+            stored: str | None = connection.execute(
+                select(view_meta.c.value).where(view_meta.c.key == "projection_version")
+            ).scalar_one_or_none()
+            if stored is None:
+                connection.execute(
+                    insert(view_meta).values(key="projection_version", value=PROJECTION_VERSION)
+                )
+        return stored
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
         """Next offset to read for each partition of ``topic`` that has committed a batch."""

@@ -21,6 +21,8 @@ from leadhub.settings import Settings, load_settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+#: ``audit reconcile`` prints at most this many records of each list (``--json``: all).
+RECONCILE_LISTED = 100
 
 
 def register(subparsers: Any) -> None:
@@ -53,18 +55,15 @@ def register(subparsers: Any) -> None:
     compare = actions.add_parser(
         "compare", help="compare the live SQL view with a replay (exit 1 on a mismatch)",
         description="Digest the live view (LEADHUB_DATABASE_URL) and a replay of lead.events up "
-                    "to the offsets that produced it: the command fixes lead.events' end "
-                    "offsets, waits until the projector has committed them and the sink has "
-                    "applied the resulting changes, then compares; if later records changed the "
-                    "live view meanwhile it retries from the new end. The projector and the sink "
-                    "must be running (or have caught up). On a mismatch it prints the first "
-                    "differing rows (ids and categories only) and exits 1.")
-    compare.add_argument("--projector-group",
-                         help="consumer group of the projector (default: "
-                              "the one `leadhub run projector` joins)")
-    compare.add_argument("--attempts", type=int, default=5, help="tries (default 5)")
+                    "to exactly the offsets that produced it (the projector's tracking rows, "
+                    "read in the same snapshot as the rows), and compare. The hub may keep "
+                    "running. It first waits up to --settle seconds for the projector to reach "
+                    "the end of lead.events. On a mismatch it prints the first differing rows "
+                    "(ids and categories only) and exits 1. It checks the projection only: "
+                    "`leadhub audit reconcile` checks that every inbound record reached "
+                    "lead.events or lead.dlq.")
     compare.add_argument("--settle", type=float, default=30.0,
-                         help="seconds to wait for the pipeline to catch up (default 30)")
+                         help="seconds to wait for the projector to catch up (default 30)")
     compare.add_argument("--json", action="store_true", help="print the result as JSON")
     compare.set_defaults(handler=_compare)
 
@@ -78,6 +77,29 @@ def register(subparsers: Any) -> None:
                                              "events are replayed)")
     as_of.add_argument("--json", action="store_true", help="print the rows as JSON")
     as_of.set_defaults(handler=_as_of)
+
+    reconcile = actions.add_parser(
+        "reconcile", help="account for every inbound record (exit 1 if any is not)",
+        description="Prove that nothing was lost between the partners' inbound topics and "
+                    "lead.events: every record of each site partner's lead.in.<partner> "
+                    "(read_committed, up to the end offsets of the moment) must be named by "
+                    "an event of lead.events (accepted) or by the lead.source.* headers of a "
+                    "lead.dlq record (dead-lettered), or lie at or past the validator's "
+                    "committed offset (pending). Prints per topic: records, accepted, "
+                    "dead-lettered, pending, UNACCOUNTED, duplicates (records named more than "
+                    "once), then the coordinates of the unaccounted records (at most "
+                    f"{RECONCILE_LISTED}; --json lists all); never event content. Progress on "
+                    "stderr. Exit 0 if every record is accounted for, 1 if any is not (or, "
+                    "with --strict, on duplicates or references to no record), 2 if the "
+                    "reconciliation could not run.")
+    reconcile.add_argument("--validator-group",
+                           help="consumer group of the validator (default: the one "
+                                "`leadhub run validator` joins)")
+    reconcile.add_argument("--strict", action="store_true",
+                           help="also exit 1 on duplicates and on references naming no "
+                                "inbound record")
+    reconcile.add_argument("--json", action="store_true", help="print the result as JSON")
+    reconcile.set_defaults(handler=_reconcile)
 
     register_tamper_evidence(actions)
     register_disclosures(actions)
@@ -200,21 +222,18 @@ def _print_replay(args: argparse.Namespace, topic: str, digest: Any, records: in
 def _compare(args: argparse.Namespace) -> int:
     from consumers.audit.compare import compare_live
     from consumers.store import ViewStore
-    from processors.faust_app import app_id
     from schemas.topics import TopicNames
 
     settings = load_settings()
     projector, catalog = _projector(settings)
     topics = TopicNames(settings.topic_prefix)
-    group = args.projector_group or app_id(settings.topic_prefix, "projector")
     live = ViewStore(settings.view_database_url)
     try:
         with _scratch_store(None) as scratch:
             result = compare_live(
                 bootstrap=settings.effective_kafka_bootstrap, topics=topics,
                 projector=projector, catalog=catalog, live=live, replay_store=scratch,
-                projector_group=group, attempts=args.attempts, settle_s=args.settle,
-                progress=True)
+                settle_s=args.settle, progress=True)
     finally:
         live.close()
     if args.json:
@@ -268,6 +287,110 @@ def _as_of(args: argparse.Namespace) -> int:
                   f"{','.join(row.categories)}")
         print(f"{len(seen)} rows visible to {args.partner} at {args.at}", file=sys.stderr)
     return EXIT_OK
+
+
+# -- reconcile -----------------------------------------------------------------------------
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from consumers.audit.reconcile import reconcile
+    from processors.site import load_site
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    site = load_site(settings.site_file)
+    topics = TopicNames(settings.topic_prefix)
+    result = reconcile(settings.effective_kafka_bootstrap, topics, site.partner_ids(),
+                       progress=True, validator_group=args.validator_group)
+    ok = result.ok(strict=args.strict)
+    if args.json:
+        _print_reconciliation_json(result, args.strict, ok)
+    else:
+        _print_reconciliation(result, topics)
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+def _print_reconciliation_json(result: Any, strict: bool, ok: bool) -> None:
+    def offsets(by_topic: dict[str, dict[int, int]]) -> dict[str, dict[str, int]]:
+        return {t: {str(p): o for p, o in sorted(parts.items())}
+                for t, parts in by_topic.items()}
+
+    _print_json({
+        "ok": ok, "strict": strict, "complete": result.complete,
+        "topics": [tally.to_json() for tally in result.topics.values()],
+        "totals": result.totals.to_json(),
+        "unaccounted": [{"topic": r.topic, "partition": r.partition, "offset": r.offset}
+                        for r in result.unaccounted_records()],
+        "duplicates": [{"topic": d.record.topic, "partition": d.record.partition,
+                        "offset": d.record.offset, "event_refs": d.event_refs,
+                        "dead_letter_refs": d.dead_letter_refs} for d in result.duplicates],
+        "references_without_record": [
+            {"source": o.kind, "topic": o.record.topic, "partition": o.record.partition,
+             "offset": o.record.offset, "refs": o.refs} for o in result.orphans],
+        "references_after_end": result.references_after_end,
+        "references_before_start": result.references_before_start,
+        "foreign_references": result.foreign_references,
+        "late_references": result.late_references,
+        "undecodable_events": result.undecodable_events,
+        "unattributed_dead_letters": result.unattributed_dead_letters,
+        "missing_topics": result.missing_topics,
+        "inbound_start_offsets": offsets(result.inbound_start),
+        "inbound_end_offsets": offsets(result.inbound_end),
+        "validator_committed": offsets(result.validator_committed),
+        "events_end_offsets": {str(p): e for p, e in sorted(result.events_end.items())},
+        "dlq_end_offsets": {str(p): e for p, e in sorted(result.dlq_end.items())},
+        "reference_set_bytes": result.reference_bytes,
+    })
+
+
+def _print_reconciliation(result: Any, topics: Any) -> None:
+    width = max([len("inbound topic"), *(len(t) for t in result.topics)])
+    columns = ("records", "accepted", "dead-lettered", "pending", "UNACCOUNTED", "duplicates")
+    print(f"{'inbound topic':{width}}  " + "  ".join(f"{c:>13}" for c in columns))
+    for tally in [*result.topics.values(), result.totals]:
+        name = "all partners" if tally.topic == "*" else tally.topic
+        counts = (tally.records, tally.accepted, tally.dead_lettered, tally.pending,
+                  tally.unaccounted, tally.duplicates)
+        print(f"{name:{width}}  " + "  ".join(f"{n:>13,}" for n in counts))
+    total = result.totals
+    _print_listed("unaccounted inbound records (topic partition offset):",
+                  (r.describe() for r in result.unaccounted_records()), total.unaccounted)
+    _print_listed(f"duplicates (named more than once by {topics.events} / {topics.dlq}):",
+                  (d.describe() for d in result.duplicates), len(result.duplicates))
+    _print_listed("references naming no inbound record:",
+                  (o.describe() for o in result.orphans), len(result.orphans))
+    notes = [
+        (result.missing_topics, f"inbound topics missing: {', '.join(result.missing_topics)}"),
+        (result.undecodable_events,
+         f"{result.undecodable_events:,} records of {topics.events} are not canonical"),
+        (result.unattributed_dead_letters,
+         f"{result.unattributed_dead_letters:,} records of {topics.dlq} name no source"),
+        (result.references_after_end, f"{result.references_after_end:,} references to "
+                                      "inbound records written after the start (not checked)"),
+        (result.references_before_start, f"{result.references_before_start:,} references to "
+                                         "inbound records no longer in the log"),
+        (result.late_references, f"{result.late_references:,} records accounted for by "
+                                 "references written during the reconciliation"),
+    ]
+    for present, note in notes:
+        if present:
+            print(f"note: {note}")
+    if result.complete:
+        print(f"accounted: all {total.records:,} inbound records are accepted, dead-lettered "
+              f"or pending ({total.pending:,} pending)")
+    else:
+        print(f"UNACCOUNTED: {total.unaccounted:,} of {total.records:,} inbound records are "
+              f"neither in {topics.events} nor in {topics.dlq}")
+
+
+def _print_listed(title: str, lines: Iterator[str], count: int) -> None:
+    if not count:
+        return
+    print(title)
+    for shown, line in enumerate(lines):
+        if shown == RECONCILE_LISTED:
+            print(f"  ... and {count - RECONCILE_LISTED:,} more (--json lists them all)")
+            break
+        print(f"  {line}")
 
 
 # -- tamper evidence --------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""Per-participant projection state, JSON round-trippable for a changelog-backed table.
+"""Per-participant projection state; its head, events and rows are stored apart (SQL).
 
 A :class:`ParticipantState` is immutable: the projector returns a new one for every step and
 shares unchanged parts with the old one. It holds everything the projector needs to turn the
 next event or clock tick into a *difference* of the view:
 
-- ``events``: the participant's accepted and hub-derived events by event_id (the history re-projected when consents change; its keys are the dedupe set). A derived
+- ``events``: the participant's accepted and hub-derived events by event_id (the history
+  re-projected when consents change; its keys are the dedupe set). A derived
   ``IntakeDeadlineMissed`` leaves it again when a late-reported intake shows the deadline met;
 - ``consents``: consents by consent_id (the grant with the smallest ``(occurred_at, event_id)``
   of that id), revoked ones kept with ``revoked_at``;

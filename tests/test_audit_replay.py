@@ -102,6 +102,7 @@ def test_replay_equals_the_live_view_after_a_messy_run(
         killer.join()
 
     live = ViewStore(database_url)
+    live.create_schema()
     try:
         # the expiring consent's row is retracted by a clock tick once it has expired
         deadline = time.monotonic() + 90

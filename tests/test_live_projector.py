@@ -221,7 +221,7 @@ def test_a_crash_at_any_step_of_a_batch_loses_and_doubles_nothing(
             if calls["n"] % 3 == 0 and calls["crashes"] < 6:
                 calls["crashes"] += 1
                 if point == "commit":
-                    result = original(*args, **kwargs)
+                    original(*args, **kwargs)
                     raise SimulatedCrash(point)  # after the writes, before COMMIT
                 raise SimulatedCrash(point)
             return original(*args, **kwargs)

@@ -3,6 +3,13 @@
 The auditor never joins a consumer group and never commits: it assigns partitions itself, reads
 from explicit start offsets up to end offsets captured beforehand, and stops. Records stream
 through; nothing holds the log.
+
+Readers default to ``read_committed``: the hub's topics may be written in Kafka transactions
+(the validator writes ``lead.events`` that way; partners may use transactional producers), so
+records of aborted transactions are skipped, end offsets are the last stable offsets, and a
+partition's offsets have gaps (commit markers, aborted records). Reading therefore iterates the
+records that exist and ends a partition when the consumer's position reaches its end offset,
+never by counting offsets.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -17,9 +25,16 @@ from kafka.errors import KafkaError
 from consumers.audit.errors import AuditError
 
 STALL_TIMEOUT_S = 60.0
+#: How long to wait for a group's committed offsets (an open transaction holds them back).
+COMMITTED_TIMEOUT_MS = 30000
 
 #: (partition, offset, key, value) of one record.
 RawRecord = tuple[int, int, bytes | None, bytes]
+#: (partition, offset, key, value, headers) of one record; headers as Kafka gives them.
+HeadedRecord = tuple[int, int, bytes | None, bytes, list[tuple[str, bytes | None]]]
+
+#: The isolation level of every audit reader unless a caller asks otherwise.
+DEFAULT_ISOLATION = "read_committed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +52,14 @@ class TopicReader:
     """Reads one topic between offsets with an unmanaged consumer (no group, no commits).
 
     Raises :class:`AuditError` (wrapping the library's error) when the broker cannot be
-    reached; a missing topic reads as empty (see :meth:`partitions`).
+    reached; a missing topic reads as empty (see :meth:`partitions`). ``isolation_level``:
+    ``read_committed`` (default: committed records only, end offsets are the last stable
+    offsets) or ``read_uncommitted``.
     """
 
     def __init__(self, bootstrap: str, topic: str, *, client_id: str = "leadhub-audit",
-                 max_poll_records: int = 5000) -> None:
+                 max_poll_records: int = 5000,
+                 isolation_level: str = DEFAULT_ISOLATION) -> None:
         self.topic = topic
         self.max_poll_records = max_poll_records
         try:
@@ -49,7 +67,7 @@ class TopicReader:
                 bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                 client_id=client_id, max_poll_records=max_poll_records,
                 max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
-                bootstrap_timeout_ms=10000,
+                bootstrap_timeout_ms=10000, isolation_level=isolation_level,
             )
         except (KafkaError, OSError) as exc:
             raise AuditError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}") from exc
@@ -74,6 +92,18 @@ class TopicReader:
             raise AuditError(f"cannot read the end offsets of {self.topic}") from exc
         return {tp.partition: int(offset) for tp, offset in ends.items()}
 
+    def beginning_offsets(self) -> dict[int, int]:
+        """Per partition, the offset of its first record still in the log (0 unless retention
+        or a deletion removed records)."""
+        partitions = [TopicPartition(self.topic, p) for p in self.partitions()]
+        if not partitions:
+            return {}
+        try:
+            starts = self.consumer.beginning_offsets(partitions)
+        except KafkaError as exc:
+            raise AuditError(f"cannot read the beginning offsets of {self.topic}") from exc
+        return {tp.partition: int(offset) for tp, offset in starts.items()}
+
     def finish(self, partition: int) -> None:
         """Stop reading ``partition`` during :meth:`read` (e.g. past ``--until``)."""
         self._finished.add(partition)
@@ -93,8 +123,34 @@ class TopicReader:
     def read_raw(self, end: Mapping[int, int],
                  start: Mapping[int, int] | None = None) -> Iterator[RawRecord]:
         """:meth:`read` as plain ``(partition, offset, key, value)`` tuples (for hot loops)."""
+        finished = self._finished = set()
+        for partition, stop, records in self._batches(end, start):
+            for record in records:
+                if partition in finished or record.offset >= stop:
+                    break
+                yield partition, record.offset, record.key, record.value
+
+    def read_headed(self, end: Mapping[int, int],
+                    start: Mapping[int, int] | None = None) -> Iterator[HeadedRecord]:
+        """:meth:`read_raw` with each record's headers as a fifth element."""
+        finished = self._finished = set()
+        for partition, stop, records in self._batches(end, start):
+            for record in records:
+                if partition in finished or record.offset >= stop:
+                    break
+                yield (partition, record.offset, record.key, record.value,
+                       list(record.headers or ()))
+
+    def _batches(self, end: Mapping[int, int],
+                 start: Mapping[int, int] | None) -> Iterator[tuple[int, int, list[Any]]]:
+        """Poll ``(partition, end offset, records)`` until every partition reached its end.
+
+        A partition is done when the consumer's position reaches its end offset, checked after
+        each of its batches and, after a poll that returned nothing, for every partition: the
+        position also moves past commit markers and aborted transactions, which yield no
+        records. Raises AuditError if no position moves for a minute.
+        """
         start = start or {}
-        self._finished = set()
         todo = {p: e for p, e in end.items() if start.get(p, 0) < e}
         if not todo:
             return
@@ -108,6 +164,7 @@ class TopicReader:
         except KafkaError as exc:
             raise AuditError(f"cannot assign {self.topic}") from exc
         remaining = set(todo)
+        positions: dict[int, int] = {}
         last_progress = time.monotonic()
         topic = self.topic
         while remaining - self._finished:
@@ -115,26 +172,39 @@ class TopicReader:
                 polled = consumer.poll(timeout_ms=500, max_records=self.max_poll_records)
             except KafkaError as exc:
                 raise AuditError(f"reading {self.topic} failed: {type(exc).__name__}") from exc
-            if not polled:
-                if time.monotonic() - last_progress > STALL_TIMEOUT_S:
-                    missing = sorted(remaining - self._finished)
-                    raise AuditError(
-                        f"{topic}: no records for {STALL_TIMEOUT_S:.0f}s before the end offsets "
-                        f"of partitions {missing} (deleted by retention? broker down?)")
+            if polled:
+                last_progress = time.monotonic()
+                for tp, records in polled.items():
+                    partition = tp.partition
+                    stop = todo[partition]
+                    yield partition, stop, records
+                    if partition in remaining and self._position(tp) >= stop:
+                        remaining.discard(partition)
+                        consumer.pause(tp)
                 continue
-            last_progress = time.monotonic()
-            for tp, records in polled.items():
-                partition = tp.partition
-                stop = todo[partition]
-                for record in records:
-                    if partition in self._finished:
-                        break
-                    if record.offset >= stop:
-                        break
-                    yield partition, record.offset, record.key, record.value
-                if partition in remaining and consumer.position(tp) >= stop:
+            moved = False
+            for partition in sorted(remaining - self._finished):
+                tp = TopicPartition(topic, partition)
+                position = self._position(tp)
+                if position != positions.get(partition):
+                    positions[partition] = position
+                    moved = True
+                if position >= todo[partition]:
                     remaining.discard(partition)
                     consumer.pause(tp)
+            if moved:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                missing = sorted(remaining - self._finished)
+                raise AuditError(
+                    f"{topic}: no records for {STALL_TIMEOUT_S:.0f}s before the end offsets "
+                    f"of partitions {missing} (deleted by retention? broker down?)")
+
+    def _position(self, tp: TopicPartition) -> int:
+        try:
+            return int(self.consumer.position(tp))
+        except KafkaError as exc:
+            raise AuditError(f"cannot read the position on {self.topic}") from exc
 
     def close(self) -> None:
         """Close the consumer."""
@@ -147,19 +217,26 @@ class TopicReader:
         self.close()
 
 
-def committed_offsets(bootstrap: str, group_id: str, topic: str,
-                      partitions: list[int]) -> dict[int, int]:
-    """The offsets consumer group ``group_id`` has committed on ``topic`` (absent: none yet)."""
+def committed_offsets(bootstrap: str, group_id: str, topic: str, partitions: list[int], *,
+                      isolation_level: str = DEFAULT_ISOLATION) -> dict[int, int]:
+    """The offsets consumer group ``group_id`` has committed on ``topic`` (absent: none yet).
+
+    Under ``read_committed`` (default) the broker answers only once no open transaction holds
+    offsets of the group for these partitions, so an offset returned here belongs to a
+    committed transaction. Waits at most ``COMMITTED_TIMEOUT_MS`` per partition, then raises
+    AuditError. Joins no group and commits nothing.
+    """
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                                  enable_auto_commit=False, client_id="leadhub-audit-probe",
-                                 bootstrap_timeout_ms=10000)
+                                 bootstrap_timeout_ms=10000, isolation_level=isolation_level)
     except (KafkaError, OSError) as exc:
         raise AuditError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}") from exc
     try:
         result: dict[int, int] = {}
         for p in partitions:
-            offset = consumer.committed(TopicPartition(topic, p))
+            offset = consumer.committed(TopicPartition(topic, p),
+                                        timeout_ms=COMMITTED_TIMEOUT_MS)
             if offset is not None:
                 result[p] = int(offset)
         return result
