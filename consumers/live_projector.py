@@ -156,7 +156,10 @@ class ProjectorCounters:
     rollbacks: int = 0
     fenced: int = 0
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
-    last_batch_seconds: float = 0.0
+    batch_seconds: float = 0.0
+    #: Records behind the end, per partition (approximate: commit markers count), after the
+    #: last batch.
+    lag: dict[int, int] = field(default_factory=dict)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -274,8 +277,21 @@ class LiveProjector:
         self._failures = 0
         self.counters.batches += 1
         self.counters.records += len(batch)
-        self.counters.last_batch_seconds = time.perf_counter() - started
+        self.counters.batch_seconds += time.perf_counter() - started
+        self._measure_lag()
         return len(batch)
+
+    def _measure_lag(self) -> None:
+        """Update ``counters.lag`` from the high watermarks the last fetches brought (no I/O)."""
+        highwater = getattr(self.consumer, "highwater", None)
+        if highwater is None:
+            return
+        lag: dict[int, int] = {}
+        for partition, offset in self.expected.items():
+            end = highwater(TopicPartition(self.topic, partition))
+            if end is not None:
+                lag[partition] = max(0, int(end) - offset)
+        self.counters.lag = lag
 
     def _failed(self, batch: list[tuple[int, Any]], exc: BaseException) -> int:
         self.counters.rollbacks += 1

@@ -155,14 +155,22 @@ class ViewStore:
         return stored
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
-        """Next offset to read for each partition of ``topic`` that has committed a batch."""
-        with self.engine.connect() as connection:
-            result = connection.execute(
-                select(tracking.c.partition, tracking.c.next_offset).where(
-                    tracking.c.topic == topic
+        """Next offset to read for each partition of ``topic`` that has committed a batch.
+
+        Raises :class:`ViewStoreError` if the database cannot be read (no view there yet?).
+        """
+        try:
+            with self.engine.connect() as connection:
+                result = connection.execute(
+                    select(tracking.c.partition, tracking.c.next_offset).where(
+                        tracking.c.topic == topic
+                    )
                 )
-            )
-            return {int(p): int(o) for p, o in result}
+                return {int(p): int(o) for p, o in result}
+        except SQLAlchemyError as exc:
+            raise ViewStoreError(
+                f"cannot read the projector's tracking rows ({type(exc).__name__}); has a "
+                "projector run against this database (LEADHUB_DATABASE_URL)?") from exc
 
     def apply(self, changes: Sequence[RowChange], offsets: Mapping[tuple[str, int], int]) -> None:
         """Apply ``changes`` in order and record ``offsets``, all in one transaction.

@@ -37,6 +37,16 @@ def register(subparsers: Any) -> None:
     run.add_argument("step", choices=("validator", "projector", "all"))
     run.set_defaults(handler=_run)
 
+    status = subparsers.add_parser(
+        "status", help="how far behind the validator and the projector are",
+        description="Per partner inbound topic: records not yet validated (end offset minus "
+                    "the validator group's committed offset). For lead.events: records not yet "
+                    "projected into the view database (LEADHUB_DATABASE_URL), counted from the "
+                    "projector's tracking rows, which commit with the rows. Exit 0; 1 if the "
+                    "broker or the database cannot be read.")
+    status.add_argument("--json", action="store_true", help="print the result as JSON")
+    status.set_defaults(handler=_status)
+
     publish = subparsers.add_parser(
         "publish", help="publish JSON Lines events as a partner",
         description="Publish events (the JSON Lines envelope, one event per line) to the "
@@ -105,6 +115,46 @@ def _run(args: argparse.Namespace) -> int:
     if args.step == "projector":
         return runner.run_projector(settings)
     return runner.run_all(settings)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from consumers.audit.compare import pending_records
+    from consumers.audit.kafka_log import TopicReader, committed_offsets
+    from consumers.live_projector import projector_group
+    from consumers.store import ViewStore
+    from processors.kafka_validator import group_id
+    from processors.site import load_site
+    from schemas.topics import TopicNames
+
+    settings = load_settings()
+    bootstrap = settings.effective_kafka_bootstrap
+    topics = TopicNames(settings.topic_prefix)
+    lags: list[dict[str, Any]] = []
+    for partner in load_site(settings.site_file).partner_ids():
+        topic = topics.inbound(partner)
+        with TopicReader(bootstrap, topic, client_id="leadhub-status") as reader:
+            end = reader.end_offsets()
+        done = committed_offsets(bootstrap, group_id(topics), topic, sorted(end))
+        lags.append({"step": "validate", "group": group_id(topics), "topic": topic,
+                     "end": sum(end.values()),
+                     "behind": sum(e - done.get(p, 0) for p, e in end.items())})
+    store = ViewStore(settings.view_database_url)
+    try:
+        tracked = store.committed_offsets(topics.events)
+    finally:
+        store.close()
+    with TopicReader(bootstrap, topics.events, client_id="leadhub-status") as reader:
+        end = reader.end_offsets()
+        behind = pending_records(reader, tracked, end)
+    lags.append({"step": "project", "group": projector_group(topics), "topic": topics.events,
+                 "end": sum(end.values()), "behind": behind})
+    if args.json:
+        print(json.dumps({"lag": lags}, indent=2))
+        return 0
+    print(f"{'step':<9} {'topic':<40} {'end offset':>10} {'behind':>8}")
+    for lag in lags:
+        print(f"{lag['step']:<9} {lag['topic']:<40} {lag['end']:>10,} {lag['behind']:>8,}")
+    return 0
 
 
 def _publish(args: argparse.Namespace) -> int:

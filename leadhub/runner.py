@@ -8,6 +8,7 @@ point loses nothing either: both resume from what their last transaction committ
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from types import FrameType
 
 from consumers.live_projector import LiveProjector
 from consumers.store import ViewStore
+from leadhub.metrics import serve_metrics
 from leadhub.settings import Settings
 from processors.kafka_validator import TransactionalValidator
 from processors.projector import Projector
@@ -36,6 +38,7 @@ def run_validator(settings: Settings) -> int:
         settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix),
         load_site(settings.site_file), load_catalog(),
         tick_interval_s=settings.tick_interval_s)
+    serve_metrics(settings.metrics_port, "validate", validator.counters)
     try:
         validator.run(stop)
     finally:
@@ -51,6 +54,7 @@ def run_projector(settings: Settings) -> int:
     projector = LiveProjector(
         settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix), store,
         Projector(load_site(settings.site_file), catalog), catalog)
+    serve_metrics(settings.metrics_port, "project", projector.counters)
     try:
         projector.run(stop)
     finally:
@@ -79,14 +83,22 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, step: str) -> None:
-        """Start ``leadhub run STEP`` (output to ``log_dir/STEP.log`` when a log dir is set)."""
+        """Start ``leadhub run STEP`` (output to ``log_dir/STEP.log`` when a log dir is set).
+
+        With ``LEADHUB_METRICS_PORT`` set, the n-th step of :data:`STEPS` serves its metrics on
+        that port + n (the validator on the port, the projector on the next one).
+        """
         command = [sys.executable, "-m", "leadhub.cli", "run", step]
+        env = dict(os.environ)
+        if env.get("LEADHUB_METRICS_PORT") and step in STEPS:
+            env["LEADHUB_METRICS_PORT"] = str(int(env["LEADHUB_METRICS_PORT"])
+                                              + STEPS.index(step))
         if self.log_dir is None:
-            self.children[step] = subprocess.Popen(command)
+            self.children[step] = subprocess.Popen(command, env=env)
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"{step}.log").open("ab") as log:
-            self.children[step] = subprocess.Popen(command, stdout=log,
+            self.children[step] = subprocess.Popen(command, stdout=log, env=env,
                                                    stderr=subprocess.STDOUT)
 
     def restart_dead(self) -> None:

@@ -34,6 +34,7 @@ class Settings:
     partitions: int
     topic_prefix: str
     tick_interval_s: float
+    metrics_port: int | None
 
     @property
     def local_kafka_bootstrap(self) -> str:
@@ -78,4 +79,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         partitions=int(env.get("LEADHUB_PARTITIONS", "4")),
         topic_prefix=env.get("LEADHUB_TOPIC_PREFIX", ""),
         tick_interval_s=float(env.get("LEADHUB_TICK_SECONDS", "5")),
+        metrics_port=int(env["LEADHUB_METRICS_PORT"]) if env.get("LEADHUB_METRICS_PORT") else None,
     )
