@@ -258,7 +258,7 @@ class Projector:
         next_state = ParticipantState(
             participant_id=participant_id,
             as_of=now,
-            events=merged,
+            events=Map(merged),
             consents=consents,
             orphan_revocations=orphans,
             deadlines=deadlines,
@@ -325,7 +325,7 @@ class Projector:
         participant_id: str,
         events: Mapping[str, Event],
         consents: Mapping[str, Consent],
-        current: Rows,
+        current: Mapping[str, Mapping[str, RowShape]],
         now: datetime,
     ) -> tuple[Rows, list[ViewChange]]:
         """Re-derive every row of the participant and emit only the differences."""
@@ -337,7 +337,7 @@ class Projector:
                 fresh.setdefault(recipient, {})[event.event_id] = fresh_shape
         changes: list[ViewChange] = []
         for partner in self._recipients:
-            old = current.get(partner.id, {})
+            old: Mapping[str, RowShape] = current.get(partner.id) or {}
             new = fresh.get(partner.id, {})
             for event_id, event in events.items():
                 shape = new.get(event_id)
@@ -455,10 +455,10 @@ def _activity_changed(state: ParticipantState, now: datetime) -> bool:
 
 def _without(events: Map[str, Event], event_ids: Collection[str]) -> Map[str, Event]:
     """``events`` without ``event_ids``."""
-    with events.mutate() as mutable:
-        for event_id in event_ids:
-            mutable.pop(event_id, None)
-        return mutable.finish()
+    mutable = events.mutate()
+    for event_id in event_ids:
+        mutable.pop(event_id, None)
+    return mutable.finish()
 
 
 def _drop(

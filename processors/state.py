@@ -178,13 +178,13 @@ def state_from_parts(
         return ParticipantState(
             participant_id=participant_id,
             as_of=None if head["as_of"] is None else parse_instant(head["as_of"]),
-            events={event.event_id: event for event in events},
+            events=Map({event.event_id: event for event in events}),
             consents={c["consent_id"]: Consent.from_json(c) for c in head["consents"]},
             orphan_revocations={
                 key: parse_instant(value) for key, value in head["orphan_revocations"].items()
             },
             deadlines=deadlines,
-            rows={recipient: dict(shapes) for recipient, shapes in rows.items() if shapes},
+            rows=as_rows({recipient: shapes for recipient, shapes in rows.items() if shapes}),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StateError(participant_id, f"malformed state ({type(exc).__name__})") from exc

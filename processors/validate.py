@@ -9,6 +9,7 @@ else becomes a dead letter that keeps the raw bytes and says why, with a stable 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +27,18 @@ UNKNOWN_PARTNER = "UNKNOWN_PARTNER"
 EMITTER_NOT_ALLOWED = "EMITTER_NOT_ALLOWED"
 SOURCE_MISMATCH = "SOURCE_MISMATCH"
 KEY_MISMATCH = "KEY_MISMATCH"
+#: The inbound value is longer than :data:`MAX_EVENT_BYTES`.
+TOO_LARGE = "TOO_LARGE"
+#: The adapter could not process the message (validation raised, or producing its outcome
+#: failed, again and again); ``lead.message`` names the exception class.
+PROCESSING_FAILED = "PROCESSING_FAILED"
+
+#: The largest inbound value the hub takes: the gateway's limit for one Avro event.
+MAX_EVENT_BYTES = 256 * 1024
+#: How much of a value longer than :data:`MAX_EVENT_BYTES` a dead letter keeps; the headers
+#: ``lead.size`` and ``lead.sha256`` describe the whole. Keeps every dead letter far below
+#: the broker's default 1 MiB message limit.
+DLQ_PREFIX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,43 @@ class DeadLetter:
     headers: tuple[tuple[str, bytes], ...]
 
 
+def dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    value: bytes | None,
+    received_at: datetime,
+    reason: str,
+    message: str,
+) -> DeadLetter:
+    """The dead letter for an inbound message: raw bytes, origin, reason, message.
+
+    Keyed by the inbound topic. The value is the raw bytes when they are at most
+    :data:`MAX_EVENT_BYTES` long; otherwise only their first :data:`DLQ_PREFIX_BYTES` bytes, with
+    the headers ``lead.size`` (the whole length, decimal) and ``lead.sha256`` (hex digest of
+    the whole value) added, so the record stays well under the broker's message limit and the
+    original can still be identified. ``message`` must name no field values.
+    """
+    raw = value or b""
+    headers: list[tuple[str, bytes]] = [
+        ("lead.step", STEP.encode()),
+        ("lead.reason", reason.encode()),
+        ("lead.message", message.encode()),
+        ("lead.source.topic", topic.encode()),
+        ("lead.source.partition", str(partition).encode()),
+        ("lead.source.offset", str(offset).encode()),
+        ("lead.received_at", received_at.isoformat().encode()),
+    ]
+    kept = raw
+    if len(raw) > MAX_EVENT_BYTES:
+        kept = raw[:DLQ_PREFIX_BYTES]
+        headers.append(("lead.size", str(len(raw)).encode()))
+        headers.append(("lead.sha256", hashlib.sha256(raw).hexdigest().encode()))
+    return DeadLetter(key=topic.encode(), value=kept, reason=reason, message=message,
+                      headers=tuple(headers))
+
+
 def validate_inbound(
     *,
     topic: str,
@@ -61,26 +111,21 @@ def validate_inbound(
     site: SitePolicy,
     catalog: Catalog,
 ) -> Accepted | DeadLetter:
-    """Decide one inbound message; never raises for bad input, it returns a DeadLetter."""
+    """Decide one inbound message; never raises for bad input, it returns a DeadLetter.
+
+    The size comes first: a value longer than :data:`MAX_EVENT_BYTES` is ``TOO_LARGE`` and is
+    not decoded (its dead letter keeps a prefix, see :func:`dead_letter`). Repeated event ids
+    are not this step's concern: every valid message is accepted, the projector dedupes.
+    """
     raw = value or b""
 
     def reject(reason: str, message: str) -> DeadLetter:
-        return DeadLetter(
-            key=topic.encode(),
-            value=raw,
-            reason=reason,
-            message=message,
-            headers=(
-                ("lead.step", STEP.encode()),
-                ("lead.reason", reason.encode()),
-                ("lead.message", message.encode()),
-                ("lead.source.topic", topic.encode()),
-                ("lead.source.partition", str(partition).encode()),
-                ("lead.source.offset", str(offset).encode()),
-                ("lead.received_at", received_at.isoformat().encode()),
-            ),
-        )
+        return dead_letter(topic=topic, partition=partition, offset=offset, value=raw,
+                           received_at=received_at, reason=reason, message=message)
 
+    if len(raw) > MAX_EVENT_BYTES:
+        return reject(TOO_LARGE, f"the value is {len(raw)} bytes, more than the "
+                                 f"{MAX_EVENT_BYTES} an event may have")
     partner = site.partner(topics.partner_of(topic))
     if partner is None:
         return reject(UNKNOWN_PARTNER, f"topic {topic} belongs to no partner of this site")

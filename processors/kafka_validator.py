@@ -1,0 +1,592 @@
+"""The ``validate`` step on Kafka transactions: consume, decide, produce, commit as one.
+
+A plain kafka-python loop replaces the faust agent for this step. :mod:`processors.validate`
+still decides each message; this adapter only moves bytes and keeps the books.
+
+Per polled batch, ONE Kafka transaction: every accepted event to ``lead.events``, every dead
+letter to ``lead.dlq``, any CLOCK ticks that are due, and the batch's next input offsets
+(``send_offsets_to_transaction`` with the consumer's group metadata); then commit. Outputs and
+input progress become visible together or not at all (readers of ``lead.events`` and
+``lead.dlq`` use ``isolation_level="read_committed"``), so a crash, a ``kill -9`` or a
+rebalance at any point neither drops an inbound record nor doubles an output.
+
+Failures:
+
+* Any error inside a transaction aborts it, every assigned partition is sought back to its
+  committed offset (the beginning when none) and the records are polled and tried again. After
+  :data:`MAX_BATCH_ATTEMPTS` failed attempts in a row the next batch goes record by record, one
+  transaction each; a record that still fails (validation raised, or Kafka refused its output
+  for a reason that is not transient) goes to ``lead.dlq`` as ``PROCESSING_FAILED`` with the
+  exception's class name, in the transaction that commits its offset. No offset is ever
+  committed past a record without its output or its dead letter.
+* Lost group membership (the broker moved the group to a new generation while this member
+  was busy): KIP-447 makes the broker refuse the transaction's offset commit, the transaction
+  aborts, and the next poll rejoins the group.
+* A fenced producer (``ProducerFencedError``/``InvalidProducerEpochError``: another producer
+  took this transactional id, or the coordinator aborted a transaction that outlived
+  :data:`TRANSACTION_TIMEOUT_MS`) or any other fatal producer error raises
+  :class:`ValidatorFenced` / :class:`ValidatorError`: the process must exit non-zero and its
+  supervisor restart it.
+
+Zombie fencing (kafka-python 3.0.12): ``KafkaConsumer.group_metadata()`` returns a
+``ConsumerGroupMetadata`` (group id, generation id, member id, group instance id) and
+``KafkaProducer.send_offsets_to_transaction`` sends it in ``TxnOffsetCommit`` v3 (KIP-447).
+The group coordinator checks member and generation; a member that lost its partitions gets
+``ILLEGAL_GENERATION``/``UNKNOWN_MEMBER_ID``, which the client reports as an abortable
+``CommitFailedError``. The snapshot is taken right after the poll that returned the batch; a
+snapshot without a generation (kafka-python resets it when a heartbeat learns the member is
+out) is refused here, because the broker accepts a transactional offset commit that names no
+member at all. A new owner of the partitions reads committed offsets with ``require_stable``
+(kafka-python sets it for read_committed consumers), so it waits for an open transaction of
+the old owner to end instead of reading offsets that are about to move.
+
+Transactional ids: ``f"{group}-{client_id}"`` when ``client_id`` is given, which must then be
+unique among running validators and stable across restarts of one worker (a restarted worker
+fences its predecessor and aborts its open transaction at once); otherwise
+``f"{group}-{host}-{pid}-{random}"``, unique per process. With KIP-447 the group generation, not
+the transactional id, fences zombies, so a unique id per process is safe; a killed process's
+open transaction is then aborted by the coordinator once it is older than
+:data:`TRANSACTION_TIMEOUT_MS` (checked every 10 s by default), which bounds how long readers
+of ``lead.events`` wait behind it.
+
+CLOCK ticks: every ``tick_interval_s``, one CLOCK record to each partition *p* of
+``lead.events`` for every partition number *p* this member holds of any inbound topic (the
+RangePartitionAssignor gives partition *p* of every inbound topic to the same member). They
+ride in the batch's transaction, or in one of their own when the poll returned nothing. Two
+members may both tick a partition around a rebalance; duplicate ticks are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import (
+    CommitFailedError,
+    FencedInstanceIdError,
+    IllegalGenerationError,
+    InvalidProducerEpochError,
+    KafkaError,
+    ProducerFencedError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
+
+from processors.site import SitePolicy
+from processors.validate import (
+    PROCESSING_FAILED,
+    Accepted,
+    DeadLetter,
+    dead_letter,
+    validate_inbound,
+)
+from schemas.canonical import CanonicalRecord, encode_canonical
+from schemas.catalog import Catalog
+from schemas.errors import HubError
+from schemas.topics import TopicNames
+
+log = logging.getLogger("leadhub.validate")
+
+Clock = Callable[[], datetime]
+
+#: Records per poll, hence per transaction.
+MAX_POLL_RECORDS = 500
+#: A SIGKILLed member is out of the group this long after its last heartbeat.
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 3_000
+#: A member whose loop has not polled for this long leaves the group (its heartbeat thread
+#: sends LeaveGroup), so a stuck validator does not hold its partitions.
+MAX_POLL_INTERVAL_MS = 60_000
+#: The coordinator aborts (and fences) a transaction older than this. A batch's transaction
+#: takes well under a second; the bound is how long a killed process's open transaction can
+#: hold back ``read_committed`` readers (plus up to the broker's 10 s abort-check interval).
+TRANSACTION_TIMEOUT_MS = 10_000
+#: Failed transactions in a row before a batch is retried record by record.
+MAX_BATCH_ATTEMPTS = 5
+#: The longest a poll waits for records (shorter when a tick is due sooner).
+POLL_TIMEOUT_MS = 500
+#: How long a poll may wait while the member is (re)joining the group. kafka-python 3.0.12
+#: drops a JoinGroup/SyncGroup round that completes while no poll is waiting for it and
+#: starts another one, which makes the whole group rebalance again; so a joining member waits
+#: in poll until the other members have rejoined (they notice within a heartbeat interval).
+REBALANCE_POLL_TIMEOUT_MS = 6_000
+#: How long to wait for Kafka to acknowledge a transaction's records.
+FLUSH_TIMEOUT_S = 60.0
+#: Pause after the n-th failure in a row: BACKOFF_S * 2**(n-1), at most BACKOFF_MAX_S.
+BACKOFF_S = 0.1
+BACKOFF_MAX_S = 2.0
+
+_MEMBERSHIP_ERRORS = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError,
+                      RebalanceInProgressError, FencedInstanceIdError)
+_FENCING_ERRORS = (ProducerFencedError, InvalidProducerEpochError)
+
+
+def group_id(topics: TopicNames) -> str:
+    """The validator's consumer group: ``<prefix>leadhub-validator``."""
+    return f"{topics.prefix}leadhub-validator"
+
+
+def utc_now() -> datetime:
+    """The adapter's clock (the pure step never reads one)."""
+    return datetime.now(UTC)
+
+
+class ValidatorError(HubError):
+    """The validator cannot go on with this producer; exit non-zero and let it be restarted."""
+
+    exit_code = 1
+
+
+class ValidatorFenced(ValidatorError):
+    """This instance's producer was fenced: it is a zombie, another instance owns its work."""
+
+
+class _MembershipLost(HubError):
+    """Internal, never escapes: the group moved on without this member; rewind and rejoin."""
+
+
+@dataclass(slots=True)
+class ValidatorCounters:
+    """What this instance has committed so far (aborted work is not counted, except aborts)."""
+
+    accepted: int = 0
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    aborts: int = 0
+    ticks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+
+
+@dataclass(slots=True)
+class _Tally:
+    """One transaction's outcomes, booked into the counters and logged once it commits."""
+
+    accepted: int = 0
+    dead: list[tuple[str, str, int, int]] = field(default_factory=list)
+    ticks: int = 0
+
+
+class TransactionalValidator:
+    """The ``validate`` step as one member of the ``<prefix>leadhub-validator`` group.
+
+    Construction connects, initializes the transactional producer (fencing an earlier
+    producer with the same transactional id) and subscribes to every site partner's inbound
+    topic. Raises :class:`ValidatorError` if Kafka cannot be reached or refuses.
+    Not thread-safe: one thread calls :meth:`run_once` / :meth:`run`, then :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: TopicNames,
+        site: SitePolicy,
+        catalog: Catalog,
+        *,
+        tick_interval_s: float = 5.0,
+        clock: Clock = utc_now,
+        client_id: str | None = None,
+    ) -> None:
+        self.topics = topics
+        self.site = site
+        self.catalog = catalog
+        self.tick_interval_s = tick_interval_s
+        self.clock = clock
+        self.group_id = group_id(topics)
+        unique = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.transactional_id = f"{self.group_id}-{client_id or unique}"
+        self.client_id = client_id or f"leadhub-validator-{os.getpid()}"
+        self.counters = ValidatorCounters()
+        self.inbound_topics = [topics.inbound(p) for p in site.partner_ids()]
+        self._failures = 0
+        self._rewind_needed = False
+        self._next_tick = time.monotonic() + tick_interval_s
+        self._producer: Any = None
+        self._consumer: Any = None
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap,
+                client_id=self.client_id,
+                transactional_id=self.transactional_id,
+                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                acks="all",
+                enable_idempotence=True,
+                compression_type="lz4",
+                linger_ms=5,
+            )
+            self._producer.init_transactions()
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap,
+                client_id=self.client_id,
+                group_id=self.group_id,
+                isolation_level="read_committed",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                partition_assignment_strategy=(RangePartitionAssignor,),
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+                max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+                max_poll_records=MAX_POLL_RECORDS,
+            )
+            self._consumer.subscribe(topics=self.inbound_topics)
+        except (KafkaError, OSError) as exc:
+            self.close()
+            if isinstance(exc, _FENCING_ERRORS):
+                raise ValidatorFenced(
+                    f"transactional id {self.transactional_id} was taken over while starting"
+                ) from exc
+            raise ValidatorError(
+                f"cannot start the validator against Kafka at {bootstrap} "
+                f"({type(exc).__name__}); is the broker running? (leadhub services status)"
+            ) from exc
+
+    # -- public surface ----------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Poll once and process what came in one transaction; return the records handled.
+
+        "Handled" means committed with their outputs: 0 when nothing came, when the
+        transaction failed (the records will come again) or when membership was lost.
+        Raises :class:`ValidatorFenced` or :class:`ValidatorError` when this producer cannot
+        go on; every other failure is absorbed here (aborted, rewound, retried later).
+        """
+        if self._rewind_needed and not self._rewind():
+            return 0
+        try:
+            polled: dict[Any, list[Any]] = self._consumer.poll(
+                timeout_ms=self._poll_timeout_ms(), max_records=MAX_POLL_RECORDS)
+        except KafkaError as exc:
+            log.warning("validate: poll failed (%s); retrying", _describe(exc))
+            self._rewind_needed = True
+            self._back_off()
+            return 0
+        group = self._consumer.group_metadata()
+        records = [r for tp in sorted(polled) for r in polled[tp]]
+        ticks = self._due_tick_partitions()
+        if not records and not ticks:
+            return 0
+        if records and self._failures >= MAX_BATCH_ATTEMPTS:
+            return self._one_by_one(records, ticks, group)
+        try:
+            self._transact(records, ticks, group)
+        except _MembershipLost as exc:
+            self._lost_membership(exc)
+            return 0
+        except ValidatorError:
+            raise
+        except Exception as exc:
+            self._failed(exc, f"batch of {len(records)} records")
+            return 0
+        self._failures = 0
+        if records:
+            self.counters.batches += 1
+        return len(records)
+
+    def run(self, stop: threading.Event) -> None:
+        """Call :meth:`run_once` until ``stop`` is set.
+
+        Returns after the batch in progress when ``stop`` is set; raises
+        :class:`ValidatorFenced` / :class:`ValidatorError` if the producer cannot go on, and
+        the caller should then exit non-zero.
+        """
+        while not stop.is_set():
+            self.run_once()
+
+    def close(self) -> None:
+        """Leave the group and close both clients (an open transaction is aborted by Kafka)."""
+        for client in (self._consumer, self._producer):
+            if client is None:
+                continue
+            try:
+                client.close()
+            except (KafkaError, OSError) as exc:
+                log.warning("validate: closing a Kafka client failed (%s)", _describe(exc))
+        self._consumer = None
+        self._producer = None
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _transact(self, records: Sequence[Any], ticks: Sequence[int], group: Any) -> None:
+        """One transaction: the records' outcomes, the ticks, the records' next offsets."""
+        self._in_transaction(lambda tally: self._batch_outputs(records, ticks, tally),
+                             _next_offsets(records), group)
+
+    def _in_transaction(self, outputs: Callable[[_Tally], list[_Outgoing]],
+                        offsets: dict[Any, Any], group: Any) -> None:
+        """Begin; produce ``outputs``; add ``offsets`` for ``group``; commit. Book on commit.
+
+        Any failure aborts the transaction and is re-raised (as :class:`_MembershipLost`
+        for a lost membership, :class:`ValidatorFenced`/:class:`ValidatorError` when the
+        producer cannot go on).
+        """
+        if offsets and (group.generation_id < 0 or not group.member_id):
+            raise _MembershipLost(f"no group generation to commit offsets under ({group})")
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+        except KafkaError as exc:
+            self._raise_if_fatal(exc)
+            raise
+        tally = _Tally()
+        try:
+            futures = [
+                producer.send(out.topic, value=out.value, key=out.key,
+                              headers=list(out.headers) or None, partition=out.partition)
+                for out in outputs(tally)
+            ]
+            producer.flush(timeout=FLUSH_TIMEOUT_S)
+            for future in futures:
+                future.get(timeout=FLUSH_TIMEOUT_S)
+            if offsets:
+                producer.send_offsets_to_transaction(offsets, group)
+            producer.commit_transaction()
+        except BaseException as exc:
+            self._abort(exc)
+            if isinstance(exc, _MEMBERSHIP_ERRORS):
+                raise _MembershipLost(type(exc).__name__) from exc
+            raise
+        self._book(tally)
+
+    def _abort(self, cause: BaseException) -> None:
+        """Abort the open transaction; raise if the producer cannot go on."""
+        self.counters.aborts += 1
+        self._raise_if_fatal(cause)
+        try:
+            self._producer.abort_transaction()
+        except KafkaError as exc:
+            self._raise_if_fatal(exc)
+            raise ValidatorError(
+                f"aborting a transaction failed ({_describe(exc)}); restart the validator"
+            ) from exc
+
+    def _raise_if_fatal(self, cause: BaseException) -> None:
+        """Raise ValidatorFenced/ValidatorError if ``cause`` left the producer unusable."""
+        # kafka-python wraps the first error of a failed transaction in a generic KafkaError
+        # ("... in an error state: <error>"); its transaction manager knows the state.
+        manager = getattr(self._producer, "_transaction_manager", None)
+        fatal = bool(manager is not None and manager.has_fatal_error())
+        errors = [cause, *(a for a in getattr(cause, "args", ()) if isinstance(a, BaseException))]
+        if manager is not None and manager.last_error is not None:
+            errors.append(manager.last_error)
+        if any(isinstance(e, _FENCING_ERRORS) for e in errors):
+            raise ValidatorFenced(
+                f"the producer of transactional id {self.transactional_id} was fenced: another "
+                "instance took over (or a transaction outlived the transaction timeout); this "
+                "process is a zombie and must exit"
+            ) from cause
+        if fatal:
+            raise ValidatorError(
+                f"the transactional producer failed fatally ({_describe(cause)}); "
+                "restart the validator"
+            ) from cause
+
+    def _book(self, tally: _Tally) -> None:
+        """Count a committed transaction's outcomes and log its dead letters."""
+        self.counters.accepted += tally.accepted
+        self.counters.ticks += tally.ticks
+        by_reason = self.counters.dead_letters_by_reason
+        for reason, topic, partition, offset in tally.dead:
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+            log.info("validate: dead letter %s from %s[%d]@%d", reason, topic, partition, offset)
+        if tally.ticks:
+            self._next_tick = time.monotonic() + self.tick_interval_s
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def _batch_outputs(self, records: Sequence[Any], ticks: Sequence[int],
+                       tally: _Tally) -> list[_Outgoing]:
+        """Decide every record (one hub instant for the batch) and add the due ticks."""
+        now = self.clock()
+        outputs = [self._outcome(record, now, tally) for record in records]
+        outputs.extend(self._ticks(ticks, now, tally))
+        return outputs
+
+    def _outcome(self, record: Any, now: datetime, tally: _Tally) -> _Outgoing:
+        outcome = validate_inbound(
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            key=record.key, value=record.value, received_at=now,
+            topics=self.topics, site=self.site, catalog=self.catalog,
+        )
+        if isinstance(outcome, Accepted):
+            tally.accepted += 1
+            return _Outgoing(self.topics.events, outcome.key, outcome.value)
+        return self._dead(outcome, record, tally)
+
+    def _single(self, record: Any) -> Callable[[_Tally], list[_Outgoing]]:
+        """The outputs of a one-record transaction: the record's outcome."""
+        return lambda tally: [self._outcome(record, self.clock(), tally)]
+
+    def _dead(self, letter: DeadLetter, record: Any, tally: _Tally) -> _Outgoing:
+        tally.dead.append((letter.reason, record.topic, record.partition, record.offset))
+        return _Outgoing(self.topics.dlq, letter.key, letter.value, letter.headers)
+
+    def _ticks(self, partitions: Iterable[int], now: datetime, tally: _Tally) -> list[_Outgoing]:
+        tick = encode_canonical(CanonicalRecord(
+            kind="CLOCK", received_at=now, source_partner="hub", ingest_topic="",
+            ingest_partition=-1, ingest_offset=-1, event=b"",
+        ))
+        outputs = [_Outgoing(self.topics.events, None, tick, partition=p) for p in partitions]
+        tally.ticks += len(outputs)
+        return outputs
+
+    def _due_tick_partitions(self) -> list[int]:
+        """The partition numbers to tick now: those held of any inbound topic, if a tick is due."""
+        if time.monotonic() < self._next_tick:
+            return []
+        return sorted({tp.partition for tp in self._consumer.assignment()})
+
+    # -- failure handling --------------------------------------------------------------------
+
+    def _one_by_one(self, records: Sequence[Any], ticks: Sequence[int], group: Any) -> int:
+        """Process ``records`` one transaction each; dead-letter what still fails.
+
+        Stops (rewinding to the last committed record) at a lost membership or when Kafka
+        itself fails, so that nothing is dead-lettered for a broker's trouble.
+        """
+        log.warning("validate: %d failed attempts in a row; going record by record over %d "
+                    "records", self._failures, len(records))
+        handled = 0
+        for record in records:
+            offsets = _next_offsets([record])
+            try:
+                self._in_transaction(self._single(record), offsets, group)
+            except _MembershipLost as exc:
+                self._lost_membership(exc)
+                return handled
+            except ValidatorError:
+                raise
+            except Exception as exc:
+                if _is_transient(exc):
+                    self._failed(exc, f"record {record.topic}[{record.partition}]"
+                                      f"@{record.offset}")
+                    return handled
+                if not self._dead_letter_failure(record, exc, offsets, group):
+                    return handled
+            handled += 1
+        self._failures = 0
+        self.counters.batches += 1
+        if ticks:
+            try:
+                self._in_transaction(lambda tally: self._ticks(ticks, self.clock(), tally),
+                                     {}, group)
+            except ValidatorError:
+                raise
+            except Exception as exc:  # the ticks are due again on the next loop
+                log.warning("validate: tick transaction failed (%s)", _describe(exc))
+        return handled
+
+    def _dead_letter_failure(self, record: Any, failure: BaseException,
+                             offsets: dict[Any, Any], group: Any) -> bool:
+        """Commit a PROCESSING_FAILED dead letter with the record's offset; False if not."""
+        name = type(failure).__name__
+        log.error("validate: %s for %s[%d]@%d (%s); dead-lettering it", PROCESSING_FAILED,
+                  record.topic, record.partition, record.offset, name)
+
+        def letter(tally: _Tally) -> list[_Outgoing]:
+            dead = dead_letter(topic=record.topic, partition=record.partition,
+                               offset=record.offset, value=record.value,
+                               received_at=self.clock(), reason=PROCESSING_FAILED,
+                               message=name)
+            return [self._dead(dead, record, tally)]
+
+        try:
+            self._in_transaction(letter, offsets, group)
+        except _MembershipLost as exc:
+            self._lost_membership(exc)
+            return False
+        except ValidatorError:
+            raise
+        except Exception as exc:
+            self._failed(exc, f"dead letter for {record.topic}[{record.partition}]"
+                              f"@{record.offset}")
+            return False
+        return True
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        """After an aborted transaction: rewind, count the failure, pause a little."""
+        self._failures += 1
+        log.warning("validate: transaction for %s aborted (%s); attempt %d, retrying from the "
+                    "committed offsets", what, _describe(exc), self._failures)
+        self._rewind_needed = True
+        self._rewind()
+        self._back_off()
+
+    def _lost_membership(self, exc: BaseException) -> None:
+        # A _MembershipLost names only Kafka error classes and group metadata.
+        log.warning("validate: the group moved on without this member (%s); transaction "
+                    "aborted, rejoining", exc)
+        self._rewind_needed = True
+        self._rewind()
+
+    def _rewind(self) -> bool:
+        """Seek every assigned partition to its committed offset (the beginning when none).
+
+        Returns False (and keeps the rewind pending) if the committed offsets cannot be read.
+        """
+        consumer = self._consumer
+        try:
+            for tp in consumer.assignment():
+                committed = consumer.committed(tp)
+                if committed is None:
+                    consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, committed)
+        except KafkaError as exc:
+            log.warning("validate: reading committed offsets failed (%s); will retry",
+                        _describe(exc))
+            self._back_off()
+            return False
+        self._rewind_needed = False
+        return True
+
+    def _back_off(self) -> None:
+        attempt = max(self._failures, 1)
+        time.sleep(min(BACKOFF_S * 2 ** (attempt - 1), BACKOFF_MAX_S))
+
+    def _poll_timeout_ms(self) -> int:
+        if self._consumer.group_metadata().state is not MemberState.STABLE:
+            return REBALANCE_POLL_TIMEOUT_MS
+        if not self._consumer.assignment():
+            return POLL_TIMEOUT_MS
+        until_tick = self._next_tick - time.monotonic()
+        return max(0, min(POLL_TIMEOUT_MS, int(until_tick * 1000)))
+
+
+def _next_offsets(records: Iterable[Any]) -> dict[Any, Any]:
+    """``{TopicPartition: OffsetAndMetadata}`` one past the last of ``records`` per partition."""
+    offsets: dict[Any, Any] = {}
+    for record in records:
+        epoch = record.leader_epoch if isinstance(record.leader_epoch, int) else -1
+        offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(
+            record.offset + 1, "", epoch)
+    return offsets
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """True for Kafka trouble that is no record's fault (timeouts, connections, leaders)."""
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception for a log line: Kafka's errors carry no data; others only their class."""
+    if isinstance(exc, KafkaError):
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__
