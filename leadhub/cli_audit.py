@@ -431,8 +431,10 @@ def register_tamper_evidence(actions: Any) -> None:
         "verify", help="verify a bundle offline (exit 1 naming the first failure)",
         description="Check a bundle without Kafka: checkpoint signatures, consistency between "
                     "successive checkpoints, the prefix hashes against the anchor, every "
-                    "record's inclusion proof, contiguous offsets and the recomputed roots. "
-                    "Exit 0 if all hold; else exit 1 naming the first offset that fails.")
+                    "record's inclusion proof, leaf indices without a hole and increasing "
+                    "offsets (commit markers and aborted transactions leave offset gaps), and "
+                    "the recomputed roots. Exit 0 if all hold; else exit 1 naming the first "
+                    "record (leaf index and offset) that fails.")
     verify.add_argument("directory")
     verify.add_argument("--key-id", help="the hub's published key id (pins the key)")
     verify.add_argument("--public-key", help="PEM file of the hub's key (instead of the "
@@ -510,6 +512,7 @@ def _verify(args: argparse.Namespace) -> int:
                      "failures": [f.describe() for f in report.failures],
                      "first_failure": {"partition": report.first.partition,
                                        "offset": report.first.offset,
+                                       "leaf": report.first.leaf,
                                        "checkpoint": report.first.checkpoint,
                                        "reason": report.first.reason}
                      if report.first else None})

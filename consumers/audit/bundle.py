@@ -2,28 +2,47 @@
 
 **Layout** of a bundle directory::
 
-    manifest.json        format, topic, window, per partition {start, end, frontier}, the
-                         consistency proofs between successive checkpoints, the leaf encoding
-    checkpoints.jsonl    the signed checkpoints, oldest first: the *anchor* (the last one at or
-                         before the window's first record; absent if none) ... the *covering*
-                         one (the first whose trees contain the window's last record)
-    events.jsonl         every record of [start, end) per partition, partition by partition in
-                         offset order: {"partition", "offset", "key": base64|null,
-                         "value": base64 (the raw canonical record), "proof": [hex, ...]}
-                         where proof is the RFC 6962 inclusion proof of the record's leaf in
-                         the covering checkpoint's tree of its partition
+    manifest.json        format, topic, window, per partition {start, end, start_offset,
+                         end_offset, frontier}, the consistency proofs between successive
+                         checkpoints, the leaf encoding
+    checkpoints.jsonl    the signed checkpoints, oldest first: the *anchor* (the last one whose
+                         end offsets are at or before the window's first record; absent if
+                         none) ... the *covering* one (the first whose end offsets are past
+                         the window's last record)
+    events.jsonl         every committed record of [start_offset, end_offset) per partition,
+                         partition by partition in offset order: {"partition", "offset",
+                         "leaf", "key": base64|null, "value": base64 (the raw canonical
+                         record), "proof": [hex, ...]} where leaf is the record's leaf index
+                         (its ordinal among the partition's committed records) and proof the
+                         RFC 6962 inclusion proof of that leaf in the covering checkpoint's
+                         tree of its partition
     public_key.pem       the hub's Ed25519 checkpoint key (pin it: ``verify --key-id``)
     schemas/             every schemas/avro/*.avsc and CanonicalRecord.avsc (the envelope),
                          so the records can be decoded with the bundle alone
     README.txt           this layout, for whoever opens the directory
 
-**Soundness.** A partition's tree starts at offset 0, so ``start`` is the anchor's tree size and
-``frontier`` the roots of the perfect subtrees covering ``[0, start)`` (O(log n) hashes), which
-must fold to the anchor's signed root (with no anchor, ``start`` is 0 and the frontier empty).
-Appending the leaves of the exported records to that frontier must reproduce the signed root of
-every checkpoint in the bundle at its size; each record's own proof shows it in the covering
-tree; and successive checkpoints must be consistent (RFC 6962 consistency proofs). So a changed,
-missing, reordered or inserted record, a doctored prefix or a forged checkpoint cannot pass.
+**Leaves, not offsets.** ``lead.events`` is written in Kafka transactions, so its offsets have
+gaps (commit markers, aborted records); a tree's leaves are a partition's committed records in
+offset order (:mod:`consumers.audit.checkpoints`). So ``start``/``end`` are leaf indices (the
+anchor's and the covering checkpoint's tree sizes; ``end - start`` records are exported) and
+``start_offset``/``end_offset`` the offsets those checkpoints cover up to (exclusive).
+
+**Soundness.** A partition's tree starts at offset 0, so ``frontier`` holds the roots of the
+perfect subtrees covering leaves ``[0, start)`` (O(log n) hashes), which must fold to the
+anchor's signed root at size ``start`` (with no anchor, ``start`` and ``start_offset`` are 0
+and the frontier empty). Appending the leaves of the exported records to that frontier must
+reproduce the signed root of every checkpoint in the bundle at its size; each record's own
+proof shows it at its leaf index in the covering tree; leaf indices must run from ``start`` to
+``end`` without a hole, offsets must increase and fall within every checkpoint's claim (leaf
+``size - 1`` below its end offset, leaf ``size`` at or past it); and successive checkpoints
+must be consistent (RFC 6962 consistency proofs between their sizes; end offsets never go
+back). So a changed, missing, reordered or inserted record, a moved offset, a doctored prefix
+or a forged checkpoint cannot pass. Offsets absent from a bundle are gaps the verifier cannot
+tell from one another (markers, aborted records): what it proves is that *every leaf* of the
+signed trees between the anchor and the covering checkpoint is in the bundle.
+
+Bundles of format 1 (leaf index = offset) are not read: their checkpoints do not verify
+under format 2.
 
 :func:`verify_bundle` is pure (parsed content in, a report out); :func:`read_bundle_and_verify`
 and :func:`export_bundle` are the file and Kafka adapters.
@@ -35,6 +54,7 @@ import base64
 import itertools
 import json
 import shutil
+import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +63,7 @@ from typing import Any
 
 from consumers.audit.checkpoints import (
     Checkpoint,
+    deleted_prefixes,
     key_id,
     load_public_key_pem,
     public_key_pem,
@@ -60,28 +81,35 @@ from consumers.audit.merkle import (
     verify_inclusion,
 )
 
-BUNDLE_FORMAT = "leadhub-audit-bundle/1"
+BUNDLE_FORMAT = "leadhub-audit-bundle/2"
 LEAF_ENCODING = ('b"LHLEAF1" || u16 len(topic) || topic || u32 partition || u64 offset || '
                  'u32 len(key) (0xFFFFFFFF: null) || key || u32 len(value) || value; '
-                 'big-endian; leaf hash SHA-256(0x00 || leaf); one RFC 6962 tree per partition, '
-                 'leaf index = offset')
+                 'big-endian; leaf hash SHA-256(0x00 || leaf); one RFC 6962 tree per partition '
+                 'over its committed records in offset order, leaf index = the ordinal of the '
+                 'record (offsets increase, with gaps)')
 
 
 # -- verification (pure) --------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Failure:
-    """One thing that did not verify: where (partition/offset or checkpoint) and why."""
+    """One thing that did not verify: where (partition and offset or leaf index, or checkpoint)
+    and why. A missing record has no offset the verifier could know: it is named by its leaf
+    index (and the reason gives the offsets it lies between)."""
 
     reason: str
     partition: int | None = None
     offset: int | None = None
     checkpoint: int | None = None
+    leaf: int | None = None
 
     def describe(self) -> str:
-        """``partition 2 offset 17: ...`` or ``checkpoint #3 (...): ...``."""
+        """``partition 2 offset 17: ...``, ``partition 2 leaf #9: ...`` or ``checkpoint #3:
+        ...``."""
         if self.offset is not None:
             return f"partition {self.partition} offset {self.offset}: {self.reason}"
+        if self.leaf is not None:
+            return f"partition {self.partition} leaf #{self.leaf}: {self.reason}"
         if self.checkpoint is not None:
             return f"checkpoint #{self.checkpoint}: {self.reason}"
         if self.partition is not None:
@@ -113,6 +141,44 @@ def _hexes(values: Any) -> list[bytes]:
     return [bytes.fromhex(v) for v in values]
 
 
+@dataclass(frozen=True)
+class _Span:
+    """One partition of the manifest: leaves ``[start, end)``, offsets ``[start_offset,
+    end_offset)``, the frontier of leaves ``[0, start)``."""
+
+    start: int
+    end: int
+    start_offset: int
+    end_offset: int
+    frontier: list[bytes]
+
+
+def _spans(manifest: Mapping[str, Any]) -> dict[int, _Span]:
+    """The manifest's partitions; ValueError if malformed."""
+    try:
+        return {int(p): _Span(int(s["start"]), int(s["end"]), int(s["start_offset"]),
+                              int(s["end_offset"]), _hexes(s["frontier"]))
+                for p, s in manifest["partitions"].items()}
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(type(exc).__name__) from exc
+
+
+@dataclass
+class _Partition:
+    """Verification state of one partition while events.jsonl streams by."""
+
+    span: _Span
+    tree: CompactTree
+    #: The next leaf index expected, and the least offset its record may have.
+    leaf: int
+    offset: int
+    #: tree size -> [(checkpoint index, signed root)] for the sizes inside the bundle
+    roots_at: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)
+    #: tree size -> [(checkpoint index, end offset)]: leaf ``size - 1`` lies below the end
+    #: offset, leaf ``size`` at or past it
+    ends_at: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+
+
 def verify_bundle(manifest: Mapping[str, Any], checkpoints: list[Mapping[str, Any]],
                   events: Iterable[Mapping[str, Any] | None], public_key: bytes,
                   *, expected_key_id: str | None = None) -> Report:
@@ -130,10 +196,16 @@ def verify_bundle(manifest: Mapping[str, Any], checkpoints: list[Mapping[str, An
     if expected_key_id is not None and expected_key_id != report.key_id:
         fail(Failure(f"the bundle's key {report.key_id} is not the pinned key "
                      f"{expected_key_id}"))
-    topic = str(manifest["topic"])
-    spans: dict[int, dict[str, Any]] = {int(p): s for p, s in manifest["partitions"].items()}
+    topic = str(manifest.get("topic"))
+    try:
+        spans = _spans(manifest)
+        proofs = {(int(c["partition"]), int(c["from"]), int(c["to"])): _hexes(c["proof"])
+                  for c in manifest.get("consistency", [])}
+    except (KeyError, TypeError, ValueError) as exc:
+        fail(Failure(f"malformed manifest ({exc})"))
+        return report
 
-    # 1. checkpoints: parse, signature, sizes never shrink, consistency proofs
+    # 1. checkpoints: parse, signature, sizes and end offsets never shrink, consistency proofs
     signed: list[tuple[int, Checkpoint]] = []
     for index, obj in enumerate(checkpoints):
         try:
@@ -151,107 +223,139 @@ def verify_bundle(manifest: Mapping[str, Any], checkpoints: list[Mapping[str, An
         if not signed:
             fail(Failure("no valid signed checkpoint in the bundle"))
         return report
-    proofs = {(int(c["partition"]), int(c["from"]), int(c["to"])): _hexes(c["proof"])
-              for c in manifest.get("consistency", [])}
     for (i, older), (j, newer) in itertools.pairwise(signed):
         for head in newer.heads:
             old = older.head(head.partition)
             if old is None:
                 continue
-            if old.size > head.size or not verify_consistency(
-                    old.size, head.size, proofs.get((head.partition, i, j), []), old.root,
-                    head.root):
+            if old.end_offset > head.end_offset or old.size > head.size or not (
+                    verify_consistency(old.size, head.size,
+                                       proofs.get((head.partition, i, j), []), old.root,
+                                       head.root)):
                 fail(Failure(f"not consistent with checkpoint #{i} for partition "
-                             f"{head.partition} (sizes {old.size} -> {head.size})",
-                             checkpoint=j))
+                             f"{head.partition} (sizes {old.size} -> {head.size}, end offsets "
+                             f"{old.end_offset} -> {head.end_offset})", checkpoint=j))
     anchored = bool(manifest.get("anchored"))
     covering = signed[-1][1]
 
-    # 2. per partition: prefix frontier, contiguous offsets, inclusion, roots at every size
-    trees: dict[int, CompactTree] = {}
-    expected: dict[int, int] = {}
+    # 2. per partition: prefix frontier against the anchor, the covering checkpoint's extent
+    state: dict[int, _Partition] = {}
     broken: set[int] = set()
-    roots_at: dict[int, dict[int, list[tuple[int, bytes]]]] = {}
     for p, span in spans.items():
-        start, end = int(span["start"]), int(span["end"])
         cover_head = covering.head(p)
-        if cover_head is None or cover_head.size != end:
-            fail(Failure(f"the bundle ends at offset {end}, the covering checkpoint at "
-                         f"{cover_head.size if cover_head else 'nothing'}", partition=p))
+        if cover_head is None or (cover_head.size, cover_head.end_offset) != (span.end,
+                                                                              span.end_offset):
+            fail(Failure(f"the bundle ends at leaf #{span.end} (offset {span.end_offset}), the "
+                         "covering checkpoint at " + (
+                             f"leaf #{cover_head.size} (offset {cover_head.end_offset})"
+                             if cover_head else "nothing"), partition=p))
             broken.add(p)
         try:
-            trees[p] = CompactTree(start, _hexes(span["frontier"]))
+            tree = CompactTree(span.start, span.frontier)
         except ValueError:
-            fail(Failure(f"malformed frontier for the records before offset {start}",
-                         partition=p))
+            fail(Failure(f"malformed frontier for the {span.start} records before offset "
+                         f"{span.start_offset}", partition=p))
             broken.add(p)
             continue
         if anchored:
             anchor = signed[0][1].head(p)
-            if anchor is None or anchor.size != start or trees[p].root() != anchor.root:
-                fail(Failure(f"the hashes of the records before offset {start} do not match "
-                             "the anchor checkpoint", partition=p, offset=None))
+            if anchor is None or (anchor.size, anchor.end_offset) != (
+                    span.start, span.start_offset) or tree.root() != anchor.root:
+                fail(Failure(f"the hashes of the {span.start} records before offset "
+                             f"{span.start_offset} do not match the anchor checkpoint",
+                             partition=p))
                 broken.add(p)
-        elif start != 0:
+        elif span.start != 0 or span.start_offset != 0:
             fail(Failure("no anchor checkpoint, yet the records start after offset 0",
                          partition=p))
             broken.add(p)
-        expected[p] = start
+        part = state[p] = _Partition(span, tree, span.start, span.start_offset)
         for index, checkpoint in signed:
             at = checkpoint.head(p)
-            if at is not None and start < at.size <= end:
-                roots_at.setdefault(p, {}).setdefault(at.size, []).append((index, at.root))
+            if at is None or not span.start <= at.size <= span.end:
+                continue
+            part.ends_at.setdefault(at.size, []).append((index, at.end_offset))
+            if at.size > span.start:
+                part.roots_at.setdefault(at.size, []).append((index, at.root))
 
+    # 3. the records: inclusion at their leaf, leaves without a hole, offsets, roots
     for line_no, line in enumerate(events, start=1):
         report.records += 1
         try:
             assert line is not None
-            p, offset = int(line["partition"]), int(line["offset"])
+            p, offset, leaf = int(line["partition"]), int(line["offset"]), int(line["leaf"])
             key = None if line["key"] is None else base64.b64decode(line["key"], validate=True)
             value = base64.b64decode(line["value"], validate=True)
             proof = _hexes(line["proof"])
-        except (AssertionError, KeyError, TypeError, ValueError):
+            hashed = record_leaf_hash(topic, p, offset, key, value)
+        except (AssertionError, KeyError, TypeError, ValueError, struct.error):
             fail(Failure(f"events.jsonl line {line_no} is unreadable"))
             continue
         if p not in spans:
             fail(Failure("a record of a partition the bundle does not cover", partition=p,
                          offset=offset))
             continue
-        end = int(spans[p]["end"])
-        hashed = record_leaf_hash(topic, p, offset, key, value)
         tip = covering.head(p)
-        if tip is None or not verify_inclusion(offset, tip.size, hashed, proof, tip.root):
+        if tip is None or not verify_inclusion(leaf, tip.size, hashed, proof, tip.root):
             fail(Failure("the record is not in the signed tree (altered, inserted or moved)",
                          partition=p, offset=offset))
         if p in broken:
             continue
-        want = expected[p]
-        if offset != want:
-            why = (f"missing or out of order (the next record in the bundle has offset "
-                   f"{offset})" if offset > want else
-                   f"out of order or repeated (offset {offset} appears where {want} belongs)")
-            fail(Failure(why, partition=p, offset=min(offset, want) if offset < want
-                         else want))
+        part = state[p]
+        failure = _out_of_place(part, p, offset, leaf)
+        if failure is not None:
+            fail(failure)
             broken.add(p)
             continue
-        if offset >= end:
-            fail(Failure(f"beyond the covering checkpoint's tree size {end}", partition=p,
-                         offset=offset))
-            broken.add(p)
-            continue
-        tree = trees[p]
-        tree.append(hashed)
-        expected[p] = offset + 1
-        for index, root in roots_at.get(p, {}).get(tree.size, []):
-            if tree.root() != root:
+        for index, end_offset in part.ends_at.get(leaf, ()):
+            if offset < end_offset:
+                fail(Failure(f"checkpoint #{index} covers {leaf} records up to offset "
+                             f"{end_offset}, yet leaf #{leaf} lies below that offset",
+                             partition=p, offset=offset))
+                broken.add(p)
+        part.tree.append(hashed)
+        part.leaf, part.offset = leaf + 1, offset + 1
+        for index, end_offset in part.ends_at.get(leaf + 1, ()):
+            if offset >= end_offset:
+                fail(Failure(f"checkpoint #{index} covers {leaf + 1} records up to offset "
+                             f"{end_offset}, yet leaf #{leaf} lies at or past that offset",
+                             partition=p, offset=offset))
+                broken.add(p)
+        for index, root in part.roots_at.get(leaf + 1, ()):
+            if part.tree.root() != root:
                 fail(Failure(f"the records up to here do not give the root checkpoint "
                              f"#{index} signed", partition=p, offset=offset))
                 broken.add(p)
-    for p, span in spans.items():
-        if p not in broken and expected[p] != int(span["end"]):
-            fail(Failure("missing (the bundle ends before the covering checkpoint)",
-                         partition=p, offset=expected[p]))
+    for p, part in state.items():
+        if p not in broken and part.leaf != part.span.end:
+            count = part.span.end - part.leaf
+            fail(Failure(f"missing: {count} record{'s' if count > 1 else ''} from here on, with "
+                         f"offsets in [{part.offset}, {part.span.end_offset}) (the bundle ends "
+                         f"before the covering checkpoint's {part.span.end} leaves)",
+                         partition=p, leaf=part.leaf))
     return report
+
+
+def _out_of_place(part: _Partition, p: int, offset: int, leaf: int) -> Failure | None:
+    """Why a record (already checked against the covering tree) is not the one expected next."""
+    want, least = part.leaf, part.offset
+    if leaf > want:
+        return Failure(f"missing or out of order: leaf #{want}, a record with an offset in "
+                       f"[{least}, {offset}), is not where it belongs (the next record in the "
+                       f"bundle is leaf #{leaf} at offset {offset})", partition=p, leaf=want)
+    if leaf < want:
+        return Failure(f"out of order or repeated (leaf #{leaf} appears where leaf #{want} "
+                       "belongs)", partition=p, offset=offset)
+    if leaf >= part.span.end:
+        return Failure(f"beyond the covering checkpoint's {part.span.end} leaves", partition=p,
+                       offset=offset)
+    if offset < least:
+        return Failure(f"offsets do not increase (leaf #{leaf} has offset {offset}, below "
+                       f"{least})", partition=p, offset=offset)
+    if offset >= part.span.end_offset:
+        return Failure(f"beyond the covering checkpoint's end offset {part.span.end_offset}",
+                       partition=p, offset=offset)
+    return None
 
 
 # -- file adapter ---------------------------------------------------------------------------
@@ -307,10 +411,13 @@ def export_bundle(bootstrap: str, events_topic: str, checkpoints_topic: str,
                   directory: Path, schemas_dir: Path) -> dict[str, Any]:
     """Write a bundle for records received in [window_from, window_to]; return its manifest.
 
-    Reads lead.events twice (hashes from offset 0, then the exported records); keeps every
-    leaf hash up to the covering checkpoint in temporary files (~64 bytes of disk per record,
-    memory bounded whatever the log's length). Raises SetupError when no
-    checkpoint covers the window yet, BundleError when the directory is not empty.
+    Reads lead.events (``read_committed``) twice: every record from offset 0 for the leaf
+    hashes, counting the leaves below each checkpoint's end offsets, then the exported records,
+    whose leaf index is their ordinal from the anchor's size on (each checked against the leaf
+    hash of the first read). Keeps every leaf hash up to the covering checkpoint in temporary
+    files (~64 bytes of disk per record, memory bounded whatever the log's length; plus a few
+    integers per checkpoint). Raises SetupError when no checkpoint covers the window yet,
+    BundleError when the directory is not empty or the log does not match the checkpoints.
     """
     from consumers.audit.kafka_log import TopicReader
     from schemas.canonical import CANONICAL_SCHEMA, decode_canonical
@@ -324,50 +431,72 @@ def export_bundle(bootstrap: str, events_topic: str, checkpoints_topic: str,
     if not mine:
         raise SetupError(f"no checkpoint signed by key {kid} on {checkpoints_topic}: run "
                          "`leadhub audit checkpoint --once` first")
+    ends = [c.end_offsets() for c in mine]
     leaves: dict[int, LeafHashes] = {}
+    #: per partition: the checkpoints' end offsets, ascending, and the leaves below each
+    bounds: dict[int, list[int]] = {}
+    below: dict[int, dict[int, int]] = {}
     first_in: dict[int, int] = {}
     last_in: dict[int, int] = {}
     with TopicReader(bootstrap, events_topic, client_id="leadhub-audit-export") as reader, \
             HashFiles() as hash_files:
+        deleted = deleted_prefixes(reader)
+        if deleted:
+            raise BundleError(f"{events_topic}: the records before offsets {deleted} "
+                              "(partition: first offset left) were deleted; the trees start "
+                              "at offset 0")
         end_now = reader.end_offsets()
-        limit = {p: max(c.sizes().get(p, 0) for c in mine) for p in end_now}
         for p in end_now:
             leaves[p] = LeafHashes(new_level=hash_files.column)
+            bounds[p] = sorted({e[p] for e in ends if p in e})
+            below[p] = {}
+        limit = {p: bounds[p][-1] if bounds[p] else 0 for p in end_now}
+        cursor = dict.fromkeys(end_now, 0)
         for rec in reader.read(end_now):
-            if rec.offset < limit[rec.partition]:
-                if rec.offset != len(leaves[rec.partition]):
-                    raise BundleError(f"{events_topic} partition {rec.partition}: offsets are "
-                                      f"not contiguous at {rec.offset}")
-                leaves[rec.partition].append(record_leaf_hash(
-                    events_topic, rec.partition, rec.offset, rec.key, rec.value))
+            p, offset = rec.partition, rec.offset
+            todo, i = bounds[p], cursor[p]
+            while i < len(todo) and todo[i] <= offset:
+                below[p][todo[i]] = len(leaves[p])
+                i += 1
+            cursor[p] = i
+            if offset < limit[p]:
+                leaves[p].append(record_leaf_hash(events_topic, p, offset, rec.key, rec.value))
             try:
                 received = decode_canonical(rec.value).received_at
             except HubError:
                 continue
             if window_from <= received <= window_to:
-                first_in.setdefault(rec.partition, rec.offset)
-                last_in[rec.partition] = rec.offset
+                first_in.setdefault(p, offset)
+                last_in[p] = offset
+        for p in end_now:
+            for bound in bounds[p][cursor[p]:]:
+                if bound <= end_now[p]:
+                    below[p][bound] = len(leaves[p])
         start_needed = {p: first_in.get(p, end_now[p]) for p in end_now}
         end_needed = {p: last_in[p] + 1 if p in last_in else 0 for p in end_now}
         anchor_i = None
-        for i, c in enumerate(mine):
-            if all(c.sizes().get(p, 0) <= start_needed[p] for p in end_now):
+        for i, e in enumerate(ends):
+            if all(e.get(p, 0) <= start_needed[p] for p in end_now):
                 anchor_i = i
-        cover_i = next((i for i, c in enumerate(mine)
+        cover_i = next((i for i, e in enumerate(ends)
                         if (anchor_i is None or i >= anchor_i)
-                        and all(c.sizes().get(p, 0) >= end_needed[p] for p in end_now)), None)
+                        and all(e.get(p, 0) >= end_needed[p] for p in end_now)), None)
         if cover_i is None:
             raise SetupError("no checkpoint covers the window's last record yet: run "
                              "`leadhub audit checkpoint --once` and export again")
         chosen = mine[anchor_i if anchor_i is not None else cover_i:cover_i + 1]
+        anchor = chosen[0] if anchor_i is not None else None
         covering = chosen[-1]
-        start = {p: (chosen[0].sizes().get(p, 0) if anchor_i is not None else 0)
-                 for p in end_now}
+        start = {p: anchor.sizes().get(p, 0) if anchor else 0 for p in end_now}
+        start_offset = {p: anchor.end_offsets().get(p, 0) if anchor else 0 for p in end_now}
         end = {p: covering.sizes().get(p, 0) for p in end_now}
+        end_offset = {p: covering.end_offsets().get(p, 0) for p in end_now}
         for c in chosen:
-            for p, size in c.sizes().items():
-                if not start.get(p, 0) <= size <= end.get(p, 0) or (
-                        leaves[p].root(size) != c.head(p).root):  # type: ignore[union-attr]
+            for head in c.heads:
+                p = head.partition
+                if p not in leaves or below[p].get(head.end_offset) != head.size or not (
+                        start[p] <= head.size <= end[p]) or (
+                        leaves[p].root(head.size) != head.root):
                     raise BundleError(f"checkpoint {c.timestamp} does not match "
                                       f"{events_topic} partition {p}: run "
                                       "`leadhub audit verify` on a full export")
@@ -385,14 +514,24 @@ def export_bundle(bootstrap: str, events_topic: str, checkpoints_topic: str,
             for p in sorted(end):
                 if start[p] >= end[p]:
                     continue
-                for rec in reader.read({p: end[p]}, {p: start[p]}):
-                    proof = leaves[p].inclusion_proof(rec.offset, end[p])
+                leaf = start[p]
+                for rec in reader.read({p: end_offset[p]}, {p: start_offset[p]}):
+                    hashed = record_leaf_hash(events_topic, p, rec.offset, rec.key, rec.value)
+                    if leaf >= end[p] or leaves[p][leaf] != hashed:
+                        raise BundleError(f"{events_topic} partition {p} changed during the "
+                                          f"export (offset {rec.offset})")
+                    proof = leaves[p].inclusion_proof(leaf, end[p])
                     out.write(json.dumps({
-                        "partition": p, "offset": rec.offset,
+                        "partition": p, "offset": rec.offset, "leaf": leaf,
                         "key": base64.b64encode(rec.key).decode() if rec.key is not None
                         else None,
                         "value": base64.b64encode(rec.value).decode(),
                         "proof": [h.hex() for h in proof]}, separators=(",", ":")) + "\n")
+                    leaf += 1
+                if leaf != end[p]:
+                    raise BundleError(f"{events_topic} partition {p} changed during the "
+                                      f"export ({leaf - start[p]} of {end[p] - start[p]} "
+                                      "records read again)")
         frontiers = {p: [h.hex() for h in leaves[p].frontier(start[p])] for p in end}
     manifest = {
         "format": BUNDLE_FORMAT, "topic": events_topic, "key_id": kid,
@@ -401,6 +540,7 @@ def export_bundle(bootstrap: str, events_topic: str, checkpoints_topic: str,
         "exported_at": datetime.now(UTC).isoformat(),
         "anchored": anchor_i is not None,
         "partitions": {str(p): {"start": start[p], "end": end[p],
+                                "start_offset": start_offset[p], "end_offset": end_offset[p],
                                 "frontier": frontiers[p]}
                        for p in sorted(end)},
         "consistency": consistency,

@@ -1,8 +1,12 @@
 """Signed tree heads over ``lead.events``: the leaf encoding, Ed25519 checkpoints, the signer.
 
-**Leaf encoding (v1).** One leaf per record of ``lead.events``; one RFC 6962 tree per partition,
-leaf index = the record's offset (``lead.events`` is written without transactions and never
-compacted, so offsets are contiguous from 0). The leaf bytes are::
+**Leaves.** One RFC 6962 tree per partition whose leaves are the partition's *committed*
+records (as a ``read_committed`` consumer sees them) in offset order, from offset 0: leaf index
+= the record's ordinal in its partition, not its offset. ``lead.events`` is written in Kafka
+transactions, so offsets have gaps (every commit or abort marker takes one; records of aborted
+transactions take theirs and are not leaves); it is never compacted. The leaf still commits to
+the record's offset, so a verifier sees the offsets and checks that they increase. The leaf
+bytes are::
 
     b"LHLEAF1"                               7 bytes, format tag
     u16 len(topic)  || topic (UTF-8)          the topic name, prefix included
@@ -12,16 +16,30 @@ compacted, so offsets are contiguous from 0). The leaf bytes are::
     u32 len(value)  || value                  the record's value bytes, as stored
 
 (big-endian unsigned integers). Kafka timestamps and headers are not committed. The leaf hash
-is ``SHA-256(0x00 || leaf)`` (:func:`consumers.audit.merkle.leaf_hash`).
+is ``SHA-256(0x00 || leaf)`` (:func:`consumers.audit.merkle.leaf_hash`). The leaf bytes are
+those of format 1; what changed is how leaves are indexed and what a head says.
 
 **Checkpoint** (JSON on ``lead.audit.checkpoints``, key ``checkpoint``)::
 
-    {"format": "leadhub-checkpoint/1", "topic": ..., "timestamp": "...Z",
-     "heads": [{"partition": 0, "size": N, "root": hex}, ...],   every partition, in order
-     "root": hex,         SHA-256 over (u32 partition || u64 size || root) of every head
+    {"format": "leadhub-checkpoint/2", "topic": ..., "timestamp": "...Z",
+     "heads": [{"partition": 0, "end_offset": E, "size": N, "root": hex}, ...],
+                          every partition, in order: the tree of the N committed records with
+                          offset < E (E: the partition's last stable offset when it was read)
+     "root": hex,         SHA-256 over (u32 partition || u64 end_offset || u64 size || root)
+                          of every head
      "key_id": hex16,     first 8 bytes of SHA-256(raw Ed25519 public key), in hex
-     "signature": base64  Ed25519 over b"leadhub-checkpoint/1\\n" + canonical JSON of the
+     "signature": base64  Ed25519 over b"leadhub-checkpoint/2\\n" + canonical JSON of the
                           checkpoint without "signature"}
+
+A head says up to which offset (exclusive) it covers *and* how many leaves that is: with
+gaps, neither follows from the other. Consistency between two checkpoints is between their
+leaf counts; an inclusion proof addresses a leaf by its index, which a reader finds by counting
+the committed records before it (or reads from a bundle, which stores it).
+
+**Format 1** (``leadhub-checkpoint/1``: heads without ``end_offset``, leaf index = offset,
+for a log written without transactions) is gone: such checkpoints do not parse
+(:func:`read_checkpoints` counts them as malformed), do not verify, and are not resumed from;
+the checkpointer starts a fresh series in format 2 from offset 0.
 
 Pure here: encoding, hashing, signing and checking with keys passed in. The key files and the
 Kafka-facing :class:`Checkpointer` are the adapters at the end.
@@ -40,7 +58,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -48,10 +66,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from consumers.audit.digest import canonical_json
 from consumers.audit.errors import CheckpointError, SetupError
-from consumers.audit.merkle import CompactTree, leaf_hash
+from consumers.audit.merkle import HASH_SIZE, CompactTree, leaf_hash
+
+if TYPE_CHECKING:
+    from consumers.audit.kafka_log import TopicReader
 
 LEAF_TAG = b"LHLEAF1"
-CHECKPOINT_FORMAT = "leadhub-checkpoint/1"
+CHECKPOINT_FORMAT = "leadhub-checkpoint/2"
 _NULL_KEY = 0xFFFFFFFF
 
 
@@ -74,18 +95,21 @@ def record_leaf_hash(topic: str, partition: int, offset: int, key: bytes | None,
 
 @dataclass(frozen=True)
 class Head:
-    """One partition's tree head."""
+    """One partition's tree head: the ``size`` committed records with offset < ``end_offset``."""
 
     partition: int
+    end_offset: int
     size: int
     root: bytes
 
 
 def combined_root(heads: Sequence[Head]) -> bytes:
-    """SHA-256 over ``u32 partition || u64 size || root`` of every head, in partition order."""
+    """SHA-256 over ``u32 partition || u64 end_offset || u64 size || root`` of every head, in
+    partition order."""
     hasher = hashlib.sha256()
     for head in sorted(heads, key=lambda h: h.partition):
-        hasher.update(struct.pack(">IQ", head.partition, head.size) + head.root)
+        hasher.update(struct.pack(">IQQ", head.partition, head.end_offset, head.size)
+                      + head.root)
     return hasher.digest()
 
 
@@ -112,8 +136,12 @@ class Checkpoint:
         return None
 
     def sizes(self) -> dict[int, int]:
-        """Tree size per partition."""
+        """Tree size (committed records covered) per partition."""
         return {h.partition: h.size for h in self.heads}
+
+    def end_offsets(self) -> dict[int, int]:
+        """Per partition, the offset (exclusive) up to which the tree covers the log."""
+        return {h.partition: h.end_offset for h in self.heads}
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object published and exported."""
@@ -127,13 +155,17 @@ class Checkpoint:
         try:
             if obj["format"] != CHECKPOINT_FORMAT:
                 raise CheckpointError(f"unknown checkpoint format {obj['format']!r}")
-            heads = tuple(Head(int(h["partition"]), int(h["size"]), bytes.fromhex(h["root"]))
-                          for h in obj["heads"])
+            heads = tuple(Head(int(h["partition"]), int(h["end_offset"]), int(h["size"]),
+                               bytes.fromhex(h["root"])) for h in obj["heads"])
             checkpoint = cls(str(obj["topic"]), str(obj["timestamp"]), heads,
                              str(obj["key_id"]), base64.b64decode(obj["signature"],
                                                                   validate=True))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"malformed checkpoint ({type(exc).__name__})") from exc
+        for head in heads:
+            if not (0 <= head.partition < 1 << 32 and 0 <= head.size <= head.end_offset < 1 << 64
+                    and len(head.root) == HASH_SIZE):
+                raise CheckpointError(f"malformed head of partition {head.partition}")
         if str(obj.get("root")) != combined_root(heads).hex():
             raise CheckpointError("checkpoint's combined root does not match its heads")
         return checkpoint
@@ -142,8 +174,8 @@ class Checkpoint:
 def _body(topic: str, timestamp: str, heads: Sequence[Head], kid: str) -> dict[str, Any]:
     ordered = sorted(heads, key=lambda h: h.partition)
     return {"format": CHECKPOINT_FORMAT, "topic": topic, "timestamp": timestamp,
-            "heads": [{"partition": h.partition, "size": h.size, "root": h.root.hex()}
-                      for h in ordered],
+            "heads": [{"partition": h.partition, "end_offset": h.end_offset, "size": h.size,
+                       "root": h.root.hex()} for h in ordered],
             "root": combined_root(ordered).hex(), "key_id": kid}
 
 
@@ -259,17 +291,26 @@ def read_checkpoints(bootstrap: str, topic: str) -> tuple[list[Checkpoint], int]
                 found.append(Checkpoint.from_json(json.loads(record.value)))
             except (CheckpointError, ValueError):
                 malformed += 1
-    found.sort(key=lambda c: (c.timestamp, sum(c.sizes().values())))
+    found.sort(key=lambda c: (c.timestamp, sum(c.end_offsets().values())))
     return found, malformed
+
+
+def deleted_prefixes(reader: TopicReader) -> dict[int, int]:
+    """Partitions of the reader's topic whose first records were deleted (retention, a
+    deletion): partition -> first offset still in the log. The trees start at offset 0, so such
+    a partition cannot be hashed; a gap at the start is otherwise indistinguishable from the
+    offset gaps that transactions leave."""
+    return {p: offset for p, offset in reader.beginning_offsets().items() if offset > 0}
 
 
 class Checkpointer:
     """Keeps one compact tree per partition of ``lead.events`` and publishes signed heads.
 
-    Memory: O(log n) hashes per partition. On start it re-hashes the log from offset 0 and, if
-    a checkpoint of its own key exists, checks that the log still has the roots that
-    checkpoint signed (raises CheckpointError naming the partition if not: the log was
-    rewritten).
+    Memory: O(log n) hashes per partition. Reads ``read_committed``, up to the last stable
+    offsets. On start it re-hashes the log from offset 0 and, if a checkpoint of its own key
+    exists, checks that the log still has the leaf counts and roots that checkpoint signed up
+    to its end offsets (raises CheckpointError naming the partition if not: the log was
+    rewritten or truncated).
     """
 
     def __init__(self, bootstrap: str, events_topic: str, checkpoints_topic: str,
@@ -286,6 +327,8 @@ class Checkpointer:
         self.public = public_bytes(private_key.public_key())
         self.reader = TopicReader(bootstrap, events_topic, client_id="leadhub-checkpointer")
         self.trees: dict[int, CompactTree] = {}
+        #: Per partition, the offset (exclusive) up to which the tree has hashed the log.
+        self.covered: dict[int, int] = {}
         try:
             self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
         except (KafkaError, OSError) as exc:
@@ -293,41 +336,63 @@ class Checkpointer:
         self._checked_last = False
 
     def _advance(self, end: Mapping[int, int]) -> None:
-        positions = {p: t.size for p, t in self.trees.items()}
-        for p in end:
-            self.trees.setdefault(p, CompactTree())
+        """Hash the committed records from each partition's covered offset up to ``end``."""
         topic = self.events_topic
-        for rec in self.reader.read(end, positions):
-            tree = self.trees[rec.partition]
-            if rec.offset != tree.size:
+        covered = self.covered
+        for p, stop in end.items():
+            self.trees.setdefault(p, CompactTree())
+            if stop < covered.setdefault(p, 0):
                 raise CheckpointError(
-                    f"{topic} partition {rec.partition}: offset {rec.offset} follows "
-                    f"{tree.size - 1}; the tree needs contiguous offsets")
-            tree.append(record_leaf_hash(topic, rec.partition, rec.offset, rec.key,
-                                         rec.value))
+                    f"{topic} partition {p}: the end offset went back from {covered[p]} to "
+                    f"{stop}: the log was truncated")
+        start = dict(covered)
+        for rec in self.reader.read(end, start):
+            p = rec.partition
+            if rec.offset < covered[p]:
+                raise CheckpointError(f"{topic} partition {p}: offset {rec.offset} came after "
+                                      f"offset {covered[p] - 1}; offsets must increase")
+            self.trees[p].append(record_leaf_hash(topic, p, rec.offset, rec.key, rec.value))
+            covered[p] = rec.offset + 1
+        for p, stop in end.items():
+            covered[p] = max(covered[p], stop)
 
     def _check_last_published(self) -> None:
+        deleted = deleted_prefixes(self.reader)
+        if deleted:
+            raise CheckpointError(
+                f"{self.events_topic}: the records before offsets {deleted} (partition: first "
+                "offset left) were deleted; the trees start at offset 0")
         published, _ = read_checkpoints(self.bootstrap, self.checkpoints_topic)
         mine = [c for c in published if c.key_id == key_id(self.public)
                 and c.topic == self.events_topic and signature_valid(c, self.public)]
         if mine:
             last = mine[-1]
-            self._advance(last.sizes())
+            now = self.reader.end_offsets()
+            for head in last.heads:
+                if now.get(head.partition, 0) < head.end_offset:
+                    raise CheckpointError(
+                        f"{self.events_topic} partition {head.partition} ends at offset "
+                        f"{now.get(head.partition, 0)}, before the end offset {head.end_offset} "
+                        f"signed on {last.timestamp}: the log was truncated")
+            self._advance(last.end_offsets())
             for head in last.heads:
                 tree = self.trees.get(head.partition)
                 if tree is None or tree.size != head.size or tree.root() != head.root:
                     raise CheckpointError(
                         f"{self.events_topic} partition {head.partition} no longer has the "
-                        f"root signed at size {head.size} on {last.timestamp}: the log was "
-                        "altered or truncated")
+                        f"{head.size} records and the root signed up to offset "
+                        f"{head.end_offset} on {last.timestamp}: the log was altered or "
+                        "truncated")
         self._checked_last = True
 
     def checkpoint(self, now: datetime | None = None) -> Checkpoint:
-        """Hash every new record up to the current end offsets, sign and publish the heads."""
+        """Hash every new committed record up to the current last stable offsets, sign and
+        publish the heads."""
         if not self._checked_last:
             self._check_last_published()
         self._advance(self.reader.end_offsets())
-        heads = [Head(p, t.size, t.root()) for p, t in sorted(self.trees.items())]
+        heads = [Head(p, self.covered[p], t.size, t.root())
+                 for p, t in sorted(self.trees.items())]
         checkpoint = sign_checkpoint(self.key, self.events_topic, now or datetime.now(UTC),
                                      heads)
         from kafka.errors import KafkaError
