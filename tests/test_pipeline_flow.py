@@ -85,3 +85,38 @@ def test_poison_message_goes_to_the_dlq_and_the_pipeline_keeps_going(
     assert letter.value == poison
     assert headers["lead.reason"] == b"UNKNOWN_FINGERPRINT"
     assert headers["lead.source.topic"] == topics.inbound("evergreen-pd").encode()
+
+
+def test_a_valid_200_kib_event_reaches_the_view_and_an_oversized_one_the_dlq(
+    hub: Any, topics: TopicNames, kafka_bootstrap: str, live_view: Any
+) -> None:
+    """Under the 256 KiB limit an event is projected like any other (no produced record of the
+    hub grows past the broker's limit with it); over it, it is dead-lettered as TOO_LARGE with
+    its neighbours untouched."""
+    hub.start("validator")
+    hub.start("projector")
+    p = f"P-{uuid.uuid4().hex[:8]}"
+    big = _event("ServiceEncounter", p, T0, service_type="HOUSING", provider="Cedar Commons",
+                 duration_minutes=30, notes="n" * (200 * 1024))
+    before = _event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
+    after = _event("ContactLogged", p, T0 + timedelta(minutes=1), contact_method="PHONE",
+                   successful=True)
+    _publish(kafka_bootstrap, topics, "harbor-cm", before, big, after)
+    too_large = b"\xc3\x01" + b"x" * (300 * 1024)
+    raw = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=2 * 1024 * 1024)
+    raw.send(topics.inbound("harbor-cm"), key=p.encode(), value=too_large).get(timeout=30)
+    raw.close()
+    live_view.wait_for(lambda: len(live_view.rows("harbor-cm", p)) == 3,
+                       what="(the big event and its neighbours)")
+    big_row = next(r for r in live_view.rows("harbor-cm", p) if r["event_id"] == big.event_id)
+    assert len(big_row["fields"]["notes"]) == 200 * 1024
+    consumer = KafkaConsumer(topics.dlq, bootstrap_servers=kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=20000,
+                             isolation_level="read_committed")
+    letters = [m for _, m in zip(range(1), consumer, strict=False)]
+    consumer.close()
+    assert len(letters) == 1
+    headers = dict(letters[0].headers)
+    assert headers["lead.reason"] == b"TOO_LARGE"
+    assert headers["lead.size"] == str(len(too_large)).encode()
+    assert letters[0].value == too_large[:64 * 1024]
