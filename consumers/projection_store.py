@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 
 from consumers.errors import ConsumerError
-from consumers.store import RowChange, ViewStore, metadata, tracking, upsert_statement, view_rows
+from consumers.store import ViewStore, metadata, tracking, upsert_statement, view_rows
 from processors.state import (
     ParticipantState,
     event_from_json,
@@ -233,9 +233,7 @@ class ProjectionStore:
             connection.execute(self._upsert_events, upserts)
         if heads:
             connection.execute(self._upsert_heads, heads)
-        self.view.write_changes(connection, [
-            RowChange(c.recipient, c.event_id, c.row.to_json() if c.row is not None else None)
-            for c in changes])
+        self.view.write_view_changes(connection, changes)
         return next_seqs
 
 

@@ -41,6 +41,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.errors import ProjectionVersionMismatch, ViewStoreError
+from processors.view import ViewChange, ViewRow
 
 #: Bump when the projection's output changes: an older view must be rebuilt by replay.
 #: 3: the projector writes SQL directly (participant heads, events, tracking rows in the view
@@ -191,13 +192,27 @@ class ViewStore:
             raise ViewStoreError(f"writing a batch of {len(changes)} view changes failed") from exc
 
     def write_changes(self, connection: Connection, changes: Sequence[RowChange]) -> None:
-        """Apply ``changes`` (the last change of a (recipient, event) wins) on ``connection``,
-        inside the caller's transaction. The one writer of live view rows."""
+        """Apply ``changes`` (JSON rows; the last change of a (recipient, event) wins) on
+        ``connection``, inside the caller's transaction."""
         final: dict[tuple[str, str], Mapping[str, Any] | None] = {}
         for change in changes:
             final[(change.recipient, change.event_id)] = change.row
-        upserts = [_row_values(r, e, row) for (r, e), row in final.items() if row is not None]
-        retracts = [{"r": r, "e": e} for (r, e), row in final.items() if row is None]
+        self._write(connection,
+                    [_row_values(r, e, row) for (r, e), row in final.items() if row is not None],
+                    [{"r": r, "e": e} for (r, e), row in final.items() if row is None])
+
+    def write_view_changes(self, connection: Connection, changes: Sequence[ViewChange]) -> None:
+        """Apply the projector's ``changes`` (the last change of a (recipient, event) wins) on
+        ``connection``, inside the caller's transaction. The live projector's row writer."""
+        final: dict[tuple[str, str], ViewRow | None] = {}
+        for change in changes:
+            final[(change.recipient, change.event_id)] = change.row
+        self._write(connection,
+                    [view_row_values(r, row) for (r, _), row in final.items() if row is not None],
+                    [{"r": r, "e": e} for (r, e), row in final.items() if row is None])
+
+    def _write(self, connection: Connection, upserts: list[dict[str, Any]],
+               retracts: list[dict[str, str]]) -> None:
         if retracts:
             connection.execute(_RETRACT, retracts)
         if upserts:
@@ -256,6 +271,14 @@ def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def view_row_values(recipient: str, row: ViewRow) -> dict[str, Any]:
+    """The ``view_rows`` values of one row: every view writer (live and replay) uses this."""
+    return {"recipient": recipient, "event_id": row.event_id,
+            "participant_id": row.participant_id, "type": row.type,
+            "occurred_at": row.occurred_at, "source_partner": row.source_partner,
+            "row_json": encode_row_json(row.to_json())}
 
 
 def _row_values(recipient: str, event_id: str, row: Mapping[str, Any]) -> dict[str, Any]:

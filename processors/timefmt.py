@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from processors.errors import PolicyError
 
 
+@lru_cache(maxsize=65536)
 def format_instant(instant: datetime) -> str:
     """Return ``instant`` (tz-aware) as ISO 8601 UTC with a ``Z`` suffix.
 

@@ -230,7 +230,7 @@ def test_a_crash_at_any_step_of_a_batch_loses_and_doubles_nothing(
     targets = {"load": (ProjectionStore, "load"), "due": (ProjectionStore, "due"),
                "advance_tracking": (ProjectionStore, "advance_tracking"),
                "write_batch": (ProjectionStore, "write_batch"),
-               "write_changes": (ViewStore, "write_changes"),
+               "write_changes": (ViewStore, "write_view_changes"),
                "commit": (ProjectionStore, "write_batch")}
     owner, name = targets[point]
     monkeypatch.setattr(owner, name, crash_sometimes(getattr(owner, name)))

@@ -31,7 +31,7 @@ from consumers.audit.digest import Row
 from consumers.audit.errors import ReplayError, SetupError
 from consumers.audit.kafka_log import TopicReader
 from consumers.errors import ViewStoreError
-from consumers.store import ViewStore, encode_row_json, view_rows
+from consumers.store import ViewStore, view_row_values, view_rows
 from processors.projection_step import ProjectionStep
 from processors.projector import Projector
 from processors.state import ParticipantState
@@ -252,7 +252,7 @@ class ViewWriter:
             return
         written = self._written
         stale = [{"r": r, "e": e} for (r, e) in self._pending if (r, e) in written]
-        rows = [_row_values(r, row) for (r, _), row in self._pending.items() if row is not None]
+        rows = [view_row_values(r, row) for (r, _), row in self._pending.items() if row is not None]
         try:
             with self.store.engine.begin() as connection:
                 if stale:
@@ -270,14 +270,6 @@ class ViewWriter:
             else:
                 written.add(key)
         self._pending = {}
-
-
-def _row_values(recipient: str, row: ViewRow) -> dict[str, Any]:
-    """The ``view_rows`` values of one row, as :meth:`ViewStore.apply` writes them."""
-    return {"recipient": recipient, "event_id": row.event_id,
-            "participant_id": row.participant_id, "type": row.type,
-            "occurred_at": row.occurred_at, "source_partner": row.source_partner,
-            "row_json": encode_row_json(row.to_json())}
 
 
 def open_fresh_store(target: str) -> ViewStore:
