@@ -1,4 +1,4 @@
-# The hub's processes (validator, projector, sink, API) in one image; the command picks one.
+# The hub's processes (validator, projector, API) in one image; the command picks one.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -1,4 +1,4 @@
-"""Errors of the consumer side (SQL view, sink, query)."""
+"""Errors of the consumer side (SQL view, live projector, query)."""
 
 from __future__ import annotations
 

@@ -241,8 +241,8 @@ class ViewStore:
         self.engine.dispose()
 
 
-#: How every view writer (the sink, the audit replays) spells a row's JSON: sorted keys, no
-#: spaces, ASCII. One spelling, so a view file's texts can be digested without parsing them.
+#: How every view writer (the live projector, the audit replays) spells a row's JSON: sorted
+#: keys, no spaces, ASCII. One spelling, so a view file's texts can be digested without parsing them.
 encode_row_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 _RETRACT = delete(view_rows).where(
@@ -264,9 +264,9 @@ def upsert_statement(engine: Engine, table: Table, key: tuple[str, ...]) -> Any:
 
 
 def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
-    """Write-ahead log, synced at checkpoints: readers never block the sink, and a commit does
-    not wait for the disk. A power loss may drop the last commits, but rows and offsets go in
-    the same transaction, so the sink simply re-reads what was lost."""
+    """Write-ahead log, synced at checkpoints: readers never block the projector, and a commit
+    does not wait for the disk. A power loss may drop the last commits, but rows and offsets go in
+    the same transaction, so the projector simply re-reads what was lost."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

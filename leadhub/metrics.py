@@ -4,15 +4,13 @@ Each process keeps plain counters (the validator's ``ValidatorCounters``, the pr
 ``ProjectorCounters``); a collector reads them when Prometheus scrapes, so the processing code
 knows nothing of Prometheus. Rates (events/s) are Prometheus' ``rate()`` over the totals.
 
-| metric | type | labels |
-| --- | --- | --- |
-| ``leadhub_records_total`` | counter | step: records committed (validator: accepted + dead-lettered) |
-| ``leadhub_batches_total`` | counter | step |
-| ``leadhub_dead_letters_total`` | counter | step, reason |
-| ``leadhub_rollbacks_total`` | counter | step: aborted transactions / rolled-back batches |
-| ``leadhub_fenced_total`` | counter | step: batches refused because another instance owns the partition |
-| ``leadhub_batch_seconds`` | summary | step: time from poll to commit of a batch |
-| ``leadhub_lag_records`` | gauge | step, partition: records behind the partition's end (approximate: commit markers count) |
+- ``leadhub_records_total{step}``: records committed (validator: accepted + dead-lettered);
+- ``leadhub_batches_total{step}``, ``leadhub_dead_letters_total{step, reason}``;
+- ``leadhub_rollbacks_total{step}``: aborted transactions, rolled-back batches;
+- ``leadhub_fenced_total{step}``: batches refused because another instance owns the partition;
+- ``leadhub_batch_seconds{step}`` (summary): time from poll to commit of a batch;
+- ``leadhub_lag_records{step, partition}``: records behind the partition's end (approximate:
+  commit markers count).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def apply_changes(
 ) -> dict[str, dict[str, ViewRow]]:
     """Apply ``changes`` to ``view`` (recipient -> event_id -> row) in place and return it.
 
-    This is what every sink does; tests use it to check that the change stream rebuilds the
+    This is what every view writer does; tests use it to check that the change stream rebuilds the
     state's rows exactly.
     """
     for change in changes:

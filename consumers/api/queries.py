@@ -2,7 +2,7 @@
 
 Every query here is bound to a single ``recipient``: the staff API passes the caller's partner
 id and nothing else, so no query can reach another recipient's rows. Rows come back as the JSON
-objects the sink stored, in the view's stable order (occurred_at, event_id).
+objects the projector stored, in the view's stable order (occurred_at, event_id).
 
 The statements are built once per shape (which optional filters are present) with bound
 parameters, and reused: building a Core statement and its cache key on every request costs

@@ -227,7 +227,8 @@ class LogReplay:
 class ViewWriter:
     """Buffers the replay's final rows and writes them to a fresh :class:`ViewStore` in batches.
 
-    ``row_json`` is spelled as the live sink spells it (:data:`consumers.store.encode_row_json`).
+    ``row_json`` is spelled as the live projector spells it
+    (:data:`consumers.store.encode_row_json`).
     Keys never written before are
     plainly inserted; a key written by an earlier batch is deleted first (by primary key), so a
     flush costs about one INSERT per row.

@@ -8,8 +8,8 @@ complete, so a failed or interrupted replay never leaves a file that looks like 
 
 The schema is :mod:`consumers.store`'s (the same DDL, the same ``view_meta`` row), so
 :class:`consumers.store.ViewStore` reads the file like any other view. Each row holds what the
-change-by-change replay (:class:`consumers.audit.replay.ViewWriter`) and the live sink store for
-it: ``row_json`` in :data:`consumers.store.encode_row_json`'s spelling, ``occurred_at`` in
+change-by-change replay (:class:`consumers.audit.replay.ViewWriter`) and the live projector
+store for it: ``row_json`` in :data:`consumers.store.encode_row_json`'s spelling, ``occurred_at`` in
 SQLAlchemy's SQLite format.
 
 Rows come from participant states (:func:`state_rows`), not from the change stream: the final
