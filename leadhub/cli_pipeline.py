@@ -14,7 +14,7 @@ def register(subparsers: Any) -> None:
     """Add the pipeline commands."""
     topics = subparsers.add_parser(
         "topics", help="manage the hub's Kafka topics",
-        description="Manage the hub's Kafka topics (names in DESIGN.md 'Topics').")
+        description="Manage the hub's Kafka topics (see docs/architecture.md, 'Topics').")
     topic_actions = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = topic_actions.add_parser(
         "create", help="create every topic of the site (idempotent)",

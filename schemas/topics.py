@@ -1,4 +1,4 @@
-"""Names of the hub's Kafka topics (DESIGN.md "Topics"), under an optional prefix.
+"""Names of the hub's Kafka topics (docs/architecture.md "Topics"), under an optional prefix.
 
 The prefix lets several hubs, or several tests, share one broker without seeing each other.
 """
