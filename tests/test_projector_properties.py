@@ -1,8 +1,9 @@
 """Properties of the projector over random sites, consents and event sequences.
 
-A small reference implementation (:func:`expected_rows`), written straight from the rules in
-the policy rules (processors/policy.py, docs/architecture.md), says what every recipient must see; the projector must agree with it after
-every step — so nothing leaks and nothing is lost, including after revocations and expiries.
+A small reference implementation (:func:`expected_rows`), written straight from the policy
+rules (docs/architecture.md "Where policy lives"), says what every recipient must see; the
+projector must agree with it after every step — so nothing leaks and nothing is lost,
+including after revocations and expiries.
 
 The last property is the one the live pipeline rests on: whatever order a participant's events
 arrive in, each at a receive time at or after its occurred_at, the view after a final tick at T
