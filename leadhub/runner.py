@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +38,9 @@ def run_validator(settings: Settings) -> int:
     validator = TransactionalValidator(
         settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix),
         load_site(settings.site_file), load_catalog(),
-        tick_interval_s=settings.tick_interval_s)
+        tick_interval_s=settings.tick_interval_s,
+        client_id=f"{socket.gethostname()}-{settings.instance_id}" if settings.instance_id
+        else None)
     serve_metrics(settings.metrics_port, "validate", validator.counters)
     try:
         validator.run(stop)
@@ -90,6 +93,7 @@ class Supervisor:
         """
         command = [sys.executable, "-m", "leadhub.cli", "run", step]
         env = dict(os.environ)
+        env.setdefault("LEADHUB_INSTANCE_ID", step)
         if env.get("LEADHUB_METRICS_PORT") and step in STEPS:
             env["LEADHUB_METRICS_PORT"] = str(int(env["LEADHUB_METRICS_PORT"])
                                               + STEPS.index(step))

@@ -35,6 +35,7 @@ class Settings:
     topic_prefix: str
     tick_interval_s: float
     metrics_port: int | None
+    instance_id: str | None
 
     @property
     def local_kafka_bootstrap(self) -> str:
@@ -80,4 +81,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         topic_prefix=env.get("LEADHUB_TOPIC_PREFIX", ""),
         tick_interval_s=float(env.get("LEADHUB_TICK_SECONDS", "5")),
         metrics_port=int(env["LEADHUB_METRICS_PORT"]) if env.get("LEADHUB_METRICS_PORT") else None,
+        instance_id=env.get("LEADHUB_INSTANCE_ID") or None,
     )

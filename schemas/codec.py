@@ -21,6 +21,7 @@ from schemas.catalog import SINGLE_OBJECT_MARKER, Catalog, TypePlan
 from schemas.errors import (
     InvalidField,
     MalformedBody,
+    NonCanonicalBody,
     NotSingleObject,
     ResolutionFailed,
     UnknownEventType,
@@ -78,8 +79,16 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None) 
     The writer is found by fingerprint among every version in ``catalog``; the reader is the
     latest version of the same type, or ``reader_version`` when given. Raises
     :class:`NotSingleObject`, :class:`UnknownFingerprint`, :class:`MalformedBody` (body does not
-    decode, or has trailing bytes), :class:`ResolutionFailed` (e.g. an enum symbol the reader
-    lacks) or :class:`InvalidField` (a decoded ``event_id`` that is not a UUID ...).
+    decode, or has trailing bytes), :class:`NonCanonicalBody` (a ``MalformedBody``: the body
+    decodes but is not the one encoding Avro allows for what it decodes to, e.g. a negative
+    enum or union index, a varint with needless continuation bytes, a boolean byte other than
+    0 or 1), :class:`ResolutionFailed` (e.g. an enum symbol the reader lacks) or
+    :class:`InvalidField` (a decoded ``event_id`` that is not a UUID ...).
+
+    Strictness: the body is decoded with the writer schema alone, re-encoded, and must come out
+    byte for byte as it came in, so one event has exactly one accepted encoding (what the hub
+    hashes and audits is what the partner meant). Arrays and maps must be written as a single
+    block, as the common Avro encoders do.
     """
     if type(data) is not bytes:
         if not isinstance(data, bytearray | memoryview):
@@ -95,15 +104,7 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None) 
     buffer = BytesIO(data)
     buffer.seek(HEADER_SIZE)
     try:
-        record: Any = schemaless_reader(
-            buffer,
-            writer.event_type.schema,
-            None if reader is writer else reader.event_type.schema,
-        )
-    except SchemaResolutionError as exc:
-        raise ResolutionFailed(
-            f"{_label(writer)} data cannot be read as {_label(reader)} ({type(exc).__name__})"
-        ) from exc
+        record: Any = schemaless_reader(buffer, writer.event_type.schema, None)
     except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
         raise MalformedBody(
             f"body does not decode as {_label(writer)} ({type(exc).__name__})"
@@ -111,6 +112,21 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None) 
     if buffer.tell() != len(data):
         extra = len(data) - buffer.tell()
         raise MalformedBody(f"{extra} trailing bytes after the {_label(writer)} body")
+    _require_canonical(record, writer, data)
+    if reader is not writer:
+        buffer.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(buffer, writer.event_type.schema,
+                                       reader.event_type.schema)
+        except SchemaResolutionError as exc:
+            raise ResolutionFailed(
+                f"{_label(writer)} data cannot be read as {_label(reader)} "
+                f"({type(exc).__name__})"
+            ) from exc
+        except Exception as exc:  # it decoded with the writer schema alone, so a bug
+            raise MalformedBody(
+                f"body does not decode as {_label(reader)} ({type(exc).__name__})"
+            ) from exc
     check_envelope_semantics(record["event_id"], record["participant_id"])
     return Event(
         event_id=record["event_id"],
@@ -120,6 +136,29 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None) 
         payload=record["payload"],
         source_partner=record["source_partner"],
     )
+
+
+def _require_canonical(record: Any, writer: TypePlan, data: bytes) -> None:
+    """Raise :class:`NonCanonicalBody` unless re-encoding ``record`` gives back ``data``.
+
+    ``record`` is what ``data`` decoded to with ``writer``'s schema alone; every union in the
+    catalog is null-or-one-type, so the encoder picks the branch the writer did.
+    """
+    out = BytesIO()
+    out.write(writer.header)
+    try:
+        schemaless_writer(out, writer.event_type.schema, record, disable_tuple_notation=True)
+    except Exception as exc:  # a decoded value the encoder refuses: not a canonical body
+        raise NonCanonicalBody(
+            f"{_label(writer)} body decodes to values that do not encode again "
+            f"({type(exc).__name__})"
+        ) from exc
+    if out.getvalue() != data:
+        raise NonCanonicalBody(
+            f"{_label(writer)} body is not in canonical Avro encoding (a negative enum or union "
+            "index, an over-long varint, a boolean other than 0/1, or arrays/maps in several "
+            "blocks); encode with a standard Avro binary encoder"
+        )
 
 
 def _label(plan: TypePlan) -> str:

@@ -65,6 +65,16 @@ class MalformedBody(ContractError):
     default_reason = RejectReason.MALFORMED_BODY
 
 
+class NonCanonicalBody(MalformedBody):
+    """The Avro body decodes, but not from the one encoding Avro gives what it decodes to.
+
+    A negative enum or union index, a varint with needless continuation bytes, a boolean byte
+    other than 0 or 1, an array or map split into several blocks: the decoded event re-encodes
+    to other bytes. Rejected so one event has exactly one accepted encoding; the reason code
+    stays ``MALFORMED_BODY``.
+    """
+
+
 class ResolutionFailed(ContractError):
     """The body decodes with its writer schema but cannot be resolved to the reader schema."""
 

@@ -166,7 +166,7 @@ class HubProcesses:
         import subprocess
 
         name = name or step
-        env = dict(self.env)
+        env = dict(self.env, LEADHUB_INSTANCE_ID=name)
         if name != step:
             env["LEADHUB_STATE_DIR"] = str(Path(self.env["LEADHUB_STATE_DIR"]) / name)
         log = (self.logs / f"{name}.log").open("ab")
