@@ -31,7 +31,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -246,6 +246,10 @@ class LiveProjector:
             self.consumer.seek(TopicPartition(self.topic, partition), offset)
             self.expected[partition] = offset
 
+    def _stable(self) -> bool:
+        metadata = getattr(self.consumer, "group_metadata", None)
+        return metadata is None or bool(metadata().state is MemberState.STABLE)
+
     def _sync_unsynced(self) -> None:
         assigned = {tp.partition for tp in self.consumer.assignment()}
         self.sync(assigned - self.expected.keys())
@@ -256,6 +260,14 @@ class LiveProjector:
         """Poll one batch and commit it in one transaction; return how many records it held."""
         limit = 1 if self._failures >= ATTEMPTS else self.batch_size
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=limit)
+        if not self._stable():
+            # Joining the group: poll again at once. kafka-python 3.0.12 drops a JoinGroup/
+            # SyncGroup round that completes while no poll is waiting and starts another, which
+            # sends the whole group into a new rebalance; so no work is done between polls
+            # until the member is stable. Records polled meanwhile are read again.
+            if polled:
+                self._rewind(all_partitions=False)
+            return 0
         self._sync_unsynced()
         batch = [
             (tp.partition, record) for tp, records in polled.items()
