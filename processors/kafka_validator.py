@@ -110,7 +110,8 @@ HEARTBEAT_INTERVAL_MS = 3_000
 MAX_POLL_INTERVAL_MS = 60_000
 #: The coordinator aborts (and fences) a transaction older than this. A batch's transaction
 #: takes well under a second; the bound is how long a killed process's open transaction can
-#: hold back ``read_committed`` readers (plus up to the broker's 10 s abort-check interval).
+#: hold back ``read_committed`` readers (plus the broker's abort-check interval: 1 s in the
+#: local launcher and compose, 10 s by Kafka's default).
 TRANSACTION_TIMEOUT_MS = 5_000
 #: Failed transactions in a row before a batch is retried record by record.
 MAX_BATCH_ATTEMPTS = 5

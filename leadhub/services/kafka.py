@@ -232,6 +232,9 @@ class KafkaService:
                     "share.coordinator.state.topic.replication.factor=1",
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
+                    # A killed validator's open transaction is aborted within a second of its
+                    # timeout (default check: every 10 s), so read_committed readers resume.
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
                     "auto.create.topics.enable=true",
                     "",
                 ]
