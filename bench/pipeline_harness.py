@@ -1,8 +1,9 @@
-"""The pipeline benchmark's harness: errors, progress, budget, child processes, publishers, topics.
+"""The benchmarks' harness: errors, progress, budget, child processes, publishers, topics.
 
-Everything here is plumbing around the hub under test: ``leadhub run validator|projector`` as
-child processes (:class:`Children`), one SDK publisher per partner (:class:`Publishers`), the
-broker check, a fresh view database, and the bench's own topic prefix (sizes, deletion).
+Plumbing around the hub under test, shared by ``pipeline.py``, ``history.py`` and ``scale.py``:
+``leadhub run validator|projector`` as child processes (:class:`Children`), one SDK publisher
+per partner (:class:`Publishers`), the broker check, a fresh view database, the bench's own
+topic prefix (sizes, deletion), and what /proc says about a process (CPU, peak memory).
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ class Budget:
 
 
 class Children:
-    """``leadhub run validator|projector`` under the bench's prefix, logs in the state dir."""
+    """``leadhub run validator|projector`` under the bench's prefix, logs in the state dir.
+
+    Each child has a name (``validator-1``, ``projector``, ...); ``watched`` adds processes not
+    started here whose CPU and memory are reported too (the local broker, PostgreSQL backends).
+    """
 
     def __init__(self, env: dict[str, str], state_dir: Path, *, profile: bool) -> None:
         self.env = env
@@ -75,42 +80,47 @@ class Children:
         #: Processes not started here whose CPU is counted too (the local broker).
         self.watched: dict[str, int] = {}
 
-    def start(self, step: str) -> None:
+    def start(self, step: str, name: str | None = None,
+              extra_env: dict[str, str] | None = None,
+              argv: list[str] | None = None) -> None:
+        """Start ``leadhub run STEP`` as child ``name`` (default: the step's name); ``argv``
+        replaces ``-m leadhub.cli run STEP`` (a bench's own child process)."""
+        name = name or step
         command = [sys.executable]
         if self.profile_dir is not None:
-            command += ["-m", "cProfile", "-o", str(self.profile_dir / f"{step}.prof")]
-        command += ["-m", "leadhub.cli", "run", step]
-        with (self.logs / f"{step}.log").open("ab") as log:
-            self.procs[step] = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log,
-                                                stderr=subprocess.STDOUT)
+            command += ["-m", "cProfile", "-o", str(self.profile_dir / f"{name}.prof")]
+        command += argv if argv is not None else ["-m", "leadhub.cli", "run", step]
+        with (self.logs / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(command, env=self.env | (extra_env or {}),
+                                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def check_alive(self) -> None:
         """Raise BenchError (with the log tail) if a child has exited."""
-        for step, proc in self.procs.items():
+        for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise BenchError(f"leadhub run {step} exited with {proc.returncode}:\n"
-                                 + self.log_tail(step))
+                raise BenchError(f"child {name} exited with {proc.returncode}:\n"
+                                 + self.log_tail(name))
+
+    def pids(self) -> dict[str, int]:
+        """Every child's and watched process's pid, by name."""
+        return {name: proc.pid for name, proc in self.procs.items()} | self.watched
 
     def vm_hwm_mib(self) -> dict[str, float]:
-        """Peak resident set (VmHWM) of each running child, in MiB."""
+        """Peak resident set (VmHWM) of each running child and watched process, in MiB."""
         peaks: dict[str, float] = {}
-        for step, proc in self.procs.items():
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peaks[step] = int(line.split()[1]) / 1024
+        for name, pid in self.pids().items():
+            peak = vm_hwm_mib(pid)
+            if peak is not None:
+                peaks[name] = peak
         return peaks
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU seconds used so far by each running child."""
-        ticks = os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds used so far by each running child and watched process."""
         used: dict[str, float] = {}
-        pids = {step: proc.pid for step, proc in self.procs.items()} | self.watched
-        for name, pid in pids.items():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                fields = stat.rsplit(")", 1)[1].split()
-                used[name] = (int(fields[11]) + int(fields[12])) / ticks
+        for name, pid in self.pids().items():
+            seconds = cpu_seconds_of(pid)
+            if seconds is not None:
+                used[name] = seconds
         return used
 
     def thread_cpu_seconds(self) -> dict[str, list[float]]:
@@ -131,23 +141,28 @@ class Children:
             out[step] = [main, *sorted(others, reverse=True)[:3]]
         return out
 
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int | None:
+        """Send ``sig`` to child ``name``, wait for it (SIGKILL after ``timeout_s``), forget it;
+        return its exit code."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            progress(f"{name} ignored signal {sig} for {timeout_s:.0f}s; killing it")
+            proc.kill()
+            return proc.wait(timeout=10)
+
     def stop_all(self, timeout_s: float = 30.0) -> dict[str, int | None]:
         """SIGTERM every child, wait, SIGKILL stragglers; return each exit code."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        codes: dict[str, int | None] = {}
-        for step, proc in self.procs.items():
-            try:
-                codes[step] = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                progress(f"{step} ignored SIGTERM for {timeout_s:.0f}s; killing it")
-                proc.kill()
-                codes[step] = proc.wait(timeout=10)
-        return codes
+        return {name: self.stop(name, timeout_s=timeout_s) for name in list(self.procs)}
 
-    def log_tail(self, step: str, lines: int = 30) -> str:
-        path = self.logs / f"{step}.log"
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.logs / f"{name}.log"
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -207,6 +222,40 @@ def local_broker_pid() -> int | None:
     return None
 
 
+def postgres_backend_pids(database: str) -> list[int]:
+    """Pids of the local PostgreSQL server's backends connected to ``database``.
+
+    PostgreSQL titles each backend ``postgres: USER DATABASE HOST(PORT) STATE``.
+    """
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parts = title.split()
+            if len(parts) >= 3 and parts[0] == "postgres:" and parts[2] == database:
+                found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds_of(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (None if it is gone)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
+def vm_hwm_mib(pid: int) -> float | None:
+    """Peak resident set size (VmHWM) of a process in MiB (None if it is gone)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
 def check_broker(bootstrap: str) -> None:
     """Raise BenchError(exit 2) unless something accepts TCP connections at ``bootstrap``."""
     host, _, port = bootstrap.split(",")[0].rpartition(":")
@@ -251,8 +300,7 @@ def view_database(database_url: str | None, state_dir: Path) -> Iterator[str]:
 def topic_sizes_mib(bootstrap: str, prefix: str) -> dict[str, float]:
     """On-disk size of each topic of the bench's prefix (MiB), largest first, prefix removed.
 
-    Shows the write amplification: inbound bytes vs lead.events, lead.view.changes and the
-    faust changelogs (the tables' full values, written on every change).
+    Shows the write amplification: inbound bytes vs lead.events (and lead.dlq).
     """
     sizes: dict[str, float] = {}
     with contextlib.suppress(KafkaError, OSError):
@@ -271,7 +319,7 @@ def topic_sizes_mib(bootstrap: str, prefix: str) -> dict[str, float]:
 
 
 def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
-    """Delete every topic and group of the bench's own prefix (inbound, hub, faust changelogs)."""
+    """Delete every topic and consumer group of the bench's own prefix."""
     try:
         delete_prefix(bootstrap, prefix)
     except ServiceError as exc:

@@ -1,8 +1,11 @@
-"""The pipeline benchmark's phases: warm-up, sustained, paced latency, revocation, ceiling, sink.
+"""The pipeline benchmark's phases: warm-up, sustained, paced latency, revocation, baselines.
 
 Each phase publishes through :class:`pipeline_harness.Publishers`, waits on the
 :class:`pipeline_tracker.CommitTracker` within the run's :class:`pipeline_harness.Budget`, and
-returns its figures as a dict (see :class:`pipeline_report.Results`).
+returns its figures as a dict (see :class:`pipeline_report.Results`). The baselines run after
+the hub is stopped, over what the run left in Kafka: a raw ``KafkaConsumer`` over the inbound
+topics, the pure projection step over the sustained phase's ``lead.events`` records, and the
+projector alone on the whole ``lead.events`` backlog into a fresh view.
 """
 
 from __future__ import annotations
@@ -13,15 +16,20 @@ import os
 import resource
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from consumers.sink import ViewSink
+from consumers.audit.replay import MemoryStates
+from consumers.live_projector import LiveProjector
 from consumers.store import ViewStore
+from processors.projection_step import ProjectionStep
+from processors.projector import Projector
 from processors.site import SitePolicy
+from schemas.catalog import Catalog
 from schemas.event import Event
 from schemas.topics import TopicNames
 
@@ -29,15 +37,21 @@ from schemas.topics import TopicNames
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
 from pipeline_harness import BenchError, Budget, Children, Publishers, make_event, progress
 from pipeline_report import summary
-from pipeline_tracker import CommitTracker
+from pipeline_stages import LogRecord
+from pipeline_tracker import CommitTracker, own_cpu
+
+#: Raises BenchError if a part of the hub under test has died.
+AliveCheck = Callable[[], None]
 
 
-def wait_ready(publishers: Publishers, tracker: CommitTracker, children: Children,
-               budget: Budget, timeout_s: float) -> float:
-    """Publish one probe per partition-ish and wait for its rows: the hub is up and assigned."""
+def wait_ready(publishers: Publishers, tracker: CommitTracker, alive: AliveCheck,
+               children: Children, budget: Budget, timeout_s: float) -> float:
+    """Publish probes for a few participants and wait for their rows: the hub is up and
+    every partition is assigned."""
     now = datetime.now(UTC).replace(microsecond=0)
     probes = [make_event("ContactLogged", f"warmup-{i}-{uuid.uuid4().hex[:8]}", now,
-                         "harbor-cm", contact_method="OUTREACH", successful=True)
+                         "harbor-cm", contact_method="OUTREACH", successful=True,
+                         duration_minutes=None)
               for i in range(16)]
     tracker.expect(e.event_id for e in probes)
     started = time.monotonic()
@@ -46,12 +60,11 @@ def wait_ready(publishers: Publishers, tracker: CommitTracker, children: Childre
     publishers.flush()
     deadline = time.monotonic() + budget.cap(timeout_s)
     while time.monotonic() < deadline:
-        children.check_alive()
+        alive()
         if tracker.wait_all_visible(min(5.0, deadline - time.monotonic()), "warm-up"):
             return time.monotonic() - started
-    raise BenchError(f"the hub did not become ready within {timeout_s:.0f}s; logs:\n"
-                     f"--- validator\n{children.log_tail('validator')}\n"
-                     f"--- projector\n{children.log_tail('projector')}")
+    tails = "\n".join(f"--- {name}\n{children.log_tail(name)}" for name in children.procs)
+    raise BenchError(f"the hub did not become ready within {timeout_s:.0f}s; logs:\n{tails}")
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -63,17 +76,22 @@ def _machine_busy() -> tuple[float, float]:
     return math.nan, math.nan
 
 
-def _self_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def cpu_by_process(children: Children) -> dict[str, float]:
+    """CPU seconds so far of every process the run counts: the children, the watched ones
+    (broker, PostgreSQL) and the bench process, split into its projector and the rest."""
+    used = children.cpu_seconds()
+    own = own_cpu()
+    used["bench process: projector thread + its Kafka I/O threads"] = own["projector"]
+    used["bench process: SDK publishers + main thread"] = own["total"] - own["projector"]
+    return used
 
 
 def sustained_phase(events: list[Event], publishers: Publishers, tracker: CommitTracker,
                     children: Children, budget: Budget, timeout_s: float) -> dict[str, Any]:
     """Publish ``events`` as fast as possible; events/s until the last own row commits."""
     tracker.expect(e.event_id for e in events)
-    cpu_before = children.cpu_seconds()
-    self_before, busy_before = _self_cpu(), _machine_busy()
+    cpu_before = cpu_by_process(children)
+    busy_before = _machine_busy()
     first_send = time.time()
     for event in events:
         publishers.send(event)
@@ -86,10 +104,9 @@ def sustained_phase(events: list[Event], publishers: Publishers, tracker: Commit
     visible = [tracker.visible[e.event_id] for e in events if e.event_id in tracker.visible]
     last = max(visible) if visible else math.nan
     elapsed = last - first_send
-    cpu_after = children.cpu_seconds()
-    self_after, busy_after = _self_cpu(), _machine_busy()
-    child_cpu = {k: cpu_after.get(k, math.nan) - v for k, v in cpu_before.items()}
-    child_cpu["bench process (SDK + sink)"] = self_after - self_before
+    cpu_after = cpu_by_process(children)
+    busy_after = _machine_busy()
+    cpu = {k: cpu_after.get(k, math.nan) - v for k, v in cpu_before.items()}
     return {
         "events": len(events),
         "complete": done,
@@ -99,7 +116,8 @@ def sustained_phase(events: list[Event], publishers: Publishers, tracker: Commit
         "publish_events_per_s": len(events) / (flushed - first_send),
         "elapsed_s": elapsed,
         "events_per_s": len(visible) / elapsed if visible else math.nan,
-        "child_cpu_s": child_cpu,
+        "cpu_s": cpu,
+        "cpu_total_s": sum(v for v in cpu.values() if not math.isnan(v)),
         "machine_busy": (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]),
         "machine_cpu_s": (busy_after[0] - busy_before[0]) / os.sysconf("SC_CLK_TCK"),
     }
@@ -133,8 +151,12 @@ def paced_phase(events: list[Event], rate: float, publishers: Publishers,
 
 def revocation_phase(count: int, publishers: Publishers, tracker: CommitTracker,
                      budget: Budget, timeout_s: float
-                     ) -> tuple[dict[str, Any], dict[tuple[str, str], float]]:
-    """Share HOUSING rows with defender-assoc by consent, then revoke them one at a time."""
+                     ) -> tuple[dict[str, Any], dict[tuple[str, str], tuple[float, str]]]:
+    """Share HOUSING rows with defender-assoc by consent, then revoke them one at a time.
+
+    Returns the figures and, per retracted row (recipient, event_id), the send time and the
+    event_id of the ``ConsentRevoked`` that retracted it.
+    """
     base = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
     housings: list[Event] = []
     grants: list[Event] = []
@@ -165,14 +187,14 @@ def revocation_phase(count: int, publishers: Publishers, tracker: CommitTracker,
                          "with defender-assoc")
     progress(f"revocation: {count} housing rows shared with defender-assoc; revoking")
     latencies: list[float] = []
-    sent_at: dict[tuple[str, str], float] = {}
+    sent_at: dict[tuple[str, str], tuple[float, str]] = {}
     for index, (housing, grant) in enumerate(zip(housings, grants, strict=True)):
         revoke = make_event("ConsentRevoked", housing.participant_id,
                             base + timedelta(hours=2), "harbor-cm",
                             consent_id=grant.payload["consent_id"])
         key = ("defender-assoc", housing.event_id)
         sent = time.time()
-        sent_at[key] = sent
+        sent_at[key] = (sent, revoke.event_id)
         publishers.send(revoke)
         publishers.flush()
         committed = tracker.wait_retracted(key, budget.cap(10.0))
@@ -184,10 +206,17 @@ def revocation_phase(count: int, publishers: Publishers, tracker: CommitTracker,
 
 
 def raw_ceiling(bootstrap: str, topics: TopicNames, site: SitePolicy, expected: int,
-                budget: Budget, timeout_s: float) -> dict[str, Any]:
-    """Messages/s of a bare KafkaConsumer over every inbound topic, from the beginning."""
+                budget: Budget, timeout_s: float
+                ) -> tuple[dict[str, Any], dict[tuple[str, int, int], float]]:
+    """Messages/s of a bare KafkaConsumer over every inbound topic, from the beginning.
+
+    Also returns each inbound record's timestamp (the SDK's CreateTime) by (topic, partition,
+    offset), for the per-stage breakdown; collecting it is inside the timed loop (one dict
+    store per record).
+    """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                              enable_auto_commit=False, client_id="leadhub-bench-raw")
+    stamps: dict[tuple[str, int, int], float] = {}
     try:
         assignment = [TopicPartition(topics.inbound(p), partition)
                       for p in site.partner_ids()
@@ -200,36 +229,93 @@ def raw_ceiling(bootstrap: str, topics: TopicNames, site: SitePolicy, expected: 
         started = time.perf_counter()
         deadline = time.monotonic() + budget.cap(timeout_s)
         while count < expected and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+            for tp, records in consumer.poll(timeout_ms=500, max_records=5000).items():
                 count += len(records)
-                payload_bytes += sum(len(r.value) for r in records)
+                for record in records:
+                    payload_bytes += len(record.value)
+                    stamps[(tp.topic, tp.partition, record.offset)] = record.timestamp / 1000
         elapsed = time.perf_counter() - started
     finally:
         consumer.close()
-    return {"messages": count, "expected": expected, "elapsed_s": elapsed,
-            "messages_per_s": count / elapsed if elapsed else math.nan,
-            "mean_value_bytes": payload_bytes / count if count else math.nan}
+    figures = {"messages": count, "expected": expected, "elapsed_s": elapsed,
+               "messages_per_s": count / elapsed if elapsed else math.nan,
+               "mean_value_bytes": payload_bytes / count if count else math.nan}
+    return figures, stamps
 
 
-def sink_alone(bootstrap: str, topic: str, database_url: str, limit: int, budget: Budget,
-               timeout_s: float) -> dict[str, Any]:
-    """Replay the first ``limit`` view changes into a fresh view: the sink's own rate.
+def core_alone(log: list[LogRecord], sustained_ids: set[str], site: SitePolicy,
+               catalog: Catalog, runs: int) -> dict[str, Any]:
+    """The pure projection step over the sustained phase's ``lead.events`` records.
 
-    In the live run the sink only ever sees what the projector has produced; here it has a
-    backlog, so it works in full batches (2,000 changes) as it would after an outage.
+    :class:`~processors.projection_step.ProjectionStep` (Avro decode of each event body, the
+    policy core, timers) over in-memory states (:class:`~consumers.audit.replay.MemoryStates`,
+    as the auditor's replay): the sustained events and the CLOCK ticks that came between them,
+    in log order per partition, canonical envelopes decoded beforehand (not timed). Best of
+    ``runs`` runs, each from empty states.
+    """
+    last_offset: dict[int, int] = {}
+    for record in log:
+        if record.event_id in sustained_ids:
+            last_offset[record.partition] = max(last_offset.get(record.partition, -1),
+                                                record.offset)
+    first_offset = {p: min(r.offset for r in log if r.partition == p and r.event_id
+                           in sustained_ids) for p in last_offset}
+    chosen = [r for r in log if r.partition in last_offset
+              and first_offset[r.partition] <= r.offset <= last_offset[r.partition]
+              and (r.canonical.kind == "CLOCK" or r.event_id in sustained_ids)]
+    events = sum(1 for r in chosen if r.canonical.kind == "EVENT")
+    timings: list[float] = []
+    changes = 0
+    for _ in range(runs):
+        step = ProjectionStep(Projector(site, catalog), catalog)
+        states = MemoryStates()
+        changes = 0
+        started = time.perf_counter()
+        for record in chosen:
+            changes += len(step.apply(states, record.partition, record.canonical).changes)
+        timings.append(time.perf_counter() - started)
+    best = min(timings) if timings else math.nan
+    return {"events": events, "clock_records": len(chosen) - events, "changes": changes,
+            "runs_s": timings, "best_s": best,
+            "events_per_s": events / best if best else math.nan}
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def projector_alone(bootstrap: str, topics: TopicNames, database_url: str, site: SitePolicy,
+                    catalog: Catalog, records: int, budget: Budget,
+                    timeout_s: float) -> dict[str, Any]:
+    """The projector over the whole ``lead.events`` of the run, as a backlog, into a fresh view.
+
+    In the live run the projector only ever sees what the validator has committed; here it
+    works in full batches as after an outage, alone in the process, in this thread. Same
+    consumer group as the live one (stopped by now), which it leaves at the end; a fresh view
+    has no tracking rows, so it starts from offset 0.
     """
     store = ViewStore(database_url)
     store.create_schema()
-    sink = ViewSink(bootstrap, topic, store)
+    projector = LiveProjector(bootstrap, topics, store, Projector(site, catalog), catalog,
+                              client_id="leadhub-bench-projector-alone")
     count = 0
+    started = cpu_before = math.nan
     try:
-        started = time.perf_counter()
         deadline = time.monotonic() + budget.cap(timeout_s)
-        while count < limit and time.monotonic() < deadline:
-            count += sink.run_once()
+        while count < records and time.monotonic() < deadline:
+            # The clock starts with the first call that returned records: joining the group
+            # and reading the tracking rows are not part of the rate.
+            at, cpu_at = time.perf_counter(), _cpu()
+            done = projector.run_once()
+            if done and count == 0:
+                started, cpu_before = at, cpu_at
+            count += done
         elapsed = time.perf_counter() - started
+        cpu = _cpu() - cpu_before
     finally:
-        sink.close()
+        projector.close()
         store.close()
-    return {"changes": count, "elapsed_s": elapsed,
-            "changes_per_s": count / elapsed if elapsed else math.nan}
+    return {"records": count, "expected": records, "elapsed_s": elapsed, "cpu_s": cpu,
+            "batches": projector.counters.batches,
+            "records_per_s": count / elapsed if elapsed else math.nan}

@@ -1,0 +1,593 @@
+"""Benchmark: a site-sized year through the live projector: peak memory and restart time.
+
+Under a topic prefix of its own (``benchscale<random>.``) and a fresh view database (SQLite
+file, or a fresh database on the PostgreSQL server given by ``--database-url``):
+
+1. the simulated example site, ``--participants`` people (default 100,000) over ``--days``
+   (default 365), is written **straight to** ``lead.events`` as canonical records, as the
+   validator writes them (the validator is not part of this bench), keyed by participant, with a
+   CLOCK record per partition every simulated hour (``--tick-hours``). The history is streamed:
+   simulated, encoded and produced as it goes, never held in memory;
+2. the projector runs as a **child process**, ``leadhub run projector`` (defaults: its state
+   cache, batch size and group as deployed), from the start of the log, while the first half
+   of the year is written; the bench waits until its tracking rows reach the end of the log;
+3. **restart after half the log**: the projector is stopped (SIGTERM, or SIGKILL with
+   ``--restart-signal kill``), the next ``--probe`` events of the year are written, and a new
+   projector process is started: the time from starting it to its first committed batch (the
+   bench polls the view's tracking rows every 10 ms) and to having projected the probe;
+4. the rest of the year is written, except its last ``--probe`` events, while the restarted
+   projector runs; once it has caught up it is stopped, the last events are written and a third
+   projector is started: **restart after the whole log**, timed the same way; it must not grow
+   with the log's length;
+5. **peak memory** (``VmHWM``) of each projector process, its RSS sampled every second, its
+   CPU seconds; the view database's size.
+
+``--cache-participants N`` runs the projector as the bench's own child process instead
+(``bench/scale.py --projector-child``: LiveProjector built exactly as ``leadhub run projector``
+builds it, but with a state cache of N participants), to see what the cache's capacity does to
+memory and speed: a small site with a small cache behaves like a big site with the default
+cache (the share of participants that fits is what matters).
+
+Target: peak RSS of the projector process <= 512 MiB; restart-to-first-commit after the whole
+log not longer than after half of it (the bench says "met" when it is within 1.5x).
+
+Full size (100,000 participants x 365 days: about 4.5 million events plus 35,000 CLOCK records)
+takes long: the projector's rate on this machine decides (see BENCHMARKS.md). Scale it down
+with ``--participants`` and ``--days``.
+
+    .venv/bin/python bench/scale.py [--participants 100000] [--days 365] [--database-url URL]
+
+Progress goes to stderr; ``--json`` prints the figures as JSON. Exit codes: 0 figures printed
+(targets met or not), 1 the run failed, 2 setup error (no broker, no database server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import itertools
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from consumers.live_projector import LiveProjector
+from consumers.projection_store import participant_events, participant_heads
+from consumers.store import ViewStore, view_rows
+from leadhub.runner import stop_on_signals
+from leadhub.services import ServiceError
+from leadhub.settings import load_settings
+from leadhub.topics_admin import create_topics
+from processors.projector import Projector
+from processors.site import SitePolicy, load_site
+from producers.simulator import simulate
+from schemas.canonical import CanonicalRecord, encode_canonical
+from schemas.catalog import Catalog, load_catalog
+from schemas.codec import encode
+from schemas.errors import HubError
+from schemas.event import Event
+from schemas.topics import TopicNames
+
+# isort: split
+# Siblings in bench/: run as a file, the script's folder is first on sys.path.
+from machine import machine_info
+from pipeline_harness import (
+    SITE_FILE,
+    BenchError,
+    Budget,
+    Children,
+    check_broker,
+    cpu_seconds_of,
+    delete_prefix_topics,
+    progress,
+    view_database,
+    vm_hwm_mib,
+)
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:39092"
+TARGET_RSS_MIB = 512.0
+TARGET_RESTART_GROWTH = 1.5
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+class LogWriter:
+    """Streams the simulated year into ``lead.events``, CLOCK ticks between the events."""
+
+    def __init__(self, bootstrap: str, topics: TopicNames, catalog: Catalog, partitions: int,
+                 tick: timedelta) -> None:
+        self.topics = topics
+        self.catalog = catalog
+        self.partitions = partitions
+        self.tick = tick
+        self.next_tick = START + tick
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                      batch_size=512 * 1024, compression_type="lz4",
+                                      client_id="leadhub-bench-scale-writer")
+        self.events = 0
+        self.ticks = 0
+        self.seconds = 0.0
+
+    def write(self, events: Iterator[Event], what: str) -> None:
+        """Produce ``events`` (in time order) and the ticks due before each; then flush."""
+        started = time.perf_counter()
+        last_report = time.monotonic()
+        for event in events:
+            while self.next_tick <= event.occurred_at:
+                clock = encode_canonical(CanonicalRecord("CLOCK", self.next_tick, "hub", "", -1,
+                                                         -1, b""))
+                for partition in range(self.partitions):
+                    self.producer.send(self.topics.events, value=clock, partition=partition)
+                self.ticks += self.partitions
+                self.next_tick += self.tick
+            source = event.source_partner or ""
+            record = CanonicalRecord("EVENT", event.occurred_at, source,
+                                     self.topics.inbound(source), 0, self.events,
+                                     encode(event, self.catalog))
+            self.producer.send(self.topics.events, key=event.participant_id.encode(),
+                               value=encode_canonical(record))
+            self.events += 1
+            if time.monotonic() - last_report >= 15:
+                last_report = time.monotonic()
+                progress(f"{what}: {self.events:,} events written (simulated "
+                         f"{event.occurred_at:%Y-%m-%d})")
+        self.producer.flush(timeout=300)
+        self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        self.producer.close(timeout=10)
+
+
+def until(events: Iterator[Event], moment: datetime,
+          holder: list[Event]) -> Iterator[Event]:
+    """The events before ``moment``; the first one at or after it is left in ``holder``."""
+    for event in events:
+        if event.occurred_at >= moment:
+            holder.append(event)
+            return
+        yield event
+
+
+def take(events: Iterator[Event], count: int) -> Iterator[Event]:
+    for _, event in zip(range(count), events, strict=False):
+        yield event
+
+
+def all_but_last(events: Iterator[Event], count: int,
+                 tail: collections.deque[Event]) -> Iterator[Event]:
+    """Every event but the last ``count``, which are left in ``tail`` (maxlen ``count``)."""
+    for event in events:
+        if len(tail) == count:
+            yield tail.popleft()
+        tail.append(event)
+
+
+@dataclass
+class Instance:
+    """One projector process's life."""
+
+    name: str
+    pid: int
+    started: float
+    first_commit_s: float = math.nan
+    first_batch_records: int = 0
+    caught_up_s: float = math.nan
+    records_at_start: int = 0
+    vm_hwm_mib: float = math.nan
+    rss_samples_mib: list[float] = field(default_factory=list)
+    cpu_s: float = math.nan
+    log_at_stop: int = 0
+
+
+class Watcher:
+    """Reads the projector's tracking rows and the process's memory, from the bench process."""
+
+    def __init__(self, database_url: str, topic: str) -> None:
+        self.store = ViewStore(database_url)
+        self.topic = topic
+
+    def tracked(self) -> dict[int, int]:
+        """Next offset per partition in the view's tracking rows ({} before the first batch)."""
+        with contextlib.suppress(HubError, SQLAlchemyError):
+            return self.store.committed_offsets(self.topic)
+        return {}
+
+    def counts(self) -> dict[str, int]:
+        """Rows of the view, participant heads and stored events."""
+        out: dict[str, int] = {}
+        with self.store.engine.connect() as connection:
+            for name, table in (("view_rows", view_rows), ("participants", participant_heads),
+                                ("stored_events", participant_events)):
+                out[name] = int(connection.execute(
+                    select(func.count()).select_from(table)).scalar_one())
+        return out
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             client_id="leadhub-bench-scale-ends")
+    try:
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+    finally:
+        consumer.close()
+
+
+def rss_mib(pid: int) -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
+
+
+class Scale:
+    """The run: the child projector instances, the writer and the watcher."""
+
+    def __init__(self, args: argparse.Namespace, children: Children, writer: LogWriter,
+                 watcher: Watcher, budget: Budget) -> None:
+        self.args = args
+        self.children = children
+        self.writer = writer
+        self.watcher = watcher
+        self.budget = budget
+        self.instances: list[Instance] = []
+        self.current: Instance | None = None
+
+    def start(self) -> Instance:
+        name = f"projector-{len(self.instances) + 1}"
+        before = sum(self.watcher.tracked().values())
+        argv = None
+        if self.args.cache_participants is not None:
+            argv = [str(Path(__file__).resolve()), "--projector-child",
+                    "--cache-participants", str(self.args.cache_participants)]
+        started = time.monotonic()
+        self.children.start("projector", name, argv=argv)
+        instance = Instance(name, self.children.procs[name].pid, started,
+                            records_at_start=before)
+        self.instances.append(instance)
+        self.current = instance
+        return instance
+
+    def sample(self) -> None:
+        if self.current is not None:
+            self.current.rss_samples_mib.append(rss_mib(self.current.pid))
+
+    def wait_first_commit(self, timeout_s: float) -> float:
+        """Seconds from the current instance's start to its first committed batch."""
+        instance = self.current
+        assert instance is not None
+        deadline = time.monotonic() + self.budget.cap(timeout_s)
+        next_sample = time.monotonic()
+        while time.monotonic() < deadline:
+            tracked = sum(self.watcher.tracked().values())
+            if tracked > instance.records_at_start:
+                instance.first_commit_s = time.monotonic() - instance.started
+                instance.first_batch_records = tracked - instance.records_at_start
+                return instance.first_commit_s
+            if time.monotonic() >= next_sample:
+                self.children.check_alive()
+                self.sample()
+                next_sample += 1.0
+            time.sleep(0.01)
+        raise BenchError(f"{instance.name} committed nothing within {timeout_s:.0f} s:\n"
+                         + self.children.log_tail(instance.name))
+
+    def wait_caught_up(self, what: str) -> float:
+        """Wait until the tracking rows reach the end of the log; seconds since the instance
+        started."""
+        instance = self.current
+        assert instance is not None
+        ends = end_offsets(self.args.bootstrap, self.writer.topics.events, self.args.partitions)
+        total = sum(ends.values())
+        deadline = time.monotonic() + self.budget.cap(86400.0)
+        last_report = time.monotonic()
+        while True:
+            tracked = self.watcher.tracked()
+            if all(tracked.get(p, 0) >= end for p, end in ends.items()):
+                instance.caught_up_s = time.monotonic() - instance.started
+                return instance.caught_up_s
+            if time.monotonic() > deadline:
+                raise BenchError(f"{what}: the projector did not catch up within the budget")
+            self.children.check_alive()
+            self.sample()
+            if time.monotonic() - last_report >= 15:
+                last_report = time.monotonic()
+                progress(f"{what}: {sum(tracked.values()):,} of {total:,} records projected, "
+                         f"projector RSS {instance.rss_samples_mib[-1]:,.0f} MiB")
+            time.sleep(1.0)
+
+    def stop(self) -> None:
+        instance = self.current
+        assert instance is not None
+        instance.vm_hwm_mib = vm_hwm_mib(instance.pid) or math.nan
+        instance.log_at_stop = self.writer.events + self.writer.ticks
+        instance.cpu_s = cpu_seconds_of(instance.pid) or math.nan
+        sig = signal.SIGKILL if self.args.restart_signal == "kill" else signal.SIGTERM
+        code = self.children.stop(instance.name, sig)
+        progress(f"{instance.name} stopped ({code}); peak RSS {instance.vm_hwm_mib:,.0f} MiB, "
+                 f"CPU {instance.cpu_s:,.1f} s")
+        self.current = None
+
+
+@dataclass
+class Results:
+    machine: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    log: dict[str, Any] = field(default_factory=dict)
+    instances: list[dict[str, Any]] = field(default_factory=list)
+    restarts: list[dict[str, Any]] = field(default_factory=list)
+    view: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def run(args: argparse.Namespace) -> Results:
+    began = time.monotonic()
+    budget = Budget(args.budget)
+    check_broker(args.bootstrap)
+    results = Results(machine=machine_info())
+    site = load_site(SITE_FILE)
+    catalog = load_catalog()
+    prefix = f"benchscale{uuid.uuid4().hex[:10]}."
+    topics = TopicNames(prefix)
+    progress(f"topic prefix {prefix}; load average {results.machine['load_before']}")
+    try:
+        create_topics(args.bootstrap, topics, site, args.partitions)
+    except ServiceError as exc:
+        raise BenchError(f"{exc}; is the broker running? (`.venv/bin/leadhub services "
+                         "start`)", exit_code=2) from exc
+    try:
+        with tempfile.TemporaryDirectory(prefix="leadhub-bench-scale-") as tmp, \
+                view_database(args.database_url, Path(tmp)) as database_url:
+            backend = make_url(database_url).get_backend_name()
+            projector = ("child process `leadhub run projector`"
+                         if args.cache_participants is None else
+                         "child process running LiveProjector as `leadhub run projector` does, "
+                         f"with a state cache of {args.cache_participants:,} participants")
+            results.config = {"backend": backend, "participants": args.participants,
+                              "days": args.days, "seed": args.seed,
+                              "partitions": args.partitions, "probe": args.probe,
+                              "tick_hours": args.tick_hours,
+                              "restart_signal": args.restart_signal,
+                              "cache_participants": args.cache_participants,
+                              "projector": projector}
+            env = dict(os.environ, LEADHUB_KAFKA_BOOTSTRAP=args.bootstrap,
+                       LEADHUB_TOPIC_PREFIX=prefix, LEADHUB_SITE_FILE=str(SITE_FILE),
+                       LEADHUB_STATE_DIR=tmp, LEADHUB_PARTITIONS=str(args.partitions),
+                       LEADHUB_DATABASE_URL=database_url)
+            env.pop("LEADHUB_METRICS_PORT", None)
+            children = Children(env, Path(tmp), profile=False)
+            writer = LogWriter(args.bootstrap, topics, catalog, args.partitions,
+                               timedelta(hours=args.tick_hours))
+            watcher = Watcher(database_url, topics.events)
+            scale = Scale(args, children, writer, watcher, budget)
+            try:
+                _run_year(args, scale, site, catalog, results)
+                if backend == "sqlite":
+                    path = Path(make_url(database_url).database or "")
+                    results.view["sqlite_mib"] = sum(
+                        p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
+                results.view.update(watcher.counts())
+            finally:
+                children.stop_all()
+                writer.close()
+                watcher.close()
+    finally:
+        if not args.keep_topics:
+            delete_prefix_topics(args.bootstrap, prefix)
+    peak = max((i["vm_hwm_mib"] for i in results.instances), default=math.nan)
+    first, second = (r["first_commit_s"] for r in results.restarts)
+    results.targets = {
+        f"projector peak RSS <= {TARGET_RSS_MIB:.0f} MiB": peak <= TARGET_RSS_MIB,
+        "restart-to-first-commit does not grow with the log "
+        f"(whole log <= {TARGET_RESTART_GROWTH}x half)": second <= TARGET_RESTART_GROWTH * first,
+    }
+    results.machine["load_after"] = os.getloadavg()
+    results.machine["bench_process_max_rss_mib"] = (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    results.wall_s = time.monotonic() - began
+    return results
+
+
+def _run_year(args: argparse.Namespace, scale: Scale, site: SitePolicy, catalog: Catalog,
+              results: Results) -> None:
+    writer = scale.writer
+    events = simulate(site, catalog, args.participants, args.days, args.seed, START)
+    middle = START + timedelta(days=args.days / 2)
+    progress(f"simulating {args.participants:,} participants x {args.days} days; the first "
+             "projector runs while the first half is written")
+    scale.start()
+    held: list[Event] = []
+    writer.write(until(events, middle, held), "first half")
+    rest = itertools.chain(held, events)
+    progress(f"first half written: {writer.events:,} events, {writer.ticks:,} CLOCK records "
+             f"in {writer.seconds:.0f} s; waiting for the projector")
+    scale.wait_caught_up("first half")
+    halves = [writer.events + writer.ticks]
+    scale.stop()
+
+    for label in ("half the log", "the whole log"):
+        if label == "the whole log":
+            tail: collections.deque[Event] = collections.deque(maxlen=args.probe)
+            writer.write(all_but_last(rest, args.probe, tail), "second half")
+            progress(f"second half written: {writer.events:,} events in total; waiting for "
+                     "the projector")
+            scale.wait_caught_up("second half")
+            halves.append(writer.events + writer.ticks)
+            scale.stop()
+            writer.write(iter(tail), "probe")
+        else:
+            writer.write(take(rest, args.probe), "probe")
+        length = writer.events + writer.ticks
+        progress(f"restart after {label} ({length:,} records): starting a new projector")
+        instance = scale.start()
+        first = scale.wait_first_commit(300.0)
+        progress(f"restart after {label}: first commit {first:.2f} s after the start")
+        caught = scale.wait_caught_up(f"probe after {label}")
+        results.restarts.append({"after": label, "log_records": length,
+                                 "first_commit_s": first, "probe_projected_s": caught,
+                                 "first_batch_records": instance.first_batch_records,
+                                 "rss_after_probe_mib": instance.rss_samples_mib[-1]
+                                 if instance.rss_samples_mib else math.nan,
+                                 "instance": instance.name})
+    scale.stop()
+    results.log = {"events": writer.events, "clock_records": writer.ticks,
+                   "records": writer.events + writer.ticks, "write_s": writer.seconds,
+                   "records_at_half": halves[0]}
+    for instance in scale.instances:
+        samples = [s for s in instance.rss_samples_mib if not math.isnan(s)]
+        results.instances.append({
+            "name": instance.name, "vm_hwm_mib": instance.vm_hwm_mib, "cpu_s": instance.cpu_s,
+            "first_commit_s": instance.first_commit_s, "caught_up_s": instance.caught_up_s,
+            "rss_last_mib": samples[-1] if samples else math.nan,
+            "rss_samples": len(samples),
+            "records_projected": instance.log_at_stop - instance.records_at_start})
+
+
+def render(results: Results) -> str:
+    m, cfg, log = results.machine, results.config, results.log
+
+    def num(value: float, unit: str = "", digits: int = 1) -> str:
+        return "n/a" if math.isnan(value) else f"{value:,.{digits}f}{unit}"
+
+    lines = [f"leadhub projector at scale - {m['nproc']} cores ({m['cpu']}), Python "
+             f"{m['python']}, load {m['load_before'][0]:.2f} before / "
+             f"{m['load_after'][0]:.2f} after",
+             f"{cfg['participants']:,} participants x {cfg['days']} days, seed {cfg['seed']}, "
+             f"{cfg['partitions']} partitions, view: {cfg['backend']}; projector: "
+             f"{cfg['projector']}; restarts by SIG{cfg['restart_signal'].upper()}",
+             f"log: {log['events']:,} events + {log['clock_records']:,} CLOCK records "
+             f"(written in {log['write_s']:.0f} s); whole run {results.wall_s / 60:.1f} min",
+             "", "| projector process | projected | records | CPU s | CPU ms/record | peak RSS "
+             "(VmHWM) | RSS at its end |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    spans = {"projector-1": "the first half, while it was written",
+             "projector-2": "probe 1, then the second half while it was written",
+             "projector-3": "probe 2"}
+    for inst in results.instances:
+        what, records = spans.get(inst["name"], ""), inst["records_projected"]
+        per = inst["cpu_s"] / records * 1000 if records else math.nan
+        lines.append(f"| {inst['name']} | {what} | {records:,} | {num(inst['cpu_s'])} | "
+                     f"{num(per, digits=3)} | "
+                     f"{num(inst['vm_hwm_mib'], ' MiB')} | {num(inst['rss_last_mib'], ' MiB')} |")
+    lines += ["", "| restart after | log records | start -> first commit (its records) | "
+              "start -> probe projected |", "| --- | ---: | ---: | ---: |"]
+    for r in results.restarts:
+        lines.append(f"| {r['after']} | {r['log_records']:,} | {r['first_commit_s']:.2f} s "
+                     f"({r.get('first_batch_records', 0):,}) | "
+                     f"{r['probe_projected_s']:.2f} s |")
+    view = results.view
+    lines += ["", "view: " + ", ".join(f"{k} {v:,.0f}" if isinstance(v, int) else
+                                      f"{k} {v:,.1f}" for k, v in view.items())]
+    lines += [f"{name}: {'met' if ok else 'NOT met'}" for name, ok in results.targets.items()]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark the live projector (a `leadhub run projector` child process) "
+                    "over a simulated site's year written straight to lead.events: its peak "
+                    "memory, and the time from a restart to its first committed batch after "
+                    "half the log and after all of it.")
+    parser.add_argument("--bootstrap", default=os.environ.get("LEADHUB_KAFKA_BOOTSTRAP")
+                        or DEFAULT_BOOTSTRAP, help="Kafka bootstrap (default %(default)s)")
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL server URL: the view goes to a fresh database there "
+                             "(default: a fresh SQLite file)")
+    parser.add_argument("--participants", type=int, default=100_000,
+                        help="simulated participants (%(default)s)")
+    parser.add_argument("--days", type=int, default=365, help="simulated days (%(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="simulation seed (%(default)s)")
+    parser.add_argument("--partitions", type=int, default=4,
+                        help="partitions of every topic (%(default)s)")
+    parser.add_argument("--probe", type=int, default=2000,
+                        help="events written before each restart (%(default)s)")
+    parser.add_argument("--tick-hours", type=float, default=1.0,
+                        help="simulated hours between CLOCK records (%(default)s)")
+    parser.add_argument("--restart-signal", choices=("term", "kill"), default="term",
+                        help="how the projector is stopped before a restart: SIGTERM (leaves "
+                             "the group at once) or SIGKILL (the group waits for its session "
+                             "to expire, 10 s) (%(default)s)")
+    parser.add_argument("--cache-participants", type=int, default=None,
+                        help="run the projector as the bench's own child process with this "
+                             "state-cache capacity instead of `leadhub run projector` (whose "
+                             "cache holds LiveProjector's default number of participants)")
+    parser.add_argument("--projector-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=float, default=6 * 3600.0,
+                        help="upper bound of the whole run in seconds (%(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--keep-topics", action="store_true",
+                        help="do not delete the bench's topics at the end")
+    args = parser.parse_args(argv)
+    if args.participants < 1 or args.days < 2 or args.probe < 1:
+        parser.error("--participants and --probe must be >= 1, --days >= 2")
+    return args
+
+
+def projector_child(cache_participants: int) -> int:
+    """The projector as ``leadhub run projector`` runs it (settings from ``LEADHUB_*``), with
+    another state-cache capacity; until SIGTERM/SIGINT."""
+    settings = load_settings()
+    stop = stop_on_signals()
+    catalog = load_catalog()
+    store = ViewStore(settings.view_database_url)
+    projector = LiveProjector(
+        settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix), store,
+        Projector(load_site(settings.site_file), catalog), catalog,
+        cache_participants=cache_participants)
+    try:
+        projector.run(stop)
+    finally:
+        projector.close()
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.projector_child:
+        return projector_child(args.cache_participants or 20_000)
+    try:
+        results = run(args)
+    except BenchError as exc:
+        print(f"bench/scale.py: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (HubError, KafkaError) as exc:
+        print(f"bench/scale.py: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench/scale.py: interrupted", file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        print("bench/scale.py: the run failed", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(results.__dict__, indent=2, default=str))
+    else:
+        print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
