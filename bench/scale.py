@@ -22,11 +22,10 @@ file, or a fresh database on the PostgreSQL server given by ``--database-url``):
 5. **peak memory** (``VmHWM``) of each projector process, its RSS sampled every second, its
    CPU seconds; the view database's size.
 
-``--cache-participants N`` runs the projector as the bench's own child process instead
+``--cache-weight N`` runs the projector as the bench's own child process instead
 (``bench/scale.py --projector-child``: LiveProjector built exactly as ``leadhub run projector``
-builds it, but with a state cache of N participants), to see what the cache's capacity does to
-memory and speed: a small site with a small cache behaves like a big site with the default
-cache (the share of participants that fits is what matters).
+builds it, but with a state cache of capacity N, in events plus rows), to see what the cache's
+capacity does to memory and speed.
 
 Target: peak RSS of the projector process <= 512 MiB; restart-to-first-commit after the whole
 log not longer than after half of it (the bench says "met" when it is within 1.5x).
@@ -69,7 +68,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from consumers.live_projector import LiveProjector
+from consumers.live_projector import CACHE_WEIGHT, LiveProjector
 from consumers.projection_store import participant_events, participant_heads
 from consumers.store import ViewStore, view_rows
 from leadhub.runner import stop_on_signals
@@ -258,9 +257,9 @@ class Scale:
         name = f"projector-{len(self.instances) + 1}"
         before = sum(self.watcher.tracked().values())
         argv = None
-        if self.args.cache_participants is not None:
+        if self.args.cache_weight is not None:
             argv = [str(Path(__file__).resolve()), "--projector-child",
-                    "--cache-participants", str(self.args.cache_participants)]
+                    "--cache-weight", str(self.args.cache_weight)]
         started = time.monotonic()
         self.children.start("projector", name, argv=argv)
         instance = Instance(name, self.children.procs[name].pid, started,
@@ -362,15 +361,15 @@ def run(args: argparse.Namespace) -> Results:
                 view_database(args.database_url, Path(tmp)) as database_url:
             backend = make_url(database_url).get_backend_name()
             projector = ("child process `leadhub run projector`"
-                         if args.cache_participants is None else
+                         if args.cache_weight is None else
                          "child process running LiveProjector as `leadhub run projector` does, "
-                         f"with a state cache of {args.cache_participants:,} participants")
+                         f"with a state cache of {args.cache_weight:,} events + rows")
             results.config = {"backend": backend, "participants": args.participants,
                               "days": args.days, "seed": args.seed,
                               "partitions": args.partitions, "probe": args.probe,
                               "tick_hours": args.tick_hours,
                               "restart_signal": args.restart_signal,
-                              "cache_participants": args.cache_participants,
+                              "cache_weight": args.cache_weight,
                               "projector": projector}
             env = dict(os.environ, LEADHUB_KAFKA_BOOTSTRAP=args.bootstrap,
                        LEADHUB_TOPIC_PREFIX=prefix, LEADHUB_SITE_FILE=str(SITE_FILE),
@@ -528,10 +527,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="how the projector is stopped before a restart: SIGTERM (leaves "
                              "the group at once) or SIGKILL (the group waits for its session "
                              "to expire, 10 s) (%(default)s)")
-    parser.add_argument("--cache-participants", type=int, default=None,
+    parser.add_argument("--cache-weight", type=int, default=None,
                         help="run the projector as the bench's own child process with this "
                              "state-cache capacity instead of `leadhub run projector` (whose "
-                             "cache holds LiveProjector's default number of participants)")
+                             "cache holds LiveProjector's default CACHE_WEIGHT events + rows)")
     parser.add_argument("--projector-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=6 * 3600.0,
                         help="upper bound of the whole run in seconds (%(default)s)")
@@ -544,7 +543,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def projector_child(cache_participants: int) -> int:
+def projector_child(cache_weight: int) -> int:
     """The projector as ``leadhub run projector`` runs it (settings from ``LEADHUB_*``), with
     another state-cache capacity; until SIGTERM/SIGINT."""
     settings = load_settings()
@@ -554,7 +553,7 @@ def projector_child(cache_participants: int) -> int:
     projector = LiveProjector(
         settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix), store,
         Projector(load_site(settings.site_file), catalog), catalog,
-        cache_participants=cache_participants)
+        cache_weight=cache_weight)
     try:
         projector.run(stop)
     finally:
@@ -566,7 +565,7 @@ def projector_child(cache_participants: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.projector_child:
-        return projector_child(args.cache_participants or 20_000)
+        return projector_child(args.cache_weight or CACHE_WEIGHT)
     try:
         results = run(args)
     except BenchError as exc:

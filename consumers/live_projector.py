@@ -60,6 +60,9 @@ STEP = "project"
 #: Failures of one batch before the projector isolates records, and of one record before it
 #: is dead-lettered as PROCESSING_FAILED.
 ATTEMPTS = 3
+#: The state cache's capacity in events plus rows held (about 100-300 bytes each): a bound on
+#: the projector's memory that does not depend on how many participants or how long a history.
+CACHE_WEIGHT = 500_000
 
 
 def projector_group(topics: TopicNames) -> str:
@@ -68,11 +71,17 @@ def projector_group(topics: TopicNames) -> str:
 
 
 class StateCache:
-    """Committed participant states by id, least recently used dropped past ``capacity``."""
+    """Committed participant states by id, least recently used dropped past ``capacity``.
+
+    The capacity counts a state's events plus its rows (what its memory grows with), so the
+    cache's memory is bounded whatever the participants' histories: a few long-time
+    participants take the room of many new ones.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, tuple[int, StoredParticipant]] = OrderedDict()
+        self.weight = 0
+        self._items: OrderedDict[str, tuple[int, StoredParticipant, int]] = OrderedDict()
 
     def get(self, participant_id: str) -> StoredParticipant | None:
         found = self._items.get(participant_id)
@@ -82,16 +91,24 @@ class StateCache:
         return found[1]
 
     def put(self, participant_id: str, partition: int, stored: StoredParticipant) -> None:
-        self._items[participant_id] = (partition, stored)
-        self._items.move_to_end(participant_id)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        self._drop(participant_id)
+        state = stored.state
+        weight = 1 + len(state.events) + sum(len(rows) for rows in state.rows.values())
+        self._items[participant_id] = (partition, stored, weight)
+        self.weight += weight
+        while self.weight > self.capacity and len(self._items) > 1:
+            self._drop(next(iter(self._items)))
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         """Forget the participants of ``partitions`` (another instance may change them)."""
         gone = set(partitions)
-        for pid in [pid for pid, (p, _) in self._items.items() if p in gone]:
-            del self._items[pid]
+        for pid in [pid for pid, (p, _, _) in self._items.items() if p in gone]:
+            self._drop(pid)
+
+    def _drop(self, participant_id: str) -> None:
+        found = self._items.pop(participant_id, None)
+        if found is not None:
+            self.weight -= found[2]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -183,14 +200,18 @@ class LiveProjector:
     ``on_commit``, if given, is called with each batch's view changes right after the batch's
     transaction committed (benchmarks time rows becoming visible with it). ``consumer`` and
     ``dlq`` replace the Kafka clients (a test's in-process fakes with the same methods).
+    ``instance_id``, unique among running projectors and the same across restarts of one,
+    makes it a static group member (KIP-345): restarted after a kill, it takes its
+    predecessor's partitions at once instead of after the dead member's session timeout.
     """
 
     def __init__(self, bootstrap: str, topics: TopicNames, view: ViewStore, projector: Projector,
                  catalog: Catalog, *, batch_size: int = 2000, poll_timeout_ms: int = 200,
-                 session_timeout_ms: int = 10000, cache_participants: int = 20000,
+                 session_timeout_ms: int = 10000, cache_weight: int = CACHE_WEIGHT,
                  client_id: str = "leadhub-projector",
                  on_commit: Callable[[Sequence[ViewChange]], None] | None = None,
-                 consumer: Any | None = None, dlq: Any | None = None) -> None:
+                 consumer: Any | None = None, dlq: Any | None = None,
+                 instance_id: str | None = None) -> None:
         self.topics = topics
         self.topic = topics.events
         self.view = view
@@ -198,7 +219,7 @@ class LiveProjector:
         self.step = ProjectionStep(projector, catalog)
         self.batch_size = batch_size
         self.poll_timeout_ms = poll_timeout_ms
-        self.cache = StateCache(cache_participants)
+        self.cache = StateCache(cache_weight)
         self.on_commit = on_commit
         self.counters = ProjectorCounters()
         #: Partition -> next offset this instance holds in its tracking row (synced ones only).
@@ -213,6 +234,7 @@ class LiveProjector:
                 bootstrap_servers=bootstrap, group_id=projector_group(topics),
                 client_id=client_id, enable_auto_commit=False, auto_offset_reset="earliest",
                 isolation_level="read_committed", max_poll_records=batch_size,
+                group_instance_id=instance_id,
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
                 max_partition_fetch_bytes=4 * 1024 * 1024, bootstrap_timeout_ms=10000,
@@ -259,7 +281,14 @@ class LiveProjector:
     def run_once(self) -> int:
         """Poll one batch and commit it in one transaction; return how many records it held."""
         limit = 1 if self._failures >= ATTEMPTS else self.batch_size
-        polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=limit)
+        try:
+            polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=limit)
+        except KafkaError as exc:  # e.g. a position lost in a rebalance: re-read the tracking
+            log.warning("project: poll failed (%s); re-reading the tracking rows",
+                        type(exc).__name__)
+            self.forget(list(self.expected))
+            time.sleep(0.2)
+            return 0
         if not self._stable():
             # Joining the group: poll again at once. kafka-python 3.0.12 drops a JoinGroup/
             # SyncGroup round that completes while no poll is waiting and starts another, which

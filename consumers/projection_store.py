@@ -176,11 +176,13 @@ class ProjectionStore:
                 .order_by(participant_events.c.participant_id, participant_events.c.seq)):
             events[pid].append(text)
         rows: dict[str, dict[str, dict[str, RowShape]]] = {pid: {} for pid in known}
+        shapes: dict[RowShape, RowShape] = {}  # one object per distinct shape, as built live
         for pid, recipient, event_id, text in connection.execute(
                 select(view_rows.c.participant_id, view_rows.c.recipient, view_rows.c.event_id,
                        view_rows.c.row_json)
                 .where(view_rows.c.participant_id.in_(known))):
-            rows[pid].setdefault(recipient, {})[event_id] = shape_of_row(json.loads(text))
+            shape = shape_of_row(json.loads(text))
+            rows[pid].setdefault(recipient, {})[event_id] = shapes.setdefault(shape, shape)
         return {
             pid: StoredParticipant(
                 state_from_parts(head, (event_from_json(json.loads(t)) for t in events[pid]),

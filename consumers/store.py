@@ -242,7 +242,8 @@ class ViewStore:
 
 
 #: How every view writer (the live projector, the audit replays) spells a row's JSON: sorted
-#: keys, no spaces, ASCII. One spelling, so a view file's texts can be digested without parsing them.
+#: keys, no spaces, ASCII. One spelling, so a view file's texts can be digested without parsing
+#: them.
 encode_row_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 _RETRACT = delete(view_rows).where(

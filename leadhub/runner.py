@@ -39,14 +39,21 @@ def run_validator(settings: Settings) -> int:
         settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix),
         load_site(settings.site_file), load_catalog(),
         tick_interval_s=settings.tick_interval_s,
-        client_id=f"{socket.gethostname()}-{settings.instance_id}" if settings.instance_id
-        else None)
+        client_id=_instance(settings, "validator"))
     serve_metrics(settings.metrics_port, "validate", validator.counters)
     try:
         validator.run(stop)
     finally:
         validator.close()
     return 0
+
+
+def _instance(settings: Settings, step: str) -> str | None:
+    """This process's stable name in its consumer group (and transactional id), from
+    ``LEADHUB_INSTANCE_ID``; None (a dynamic member) when unset."""
+    if not settings.instance_id:
+        return None
+    return f"{socket.gethostname()}-{step}-{settings.instance_id}"
 
 
 def run_projector(settings: Settings) -> int:
@@ -56,7 +63,8 @@ def run_projector(settings: Settings) -> int:
     store = ViewStore(settings.view_database_url)
     projector = LiveProjector(
         settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix), store,
-        Projector(load_site(settings.site_file), catalog), catalog)
+        Projector(load_site(settings.site_file), catalog), catalog,
+        instance_id=_instance(settings, "projector"))
     serve_metrics(settings.metrics_port, "project", projector.counters)
     try:
         projector.run(stop)

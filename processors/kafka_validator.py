@@ -233,6 +233,10 @@ class TransactionalValidator:
                 bootstrap_servers=bootstrap,
                 client_id=self.client_id,
                 group_id=self.group_id,
+                # A stable client id makes this a static member (KIP-345): restarted after a
+                # kill, it takes its predecessor's place and partitions at once, without a
+                # rebalance or waiting for the dead member's session to expire.
+                group_instance_id=client_id,
                 isolation_level="read_committed",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

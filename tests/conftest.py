@@ -85,9 +85,26 @@ def _fresh_postgres_database(server_url: str) -> Iterator[str]:
     try:
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _drop_database(admin, name)
         admin.dispose()
+
+
+def _drop_database(admin: Any, name: str) -> None:
+    """Drop a test database; retried, as a backend still going (autovacuum) can refuse it."""
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(5):
+        try:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except SQLAlchemyError as exc:
+            if attempt == 4:
+                print(f"could not drop test database {name}: {type(exc).__name__}")
+            time.sleep(1.0)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from consumers.audit.digest import RowDifference, ViewDigest, digest_rows, first_differences
-from consumers.audit.kafka_log import TopicReader
+from consumers.audit.kafka_log import TopicReader, wait_until_stable
 from consumers.audit.replay import LogReplay, Replayer, ViewWriter, ordered_rows
 from consumers.store import ViewStore, tracking
 from processors.projector import Projector
@@ -71,6 +71,7 @@ def wait_caught_up(bootstrap: str, topic: str, live: ViewStore, timeout_s: float
     Returns False if that did not happen within ``timeout_s`` (the projector is down or behind).
     """
     deadline = time.monotonic() + timeout_s
+    wait_until_stable(bootstrap, topic, timeout_s)
     with TopicReader(bootstrap, topic, client_id="leadhub-audit-compare") as reader:
         end = reader.end_offsets()
         while True:

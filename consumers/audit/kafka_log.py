@@ -244,3 +244,25 @@ def committed_offsets(bootstrap: str, group_id: str, topic: str, partitions: lis
         raise AuditError(f"cannot read the committed offsets of group {group_id}") from exc
     finally:
         consumer.close()
+
+
+def wait_until_stable(bootstrap: str, topic: str, timeout_s: float = 30.0) -> bool:
+    """Wait until no open transaction hides records of ``topic`` that exist now.
+
+    Records a transaction committed behind another, still open one stay invisible to
+    read_committed readers until that one ends (a killed validator's is aborted by the broker
+    after its timeout). Returns True once the last stable offset of every partition reached the
+    high watermark seen at the call; False after ``timeout_s``.
+    """
+    with TopicReader(bootstrap, topic, client_id="leadhub-audit-stable",
+                     isolation_level="read_uncommitted") as raw:
+        high = raw.end_offsets()
+    with TopicReader(bootstrap, topic, client_id="leadhub-audit-stable") as committed:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stable = committed.end_offsets()
+            if all(stable.get(p, 0) >= h for p, h in high.items()):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
