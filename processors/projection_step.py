@@ -82,8 +82,8 @@ class ProjectionStep:
         """
         if record.kind == "CLOCK":
             return StepResult(self._tick(source, partition, record))
-        if event is None:
-            event = decode(record.event, self.catalog)
+        if event is None:  # the validator encoded it, strictly checked: no need to again
+            event = decode(record.event, self.catalog, strict=False)
         pid = event.participant_id
         before = source.state(pid)
         held = before.events.get(event.event_id) if before is not None else None

@@ -52,11 +52,12 @@ def digest_rows(rows: Iterable[Row]) -> ViewDigest:
 def digest_row_texts(rows: Iterable[tuple[str, str, str]]) -> ViewDigest:
     """:func:`digest_rows` over rows as a view stores them: (recipient, event_id, row JSON).
 
-    The texts must be what the view writers store: ``json.dumps(row, sort_keys=True,
-    separators=(",", ":"))``. Such a text with no ``\\u`` escape differs from the canonical JSON
-    in nothing (``ensure_ascii`` only adds escapes), so it is hashed as it is, unparsed; any
-    other is parsed and re-serialised. The digest equals :func:`digest_rows` over the parsed
-    rows. Raises ValueError if the rows are not in strictly increasing key order.
+    The texts must be what the view writers store (:func:`consumers.store.encode_row_json`:
+    sorted keys, no spaces, UTF-8). Such a text with no ``\\u`` escape is the canonical JSON
+    itself, so it is hashed as it is, unparsed; any other (a control character, or a text an
+    older writer escaped to ASCII) is parsed and re-serialised. The digest equals
+    :func:`digest_rows` over the parsed rows. Raises ValueError if the rows are not in strictly
+    increasing key order.
     """
     hasher = hashlib.sha256()
     update = hasher.update

@@ -111,7 +111,7 @@ class Replayer:
         event = None
         if record.kind == "EVENT":
             try:
-                event = decode(record.event, self.step.catalog)
+                event = decode(record.event, self.step.catalog, strict=False)
             except HubError as exc:
                 raise ReplayError(
                     f"partition {partition} offset {offset}: the event does not decode "
