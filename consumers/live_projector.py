@@ -60,9 +60,11 @@ STEP = "project"
 #: Failures of one batch before the projector isolates records, and of one record before it
 #: is dead-lettered as PROCESSING_FAILED.
 ATTEMPTS = 3
-#: The state cache's capacity in events plus rows held (about 100-300 bytes each): a bound on
-#: the projector's memory that does not depend on how many participants or how long a history.
-CACHE_WEIGHT = 500_000
+#: The state cache's default capacity in events plus rows held (about 100-200 bytes each): a
+#: bound on the projector's memory that does not depend on how many participants or how long a
+#: history (``LEADHUB_PROJECTOR_CACHE``). A participant that does not fit is read back from
+#: SQL when its next event comes (about 85 ms per 1,000 events of history).
+CACHE_WEIGHT = 1_500_000
 
 
 def projector_group(topics: TopicNames) -> str:

@@ -25,6 +25,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -165,7 +166,7 @@ class ProjectionStore:
                 select(participant_heads.c.participant_id, participant_heads.c.head_json,
                        participant_heads.c.next_seq)
                 .where(participant_heads.c.participant_id.in_(ids))):
-            heads[pid] = (json.loads(head_json), int(next_seq))
+            heads[pid] = (orjson.loads(head_json), int(next_seq))
         if not heads:
             return {}
         known = list(heads)
@@ -181,11 +182,11 @@ class ProjectionStore:
                 select(view_rows.c.participant_id, view_rows.c.recipient, view_rows.c.event_id,
                        view_rows.c.row_json)
                 .where(view_rows.c.participant_id.in_(known))):
-            shape = shape_of_row(json.loads(text))
+            shape = shape_of_row(orjson.loads(text))
             rows[pid].setdefault(recipient, {})[event_id] = shapes.setdefault(shape, shape)
         return {
             pid: StoredParticipant(
-                state_from_parts(head, (event_from_json(json.loads(t)) for t in events[pid]),
+                state_from_parts(head, (event_from_json(orjson.loads(t)) for t in events[pid]),
                                  rows[pid]),
                 next_seq)
             for pid, (head, next_seq) in heads.items()

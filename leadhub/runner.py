@@ -64,7 +64,7 @@ def run_projector(settings: Settings) -> int:
     projector = LiveProjector(
         settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix), store,
         Projector(load_site(settings.site_file), catalog), catalog,
-        instance_id=_instance(settings, "projector"))
+        instance_id=_instance(settings, "projector"), cache_weight=settings.projector_cache)
     serve_metrics(settings.metrics_port, "project", projector.counters)
     try:
         projector.run(stop)

@@ -36,6 +36,7 @@ class Settings:
     tick_interval_s: float
     metrics_port: int | None
     instance_id: str | None
+    projector_cache: int
 
     @property
     def local_kafka_bootstrap(self) -> str:
@@ -82,4 +83,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         tick_interval_s=float(env.get("LEADHUB_TICK_SECONDS", "5")),
         metrics_port=int(env["LEADHUB_METRICS_PORT"]) if env.get("LEADHUB_METRICS_PORT") else None,
         instance_id=env.get("LEADHUB_INSTANCE_ID") or None,
+        projector_cache=int(env.get("LEADHUB_PROJECTOR_CACHE", "1500000")),
     )
