@@ -37,6 +37,7 @@ bench: setup services
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/project.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/history.py
 
 clean:
 	rm -rf .leadhub build *.egg-info
