@@ -22,10 +22,8 @@ file, or a fresh database on the PostgreSQL server given by ``--database-url``):
 5. **peak memory** (``VmHWM``) of each projector process, its RSS sampled every second, its
    CPU seconds; the view database's size.
 
-``--cache-weight N`` runs the projector as the bench's own child process instead
-(``bench/scale.py --projector-child``: LiveProjector built exactly as ``leadhub run projector``
-builds it, but with a state cache of capacity N, in events plus rows), to see what the cache's
-capacity does to memory and speed.
+``--cache-weight N`` runs the projectors with ``LEADHUB_PROJECTOR_CACHE=N`` (the state cache's
+capacity in events plus rows), to see what the cache's capacity does to memory and speed.
 
 Target: peak RSS of the projector process <= 512 MiB; restart-to-first-commit after the whole
 log not longer than after half of it (the bench says "met" when it is within 1.5x).
@@ -68,14 +66,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from consumers.live_projector import CACHE_WEIGHT, LiveProjector
 from consumers.projection_store import participant_events, participant_heads
 from consumers.store import ViewStore, view_rows
-from leadhub.runner import stop_on_signals
 from leadhub.services import ServiceError
-from leadhub.settings import load_settings
 from leadhub.topics_admin import create_topics
-from processors.projector import Projector
 from processors.site import SitePolicy, load_site
 from producers.simulator import simulate
 from schemas.canonical import CanonicalRecord, encode_canonical
@@ -256,12 +250,10 @@ class Scale:
     def start(self) -> Instance:
         name = f"projector-{len(self.instances) + 1}"
         before = sum(self.watcher.tracked().values())
-        argv = None
-        if self.args.cache_weight is not None:
-            argv = [str(Path(__file__).resolve()), "--projector-child",
-                    "--cache-weight", str(self.args.cache_weight)]
+        cache = ({"LEADHUB_PROJECTOR_CACHE": str(self.args.cache_weight)}
+                 if self.args.cache_weight is not None else None)
         started = time.monotonic()
-        self.children.start("projector", name, argv=argv)
+        self.children.start("projector", name, extra_env=cache)
         instance = Instance(name, self.children.procs[name].pid, started,
                             records_at_start=before)
         self.instances.append(instance)
@@ -360,10 +352,9 @@ def run(args: argparse.Namespace) -> Results:
         with tempfile.TemporaryDirectory(prefix="leadhub-bench-scale-") as tmp, \
                 view_database(args.database_url, Path(tmp)) as database_url:
             backend = make_url(database_url).get_backend_name()
-            projector = ("child process `leadhub run projector`"
-                         if args.cache_weight is None else
-                         "child process running LiveProjector as `leadhub run projector` does, "
-                         f"with a state cache of {args.cache_weight:,} events + rows")
+            projector = "child process `leadhub run projector`" + (
+                "" if args.cache_weight is None else
+                f", LEADHUB_PROJECTOR_CACHE={args.cache_weight:,} events + rows")
             results.config = {"backend": backend, "participants": args.participants,
                               "days": args.days, "seed": args.seed,
                               "partitions": args.partitions, "probe": args.probe,
@@ -528,10 +519,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "the group at once) or SIGKILL (the group waits for its session "
                              "to expire, 10 s) (%(default)s)")
     parser.add_argument("--cache-weight", type=int, default=None,
-                        help="run the projector as the bench's own child process with this "
-                             "state-cache capacity instead of `leadhub run projector` (whose "
-                             "cache holds LiveProjector's default CACHE_WEIGHT events + rows)")
-    parser.add_argument("--projector-child", action="store_true", help=argparse.SUPPRESS)
+                        help="the projectors' state-cache capacity in events + rows "
+                             "(LEADHUB_PROJECTOR_CACHE; default: the projector's own)")
     parser.add_argument("--budget", type=float, default=6 * 3600.0,
                         help="upper bound of the whole run in seconds (%(default)s)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -543,29 +532,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def projector_child(cache_weight: int) -> int:
-    """The projector as ``leadhub run projector`` runs it (settings from ``LEADHUB_*``), with
-    another state-cache capacity; until SIGTERM/SIGINT."""
-    settings = load_settings()
-    stop = stop_on_signals()
-    catalog = load_catalog()
-    store = ViewStore(settings.view_database_url)
-    projector = LiveProjector(
-        settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix), store,
-        Projector(load_site(settings.site_file), catalog), catalog,
-        cache_weight=cache_weight)
-    try:
-        projector.run(stop)
-    finally:
-        projector.close()
-        store.close()
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.projector_child:
-        return projector_child(args.cache_weight or CACHE_WEIGHT)
     try:
         results = run(args)
     except BenchError as exc:
