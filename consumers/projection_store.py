@@ -99,11 +99,6 @@ class ParticipantWrite:
     next_due_us: int | None
     candidates: frozenset[str]
 
-    def next_seq(self) -> int:
-        """The arrival number after the events this write adds."""
-        base = self.before.next_seq if self.before is not None else 0
-        return base + len(self.candidates)
-
 
 class ProjectionStore:
     """Reads and writes the projector's SQL state through one :class:`ViewStore`'s engine."""
