@@ -19,16 +19,15 @@ from typing import Any
 
 import pytest
 
-from consumers.audit.reconcile import (
-    CHUNK_SIZE,
+from consumers.audit.offset_set import CHUNK_SIZE, OffsetSet
+from consumers.audit.reconcile import reconcile
+from consumers.audit.reconcile_ledger import (
     DEAD_LETTER,
     EVENT,
     Ledger,
-    OffsetSet,
     RecordRef,
     dead_letter_source,
     event_reference,
-    reconcile,
 )
 from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.errors import HubError
