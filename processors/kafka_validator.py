@@ -46,8 +46,10 @@ fences its predecessor and aborts its open transaction at once); otherwise
 ``f"{group}-{host}-{pid}-{random}"``, unique per process. With KIP-447 the group generation, not
 the transactional id, fences zombies, so a unique id per process is safe; a killed process's
 open transaction is then aborted by the coordinator once it is older than
-:data:`TRANSACTION_TIMEOUT_MS` (checked every 10 s by default), which bounds how long readers
-of ``lead.events`` wait behind it.
+:data:`TRANSACTION_TIMEOUT_MS` (checked every second by the local launcher and compose, every
+10 s by Kafka's default), which bounds how long readers of ``lead.events`` wait behind it. A
+given ``client_id`` is also the consumer's ``group_instance_id`` (static membership): a
+restarted worker takes its predecessor's partitions without a rebalance.
 
 CLOCK ticks: every ``tick_interval_s``, one CLOCK record to each partition *p* of
 ``lead.events`` for every partition number *p* this member holds of any inbound topic (the
