@@ -17,6 +17,9 @@ sections are left alone).
     .venv/bin/python bench/api.py [--rows 1000000] [--rate 50] [--seconds 60]
                                   [--workers 1 2] [--reuse] [--no-write]
 
+On the secured broker (SASL/SCRAM, ACLs) the server and the baseline's access log connect as
+``leadhub-api``, as deployed (``kafka_setup``); ``leadhub topics create`` makes its ACLs.
+
 The client is deliberately light (one keep-alive ``http.client`` connection per thread): it
 shares the machine's cores with the server, PostgreSQL and Kafka, and a heavier client would
 add its own CPU time to what it measures.
@@ -57,6 +60,11 @@ from consumers.store import PROJECTION_VERSION, ViewStore, view_meta
 from leadhub.cli_api import tune_gc
 from leadhub.settings import load_settings
 from processors.site import load_site
+from schemas.kafka_connection import KafkaConnection
+
+# isort: split
+# Siblings in bench/: run as a file, the script's folder is first on sys.path.
+from kafka_setup import bench_connection
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Staff API (issue 6)"
@@ -305,7 +313,7 @@ def drive(port: int, token: str, people: int, rate: float, seconds: float,
     return latencies
 
 
-def baselines(url: str, bootstrap: str, topic: str, people: int,
+def baselines(url: str, kafka: KafkaConnection, topic: str, people: int,
               samples: int) -> dict[str, list[float]]:
     """The same reads without HTTP, and one access record acknowledged by Kafka, timed.
 
@@ -316,7 +324,7 @@ def baselines(url: str, bootstrap: str, topic: str, people: int,
     rng = random.Random(3)
     engine = create_engine(url).execution_options(isolation_level="AUTOCOMMIT")
     views = ViewQueries(engine)
-    audit = KafkaAccessLog(bootstrap, topic)
+    audit = KafkaAccessLog(kafka, topic)
     out: dict[str, list[float]] = {"sql caseload": [], "sql timeline": [], "kafka ack": []}
     try:
         for index in range(samples + 20):
@@ -452,7 +460,7 @@ def main() -> None:
                    check=True, capture_output=True)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     tune_gc()  # as the server does: no full collection inside the timed baselines
-    base = baselines(url, bootstrap, f"{PREFIX}lead.audit.access", people,
+    base = baselines(url, bench_connection(bootstrap, "api"), f"{PREFIX}lead.audit.access", people,
                      args.baseline_samples)
     runs = [run_http(env, token, people, workers, args.rate, args.seconds)
             for workers in args.workers]

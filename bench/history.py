@@ -58,8 +58,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -67,6 +66,8 @@ from sqlalchemy.engine import make_url
 from consumers.live_projector import LiveProjector
 from consumers.projection_store import ProjectionStore, participant_heads
 from consumers.store import ViewStore
+from leadhub.services import ServiceError
+from leadhub.topics_admin import create_topics
 from processors.projector import Projector
 from processors.site import SitePolicy, load_site
 from schemas.canonical import CanonicalRecord, encode_canonical
@@ -74,10 +75,12 @@ from schemas.catalog import Catalog, load_catalog
 from schemas.codec import encode
 from schemas.errors import HubError
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 # isort: split
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
+from kafka_setup import bench_connection
 from machine import machine_info
 from pipeline_harness import (
     SITE_FILE,
@@ -166,17 +169,18 @@ def revocation_of(participant: Participant) -> Event:
 
 
 class Log:
-    """A fresh single-partition ``lead.events`` under the bench's prefix, and its writer."""
+    """A fresh single-partition ``lead.events`` under the bench's prefix, and its writer.
 
-    def __init__(self, bootstrap: str, topics: TopicNames, catalog: Catalog) -> None:
+    The hub's topics and its principals' ACLs are created as ``admin``, who also writes the
+    records (as the validator would); the projector reads as its own principal.
+    """
+
+    def __init__(self, admin: KafkaConnection, topics: TopicNames, site: SitePolicy,
+                 catalog: Catalog) -> None:
         self.topics = topics
         self.catalog = catalog
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadhub-bench-hist")
-        try:
-            admin.create_topics([NewTopic(name, 1, 1) for name in (topics.events, topics.dlq)])
-        finally:
-            admin.close()
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+        create_topics(admin, topics, site, 1)
+        self.producer = KafkaProducer(**admin.client_options(), acks="all", linger_ms=20,
                                       batch_size=512 * 1024, compression_type="lz4",
                                       client_id="leadhub-bench-hist-writer")
         self.written = 0
@@ -274,16 +278,20 @@ def run_size(args: argparse.Namespace, size: int, count: int, waves: int, site: 
     prefix = f"benchhist{uuid.uuid4().hex[:10]}."
     topics = TopicNames(prefix)
     people = [Participant(f"h{size}-{n}-{uuid.uuid4().hex[:8]}", n) for n in range(count)]
+    admin = bench_connection(args.bootstrap)
     try:
-        log = Log(args.bootstrap, topics, catalog)
-    except KafkaError as exc:
+        log = Log(admin, topics, site, catalog)
+    except (KafkaError, ServiceError) as exc:
+        if not args.keep_topics:
+            delete_prefix_topics(admin, prefix)
         raise BenchError(f"cannot create topics under {prefix}: {exc}", exit_code=2) from exc
     try:
         with view_database(args.database_url, tmp) as url:
             store = ViewStore(url)
             store.create_schema()
-            projector = LiveProjector(args.bootstrap, topics, store, Projector(site, catalog),
-                                      catalog, client_id="leadhub-bench-history")
+            projector = LiveProjector(bench_connection(args.bootstrap, "projector"), topics,
+                                      store, Projector(site, catalog), catalog,
+                                      client_id="leadhub-bench-history")
             try:
                 database = (make_url(url).database or "") if url.startswith("postgresql") else ""
                 return _measure_size(projector, store, log, people, size, waves, budget,
@@ -294,7 +302,7 @@ def run_size(args: argparse.Namespace, size: int, count: int, waves: int, site: 
     finally:
         log.close()
         if not args.keep_topics:
-            delete_prefix_topics(args.bootstrap, prefix)
+            delete_prefix_topics(admin, prefix)
 
 
 def _chunks(people: list[Participant], upto: int, chunk: int) -> Iterator[list[Event]]:
@@ -388,7 +396,7 @@ class Results:
 
 def run(args: argparse.Namespace) -> Results:
     budget = Budget(args.budget)
-    check_broker(args.bootstrap)
+    check_broker(bench_connection(args.bootstrap))
     site = load_site(SITE_FILE)
     catalog = load_catalog()
     results = Results(machine=machine_info())

@@ -26,6 +26,10 @@ fresh database on the PostgreSQL server given by ``--database-url``):
    breakdown (inbound record timestamp -> ``lead.events`` record timestamp -> projector poll
    -> row committed) and a table (``--json`` for JSON).
 
+On the secured broker (SASL/SCRAM, ACLs) the bench sets up, publishes and reads back as the
+admin principal; the validators and the projector connect as their own roles
+(``kafka_setup``).
+
 Progress goes to stderr. Every wait has a timeout and the whole run a budget (``--budget``).
 Exit codes: 0 figures printed (targets met or not), 1 the run failed, 2 setup error (e.g. the
 broker is not running).
@@ -37,7 +41,7 @@ This file is the entry point (flags and the run's order); the parts live beside 
 ``pipeline_tracker`` (the projector thread and what it committed when), ``pipeline_phases``
 (the phases and baselines), ``pipeline_stages`` (reading ``lead.events`` back, per-stage
 breakdown), ``pipeline_report`` (the figures, targets, the table, the profiles) and
-``machine`` (what machine the run was on).
+``machine`` (what machine the run was on), ``kafka_setup`` (the principals).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from schemas.topics import TopicNames
 
 # isort: split
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
+from kafka_setup import bench_connection, child_credentials_env
 from machine import machine_info
 from pipeline_harness import (
     SITE_FILE,
@@ -104,7 +109,8 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:39092"
 def run(args: argparse.Namespace) -> Results:
     """The whole benchmark; returns its figures (children stopped, temp files gone)."""
     budget = Budget(args.budget)
-    check_broker(args.bootstrap)
+    admin = bench_connection(args.bootstrap)
+    check_broker(admin)
     results = Results(machine=machine_info())
     site = load_site(SITE_FILE)
     catalog = load_catalog()
@@ -112,7 +118,7 @@ def run(args: argparse.Namespace) -> Results:
     topics = TopicNames(prefix)
     progress(f"topic prefix {prefix}; load average {results.machine['load_before']}")
     try:
-        created = create_topics(args.bootstrap, topics, site, args.partitions)
+        created = create_topics(admin, topics, site, args.partitions)
     except ServiceError as exc:
         raise BenchError(f"{exc}; is the broker running? (`.venv/bin/leadhub services "
                          "start`)", exit_code=2) from exc
@@ -144,7 +150,7 @@ def run(args: argparse.Namespace) -> Results:
                        LEADHUB_TOPIC_PREFIX=prefix, LEADHUB_SITE_FILE=str(SITE_FILE),
                        LEADHUB_STATE_DIR=str(state_dir), LEADHUB_TICK_SECONDS="1",
                        LEADHUB_PARTITIONS=str(args.partitions),
-                       LEADHUB_DATABASE_URL=database_url)
+                       LEADHUB_DATABASE_URL=database_url, **child_credentials_env())
             env.pop("LEADHUB_METRICS_PORT", None)  # several validators: no shared port
             children = Children(env, state_dir, profile=args.profile)
             broker = local_broker_pid()
@@ -153,9 +159,10 @@ def run(args: argparse.Namespace) -> Results:
             store = ViewStore(database_url)
             store.create_schema()
             tracker = CommitTracker()
-            projector = ProjectorThread(args.bootstrap, topics, store, site, catalog, tracker,
-                                        profile=args.profile)
-            publishers = Publishers(args.bootstrap, topics, site, catalog)
+            projector = ProjectorThread(bench_connection(args.bootstrap, "projector"), topics,
+                                        store, site, catalog, tracker, profile=args.profile)
+            # Throughput, not isolation: the publishers write as the admin principal.
+            publishers = Publishers(admin, topics, site, catalog)
             validators = [f"validator-{n + 1}" for n in range(args.validators)]
             stopped = False
 
@@ -209,10 +216,10 @@ def run(args: argparse.Namespace) -> Results:
                 progress(f"children stopped: {codes}")
 
                 progress("baseline: raw KafkaConsumer over the inbound topics")
-                results.ceiling, inbound_sent = raw_ceiling(args.bootstrap, topics, site,
+                results.ceiling, inbound_sent = raw_ceiling(admin, topics, site,
                                                             publishers.sent, budget, 60.0)
                 progress("reading lead.events back")
-                log = read_events_log(args.bootstrap, topics, catalog, budget)
+                log = read_events_log(admin, topics, catalog, budget)
                 sustained_ids = {e.event_id for e in sustained_events}
                 progress(f"baseline: the pure core over the sustained phase's records, best of "
                          f"{args.core_runs}")
@@ -223,7 +230,7 @@ def run(args: argparse.Namespace) -> Results:
                     {"sustained": sustained_ids, "paced": set(paced_sent)}, revoke_sent,
                     tracker.visible, tracker.retracted, results.sustained["first_send"],
                     sustained_ids)
-                results.topics_mib = topic_sizes_mib(args.bootstrap, prefix)
+                results.topics_mib = topic_sizes_mib(admin, prefix)
                 if not args.skip_projector_alone:
                     progress(f"baseline: the projector alone over {len(log):,} lead.events "
                              "records into a fresh view")
@@ -231,8 +238,8 @@ def run(args: argparse.Namespace) -> Results:
                     replay_dir.mkdir()
                     with view_database(args.database_url, replay_dir) as alone_url:
                         results.projector_alone = projector_alone(
-                            args.bootstrap, topics, alone_url, site, catalog, len(log), budget,
-                            120.0)
+                            bench_connection(args.bootstrap, "projector"), topics, alone_url,
+                            site, catalog, len(log), budget, 120.0)
                 results.memory_mib["bench process: SDK + projector thread (ru_maxrss)"] = (
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
                 results.machine["load_after"] = os.getloadavg()
@@ -248,7 +255,7 @@ def run(args: argparse.Namespace) -> Results:
                 store.close()
     finally:
         if not args.keep_topics:
-            delete_prefix_topics(args.bootstrap, prefix)
+            delete_prefix_topics(admin, prefix)
     return results
 
 

@@ -4,6 +4,7 @@ Plumbing around the hub under test, shared by ``pipeline.py``, ``history.py`` an
 ``leadhub run validator|projector`` as child processes (:class:`Children`), one SDK publisher
 per partner (:class:`Publishers`), the broker check, a fresh view database, the bench's own
 topic prefix (sizes, deletion), and what /proc says about a process (CPU, peak memory).
+Every Kafka client here takes a :class:`KafkaConnection` (``kafka_setup.bench_connection``).
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from leadhub.kafka_admin import admin_client
 from leadhub.services import ServiceError
 from leadhub.topics_admin import delete_prefix
 from processors.site import SitePolicy
 from producers.sdk import PartnerPublisher
 from schemas.catalog import Catalog
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,13 +175,19 @@ class Children:
 
 
 class Publishers:
-    """One SDK publisher per partner, created up front (connections warm before timing)."""
+    """One SDK publisher per partner, created up front (connections warm before timing).
 
-    def __init__(self, bootstrap: str, topics: TopicNames, site: SitePolicy,
+    Every publisher connects as ``kafka``'s principal (the bench's admin), not as its partner:
+    the benchmark measures throughput, not isolation, and a SCRAM login per partner would only
+    need credentials created and deleted per run (tests/test_kafka_isolation.py checks that
+    partners stay inside their own topics).
+    """
+
+    def __init__(self, kafka: KafkaConnection, topics: TopicNames, site: SitePolicy,
                  catalog: Catalog) -> None:
         self.by_partner: dict[str, PartnerPublisher] = {}
         for partner_id in site.partner_ids():
-            self.by_partner[partner_id] = PartnerPublisher(partner_id, bootstrap,
+            self.by_partner[partner_id] = PartnerPublisher(partner_id, kafka,
                                                            catalog=catalog, topics=topics)
         self.sent = 0
 
@@ -256,16 +264,27 @@ def vm_hwm_mib(pid: int) -> float | None:
     return None
 
 
-def check_broker(bootstrap: str) -> None:
-    """Raise BenchError(exit 2) unless something accepts TCP connections at ``bootstrap``."""
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
+def check_broker(kafka: KafkaConnection) -> None:
+    """Raise BenchError(exit 2) unless something accepts TCP connections at the bootstrap
+    address and the broker lets ``kafka``'s principal in."""
+    host, _, port = kafka.bootstrap.split(",")[0].rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=3):
             pass
     except (OSError, ValueError) as exc:
         raise BenchError(
-            f"no Kafka broker at {bootstrap} ({exc}); start it with "
+            f"no Kafka broker at {kafka.bootstrap} ({exc}); start it with "
             "`.venv/bin/leadhub services start`", exit_code=2) from exc
+    try:
+        admin_client(kafka, "leadhub-bench-check").close()
+    except ServiceError as exc:
+        hint = ("is the password stored in LEADHUB_KAFKA_CREDENTIALS_DIR current?"
+                if kafka.secured else
+                "no admin password found: the local broker stores it in "
+                "LEADHUB_KAFKA_CREDENTIALS_DIR (default <LEADHUB_STATE_DIR>/kafka/credentials) "
+                "at `.venv/bin/leadhub services start`; an external broker needs "
+                "LEADHUB_KAFKA_USERNAME and LEADHUB_KAFKA_PASSWORD")
+        raise BenchError(f"{exc}; {hint}", exit_code=2) from exc
 
 
 @contextlib.contextmanager
@@ -297,14 +316,14 @@ def view_database(database_url: str | None, state_dir: Path) -> Iterator[str]:
         admin.dispose()
 
 
-def topic_sizes_mib(bootstrap: str, prefix: str) -> dict[str, float]:
+def topic_sizes_mib(kafka: KafkaConnection, prefix: str) -> dict[str, float]:
     """On-disk size of each topic of the bench's prefix (MiB), largest first, prefix removed.
 
     Shows the write amplification: inbound bytes vs lead.events (and lead.dlq).
     """
     sizes: dict[str, float] = {}
-    with contextlib.suppress(KafkaError, OSError):
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadhub-bench-sizes")
+    with contextlib.suppress(KafkaError, OSError, ServiceError):
+        admin = admin_client(kafka, "leadhub-bench-sizes")
         try:
             mine = [t for t in admin.list_topics() if t.startswith(prefix)]
             for broker in admin.describe_log_dirs(mine):
@@ -318,9 +337,9 @@ def topic_sizes_mib(bootstrap: str, prefix: str) -> dict[str, float]:
     return dict(sorted(sizes.items(), key=lambda item: -item[1]))
 
 
-def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
-    """Delete every topic and consumer group of the bench's own prefix."""
+def delete_prefix_topics(kafka: KafkaConnection, prefix: str) -> None:
+    """Delete every topic, consumer group and ACL of the bench's own prefix."""
     try:
-        delete_prefix(bootstrap, prefix)
+        delete_prefix(kafka, prefix)
     except ServiceError as exc:
         progress(f"could not delete the bench topics: {exc}")

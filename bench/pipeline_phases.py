@@ -31,6 +31,7 @@ from processors.projector import Projector
 from processors.site import SitePolicy
 from schemas.catalog import Catalog
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 # isort: split
@@ -205,7 +206,7 @@ def revocation_phase(count: int, publishers: Publishers, tracker: CommitTracker,
     return {"revocations": count, **summary(latencies)}, sent_at
 
 
-def raw_ceiling(bootstrap: str, topics: TopicNames, site: SitePolicy, expected: int,
+def raw_ceiling(kafka: KafkaConnection, topics: TopicNames, site: SitePolicy, expected: int,
                 budget: Budget, timeout_s: float
                 ) -> tuple[dict[str, Any], dict[tuple[str, int, int], float]]:
     """Messages/s of a bare KafkaConsumer over every inbound topic, from the beginning.
@@ -214,7 +215,7 @@ def raw_ceiling(bootstrap: str, topics: TopicNames, site: SitePolicy, expected: 
     offset), for the per-stage breakdown; collecting it is inside the timed loop (one dict
     store per record).
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None,
                              enable_auto_commit=False, client_id="leadhub-bench-raw")
     stamps: dict[tuple[str, int, int], float] = {}
     try:
@@ -285,7 +286,7 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def projector_alone(bootstrap: str, topics: TopicNames, database_url: str, site: SitePolicy,
+def projector_alone(kafka: KafkaConnection, topics: TopicNames, database_url: str, site: SitePolicy,
                     catalog: Catalog, records: int, budget: Budget,
                     timeout_s: float) -> dict[str, Any]:
     """The projector over the whole ``lead.events`` of the run, as a backlog, into a fresh view.
@@ -297,7 +298,7 @@ def projector_alone(bootstrap: str, topics: TopicNames, database_url: str, site:
     """
     store = ViewStore(database_url)
     store.create_schema()
-    projector = LiveProjector(bootstrap, topics, store, Projector(site, catalog), catalog,
+    projector = LiveProjector(kafka, topics, store, Projector(site, catalog), catalog,
                               client_id="leadhub-bench-projector-alone")
     count = 0
     started = cpu_before = math.nan

@@ -26,6 +26,7 @@ from schemas.canonical import CanonicalRecord, decode_canonical
 from schemas.catalog import Catalog
 from schemas.codec import decode
 from schemas.errors import HubError
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 # isort: split
@@ -46,11 +47,11 @@ class LogRecord:
     event_id: str | None
 
 
-def read_events_log(bootstrap: str, topics: TopicNames, catalog: Catalog,
+def read_events_log(kafka: KafkaConnection, topics: TopicNames, catalog: Catalog,
                     budget: Budget) -> list[LogRecord]:
     """Every committed record of ``lead.events``, decoded, in partition then offset order."""
     out: list[LogRecord] = []
-    for partition, record in _read_all(bootstrap, topics.events, budget):
+    for partition, record in _read_all(kafka, topics.events, budget):
         with contextlib.suppress(HubError):
             canonical = decode_canonical(record.value)
             event_id = (decode(canonical.event, catalog).event_id
@@ -111,9 +112,9 @@ def stage_breakdown(log: list[LogRecord], inbound_sent: dict[tuple[str, int, int
     return out
 
 
-def _read_all(bootstrap: str, topic: str, budget: Budget) -> Iterator[tuple[int, Any]]:
+def _read_all(kafka: KafkaConnection, topic: str, budget: Budget) -> Iterator[tuple[int, Any]]:
     """(partition, record) for every committed record of ``topic`` up to its current end."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None,
                              enable_auto_commit=False, client_id="leadhub-bench-read",
                              isolation_level="read_committed")
     try:

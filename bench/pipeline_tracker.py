@@ -27,6 +27,7 @@ from processors.projector import Projector
 from processors.site import SitePolicy
 from processors.view import ViewChange
 from schemas.catalog import Catalog
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 # isort: split
@@ -172,9 +173,10 @@ class ProjectorThread:
     only the process differs (it shares the bench process with the SDK publishers).
     """
 
-    def __init__(self, bootstrap: str, topics: TopicNames, store: ViewStore, site: SitePolicy,
-                 catalog: Catalog, tracker: CommitTracker, *, profile: bool) -> None:
-        self.projector = LiveProjector(bootstrap, topics, store, Projector(site, catalog),
+    def __init__(self, kafka: KafkaConnection, topics: TopicNames, store: ViewStore,
+                 site: SitePolicy, catalog: Catalog, tracker: CommitTracker, *,
+                 profile: bool) -> None:
+        self.projector = LiveProjector(kafka, topics, store, Projector(site, catalog),
                                        catalog, client_id=PROJECTOR_CLIENT_ID,
                                        on_commit=tracker.on_commit)
         self.clock = PollClock(self.projector.consumer)

@@ -19,6 +19,10 @@ the machine is shared. Prints the figures; with --write, replaces the "Audit (is
 of BENCHMARKS.md. ``--profile``: only the one-process replay, under cProfile (top 30 by
 internal time).
 
+On the secured broker (SASL/SCRAM, ACLs) the history is written and read raw as the admin
+principal; the audit tools (replay, checkpoint, export) connect as ``leadhub-audit``, as the
+``leadhub audit`` commands do (``kafka_setup``). The bench's topics are deleted at the end.
+
     .venv/bin/python bench/replay.py [--participants 1000] [--days 365] [--seed 1]
                                      [--workers 2] [--write | --profile]
 """
@@ -42,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.audit.bundle import export_bundle, read_bundle_and_verify
-from consumers.audit.checkpoints import Checkpointer, public_bytes
+from consumers.audit.checkpoints import Checkpointer
 from consumers.audit.digest import digest_rows
 from consumers.audit.kafka_log import TopicReader
 from consumers.audit.rebuild import CoreSpec, RebuildResult, rebuild_view_file
@@ -55,15 +59,21 @@ from consumers.audit.replay import (
 )
 from consumers.audit.view_file import digest_view_file
 from consumers.store import ViewStore
+from leadhub.services import ServiceError
 from leadhub.settings import load_settings
-from leadhub.topics_admin import create_topics
+from leadhub.topics_admin import create_topics, delete_prefix
 from processors.projector import Projector
 from processors.site import load_site
 from producers.simulator import simulate
 from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import load_catalog
 from schemas.codec import encode
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+
+# isort: split
+# Siblings in bench/: run as a file, the script's folder is first on sys.path.
+from kafka_setup import bench_connection
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_FILE = ROOT / "config" / "site.example.yaml"
@@ -76,7 +86,7 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fill(bootstrap: str, topics: TopicNames, participants: int, days: int,
+def fill(kafka: KafkaConnection, topics: TopicNames, participants: int, days: int,
          seed: int) -> tuple[int, int]:
     """Write the history into lead.events; return (records written, of which CLOCK ticks)."""
     site = load_site(SITE_FILE)
@@ -84,7 +94,7 @@ def fill(bootstrap: str, topics: TopicNames, participants: int, days: int,
     start = datetime(2025, 1, 1, tzinfo=UTC)
     events = sorted(simulate(site, catalog, participants, days, seed, start),
                     key=lambda e: (e.occurred_at, e.event_id))
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
+    producer = KafkaProducer(**kafka.client_options(), acks=1, linger_ms=20,
                              batch_size=512 * 1024)
     count = ticks = 0
     next_tick = start + timedelta(hours=1)
@@ -107,9 +117,9 @@ def fill(bootstrap: str, topics: TopicNames, participants: int, days: int,
     return count, ticks
 
 
-def raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
+def raw_consume(kafka: KafkaConnection, topic: str) -> tuple[int, float]:
     """Read every record with a plain kafka-python consumer; (records, seconds)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None,
                              enable_auto_commit=False, max_poll_records=5000,
                              max_partition_fetch_bytes=8 * 1024 * 1024,
                              fetch_max_bytes=64 * 1024 * 1024)
@@ -143,18 +153,18 @@ def cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def file_replay(bootstrap: str, topic: str, directory: Path, name: str,
+def file_replay(kafka: KafkaConnection, topic: str, directory: Path, name: str,
                 workers: int) -> tuple[RebuildResult, float, Path, tuple[float, float]]:
     """``audit replay`` into a new SQLite file as the command does it.
 
     Returns (result, wall seconds, the file, (CPU seconds of this process, of the workers)).
     """
     target = directory / name
-    with TopicReader(bootstrap, topic) as reader:
+    with TopicReader(kafka, topic) as reader:
         end = reader.end_offsets()
     own, children = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = rebuild_view_file(bootstrap, topic, end, CoreSpec(SITE_FILE), target,
+    result = rebuild_view_file(kafka, topic, end, CoreSpec(SITE_FILE), target,
                                workers=workers)
     seconds = time.perf_counter() - started
     cpu = (cpu_seconds(resource.RUSAGE_SELF) - own,
@@ -178,12 +188,12 @@ def store_digest(path: Path) -> str:
         store.close()
 
 
-def profile_replay(bootstrap: str, topic: str) -> None:
+def profile_replay(kafka: KafkaConnection, topic: str) -> None:
     """The one-process file replay under cProfile; print the top 30 functions by own time."""
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp:
         profiler.enable()
-        result, seconds, _, _ = file_replay(bootstrap, topic, Path(tmp), "profiled.sqlite", 1)
+        result, seconds, _, _ = file_replay(kafka, topic, Path(tmp), "profiled.sqlite", 1)
         profiler.disable()
     print(f"profiled replay: {result.records / seconds:,.0f} records/s ({seconds:.2f}s, "
           "with the profiler's overhead)")
@@ -201,27 +211,40 @@ def main() -> None:
                         help="profile the one-process replay only")
     args = parser.parse_args()
 
-    settings = load_settings()
-    bootstrap = settings.effective_kafka_bootstrap
+    bootstrap = load_settings().effective_kafka_bootstrap
+    admin = bench_connection(bootstrap)
     topics = TopicNames(prefix=f"bench{uuid.uuid4().hex[:8]}.")
+    create_topics(admin, topics, load_site(SITE_FILE), PARTITIONS)
+    try:
+        run(args, admin, bench_connection(bootstrap, "audit"), topics)
+    finally:
+        try:
+            delete_prefix(admin, topics.prefix)
+        except ServiceError as exc:
+            print(f"could not delete the bench topics: {exc}")
+
+
+def run(args: argparse.Namespace, admin: KafkaConnection, audit: KafkaConnection,
+        topics: TopicNames) -> None:
+    """The timed phases: ``admin`` writes and reads the log raw, ``audit`` runs the audit
+    tools."""
     site = load_site(SITE_FILE)
     catalog = load_catalog()
-    create_topics(bootstrap, topics, site, PARTITIONS)
-    records, ticks = fill(bootstrap, topics, args.participants, args.days, args.seed)
+    records, ticks = fill(admin, topics, args.participants, args.days, args.seed)
     print(f"wrote {records:,} records to {topics.events}")
     if args.profile:
-        profile_replay(bootstrap, topics.events)
+        profile_replay(audit, topics.events)
         return
     base_rss = rss_mib()
     load_before = load()
     print(f"load average (1 min) before the timed phases: {load_before:.2f}")
 
-    raw_n, raw_s = raw_consume(bootstrap, topics.events)
+    raw_n, raw_s = raw_consume(admin, topics.events)
     print(f"raw consume: {raw_n / raw_s:,.0f} records/s ({raw_s:.2f}s)")
 
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp:
         directory = Path(tmp)
-        fast, fast_s, fast_file, fast_cpu = file_replay(bootstrap, topics.events, directory,
+        fast, fast_s, fast_file, fast_cpu = file_replay(audit, topics.events, directory,
                                                         "replay.sqlite", args.workers)
         fast_rss = rss_mib()
         worker_rss = child_rss_mib()
@@ -233,13 +256,13 @@ def main() -> None:
         digest, rows, digest_s = file_digest(fast_file)
         print(f"digest of the view: {rows / digest_s:,.0f} rows/s ({digest_s:.2f}s)")
 
-        one, one_s, one_file, _ = file_replay(bootstrap, topics.events, directory,
+        one, one_s, one_file, _ = file_replay(audit, topics.events, directory,
                                               "replay1.sqlite", 1)
         print(f"audit replay into SQLite (1 process): {one.records / one_s:,.0f} records/s "
               f"({one_s:.2f}s)")
 
         store = open_fresh_store(str(directory / "changes.sqlite"))
-        with TopicReader(bootstrap, topics.events) as reader:
+        with TopicReader(audit, topics.events) as reader:
             writer = ViewWriter(store)
             replayer = Replayer(Projector(site, catalog), catalog)
             replay = LogReplay(reader, replayer, writer)
@@ -255,7 +278,7 @@ def main() -> None:
         if not digest == store_digest(fast_file) == store_digest(one_file) == changes_digest:
             raise SystemExit("the replays' digests differ: the bulk replay is wrong")
 
-        with TopicReader(bootstrap, topics.events) as reader:
+        with TopicReader(audit, topics.events) as reader:
             bare = LogReplay(reader, Replayer(Projector(site, catalog), catalog), None)
             started = time.perf_counter()
             bare.run_to(reader.end_offsets())
@@ -264,7 +287,7 @@ def main() -> None:
               f"records/s ({core_s:.2f}s)")
 
         key = Ed25519PrivateKey.generate()
-        checkpointer = Checkpointer(bootstrap, topics.events, topics.audit_checkpoints, key)
+        checkpointer = Checkpointer(audit, topics.events, topics.audit_checkpoints, key)
         started = time.perf_counter()
         checkpointer.checkpoint()
         checkpoint_s = time.perf_counter() - started
@@ -272,8 +295,8 @@ def main() -> None:
         print(f"checkpoint (hash + sign): {records / checkpoint_s:,.0f} records/s")
 
         bundle = directory / "bundle"
-        export_bundle(bootstrap, topics.events, topics.audit_checkpoints,
-                      public_bytes(key.public_key()), datetime(2000, 1, 1, tzinfo=UTC),
+        export_bundle(audit, topics.events, topics.audit_checkpoints,
+                      key, datetime(2000, 1, 1, tzinfo=UTC),
                       datetime.now(UTC), bundle, ROOT / "schemas" / "avro")
         size_mib = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 2**20
         started = time.perf_counter()

@@ -77,10 +77,12 @@ from schemas.catalog import Catalog, load_catalog
 from schemas.codec import encode
 from schemas.errors import HubError
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 # isort: split
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
+from kafka_setup import bench_connection, child_credentials_env
 from machine import machine_info
 from pipeline_harness import (
     SITE_FILE,
@@ -102,16 +104,17 @@ START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 class LogWriter:
-    """Streams the simulated year into ``lead.events``, CLOCK ticks between the events."""
+    """Streams the simulated year into ``lead.events``, CLOCK ticks between the events (as
+    ``kafka``'s principal, the bench's admin: the validator is not part of this bench)."""
 
-    def __init__(self, bootstrap: str, topics: TopicNames, catalog: Catalog, partitions: int,
-                 tick: timedelta) -> None:
+    def __init__(self, kafka: KafkaConnection, topics: TopicNames, catalog: Catalog,
+                 partitions: int, tick: timedelta) -> None:
         self.topics = topics
         self.catalog = catalog
         self.partitions = partitions
         self.tick = tick
         self.next_tick = START + tick
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+        self.producer = KafkaProducer(**kafka.client_options(), acks="all", linger_ms=20,
                                       batch_size=512 * 1024, compression_type="lz4",
                                       client_id="leadhub-bench-scale-writer")
         self.events = 0
@@ -216,8 +219,8 @@ class Watcher:
         self.store.close()
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+def end_offsets(kafka: KafkaConnection, topic: str, partitions: int) -> dict[int, int]:
+    consumer = KafkaConsumer(**kafka.client_options(), group_id=None,
                              client_id="leadhub-bench-scale-ends")
     try:
         ends = consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
@@ -237,9 +240,10 @@ def rss_mib(pid: int) -> float:
 class Scale:
     """The run: the child projector instances, the writer and the watcher."""
 
-    def __init__(self, args: argparse.Namespace, children: Children, writer: LogWriter,
-                 watcher: Watcher, budget: Budget) -> None:
+    def __init__(self, args: argparse.Namespace, kafka: KafkaConnection, children: Children,
+                 writer: LogWriter, watcher: Watcher, budget: Budget) -> None:
         self.args = args
+        self.kafka = kafka
         self.children = children
         self.writer = writer
         self.watcher = watcher
@@ -289,7 +293,7 @@ class Scale:
         started."""
         instance = self.current
         assert instance is not None
-        ends = end_offsets(self.args.bootstrap, self.writer.topics.events, self.args.partitions)
+        ends = end_offsets(self.kafka, self.writer.topics.events, self.args.partitions)
         total = sum(ends.values())
         deadline = time.monotonic() + self.budget.cap(86400.0)
         last_report = time.monotonic()
@@ -336,7 +340,8 @@ class Results:
 def run(args: argparse.Namespace) -> Results:
     began = time.monotonic()
     budget = Budget(args.budget)
-    check_broker(args.bootstrap)
+    admin = bench_connection(args.bootstrap)
+    check_broker(admin)
     results = Results(machine=machine_info())
     site = load_site(SITE_FILE)
     catalog = load_catalog()
@@ -344,7 +349,7 @@ def run(args: argparse.Namespace) -> Results:
     topics = TopicNames(prefix)
     progress(f"topic prefix {prefix}; load average {results.machine['load_before']}")
     try:
-        create_topics(args.bootstrap, topics, site, args.partitions)
+        create_topics(admin, topics, site, args.partitions)
     except ServiceError as exc:
         raise BenchError(f"{exc}; is the broker running? (`.venv/bin/leadhub services "
                          "start`)", exit_code=2) from exc
@@ -365,13 +370,13 @@ def run(args: argparse.Namespace) -> Results:
             env = dict(os.environ, LEADHUB_KAFKA_BOOTSTRAP=args.bootstrap,
                        LEADHUB_TOPIC_PREFIX=prefix, LEADHUB_SITE_FILE=str(SITE_FILE),
                        LEADHUB_STATE_DIR=tmp, LEADHUB_PARTITIONS=str(args.partitions),
-                       LEADHUB_DATABASE_URL=database_url)
+                       LEADHUB_DATABASE_URL=database_url, **child_credentials_env())
             env.pop("LEADHUB_METRICS_PORT", None)
             children = Children(env, Path(tmp), profile=False)
-            writer = LogWriter(args.bootstrap, topics, catalog, args.partitions,
+            writer = LogWriter(admin, topics, catalog, args.partitions,
                                timedelta(hours=args.tick_hours))
             watcher = Watcher(database_url, topics.events)
-            scale = Scale(args, children, writer, watcher, budget)
+            scale = Scale(args, admin, children, writer, watcher, budget)
             try:
                 _run_year(args, scale, site, catalog, results)
                 if backend == "sqlite":
@@ -385,7 +390,7 @@ def run(args: argparse.Namespace) -> Results:
                 watcher.close()
     finally:
         if not args.keep_topics:
-            delete_prefix_topics(args.bootstrap, prefix)
+            delete_prefix_topics(admin, prefix)
     peak = max((i["vm_hwm_mib"] for i in results.instances), default=math.nan)
     first, second = (r["first_commit_s"] for r in results.restarts)
     results.targets = {

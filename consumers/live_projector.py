@@ -50,8 +50,9 @@ from processors.state import ParticipantState
 from processors.view import ViewChange
 from schemas.canonical import decode_canonical
 from schemas.catalog import Catalog
-from schemas.errors import ContractError, HubError
+from schemas.errors import ContractError, DeadLetterReason, HubError
 from schemas.event import derived_event_id
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 log = logging.getLogger("leadhub.project")
@@ -65,6 +66,10 @@ ATTEMPTS = 3
 #: history (``LEADHUB_PROJECTOR_CACHE``). A participant that does not fit is read back from
 #: SQL when its next event comes (about 85 ms per 1,000 events of history).
 CACHE_WEIGHT = 1_500_000
+#: The projector's dead-letter reasons (all of them: ``schemas.errors.DeadLetterReason``).
+NOT_CANONICAL = DeadLetterReason.NOT_CANONICAL.value
+EVENT_ID_REUSED = DeadLetterReason.EVENT_ID_REUSED.value
+PROCESSING_FAILED = DeadLetterReason.PROCESSING_FAILED.value
 
 
 def projector_group(topics: TopicNames) -> str:
@@ -207,8 +212,9 @@ class LiveProjector:
     predecessor's partitions at once instead of after the dead member's session timeout.
     """
 
-    def __init__(self, bootstrap: str, topics: TopicNames, view: ViewStore, projector: Projector,
-                 catalog: Catalog, *, batch_size: int = 2000, poll_timeout_ms: int = 200,
+    def __init__(self, kafka: KafkaConnection, topics: TopicNames, view: ViewStore,
+                 projector: Projector, catalog: Catalog, *, batch_size: int = 2000,
+                 poll_timeout_ms: int = 200,
                  session_timeout_ms: int = 10000, cache_weight: int = CACHE_WEIGHT,
                  client_id: str = "leadhub-projector",
                  on_commit: Callable[[Sequence[ViewChange]], None] | None = None,
@@ -233,7 +239,7 @@ class LiveProjector:
             return
         try:
             self.consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap, group_id=projector_group(topics),
+                **kafka.client_options(), group_id=projector_group(topics),
                 client_id=client_id, enable_auto_commit=False, auto_offset_reset="earliest",
                 isolation_level="read_committed", max_poll_records=batch_size,
                 group_instance_id=instance_id,
@@ -241,10 +247,10 @@ class LiveProjector:
                 heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
                 max_partition_fetch_bytes=4 * 1024 * 1024, bootstrap_timeout_ms=10000,
             )
-            self.dlq = KafkaProducer(bootstrap_servers=bootstrap, client_id=f"{client_id}-dlq",
+            self.dlq = KafkaProducer(**kafka.client_options(), client_id=f"{client_id}-dlq",
                                      acks="all", linger_ms=5, bootstrap_timeout_ms=10000)
         except (KafkaError, OSError) as exc:
-            raise ConsumerError(f"{STEP}: cannot reach Kafka at {bootstrap}") from exc
+            raise ConsumerError(f"{STEP}: cannot reach Kafka at {kafka.describe()}") from exc
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
 
     # -- partitions ----------------------------------------------------------------------------
@@ -381,7 +387,7 @@ class LiveProjector:
                 try:
                     canonical = decode_canonical(record.value)
                 except HubError as exc:
-                    dead.append((partition, record, "NOT_CANONICAL", str(exc)))
+                    dead.append((partition, record, NOT_CANONICAL, str(exc)))
                     continue
                 try:
                     result = self.step.apply(states, partition, canonical)
@@ -393,7 +399,7 @@ class LiveProjector:
                     touched.setdefault(result.participant_id, set()).add(result.event_id)
                 if result.reused is not None:
                     rebuilt.add(result.reused.participant_id)
-                    dead.append((partition, record, "EVENT_ID_REUSED",
+                    dead.append((partition, record, EVENT_ID_REUSED,
                                  f"event {result.reused.event_id} reuses an event_id this "
                                  "participant already holds with other content; give every "
                                  "event a fresh UUID"))
@@ -446,7 +452,7 @@ class LiveProjector:
         with self.view.engine.begin() as connection:
             self.store.advance_tracking(connection, self.topic, {
                 partition: (self.expected[partition], record.offset + 1)})
-            self._dead_letter([(partition, record, "PROCESSING_FAILED", type(exc).__name__)])
+            self._dead_letter([(partition, record, PROCESSING_FAILED, type(exc).__name__)])
         self.expected[partition] = record.offset + 1
 
     def _dead_letter(self, dead: list[tuple[int, Any, str, str]]) -> None:

@@ -18,6 +18,7 @@ from schemas.errors import HubError
 COMMAND_MODULES: tuple[str, ...] = (
     "leadhub.cli_services",
     "leadhub.cli_pipeline",
+    "leadhub.cli_partners",
     "leadhub.cli_schemas",
     "leadhub.cli_policy",
     "leadhub.cli_audit",

@@ -51,22 +51,28 @@ def register(subparsers: Any) -> None:
 def api_config(settings: Settings) -> Any:
     """The API's config from the hub's settings."""
     from consumers.api.context import ApiConfig
+    from leadhub.kafka_credentials import kafka_connection
 
     return ApiConfig(database_url=settings.view_database_url,
-                     kafka_bootstrap=settings.effective_kafka_bootstrap,
-                     topic_prefix=settings.topic_prefix)
+                     kafka=kafka_connection(settings, "api"),
+                     topic_prefix=settings.topic_prefix,
+                     accounts_database_url=settings.accounts_database_url)
 
 
 def _store(settings: Settings) -> Any:
     from sqlalchemy import create_engine
 
-    from consumers.api.app import open_schema
+    from consumers.api.accounts import adopt_from_view, open_accounts
     from consumers.api.auth import CredentialStore
     from processors.site import load_site
 
-    engine = create_engine(settings.view_database_url)
-    open_schema(engine)
-    return CredentialStore(engine, load_site(settings.site_file))
+    accounts = open_accounts(settings.accounts_database_url)
+    view = create_engine(settings.view_database_url)
+    try:
+        adopt_from_view(accounts, view)  # keys an older leadhub kept in the view, once
+    finally:
+        view.dispose()
+    return CredentialStore(accounts, load_site(settings.site_file))
 
 
 def _print_issued(issued: Any) -> None:

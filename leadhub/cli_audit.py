@@ -17,10 +17,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from leadhub.kafka_credentials import kafka_connection
 from leadhub.settings import Settings, load_settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_USAGE = 2
+#: ``audit replay`` gave an empty view, or ``audit export`` found no record in its window.
+EXIT_EMPTY = 3
+EMPTY_HELP = ("Instants are received_at (the hub's clock when a record arrived), not the "
+              "events' occurred_at.")
 #: ``audit reconcile`` prints at most this many records of each list (``--json``: all).
 RECONCILE_LISTED = 100
 
@@ -42,8 +48,11 @@ def register(subparsers: Any) -> None:
                     "--until) through the projector's pure core, exactly as the live projector "
                     "applies it, into a fresh SQL view; print the view's digest (SHA-256 over "
                     "the rows in (recipient, event_id) order, canonical JSON). Progress on "
-                    "stderr.")
-    replay.add_argument("--until", help="ISO 8601 instant (received_at) to stop at")
+                    f"stderr. {EMPTY_HELP} Exit 0 with rows; exit {EXIT_EMPTY} if the view is "
+                    "empty (e.g. --until before the first event), with a note on stderr "
+                    "giving when the log's records and events were received.")
+    replay.add_argument("--until", help="ISO 8601 instant (received_at, the hub's clock) "
+                                        "to stop at")
     replay.add_argument("--out", help="new SQLite file (or SQLAlchemy URL) to keep the view in "
                                       "(default: a temporary file, removed)")
     replay.add_argument("--workers", type=int, default=None,
@@ -68,10 +77,29 @@ def register(subparsers: Any) -> None:
     compare.set_defaults(handler=_compare)
 
     as_of = actions.add_parser(
-        "as-of", help="what a partner could see at a past instant",
-        description="Replay lead.events up to --at (each partition up to its first record "
-                    "received later) and print the rows PARTNER's view held then.")
-    as_of.add_argument("--at", required=True, help="ISO 8601 instant")
+        "as-of", help="what a partner could see, by receipt time (--at) or occurrence time "
+                      "(--occurred-by)",
+        description="Print the rows PARTNER's view held, going back in time by one of two "
+                    "clocks. --at R (receipt time): replay lead.events as the hub had received "
+                    "it by R (each partition up to its first record received later), exactly "
+                    "as the live projector applied it: the rows the live view showed at R; an "
+                    "event or a revocation reported after R is not there. --occurred-by T "
+                    "(occurrence time): take every event the hub holds now whose occurred_at "
+                    "is at or before T, whenever it was received, and evaluate the policy at "
+                    "T: the rows PARTNER would have seen at T had every event been reported as "
+                    "it occurred. Consents granted by T count; a revocation that occurred by T "
+                    "applies (however late it was received), one that occurred after T does "
+                    "not; consents not yet valid or already expired at T do not count; intake "
+                    "deadlines due by T with no intake by T are missed. Give at least one "
+                    "(neither: exit 2); "
+                    "with both, the events received by R that occurred by T, evaluated at T "
+                    "(what the hub knew at R about what had happened by T).")
+    as_of.add_argument("--at", metavar="R",
+                       help="receipt time, ISO 8601: the view as the hub had received the log "
+                            "by then")
+    as_of.add_argument("--occurred-by", metavar="T",
+                       help="occurrence time, ISO 8601: events that occurred by then, as the "
+                            "hub knows them now (or by --at), evaluated at T")
     as_of.add_argument("--as", dest="partner", required=True, help="partner id")
     as_of.add_argument("--participant", help="only this participant (faster: only their "
                                              "events are replayed)")
@@ -157,15 +185,15 @@ def _replay(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     topics = TopicNames(settings.topic_prefix)
-    bootstrap = settings.effective_kafka_bootstrap
+    kafka = kafka_connection(settings, "audit")
     if args.out is not None and "://" in args.out:
         return _replay_into_database(args, settings, topics)
     workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
     with _replay_file(args.out) as target:
-        with TopicReader(bootstrap, topics.events, client_id="leadhub-audit-replay") as reader:
+        with TopicReader(kafka, topics.events, client_id="leadhub-audit-replay") as reader:
             end = reader.end_offsets()
         # the reader is closed first: a forked worker inherits no Kafka client
-        replayed = rebuild_view_file(bootstrap, topics.events, end, CoreSpec(settings.site_file),
+        replayed = rebuild_view_file(kafka, topics.events, end, CoreSpec(settings.site_file),
                                      target, until=_instant(args.until), workers=workers,
                                      progress=True)
         digest = digest_view_file(target)
@@ -191,7 +219,7 @@ def _replay_into_database(args: argparse.Namespace, settings: Settings, topics: 
 
     projector, catalog = _projector(settings)
     with _scratch_store(args.out) as store, TopicReader(
-            settings.effective_kafka_bootstrap, topics.events,
+            kafka_connection(settings, "audit"), topics.events,
             client_id="leadhub-audit-replay") as reader:
         writer = ViewWriter(store)
         replayer = Replayer(projector, catalog)
@@ -207,16 +235,32 @@ def _replay_into_database(args: argparse.Namespace, settings: Settings, topics: 
 
 def _print_replay(args: argparse.Namespace, topic: str, digest: Any, records: int, skipped: int,
                   participants: int, end: dict[int, int]) -> int:
+    note = _empty_replay_note(topic, _instant(args.until), records) if not digest.rows else None
     result = {"digest": digest.sha256, "rows": digest.rows, "records": records,
               "skipped_not_canonical": skipped, "participants": participants,
               "end_offsets": {str(p): e for p, e in sorted(end.items())},
-              "until": args.until, "out": args.out}
+              "until": args.until, "out": args.out, "empty": note}
     if args.json:
         _print_json(result)
     else:
         print(f"view digest sha256:{digest.sha256} ({digest.rows} rows from "
               f"{records} records of {topic})")
+    if note is not None:
+        print(f"leadhub: {note}", file=sys.stderr)
+        return EXIT_EMPTY
     return EXIT_OK
+
+
+def _empty_replay_note(topic: str, until: datetime | None, records: int) -> str:
+    """Why the replay gave no row, with when ``topic``'s records were received."""
+    from consumers.audit.kafka_log import TopicReader
+    from consumers.audit.window import empty_replay_message, read_log_times
+
+    settings = load_settings()
+    with TopicReader(kafka_connection(settings, "audit"), topic,
+                     client_id="leadhub-audit-span") as reader:
+        times = read_log_times(reader)
+    return empty_replay_message(topic, until, records, times)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -231,7 +275,7 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         with _scratch_store(None) as scratch:
             result = compare_live(
-                bootstrap=settings.effective_kafka_bootstrap, topics=topics,
+                kafka=kafka_connection(settings, "audit"), topics=topics,
                 projector=projector, catalog=catalog, live=live, replay_store=scratch,
                 settle_s=args.settle, progress=True)
     finally:
@@ -259,33 +303,38 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _as_of(args: argparse.Namespace) -> int:
+    from consumers.audit.as_of import rows_occurred_by, rows_received_by
     from consumers.audit.kafka_log import TopicReader
-    from consumers.audit.replay import LogReplay, Replayer
-    from processors.view import ViewChange, ViewRow, apply_changes
     from schemas.topics import TopicNames
 
+    if args.at is None and args.occurred_by is None:
+        print("leadhub audit as-of: error: give --at (receipt time), --occurred-by (occurrence "
+              "time) or both", file=sys.stderr)
+        return EXIT_USAGE
+    at, occurred_by = _instant(args.at), _instant(args.occurred_by)
     settings = load_settings()
     projector, catalog = _projector(settings)
     topics = TopicNames(settings.topic_prefix)
-    rows: dict[str, dict[str, ViewRow]] = {}
-
-    def keep(partition: int, received_at: datetime, changes: list[ViewChange]) -> None:
-        apply_changes(rows, [c for c in changes if c.recipient == args.partner])
-
-    with TopicReader(settings.effective_kafka_bootstrap, topics.events,
+    with TopicReader(kafka_connection(settings, "audit"), topics.events,
                      client_id="leadhub-audit-asof") as reader:
-        replay = LogReplay(reader, Replayer(projector, catalog, participant=args.participant),
-                           keep, until=_instant(args.at), progress=True)
-        replay.run_to(reader.end_offsets())
-    seen = sorted(rows.get(args.partner, {}).values(),
-                  key=lambda row: (row.occurred_at, row.event_id))
+        if occurred_by is None:
+            assert at is not None
+            seen = rows_received_by(reader, projector, catalog, args.partner, at,
+                                    participant=args.participant, progress=True)
+            when = f"at {args.at} (records received by then)"
+        else:
+            seen = rows_occurred_by(reader, projector, catalog, args.partner, occurred_by,
+                                    received_by=at, participant=args.participant,
+                                    progress=True)
+            when = (f"for events that occurred by {args.occurred_by}, as the hub "
+                    + (f"had received them by {args.at}" if at is not None else "knows them now"))
     if args.json:
         _print_json([row.to_json() for row in seen])
     else:
         for row in seen:
             print(f"{row.to_json()['occurred_at']}  {row.participant_id}  {row.type:24} "
                   f"{','.join(row.categories)}")
-        print(f"{len(seen)} rows visible to {args.partner} at {args.at}", file=sys.stderr)
+        print(f"{len(seen)} rows visible to {args.partner} {when}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -299,7 +348,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     settings = load_settings()
     site = load_site(settings.site_file)
     topics = TopicNames(settings.topic_prefix)
-    result = reconcile(settings.effective_kafka_bootstrap, topics, site.partner_ids(),
+    result = reconcile(kafka_connection(settings, "audit"), topics, site.partner_ids(),
                        progress=True, validator_group=args.validator_group)
     ok = result.ok(strict=args.strict)
     if args.json:
@@ -421,7 +470,13 @@ def register_tamper_evidence(actions: Any) -> None:
         "export", help="write a self-contained, offline-verifiable bundle of a time window",
         description="Export the records of lead.events received in [--from, --to], extended "
                     "to the signed checkpoints around them, with inclusion proofs, the "
-                    "checkpoints, the public key and the Avro schemas, into a new directory.")
+                    "checkpoints, the public key and the Avro schemas, into a new directory, "
+                    "and seal it: seal.json, signed with the checkpoint signing key (in "
+                    "LEADHUB_STATE_DIR/audit/; run it where that key is), holds the SHA-256 of "
+                    "every other file and of every manifest field. "
+                    f"{EMPTY_HELP} Exit {EXIT_EMPTY}, writing nothing, if no record was "
+                    "received in the window; the message gives when the log's records and "
+                    "events were received.")
     export.add_argument("--from", dest="window_from", required=True, help="ISO 8601 instant")
     export.add_argument("--to", dest="window_to", required=True, help="ISO 8601 instant")
     export.add_argument("directory", help="new (or empty) directory")
@@ -429,12 +484,19 @@ def register_tamper_evidence(actions: Any) -> None:
 
     verify = actions.add_parser(
         "verify", help="verify a bundle offline (exit 1 naming the first failure)",
-        description="Check a bundle without Kafka: checkpoint signatures, consistency between "
-                    "successive checkpoints, the prefix hashes against the anchor, every "
-                    "record's inclusion proof, leaf indices without a hole and increasing "
-                    "offsets (commit markers and aborted transactions leave offset gaps), and "
-                    "the recomputed roots. Exit 0 if all hold; else exit 1 naming the first "
-                    "record (leaf index and offset) that fails.")
+        description="Check a bundle without Kafka, byte for byte: checkpoint signatures, "
+                    "consistency between successive checkpoints, the prefix hashes against the "
+                    "anchor, every record's inclusion proof, leaf indices without a hole and "
+                    "increasing offsets (commit markers and aborted transactions leave offset "
+                    "gaps), the recomputed roots; then the seal (seal.json, signed with the "
+                    "same key): every file's SHA-256 and every manifest field (the time "
+                    "window included) as exported, no file missing, none added. Exit 0 if all "
+                    "hold. Exit 1 otherwise, naming the first failure: the record (partition, "
+                    "leaf index and offset) or checkpoint that fails, or the file that is "
+                    "missing, unexpected or changed (`schemas/X.avsc: ...`), or the manifest "
+                    "field that changed (`manifest.json field 'window.to': ...`); up to 20 more "
+                    "are listed. Bundles of format 2 (unsealed) fail: export them again. Exit 1 "
+                    "too if DIRECTORY is not a directory; 2 on a usage error.")
     verify.add_argument("directory")
     verify.add_argument("--key-id", help="the hub's published key id (pins the key)")
     verify.add_argument("--public-key", help="PEM file of the hub's key (instead of the "
@@ -461,7 +523,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
     settings = load_settings()
     topics = TopicNames(settings.topic_prefix)
     key = load_private_key(settings.state_dir)
-    checkpointer = Checkpointer(settings.effective_kafka_bootstrap, topics.events,
+    checkpointer = Checkpointer(kafka_connection(settings, "audit"), topics.events,
                                 topics.audit_checkpoints, key)
     try:
         if args.once:
@@ -477,23 +539,23 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from consumers.audit.bundle import export_bundle
-    from consumers.audit.checkpoints import key_paths, load_public_key_pem
-    from consumers.audit.errors import SetupError
+    from consumers.audit.checkpoints import load_private_key
+    from consumers.audit.errors import EmptyWindowError
     from schemas.topics import TopicNames
 
     settings = load_settings()
     topics = TopicNames(settings.topic_prefix)
-    public_path = key_paths(settings.state_dir)[1]
-    try:
-        public = load_public_key_pem(public_path.read_bytes())
-    except FileNotFoundError as exc:
-        raise SetupError(f"no public key at {public_path}: run `leadhub audit keygen`") from exc
+    key = load_private_key(settings.state_dir)  # seals the bundle; SetupError if missing
     window_from, window_to = _instant(args.window_from), _instant(args.window_to)
     assert window_from is not None and window_to is not None
     schemas_dir = Path(__file__).resolve().parent.parent / "schemas" / "avro"
-    manifest = export_bundle(settings.effective_kafka_bootstrap, topics.events,
-                             topics.audit_checkpoints, public, window_from, window_to,
-                             Path(args.directory), schemas_dir)
+    try:
+        manifest = export_bundle(kafka_connection(settings, "audit"), topics.events,
+                                 topics.audit_checkpoints, key, window_from, window_to,
+                                 Path(args.directory), schemas_dir)
+    except EmptyWindowError as exc:
+        print(f"leadhub: {exc}", file=sys.stderr)
+        return EXIT_EMPTY
     count = sum(s["end"] - s["start"] for s in manifest["partitions"].values())
     print(f"exported {count} records of {topics.events} to {args.directory} "
           f"(key id {manifest['key_id']})")
@@ -514,11 +576,13 @@ def _verify(args: argparse.Namespace) -> int:
                                        "offset": report.first.offset,
                                        "leaf": report.first.leaf,
                                        "checkpoint": report.first.checkpoint,
+                                       "file": report.first.file,
+                                       "field": report.first.field,
                                        "reason": report.first.reason}
                      if report.first else None})
     elif report.ok:
         print(f"verified: {report.records} records, {report.checkpoints} signed checkpoints, "
-              f"key id {report.key_id}" + ("" if args.key_id else
+              f"every file as sealed, key id {report.key_id}" + ("" if args.key_id else
                                            " (compare it with the hub's published key id)"))
     else:
         assert report.first is not None
@@ -552,7 +616,7 @@ def _disclosures(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     projector, catalog = _projector(settings)
-    result = list_disclosures(settings.effective_kafka_bootstrap,
+    result = list_disclosures(kafka_connection(settings, "audit"),
                               TopicNames(settings.topic_prefix), projector, catalog,
                               args.participant, _instant(args.since))
     if args.json:

@@ -50,8 +50,13 @@ def register(subparsers: Any) -> None:
     publish = subparsers.add_parser(
         "publish", help="publish JSON Lines events as a partner",
         description="Publish events (the JSON Lines envelope, one event per line) to the "
-                    "partner's inbound topic through the SDK. Each event is validated first.")
-    publish.add_argument("--as", dest="partner", required=True, help="partner id")
+                    "partner's inbound topic through the SDK, authenticated as the partner "
+                    "(LEADHUB_KAFKA_USERNAME and LEADHUB_KAFKA_PASSWORD, from `leadhub partners "
+                    "credentials create PARTNER`; refused without them). Each event is "
+                    "validated first.")
+    publish.add_argument("--as", dest="partner",
+                         help="partner id (default and only allowed value: "
+                              "LEADHUB_KAFKA_USERNAME)")
     publish.add_argument("events", help="JSON Lines file, or - for standard input")
     publish.set_defaults(handler=_publish)
 
@@ -78,8 +83,17 @@ def register(subparsers: Any) -> None:
     view = subparsers.add_parser(
         "view", help="print the SQL view rows a partner sees",
         description="Print the rows of the SQL view for one partner, in the same format as "
-                    "'leadhub project --json'.")
+                    "'leadhub project --json'. Every read is accounted like a staff API read: "
+                    "before anything is printed, a record (operator, partner, purpose, the "
+                    "participants and events shown, the consents behind them) is written to "
+                    "lead.audit.access; if it cannot be written, nothing is printed and the "
+                    "exit code is 1. With --api the API reads and accounts instead.")
     view.add_argument("--as", dest="partner", required=True, help="partner id")
+    view.add_argument("--purpose",
+                      help="purpose of use of this read: the partner's purpose in the site file "
+                           "(required without --api; the API takes the partner's own)")
+    view.add_argument("--operator", default=None,
+                      help="who reads (default: the login name of this account)")
     view.add_argument("--participant", help="only this participant")
     view.add_argument("--json", action="store_true", help="JSON array (default: a table)")
     view.add_argument("--api", help="read through the staff API at this URL (needs --token)")
@@ -88,13 +102,14 @@ def register(subparsers: Any) -> None:
 
 
 def _topics_create(args: argparse.Namespace) -> int:
+    from leadhub.kafka_credentials import kafka_connection
     from leadhub.topics_admin import create_topics
     from processors.site import load_site
     from schemas.topics import TopicNames
 
     settings = load_settings()
     site = load_site(args.site or settings.site_file)
-    created = create_topics(settings.effective_kafka_bootstrap,
+    created = create_topics(kafka_connection(settings, "admin"),
                             TopicNames(settings.topic_prefix), site, settings.partitions)
     print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else
                                               " (all existed)"))
@@ -103,13 +118,19 @@ def _topics_create(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from leadhub import runner
+    from leadhub.kafka_access import principal
+    from leadhub.kafka_credentials import kafka_connection
     from leadhub.topics_admin import create_topics
     from processors.site import load_site
     from schemas.topics import TopicNames
 
     settings = load_settings()
-    create_topics(settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix),
-                  load_site(settings.site_file), settings.partitions)
+    admin = kafka_connection(settings, "admin")
+    if admin.username in (None, principal("admin")):
+        # Only where this machine holds the admin principal (or the broker is unsecured); a
+        # deployment's processes run with least rights and the operator creates the topics.
+        create_topics(admin, TopicNames(settings.topic_prefix), load_site(settings.site_file),
+                      settings.partitions)
     if args.step == "validator":
         return runner.run_validator(settings)
     if args.step == "projector":
@@ -122,19 +143,20 @@ def _status(args: argparse.Namespace) -> int:
     from consumers.audit.kafka_log import TopicReader, committed_offsets
     from consumers.live_projector import projector_group
     from consumers.store import ViewStore
+    from leadhub.kafka_credentials import kafka_connection
     from processors.kafka_validator import group_id
     from processors.site import load_site
     from schemas.topics import TopicNames
 
     settings = load_settings()
-    bootstrap = settings.effective_kafka_bootstrap
+    kafka = kafka_connection(settings, "audit")
     topics = TopicNames(settings.topic_prefix)
     lags: list[dict[str, Any]] = []
     for partner in load_site(settings.site_file).partner_ids():
         topic = topics.inbound(partner)
-        with TopicReader(bootstrap, topic, client_id="leadhub-status") as reader:
+        with TopicReader(kafka, topic, client_id="leadhub-status") as reader:
             end = reader.end_offsets()
-        done = committed_offsets(bootstrap, group_id(topics), topic, sorted(end))
+        done = committed_offsets(kafka, group_id(topics), topic, sorted(end))
         lags.append({"step": "validate", "group": group_id(topics), "topic": topic,
                      "end": sum(end.values()),
                      "behind": sum(e - done.get(p, 0) for p, e in end.items())})
@@ -143,7 +165,7 @@ def _status(args: argparse.Namespace) -> int:
         tracked = store.committed_offsets(topics.events)
     finally:
         store.close()
-    with TopicReader(bootstrap, topics.events, client_id="leadhub-status") as reader:
+    with TopicReader(kafka, topics.events, client_id="leadhub-status") as reader:
         end = reader.end_offsets()
         behind = pending_records(reader, tracked, end)
     lags.append({"step": "project", "group": projector_group(topics), "topic": topics.events,
@@ -158,18 +180,25 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from leadhub.kafka_credentials import explicit_connection
+    from leadhub.services import ServiceError
     from producers.sdk import PartnerPublisher
     from schemas.catalog import load_catalog
     from schemas.event import read_jsonl
     from schemas.topics import TopicNames
 
     settings = load_settings()
+    kafka = explicit_connection(settings)
+    partner = str(args.partner or kafka.username)
+    if partner != kafka.username:
+        raise ServiceError(f"LEADHUB_KAFKA_USERNAME is {kafka.username}, not {partner}: "
+                           "publish with that partner's own credential", exit_code=2)
     catalog = load_catalog()
     source = sys.stdin if args.events == "-" else args.events
-    with PartnerPublisher(args.partner, settings.effective_kafka_bootstrap, catalog=catalog,
+    with PartnerPublisher(partner, kafka, catalog=catalog,
                           topics=TopicNames(settings.topic_prefix)) as publisher:
         count = publisher.publish_many(read_jsonl(source, catalog))
-    print(f"published {count} events to {TopicNames(settings.topic_prefix).inbound(args.partner)}",
+    print(f"published {count} events to {TopicNames(settings.topic_prefix).inbound(partner)}",
           file=sys.stderr)
     return 0
 
@@ -185,6 +214,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _view(args: argparse.Namespace) -> int:
     from consumers.store import ViewStore
 
+    settings = load_settings()
     if args.api:
         from consumers.api.client import StaffClient
 
@@ -194,11 +224,18 @@ def _view(args: argparse.Namespace) -> int:
         with StaffClient(args.api, args.token) as client:
             rows = client.view_rows(args.partner, args.participant)
     else:
-        store = ViewStore(load_settings().view_database_url)
+        if not args.purpose:
+            print("leadhub: error: leadhub view reads the view database directly: give "
+                  "--purpose (every read is recorded on lead.audit.access), or read through "
+                  "--api", file=sys.stderr)
+            return 2
+        purpose = _view_purpose(settings, args.partner, args.purpose)
+        store = ViewStore(settings.view_database_url)
         try:
             rows = store.rows_for(args.partner, args.participant)
         finally:
             store.close()
+        _account_view_read(settings, args, purpose, rows)
     if args.json:
         json.dump(rows, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
@@ -208,3 +245,41 @@ def _view(args: argparse.Namespace) -> int:
                   f"{','.join(row['categories'])}")
         print(f"{len(rows)} rows", file=sys.stderr)
     return 0
+
+
+def _view_purpose(settings: Any, partner_id: str, purpose: str) -> str:
+    """The declared purpose if ``partner_id`` acts under it; ServiceError (exit 2) otherwise."""
+    from leadhub.services import ServiceError
+    from processors.site import load_site
+
+    partner = load_site(settings.site_file).partner(partner_id)
+    if partner is None:
+        raise ServiceError(f"{partner_id!r} is not a partner of the site file", exit_code=2)
+    if purpose != partner.purpose:
+        raise ServiceError(f"partner {partner_id} acts under the purpose {partner.purpose!r}, "
+                           f"not {purpose!r}", exit_code=2)
+    return purpose
+
+
+def _account_view_read(settings: Any, args: argparse.Namespace, purpose: str,
+                       rows: list[dict[str, Any]]) -> None:
+    """Record the read on lead.audit.access before anything is shown (fail closed)."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from consumers.api.access_log import AccessRecord, KafkaAccessLog, disclosures_of
+    from leadhub.kafka_credentials import kafka_connection
+    from schemas.topics import TopicNames
+
+    disclosures = disclosures_of(rows)
+    record = AccessRecord(
+        user=f"operator:{args.operator or getpass.getuser()}", partner=args.partner,
+        purpose=purpose, at=datetime.now(UTC), endpoint="cli:leadhub view",
+        participant_ids=tuple(dict.fromkeys(d.participant_id for d in disclosures)),
+        disclosures=tuple(disclosures), key_id="cli")
+    log = KafkaAccessLog(kafka_connection(settings, "api"),
+                         TopicNames(settings.topic_prefix).audit_access)
+    try:
+        log.record(record)
+    finally:
+        log.close()

@@ -85,12 +85,15 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _simulate_publish(args: argparse.Namespace, events: Any, catalog: Any) -> int:
     """Publish the simulated events (and write them to --out too, if given)."""
+    from leadhub.kafka_admin import SimulatedPartners
+    from leadhub.kafka_credentials import kafka_connection
     from leadhub.settings import load_settings
     from producers.sdk import publish_by_source
     from schemas.event import event_to_json
     from schemas.topics import TopicNames
 
     settings = load_settings()
+    topics = TopicNames(settings.topic_prefix)
     sink = None if not args.out else (sys.stdout if args.out == "-" else
                                       open(args.out, "w", encoding="utf-8"))  # noqa: SIM115
 
@@ -102,8 +105,8 @@ def _simulate_publish(args: argparse.Namespace, events: Any, catalog: Any) -> in
 
     try:
         count = publish_by_source(
-            tee(events), settings.effective_kafka_bootstrap, catalog=catalog,
-            topics=TopicNames(settings.topic_prefix), rate=args.rate,
+            tee(events), SimulatedPartners(kafka_connection(settings, "admin"), topics),
+            catalog=catalog, topics=topics, rate=args.rate,
             on_progress=lambda n, s: print(f"simulate: published {n} ({n / s:.0f}/s)",
                                            file=sys.stderr),
         )

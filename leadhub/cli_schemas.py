@@ -1,4 +1,5 @@
-"""``leadhub schemas ...``: inspect and check the event catalog (``schemas/avro/*.avsc``)."""
+"""``leadhub schemas ...``: inspect and check the event catalog (``schemas/avro/*.avsc``) and
+list the Avro formats of the hub's own topics (``schemas/hub/*.avsc``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from schemas.catalog import EventType, load_catalog
 from schemas.compat import check_catalog
+from schemas.hub_formats import hub_format, hub_formats
 
 
 def register(subparsers: Any) -> None:
@@ -31,18 +33,26 @@ def register(subparsers: Any) -> None:
         help="list every event type and version with fingerprint, emitters and categories",
         description=(
             "One line per event type and version: type, version, CRC-64-AVRO fingerprint (the 8 "
-            "bytes after C3 01 on the wire, in hex), the roles that may emit it, and every data "
-            "category its events can carry."
+            "bytes after C3 01 on the wire, in hex: the hex of the little-endian bytes, not of "
+            "the CRC's numeric value), the roles that may emit it, and every data category its "
+            "events can carry. Then, in a section of their own, the Avro formats of the hub's "
+            "own topics (lead.events), which the hub writes and partners never publish. "
+            "docs/wire-format.md describes every byte."
         ),
     )
-    list_parser.add_argument("--json", action="store_true", help="print a JSON array instead")
+    list_parser.add_argument(
+        "--json", action="store_true",
+        help="print a JSON array of the event types instead (the hub formats are not in it)")
     list_parser.add_argument("--dir", type=Path, help=dir_help)
     list_parser.set_defaults(handler=list_schemas)
 
     show_parser = commands.add_parser(
         "show",
-        help="print the .avsc of one event type",
-        description="Print the Avro schema file (.avsc) of TYPE, the latest version by default.",
+        help="print the .avsc of one event type (or of a hub topic format)",
+        description=(
+            "Print the Avro schema file (.avsc) of TYPE, the latest version by default. TYPE may "
+            "also name a hub topic format listed by `leadhub schemas list` (CanonicalRecord)."
+        ),
     )
     show_parser.add_argument("type", metavar="TYPE", help="event type name, e.g. ReferralMade")
     show_parser.add_argument(
@@ -92,16 +102,26 @@ def list_schemas(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(row["type"]) for row in rows)
+    print("event types (partners publish these to lead.in.<partner id>):")
     for row in rows:
         print(
             f"{row['type']:<{width}}  v{row['version']:<3} {row['fingerprint']}  "
             f"emitters={','.join(row['emitters'])}  categories={','.join(row['categories'])}"
         )
+    print()
+    print("hub topics (written by the hub only; partners never publish these):")
+    for hub in hub_formats():
+        print(f"{hub.name:<{width}}  {hub.topic:<12} {hub.fingerprint}  "
+              f"schemas/{hub.path.parent.name}/{hub.path.name}")
     return 0
 
 
 def show_schema(args: argparse.Namespace) -> int:
     """Print the ``.avsc`` text of one type version; return 0 (unknown type: a HubError)."""
+    hub = hub_format(args.type) if args.dir is None and args.version is None else None
+    if hub is not None:
+        sys.stdout.write(hub.path.read_text(encoding="utf-8"))
+        return 0
     catalog = load_catalog(args.dir)
     if args.version is None:
         event_type = catalog.latest(args.type)

@@ -6,8 +6,11 @@ issues demo credentials, then streams a simulated site at a steady pace — most
 the partner SDK, the treatment and housing partners through the HTTP gateway — with progress
 output. It prints where the API is, the credentials, and ``curl`` queries that show how the same
 participant looks to police, the prosecutor, the case manager and the SUD program, and says when
-the view answers them. Runs until Ctrl-C (or ``--duration`` after the history is published),
-then stops what it started; the services stay up (``leadhub services stop``).
+the view answers them. Once the history is published and the view shows that participant, it
+prints an ``export`` line with the values (token, participant, dates, instants) that make the
+README's staff and auditor examples answer on this run's data. Runs until Ctrl-C (or
+``--duration`` after the history is published), then stops what it started; the services stay
+up (``leadhub services stop``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,11 +31,15 @@ from leadhub.demo_feed import HTTP_ROLES, FeedCounts, GatewayPublisher, feed_sit
 from leadhub.demo_showcase import (
     STAFF_USERS,
     Showcase,
+    export_line,
     partner_by_role,
     pick_showcase,
+    readme_values,
     showcase_queries,
     view_ready,
 )
+from leadhub.kafka_admin import SimulatedPartners
+from leadhub.kafka_credentials import kafka_connection
 from leadhub.runner import STEPS, Supervisor, stop_on_signals
 from leadhub.services.kafka import KafkaService
 from leadhub.services.postgres import PostgresService
@@ -92,8 +99,8 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
     site = load_site(settings.site_file)
     catalog = load_catalog()
     topics = TopicNames(settings.topic_prefix)
-    created = create_topics(settings.effective_kafka_bootstrap, topics, site,
-                            settings.partitions)
+    admin = kafka_connection(settings, "admin")
+    created = create_topics(admin, topics, site, settings.partitions)
     _say(f"topics: {len(created)} created, {settings.partitions} partitions each")
     events = list(simulate(site, catalog, options.participants, options.days, options.seed,
                            now - timedelta(days=options.days)))
@@ -107,7 +114,7 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
         supervisor.start_command("api", ("serve", "--host", options.host,
                                          "--port", str(options.port)))
         _say(f"hub processes: {', '.join(STEPS)}, api (logs in {supervisor.log_dir})")
-        _say(f"view database: {_safe_url(settings.view_database_url)}")
+        _say(f"view database: {_describe_database(settings.view_database_url)}")
         if not _wait_for_api(options.api_url, stop, supervisor):
             return 130
         _say(f"API: {options.api_url}  (OpenAPI docs: {options.api_url}/docs)")
@@ -122,6 +129,7 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
              f"{options.days} days) at {options.rate:g}/s; "
              f"over HTTP: {', '.join(sorted(modes)) or 'none'}")
         watch = _ReadyWatch(store, showcase)
+        streamed_from = datetime.now(UTC)
 
         def progress(counts: FeedCounts, elapsed: float) -> None:
             _say(f"  published {counts.total} of {len(events)} events "
@@ -129,12 +137,16 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
             supervisor.restart_dead()
             watch.check()
 
-        counts = feed_site(events, settings.effective_kafka_bootstrap, topics, gateway, catalog,
+        counts = feed_site(events, SimulatedPartners(admin, topics), topics, gateway, catalog,
                            options.rate, stop.is_set, progress)
         repeats = f"; {counts.repeats} already published by an earlier run" if (
             counts.repeats) else ""
         _say(f"published {counts.total} events from {len(site.partners)} partners "
              f"({counts.sdk} SDK, {counts.http} HTTP gateway{repeats})")
+        if showcase is not None:
+            shown, token = showcase, tokens[showcase.partners["case_management"]]
+            watch.on_ready(lambda ready_at: _print_readme_values(readme_values(
+                shown, token, now, site.intake_deadline_days, streamed_from, ready_at)))
         _keep_running(options, stop, supervisor, watch)
     finally:
         if gateway is not None:
@@ -185,22 +197,48 @@ def _keep_running(options: DemoOptions, stop: threading.Event, supervisor: Super
 
 
 class _ReadyWatch:
-    """Says once when the live view shows the showcase participant the way the queries need."""
+    """Says once when the live view shows the showcase participant the way the queries need.
+
+    ``ready_at`` is when it saw that; a callback given to :meth:`on_ready` runs once, as soon as
+    both it is ready and the callback is given.
+    """
 
     def __init__(self, store: ViewStore, showcase: Showcase | None) -> None:
         self.store = store
         self.showcase = showcase
         self.done = showcase is None
+        self.ready_at: datetime | None = None
+        self._then: Callable[[datetime], None] | None = None
+
+    def on_ready(self, then: Callable[[datetime], None]) -> None:
+        """Run ``then(ready_at)`` once the view is ready (now, if it already is)."""
+        self._then = then
+        self._fire()
 
     def check(self) -> None:
-        if self.done or self.showcase is None:
-            return
-        rows = {role: self.store.rows_for(partner, self.showcase.participant_id)
-                for role, partner in self.showcase.partners.items()}
-        if view_ready(rows):
-            self.done = True
-            _say(f"{READY_MARK} the queries above now return rows "
-                 f"(participant {self.showcase.participant_id})")
+        if not self.done and self.showcase is not None:
+            rows = {role: self.store.rows_for(partner, self.showcase.participant_id)
+                    for role, partner in self.showcase.partners.items()}
+            if view_ready(rows):
+                self.done = True
+                self.ready_at = datetime.now(UTC)
+                _say(f"{READY_MARK} the queries above now return rows "
+                     f"(participant {self.showcase.participant_id})")
+        self._fire()
+
+    def _fire(self) -> None:
+        if self._then is not None and self.ready_at is not None:
+            then, self._then = self._then, None
+            then(self.ready_at)
+
+
+def _print_readme_values(values: dict[str, str]) -> None:
+    _say("")
+    _say("Values for the README's examples (For program staff, For auditors) that answer "
+         "with rows")
+    _say("on this run's data; paste this line into the shell you run them from:")
+    _say(f"  {export_line(values)}")
+    _say("")
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -233,17 +271,22 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _describe_database(url: str) -> str:
+    """The view database's URL (no password), and how to use PostgreSQL instead of SQLite."""
+    if url.startswith("sqlite"):
+        return (f"{_safe_url(url)} (SQLite; for PostgreSQL set LEADHUB_DATABASE_URL, "
+                "see the README)")
+    return _safe_url(url)
+
+
 def _issue_credentials(settings: Settings, site: SitePolicy) -> tuple[dict[str, str],
                                                                       dict[str, str]]:
     """Staff tokens for the shown roles and partner keys for the HTTP publishers."""
-    from sqlalchemy import create_engine
-
-    from consumers.api.app import open_schema
+    from consumers.api.accounts import open_accounts
     from consumers.api.auth import CredentialStore
 
-    engine = create_engine(settings.view_database_url)
+    engine = open_accounts(settings.accounts_database_url)
     try:
-        open_schema(engine)
         credentials = CredentialStore(engine, site)
         roles = partner_by_role(site)
         tokens = {roles[role]: credentials.create(roles[role], "staff", user).secret

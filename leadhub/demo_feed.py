@@ -22,6 +22,7 @@ from schemas.catalog import Catalog
 from schemas.codec import encode
 from schemas.errors import HubError
 from schemas.event import Event, event_to_json
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 AVRO = "application/vnd.leadhub.avro"
@@ -133,7 +134,7 @@ class GatewayPublisher:
 
 def feed_site(
     events: Iterable[Event],
-    bootstrap: str,
+    connection_for: Callable[[str], KafkaConnection],
     topics: TopicNames,
     gateway: GatewayPublisher,
     catalog: Catalog,
@@ -144,9 +145,9 @@ def feed_site(
     """Publish ``events`` (each as its ``source_partner``) at about ``rate`` events/s.
 
     Partners the gateway handles go over HTTP, the others through their SDK publisher
-    (:func:`producers.sdk.publish_by_source`). Calls ``on_progress`` about every 5 seconds and
-    polls ``should_stop`` before each event. Everything sent is acknowledged by Kafka (SDK) or
-    the gateway before it returns.
+    (:func:`producers.sdk.publish_by_source`, connected as ``connection_for(partner)``). Calls
+    ``on_progress`` about every 5 seconds and polls ``should_stop`` before each event.
+    Everything sent is acknowledged by Kafka (SDK) or the gateway before it returns.
     """
     counts = gateway.counts
 
@@ -159,7 +160,7 @@ def feed_site(
         counts.sdk += 1
         return False
 
-    publish_by_source(events, bootstrap, catalog=catalog, topics=topics,
+    publish_by_source(events, connection_for, catalog=catalog, topics=topics,
                       rate=rate if rate > 0 else None, should_stop=should_stop,
                       on_progress=lambda _sent, elapsed: on_progress(counts, elapsed),
                       divert=over_http)

@@ -4,7 +4,8 @@
 projector runs) and picks a participant whose views differ the most instructive way: police and
 the prosecutor have rows, the case manager has clinical rows a consent allows, and the SUD
 program has Part 2 rows carrying the redisclosure notice. :func:`showcase_queries` turns it into
-copy-paste ``curl`` commands against the staff API.
+copy-paste ``curl`` commands against the staff API; :func:`readme_values` gives the values that
+make the README's staff and auditor examples answer on the demo's data, as one ``export`` line.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from processors.offline import project_events
 from processors.projector import Projector
 from processors.site import SitePolicy
+from processors.timefmt import format_instant
 from schemas.event import Event
 
 CLINICAL = frozenset({"SUD_TREATMENT", "MENTAL_HEALTH", "MEDICAL"})
@@ -35,10 +38,15 @@ STAFF_USERS: Mapping[str, str] = {"police": "demo-officer", "prosecutor": "demo-
 
 @dataclass(frozen=True)
 class Showcase:
-    """The participant to look at, and the partner id playing each shown role."""
+    """The participant to look at, and the partner id playing each shown role.
+
+    ``housing_from``: when the first HOUSING row of the participant in the case manager's view
+    occurred (None if unknown).
+    """
 
     participant_id: str
     partners: Mapping[str, str]  # role -> partner id
+    housing_from: datetime | None = None
 
 
 def partner_by_role(site: SitePolicy) -> dict[str, str]:
@@ -54,8 +62,9 @@ def pick_showcase(events: Sequence[Event], projector: Projector,
     """The participant whose four views show the contrast earliest in ``events``; None if none.
 
     Qualifies: police and prosecutor have rows; the case manager has a clinical row justified
-    by a consent; the SUD program has a row with the Part 2 notice. Among those, the one whose
-    rows are all published earliest wins, so the printed queries answer soon.
+    by a consent and a HOUSING row; the SUD program has a row with the Part 2 notice. Among
+    those, the one whose rows are all published earliest wins, so the printed queries answer
+    soon.
     """
     roles = partner_by_role(site)
     if any(role not in roles for role, _ in SHOWN_ROLES):
@@ -77,12 +86,15 @@ def pick_showcase(events: Sequence[Event], projector: Projector,
         first(roles["case_management"],
               lambda row: row.consent_ids and CLINICAL & set(row.categories)),
         first(roles["sud_treatment"], lambda row: row.notice),
+        first(roles["case_management"], lambda row: "HOUSING" in row.categories),
     ]
     common = set(needs[0]).intersection(*needs[1:])
     if not common:
         return None
     chosen = min(common, key=lambda p: (max(need[p] for need in needs), p))
-    return Showcase(chosen, {role: roles[role] for role, _ in SHOWN_ROLES})
+    housing = min(row.occurred_at for row in view[roles["case_management"]].values()
+                  if row.participant_id == chosen and "HOUSING" in row.categories)
+    return Showcase(chosen, {role: roles[role] for role, _ in SHOWN_ROLES}, housing)
 
 
 def curl(api_url: str, path: str, token: str, purpose: str) -> str:
@@ -121,3 +133,36 @@ def view_ready(rows_by_role: Mapping[str, Iterable[Mapping[str, Any]]]) -> bool:
         and any(r.get("consent_ids") and CLINICAL & set(r.get("categories", ()))
                 for r in rows.get("case_management", []))
         and any(r.get("notice") for r in rows.get("sud_treatment", [])))
+
+
+#: The variables the demo sets for the README's examples, in the order it prints them.
+README_VARIABLES: tuple[str, ...] = ("TOKEN", "P", "SINCE", "DUE_BEFORE", "FROM", "UNTIL")
+
+
+def readme_values(showcase: Showcase, token: str, history_end: datetime, deadline_days: int,
+                  streamed_from: datetime, ready_at: datetime) -> dict[str, str]:
+    """Values of :data:`README_VARIABLES` that make the README's examples answer with rows.
+
+    ``TOKEN``: the case manager's staff token; ``P``: the showcase participant; ``SINCE``: the
+    midnight (UTC) before its first HOUSING row in the case manager's view (``occurred_at``);
+    ``DUE_BEFORE``: the midnight after ``history_end`` + ``deadline_days``, so every intake
+    deadline still pending is due before it; ``FROM``: ``streamed_from`` (the second before the
+    first event was published) and ``UNTIL``: ``ready_at`` (the second after the live view
+    showed the participant), both instants of the hub's clock (``received_at``): between them
+    the showcase's records were received.
+    """
+    housing = showcase.housing_from or history_end
+    since = datetime.combine(housing.astimezone(UTC).date(), time(), UTC)
+    due = datetime.combine((history_end + timedelta(days=deadline_days + 1)).astimezone(UTC)
+                           .date(), time(), UTC)
+    start = streamed_from.replace(microsecond=0)
+    until = ready_at.replace(microsecond=0) + timedelta(seconds=1)
+    values = {"TOKEN": token, "P": showcase.participant_id, "SINCE": format_instant(since),
+              "DUE_BEFORE": format_instant(due), "FROM": format_instant(start),
+              "UNTIL": format_instant(until)}
+    return {name: values[name] for name in README_VARIABLES}
+
+
+def export_line(values: Mapping[str, str]) -> str:
+    """``export NAME=value ...``: one line a POSIX shell runs to set ``values``."""
+    return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())

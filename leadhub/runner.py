@@ -20,6 +20,7 @@ from types import FrameType
 
 from consumers.live_projector import LiveProjector
 from consumers.store import ViewStore
+from leadhub.kafka_credentials import kafka_connection
 from leadhub.metrics import serve_metrics
 from leadhub.settings import Settings
 from processors.kafka_validator import TransactionalValidator
@@ -36,7 +37,7 @@ def run_validator(settings: Settings) -> int:
     """Run the ``validate`` step (Kafka transactions) until SIGTERM/SIGINT."""
     stop = stop_on_signals()
     validator = TransactionalValidator(
-        settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix),
+        kafka_connection(settings, "validator"), TopicNames(settings.topic_prefix),
         load_site(settings.site_file), load_catalog(),
         tick_interval_s=settings.tick_interval_s,
         client_id=_instance(settings, "validator"))
@@ -62,7 +63,7 @@ def run_projector(settings: Settings) -> int:
     catalog = load_catalog()
     store = ViewStore(settings.view_database_url)
     projector = LiveProjector(
-        settings.effective_kafka_bootstrap, TopicNames(settings.topic_prefix), store,
+        kafka_connection(settings, "projector"), TopicNames(settings.topic_prefix), store,
         Projector(load_site(settings.site_file), catalog), catalog,
         instance_id=_instance(settings, "projector"), cache_weight=settings.projector_cache)
     serve_metrics(settings.metrics_port, "project", projector.counters)

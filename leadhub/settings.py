@@ -37,6 +37,10 @@ class Settings:
     metrics_port: int | None
     instance_id: str | None
     projector_cache: int
+    kafka_username: str | None
+    kafka_password: str | None
+    kafka_credentials_dir: Path
+    accounts_database_url: str
 
     @property
     def local_kafka_bootstrap(self) -> str:
@@ -84,4 +88,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         metrics_port=int(env["LEADHUB_METRICS_PORT"]) if env.get("LEADHUB_METRICS_PORT") else None,
         instance_id=env.get("LEADHUB_INSTANCE_ID") or None,
         projector_cache=int(env.get("LEADHUB_PROJECTOR_CACHE", "1500000")),
+        kafka_username=env.get("LEADHUB_KAFKA_USERNAME") or None,
+        kafka_password=env.get("LEADHUB_KAFKA_PASSWORD") or None,
+        kafka_credentials_dir=Path(env.get("LEADHUB_KAFKA_CREDENTIALS_DIR",
+                                           str(state_dir / "kafka" / "credentials"))),
+        accounts_database_url=env.get("LEADHUB_ACCOUNTS_DATABASE_URL")
+        or f"sqlite:///{state_dir / 'accounts.sqlite'}",
     )

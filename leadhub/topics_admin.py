@@ -1,14 +1,17 @@
-"""Create the hub's topics on the broker, idempotently, all with the same partition count."""
+"""Create the hub's topics and its principals' ACLs, idempotently, all topics with the same
+partition count (needs the admin principal on a secured broker)."""
 
 from __future__ import annotations
 
 import contextlib
 
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from leadhub.kafka_access import hub_grants
+from leadhub.kafka_admin import admin_client, apply_grants, revoke_prefix
 from leadhub.services import ServiceError
 from processors.site import SitePolicy
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 
@@ -23,9 +26,12 @@ def hub_topic_names(topics: TopicNames, site: SitePolicy) -> list[str]:
     ]
 
 
-def create_topics(bootstrap: str, topics: TopicNames, site: SitePolicy,
+def create_topics(kafka: KafkaConnection, topics: TopicNames, site: SitePolicy,
                   partitions: int) -> list[str]:
     """Create the missing topics; return the names created (existing ones are left alone).
+
+    On a secured broker (``kafka`` has a principal) the hub principals' ACLs for these topics
+    are created too (:func:`leadhub.kafka_access.hub_grants`).
 
     Kafka is the system of record, so every topic keeps its records forever (retention -1).
 
@@ -33,7 +39,7 @@ def create_topics(bootstrap: str, topics: TopicNames, site: SitePolicy,
     to other partitions and per-participant ordering would break.
     """
     names = hub_topic_names(topics, site)
-    admin = _admin(bootstrap, "leadhub-topics")
+    admin = admin_client(kafka, "leadhub-topics")
     try:
         existing = set(admin.list_topics())
         wanted = {
@@ -52,22 +58,24 @@ def create_topics(bootstrap: str, topics: TopicNames, site: SitePolicy,
                     f"topic {topic.get('name')} has {count} partitions, "
                     f"the hub needs {partitions} everywhere (LEADHUB_PARTITIONS)"
                 )
-        return sorted(wanted)
     except KafkaError as exc:
         raise ServiceError(f"creating topics failed: {type(exc).__name__}: {exc}") from exc
     finally:
         admin.close()
+    if kafka.secured:
+        apply_grants(kafka, hub_grants(topics))
+    return sorted(wanted)
 
 
-def delete_prefix(bootstrap: str, prefix: str) -> None:
-    """Delete every topic and consumer group whose name starts with ``prefix``.
+def delete_prefix(kafka: KafkaConnection, prefix: str) -> None:
+    """Delete every topic, consumer group and ACL whose name starts with ``prefix``.
 
     For throwaway prefixes (a test's, a benchmark's); never call it with a deployment's prefix:
     the log is the system of record. Raises ServiceError if Kafka cannot be reached or refuses.
     """
     if not prefix:
         raise ServiceError("refusing to delete every topic: the prefix is empty")
-    admin = _admin(bootstrap, "leadhub-cleanup")
+    admin = admin_client(kafka, "leadhub-cleanup")
     try:
         doomed = [t for t in admin.list_topics() if t.startswith(prefix)]
         if doomed:
@@ -80,12 +88,6 @@ def delete_prefix(bootstrap: str, prefix: str) -> None:
         raise ServiceError(f"deleting {prefix}* failed: {type(exc).__name__}: {exc}") from exc
     finally:
         admin.close()
+    if kafka.secured:
+        revoke_prefix(kafka, prefix)
 
-
-def _admin(bootstrap: str, client_id: str) -> KafkaAdminClient:
-    """An admin client for ``bootstrap``; ServiceError if Kafka cannot be reached."""
-    try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id,
-                                bootstrap_timeout_ms=10000)
-    except (KafkaError, OSError) as exc:
-        raise ServiceError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}") from exc

@@ -96,6 +96,7 @@ from processors.validate import (
 from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import Catalog
 from schemas.errors import HubError
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 log = logging.getLogger("leadhub.validate")
@@ -194,7 +195,7 @@ class TransactionalValidator:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConnection,
         topics: TopicNames,
         site: SitePolicy,
         catalog: Catalog,
@@ -221,7 +222,7 @@ class TransactionalValidator:
         self._consumer: Any = None
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
+                **kafka.client_options(),
                 client_id=self.client_id,
                 transactional_id=self.transactional_id,
                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
@@ -232,7 +233,7 @@ class TransactionalValidator:
             )
             self._producer.init_transactions()
             self._consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap,
+                **kafka.client_options(),
                 client_id=self.client_id,
                 group_id=self.group_id,
                 # A stable client id makes this a static member (KIP-345): restarted after a
@@ -256,7 +257,7 @@ class TransactionalValidator:
                     f"transactional id {self.transactional_id} was taken over while starting"
                 ) from exc
             raise ValidatorError(
-                f"cannot start the validator against Kafka at {bootstrap} "
+                f"cannot start the validator against Kafka at {kafka.describe()} "
                 f"({type(exc).__name__}); is the broker running? (leadhub services status)"
             ) from exc
 

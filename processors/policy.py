@@ -7,6 +7,13 @@ A recipient sees a field of an event iff, and never past the golden-rule floor:
 3. the site says ``with_consent`` and an active consent of the participant covers the recipient,
    the category and the recipient's purpose of use, with no exception denying it.
 
+**Part 2 records** (42 CFR Part 2): data of category ``SUD_TREATMENT``, and everything a Part 2
+program records (a partner of role ``sud_treatment`` or marked ``part2_program`` in the site
+file). For them step 2 does not exist (an ``always`` counts as ``with_consent``) and step 3
+takes a *Part 2 consent* that also names the record's source among its disclosing programs and
+has an expiry (:meth:`processors.consent.Consent.opens_part2`). The source itself still sees
+its own records (step 1).
+
 It gets a row for the event iff it may see the event's row category (the fact the event
 happened, after value-dependent categories); the row then carries only the visible fields.
 Before any of that, :func:`admission` decides whether the event may affect the view at all:
@@ -22,20 +29,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from processors.consent import Consent
+from processors.consent import Consent, Recipient
 from processors.floor import floor_forbids
-from processors.site import Access, Partner, SitePolicy
+from processors.site import PART2_CATEGORY, PART2_PROGRAM_ROLES, Access, Partner, SitePolicy
 from schemas.catalog import Catalog
 from schemas.event import Event
 
-#: Category whose presence makes a row a Part 2 record.
-PART2_CATEGORY = "SUD_TREATMENT"
+# PART2_CATEGORY: the category whose presence makes a row a Part 2 record.
+# PART2_PROGRAM_ROLES: roles that are Part 2 programs whatever the site file says. Everything a
+# Part 2 program (:attr:`processors.site.Partner.is_part2_program`) records is a Part 2 record,
+# whatever its event type: even that it holds an id for a person, or did an intake, would say
+# the person is its patient (42 CFR § 2.11, § 2.12(e)(3)). Its events' rows and fields are
+# therefore all of category PART2_CATEGORY.
 
-#: Roles that are Part 2 programs. Everything such a program records is a Part 2 record,
-#: whatever its event type: even that it holds an id for a person, or did an intake, would say
-#: the person is its patient (42 CFR § 2.11, § 2.12(e)(3)). Their events' rows and fields are
-#: therefore all of category :data:`PART2_CATEGORY`.
-PART2_PROGRAM_ROLES = frozenset({"sud_treatment"})
+#: Memo key of one answer: (recipient id, category, recipient is the source, the source's id
+#: when the answer depends on it — a Part 2 category from another partner — else None).
+MemoKey = tuple[str, str, bool, str | None]
 
 #: 42 CFR § 2.32(a)(1) (Statement 1, as amended 2024): accompanies every Part 2 disclosure.
 REDISCLOSURE_NOTICE = (
@@ -90,10 +99,14 @@ class RowDecision:
 
 
 def effective_access(site: SitePolicy, role: str, category: str) -> Access:
-    """Return the site's rule for ``role`` and ``category`` with the golden-rule floor applied."""
+    """Return the site's rule for ``role`` and ``category`` with the golden-rule floor and the
+    Part 2 rule applied: Part 2 records are never ``always`` (at most ``with_consent``)."""
     if floor_forbids(role, category):
         return Access.NEVER
-    return site.access_for(role, category)
+    rule = site.access_for(role, category)
+    if rule is Access.ALWAYS and category == PART2_CATEGORY:
+        return Access.WITH_CONSENT
+    return rule
 
 
 def admission(site: SitePolicy, catalog: Catalog, event: Event) -> Rejection | None:
@@ -114,15 +127,26 @@ def admission(site: SitePolicy, catalog: Catalog, event: Event) -> Rejection | N
 
 
 def consent_basis(
-    partner: Partner, category: str, consents: Iterable[Consent], now: datetime
+    partner: Partner,
+    category: str,
+    consents: Iterable[Consent],
+    now: datetime,
+    source: Recipient | None = None,
 ) -> Basis:
     """Return the basis the participant's consents give ``partner`` for ``category`` at ``now``.
 
     Visible iff at least one consent covers the partner, the category and the partner's
-    purpose; every covering consent is listed (sorted) for disclosure accounting.
+    purpose — for the Part 2 category, only a consent that also opens Part 2 records of
+    ``source`` (the record's source partner; None opens none); every such consent is listed
+    (sorted) for disclosure accounting.
     """
+    part2_record = category == PART2_CATEGORY
     covering = sorted(
-        (c for c in consents if c.covers(partner, category, partner.purpose, now)),
+        (
+            c for c in consents
+            if c.covers(partner, category, partner.purpose, now)
+            and (not part2_record or c.opens_part2(source))
+        ),
         key=lambda c: c.consent_id,
     )
     if not covering:
@@ -147,11 +171,11 @@ def category_basis(
         return HIDDEN
     if partner.id == source_partner:
         return OPEN
-    rule = site.access_for(partner.role, category)
+    rule = effective_access(site, partner.role, category)
     if rule is Access.ALWAYS:
         return OPEN
     if rule is Access.WITH_CONSENT:
-        return consent_basis(partner, category, consents, now)
+        return consent_basis(partner, category, consents, now, site.partner(source_partner))
     return HIDDEN
 
 
@@ -160,13 +184,13 @@ class AccessRules:
 
     Whether a role may see a category by the floor, by own source or by an ``always`` or
     ``never`` rule never changes for a site, so it is worked out once; ``with_consent`` answers
-    depend on the consents and the instant and are remembered only in the ``memo`` the caller
-    passes for one set of consents at one instant.
+    depend on the consents and the instant (and, for Part 2 records, on the source) and are
+    remembered only in the ``memo`` the caller passes for one set of consents at one instant.
     """
 
     def __init__(self, site: SitePolicy) -> None:
         self._site = site
-        self._static: dict[tuple[str, str, bool], Basis] = {}
+        self._static: dict[MemoKey, Basis] = {}
 
     def basis(
         self,
@@ -175,10 +199,13 @@ class AccessRules:
         own: bool,
         consents: Sequence[Consent],
         now: datetime,
-        memo: dict[tuple[str, str, bool], Basis],
+        memo: dict[MemoKey, Basis],
+        source: Partner | None = None,
     ) -> Basis:
-        """Return whether ``partner`` (the event's source iff ``own``) may see ``category``."""
-        key = (partner.id, category, own)
+        """Return whether ``partner`` (the event's source iff ``own``) may see ``category``;
+        ``source`` is the event's source partner (None: not a site partner)."""
+        discloser = source.id if source is not None and category == PART2_CATEGORY else None
+        key = (partner.id, category, own, None if own else discloser)
         found = self._static.get(key) or memo.get(key)
         if found is not None:
             return found
@@ -187,9 +214,9 @@ class AccessRules:
         elif own:
             found = OPEN
         else:
-            rule = self._site.access_for(partner.role, category)
+            rule = effective_access(self._site, partner.role, category)
             if rule is Access.WITH_CONSENT:
-                found = consent_basis(partner, category, consents, now)
+                found = consent_basis(partner, category, consents, now, source)
                 memo[key] = found
                 return found
             found = OPEN if rule is Access.ALWAYS else HIDDEN
@@ -205,7 +232,7 @@ class AccessRules:
         field_categories: Mapping[str, str],
         consents: Sequence[Consent],
         now: datetime,
-        memo: dict[tuple[str, str, bool], Basis],
+        memo: dict[MemoKey, Basis],
     ) -> RowDecision | None:
         """Return what ``partner`` sees of an event, or None if it gets no row at all.
 
@@ -214,7 +241,8 @@ class AccessRules:
         parts rests on a Part 2 consent. ``memo`` must be fresh for each (consents, now).
         """
         own = partner.id == source_partner
-        row_basis = self.basis(partner, row_category, own, consents, now, memo)
+        source = self._site.partner(source_partner)
+        row_basis = self.basis(partner, row_category, own, consents, now, memo, source)
         if not row_basis.visible:
             return None
         seen: dict[str, Basis] = {row_category: row_basis}
@@ -225,7 +253,7 @@ class AccessRules:
                 continue
             found = seen.get(category)
             if found is None:
-                found = self.basis(partner, category, own, consents, now, memo)
+                found = self.basis(partner, category, own, consents, now, memo, source)
                 seen[category] = found
             if found.visible:
                 visible.append(name)
@@ -267,9 +295,11 @@ __all__ = [
     "HIDDEN",
     "OPEN",
     "PART2_CATEGORY",
+    "PART2_PROGRAM_ROLES",
     "REDISCLOSURE_NOTICE",
     "AccessRules",
     "Basis",
+    "MemoKey",
     "Rejection",
     "RowDecision",
     "admission",

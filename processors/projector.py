@@ -8,8 +8,9 @@ recipient's view (every site partner is a recipient):
   emit, or a redelivery of an event already held (same event_id), changes nothing (time still
   advances, as in :meth:`Projector.tick`);
 - an ordinary event adds one row per recipient allowed to see its row category;
-- a consent grant or revocation, or a consent starting or ending between the last instant and
-  ``now``, re-projects the participant's history and emits only the differences;
+- a consent grant or revocation, an event that ends consents (a program exit for consents that
+  expire on it), or a consent starting or ending between the last instant and ``now``,
+  re-projects the participant's history and emits only the differences;
 - passing an intake deadline derives an ``IntakeDeadlineMissed`` event from the hub; an intake
   reported later that shows the deadline was met retracts it (see :mod:`processors.deadlines`).
 
@@ -25,6 +26,9 @@ event_id)`` order at ``T``. The rules that make this so:
   event_id)`` is the consent, whichever arrived first; a revocation names a consent_id and
   takes effect at ``min(occurred_at, now)`` (its occurred_at whenever now >= occurred_at), also
   when it arrives before its grant, and the earliest revocation stands;
+- a consent that expires on an event (``expires_on_event``) ends at the ``occurred_at`` of the
+  earliest such event of the participant at or after the consent's signing, whichever of the
+  two arrived first;
 - two *different* events reusing one event_id (a producer bug; a redelivery is the same event)
   resolve to the one with the smallest ``(occurred_at, type, source, payload)``: if that one
   arrives second, the participant's state is re-derived from its set of events.
@@ -42,7 +46,7 @@ from datetime import datetime
 
 from immutables import Map
 
-from processors.consent import Consent, consent_from_event
+from processors.consent import EXPIRY_EVENT_TYPES, Consent, consent_from_event
 from processors.deadlines import (
     INTAKE_TYPE,
     already_met,
@@ -53,14 +57,14 @@ from processors.deadlines import (
     misses_met_by,
 )
 from processors.errors import PolicyError
-from processors.floor import floor_forbids
 from processors.policy import (
     PART2_CATEGORY,
-    PART2_PROGRAM_ROLES,
     AccessRules,
     Basis,
+    MemoKey,
     RowDecision,
     admission,
+    effective_access,
 )
 from processors.site import HUB, Access, Partner, SitePolicy
 from processors.state import ParticipantState, PendingDeadline, Rows, as_rows, build_row
@@ -93,7 +97,7 @@ class Projector:
         self._rules = AccessRules(site)
         self._plans: dict[tuple[str, str, str | None, tuple[str, ...]], _Plan] = {}
         self._part2_sources = frozenset(
-            partner.id for partner in self._recipients if partner.role in PART2_PROGRAM_ROLES
+            partner.id for partner in self._recipients if partner.is_part2_program
         )
 
     @property
@@ -132,13 +136,15 @@ class Projector:
         """Return the earliest instant after ``state.as_of`` at which a tick may change the view.
 
         A pending deadline is missed just after its due instant; a consent starts at
-        ``valid_from`` and ends at ``expires_at`` or ``revoked_at``. None: no timer pending.
+        ``valid_from`` and ends at ``expires_at``, ``revoked_at`` or ``ended_at``. None: no
+        timer pending.
         """
         moments = [deadline.due_at for deadline in state.deadlines.values()]
         for consent in state.consents.values():
             moments.extend(
                 moment
-                for moment in (consent.valid_from, consent.expires_at, consent.revoked_at)
+                for moment in (consent.valid_from, consent.expires_at, consent.revoked_at,
+                               consent.ended_at)
                 if moment is not None and (state.as_of is None or moment > state.as_of)
             )
         return min(moments, default=None)
@@ -164,7 +170,7 @@ class Projector:
         changes: list[ViewChange] = []
         consents_changed = False
         if event.type == GRANT_TYPE:
-            consent = consent_from_event(event)
+            consent = _ended_by_held(consent_from_event(event), events.values())
             current = consents.get(consent.consent_id)
             if current is None:
                 revoked_at = orphans.get(consent.consent_id)
@@ -182,6 +188,11 @@ class Projector:
         elif event.type == REVOKE_TYPE:
             consents, orphans = _revoke(consents, orphans, event, now)
             consents_changed = True
+        elif event.type in EXPIRY_EVENT_TYPES:
+            ended = {k: c.ended_by(event.type, event.occurred_at) for k, c in consents.items()}
+            if ended != consents:
+                consents = ended
+                consents_changed = True
         started = deadline_for(event, self._site.intake_deadline_days)
         if started is not None and not already_met(started, events.values()):
             deadlines = {**deadlines, started.referral_event_id: started}
@@ -330,7 +341,7 @@ class Projector:
     ) -> tuple[Rows, list[ViewChange]]:
         """Re-derive every row of the participant and emit only the differences."""
         active = _active(consents, now)
-        memo: dict[tuple[str, str, bool], Basis] = {}
+        memo: dict[MemoKey, Basis] = {}
         fresh: dict[str, dict[str, RowShape]] = {}
         for event in events.values():
             for recipient, fresh_shape in self._shapes(event, active, now, memo):
@@ -358,7 +369,7 @@ class Projector:
         event: Event,
         active: list[Consent],
         now: datetime,
-        memo: dict[tuple[str, str, bool], Basis],
+        memo: dict[MemoKey, Basis],
     ) -> list[tuple[str, RowShape]]:
         """Return (recipient, shape) for every recipient that gets a row for ``event``.
 
@@ -400,8 +411,7 @@ class Projector:
         for partner in self._recipients:
             own = partner.id == event.source_partner
             dependent = not own and any(
-                not floor_forbids(partner.role, category)
-                and self._site.access_for(partner.role, category) is Access.WITH_CONSENT
+                effective_access(self._site, partner.role, category) is Access.WITH_CONSENT
                 for category in categories
                 if category is not None
             )
@@ -499,7 +509,7 @@ def _identity(event: Event) -> tuple[datetime, str, str, str]:
 
 
 def _derive_consents(
-    events: Iterable[Event], now: datetime
+    events: Collection[Event], now: datetime
 ) -> tuple[dict[str, Consent], dict[str, datetime]]:
     """Return (consents, orphan revocations) as the set of ``events`` determines them."""
     grants: dict[str, Event] = {}
@@ -515,11 +525,22 @@ def _derive_consents(
             revoked[consent_id] = min(at, revoked.get(consent_id, at))
     consents: dict[str, Consent] = {}
     for consent_id, grant in grants.items():
-        consent = consent_from_event(grant)
+        consent = _ended_by_held(consent_from_event(grant), events)
         revoked_at = revoked.get(consent_id)
         consents[consent_id] = consent if revoked_at is None else consent.revoked(revoked_at)
     orphans = {k: at for k, at in revoked.items() if k not in grants}
     return consents, orphans
+
+
+def _ended_by_held(consent: Consent, events: Iterable[Event]) -> Consent:
+    """``consent`` as the participant's events that end consents leave it (see
+    :meth:`Consent.ended_by`); only a consent that expires on an event looks at them."""
+    if consent.expires_on_event is None:
+        return consent
+    for event in events:
+        if event.type in EXPIRY_EVENT_TYPES:
+            consent = consent.ended_by(event.type, event.occurred_at)
+    return consent
 
 
 def _derive_deadlines(

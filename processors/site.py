@@ -3,15 +3,19 @@
 A site file (see ``config/site.example.yaml``) says, for one LEAD site:
 
 - ``partners``: each partner's ``id`` (also its inbound topic ``lead.in.<id>``), ``role``,
-  display ``name`` and the ``purpose`` of use it acts under;
+  display ``name`` and the ``purpose`` of use it acts under; optionally ``part2_program: true``
+  for a 42 CFR Part 2 program (every partner of role ``sud_treatment`` is one in any case):
+  everything it records is a Part 2 record;
 - ``access``: for each role and data category one of ``never | with_consent | always``;
-  anything not listed is ``never`` (deny by default);
+  anything not listed is ``never`` (deny by default). Part 2 records (``SUD_TREATMENT``) are
+  only ever ``with_consent`` or ``never``: they open only under a Part 2 consent;
 - ``intake_deadline_days`` (7-30) for arrest-diversion referrals with charges held;
 - ``purposes``: the purposes of use this site recognises.
 
 Loading is strict: unknown keys, roles, categories or values are errors naming the key path and
 what is allowed there. A file may not grant what the golden-rule floor forbids
-(:mod:`processors.floor`); the floor is enforced again at decision time regardless of the file.
+(:mod:`processors.floor`), nor ``always`` for Part 2 records; both are enforced again at
+decision time regardless of the file.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ PARTNER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 PURPOSE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 #: The role and partner id the hub itself uses for derived events; no site partner may take them.
 HUB = "hub"
+#: Roles whose partners are Part 2 programs whatever the site file says (42 CFR § 2.11).
+PART2_PROGRAM_ROLES = frozenset({"sud_treatment"})
+#: The data category of Part 2 records: never ``always`` for anyone but the source.
+PART2_CATEGORY = "SUD_TREATMENT"
 MIN_INTAKE_DEADLINE_DAYS = 7
 MAX_INTAKE_DEADLINE_DAYS = 30
 DEFAULT_EXPIRY_SWEEP_SECONDS = 60
@@ -48,6 +56,7 @@ _TOP_LEVEL_KEYS = (
     "access",
 )
 _PARTNER_KEYS = ("id", "role", "name", "purpose")
+_PARTNER_OPTIONAL_KEYS = ("part2_program",)
 
 
 class Access(StrEnum):
@@ -66,6 +75,16 @@ class Partner:
     role: str
     name: str
     purpose: str
+    #: Marked a 42 CFR Part 2 program in the site file (see :attr:`is_part2_program`).
+    part2_program: bool = False
+
+    @property
+    def is_part2_program(self) -> bool:
+        """True if the partner is a Part 2 program: marked so, or of a Part 2 program role.
+
+        Everything a Part 2 program records is a Part 2 record, whatever its type.
+        """
+        return self.part2_program or self.role in PART2_PROGRAM_ROLES
 
 
 @dataclass(frozen=True)
@@ -170,7 +189,7 @@ def _partners(value: Any, purposes: tuple[str, ...]) -> tuple[Partner, ...]:
     for index, item in enumerate(items):
         path = f"partners[{index}]"
         entry = _mapping(item, path)
-        _only_keys(entry, path, _PARTNER_KEYS)
+        _only_keys(entry, path, _PARTNER_KEYS + _PARTNER_OPTIONAL_KEYS)
         for key in _PARTNER_KEYS:
             if key not in entry:
                 raise SiteError(
@@ -196,7 +215,17 @@ def _partners(value: Any, purposes: tuple[str, ...]) -> tuple[Partner, ...]:
                 f"{path}.purpose", "must be one of the site's purposes: " + _join(purposes)
             )
         name = _string(entry["name"], f"{path}.name")
-        partners.append(Partner(id=partner_id, role=role, name=name, purpose=purpose))
+        part2 = entry.get("part2_program", role in PART2_PROGRAM_ROLES)
+        if not isinstance(part2, bool):
+            raise SiteError(f"{path}.part2_program", "must be true or false")
+        if not part2 and role in PART2_PROGRAM_ROLES:
+            raise SiteError(
+                f"{path}.part2_program",
+                f"a partner of role {role!r} is a 42 CFR Part 2 program; remove the key or "
+                "set it to true",
+            )
+        partners.append(Partner(id=partner_id, role=role, name=name, purpose=purpose,
+                                part2_program=part2))
     return tuple(partners)
 
 
@@ -222,6 +251,12 @@ def _access(value: Any) -> dict[str, dict[str, Access]]:
                     path,
                     f"the golden-rule floor forbids role {role!r} any {category} data, "
                     "whatever a site file or consent says; use 'never'",
+                )
+            if rule == Access.ALWAYS and category == PART2_CATEGORY:
+                raise SiteError(
+                    path,
+                    f"{category} records are 42 CFR Part 2 records, disclosed only under a "
+                    "Part 2 consent (42 CFR 2.31); use 'with_consent' or 'never'",
                 )
             access[role][category] = Access(rule)
     return access

@@ -13,25 +13,28 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
+from processors.consent import check_part2_elements
 from processors.site import SitePolicy
 from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import Catalog
 from schemas.codec import decode, encode
-from schemas.errors import ContractError
+from schemas.errors import ContractError, DeadLetterReason
+from schemas.event import Event
 from schemas.topics import TopicNames
 
 STEP = "validate"
 
-#: Reason codes the validator adds to the codec's (``schemas.errors.RejectReason``).
-UNKNOWN_PARTNER = "UNKNOWN_PARTNER"
-EMITTER_NOT_ALLOWED = "EMITTER_NOT_ALLOWED"
-SOURCE_MISMATCH = "SOURCE_MISMATCH"
-KEY_MISMATCH = "KEY_MISMATCH"
+#: Reason codes the validator adds to the codec's (``schemas.errors.RejectReason``); every
+#: dead-letter reason is in ``schemas.errors.DeadLetterReason``.
+UNKNOWN_PARTNER = DeadLetterReason.UNKNOWN_PARTNER.value
+EMITTER_NOT_ALLOWED = DeadLetterReason.EMITTER_NOT_ALLOWED.value
+SOURCE_MISMATCH = DeadLetterReason.SOURCE_MISMATCH.value
+KEY_MISMATCH = DeadLetterReason.KEY_MISMATCH.value
 #: The inbound value is longer than :data:`MAX_EVENT_BYTES`.
-TOO_LARGE = "TOO_LARGE"
+TOO_LARGE = DeadLetterReason.TOO_LARGE.value
 #: The adapter could not process the message (validation raised, or producing its outcome
 #: failed, again and again); ``lead.message`` names the exception class.
-PROCESSING_FAILED = "PROCESSING_FAILED"
+PROCESSING_FAILED = DeadLetterReason.PROCESSING_FAILED.value
 
 #: The largest inbound value the hub takes: the gateway's limit for one Avro event.
 MAX_EVENT_BYTES = 256 * 1024
@@ -150,6 +153,10 @@ def validate_inbound(
             EMITTER_NOT_ALLOWED,
             f"role {partner.role} may not emit {event.type} (event {event.event_id})",
         )
+    try:
+        check_content(event)
+    except ContractError as exc:
+        return reject(str(exc.reason.value), f"event {event.event_id}: {exc}")
     stamped = dataclasses.replace(event, source_partner=partner.id)
     record = CanonicalRecord(
         kind="EVENT",
@@ -166,3 +173,15 @@ def validate_inbound(
         event_id=event.event_id,
         participant_id=event.participant_id,
     )
+
+
+def check_content(event: Event) -> None:
+    """Raise a :class:`ContractError` (with ``field_path``) if ``event`` breaks a rule about
+    its content that its schema's types cannot say; return None if it breaks none.
+
+    One rule today: a ``ConsentGranted`` marked Part 2 must carry every element of a 42 CFR
+    § 2.31 consent (:func:`processors.consent.check_part2_elements`, ``INVALID_FIELD``). The
+    validator dead-letters such an event; the HTTP gateway answers 400 with the same path.
+    """
+    if event.type == "ConsentGranted":
+        check_part2_elements(event.payload)

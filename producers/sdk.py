@@ -22,6 +22,7 @@ from schemas.catalog import Catalog, load_catalog
 from schemas.codec import encode
 from schemas.errors import HubError
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 
@@ -37,7 +38,7 @@ class PartnerPublisher:
     def __init__(
         self,
         partner_id: str,
-        bootstrap: str,
+        kafka: KafkaConnection,
         *,
         catalog: Catalog | None = None,
         topics: TopicNames | None = None,
@@ -52,7 +53,7 @@ class PartnerPublisher:
         timeout_ms = int(timeout_s * 1000)
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
+                **kafka.client_options(),
                 client_id=f"leadhub-sdk-{partner_id}",
                 acks="all",
                 enable_idempotence=True,
@@ -65,7 +66,7 @@ class PartnerPublisher:
             )
         except (KafkaError, OSError) as exc:
             raise PublishError(
-                f"cannot reach Kafka at {bootstrap} within {timeout_s:.0f}s "
+                f"cannot reach Kafka at {kafka.describe()} within {timeout_s:.0f}s "
                 f"({type(exc).__name__}); is the broker running? (leadhub services status)"
             ) from exc
 
@@ -131,7 +132,7 @@ class PartnerPublisher:
 
 def publish_by_source(
     events: Iterable[Event],
-    bootstrap: str,
+    connection_for: Callable[[str], KafkaConnection],
     *,
     catalog: Catalog | None = None,
     topics: TopicNames | None = None,
@@ -163,7 +164,8 @@ def publish_by_source(
             if divert is None or not divert(event):
                 publisher = publishers.get(event.source_partner)
                 if publisher is None:
-                    publisher = PartnerPublisher(event.source_partner, bootstrap,
+                    publisher = PartnerPublisher(event.source_partner,
+                                                 connection_for(event.source_partner),
                                                  catalog=catalog, topics=topics)
                     publishers[event.source_partner] = publisher
                 publisher.send(event)

@@ -26,7 +26,7 @@ from schemas.errors import (
     ResolutionFailed,
     UnknownEventType,
 )
-from schemas.event import Event, check_envelope_semantics
+from schemas.event import Event, check_envelope_semantics, check_recorded_envelope
 from schemas.shape import BadValue, safe_key
 
 HEADER_SIZE = 10
@@ -84,13 +84,16 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None,
     decodes but is not the one encoding Avro allows for what it decodes to, e.g. a negative
     enum or union index, a varint with needless continuation bytes, a boolean byte other than
     0 or 1), :class:`ResolutionFailed` (e.g. an enum symbol the reader lacks) or
-    :class:`InvalidField` (a decoded ``event_id`` that is not a UUID ...).
+    :class:`InvalidField` (a decoded ``event_id`` that is not a version-4 UUID, a
+    ``participant_id`` not in the hub's format: :func:`schemas.event.check_envelope_semantics`).
 
     Strictness: the body is decoded with the writer schema alone, re-encoded, and must come out
     byte for byte as it came in, so one event has exactly one accepted encoding (what the hub
     hashes and audits is what the partner meant). Arrays and maps must be written as a single
     block, as the common Avro encoders do. ``strict=False`` skips that check, for bodies the hub
-    itself encoded (``lead.events``: the validator re-encodes every event it accepts).
+    itself encoded (``lead.events``: the validator re-encodes every event it accepts), and
+    checks the envelope only as :func:`schemas.event.check_recorded_envelope` does: the log is
+    decoded as it was accepted, so a replay never re-judges an old record by newer rules.
     """
     if type(data) is not bytes:
         if not isinstance(data, bytearray | memoryview):
@@ -130,7 +133,10 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None,
             raise MalformedBody(
                 f"body does not decode as {_label(reader)} ({type(exc).__name__})"
             ) from exc
-    check_envelope_semantics(record["event_id"], record["participant_id"])
+    if strict:
+        check_envelope_semantics(record["event_id"], record["participant_id"])
+    else:
+        check_recorded_envelope(record["event_id"], record["participant_id"])
     return Event(
         event_id=record["event_id"],
         type=reader.event_type.name,

@@ -30,6 +30,37 @@ class RejectReason(StrEnum):
     INVALID_CATALOG = "INVALID_CATALOG"
 
 
+class DeadLetterReason(StrEnum):
+    """Every code the ``lead.reason`` header of a ``lead.dlq`` record can hold.
+
+    The one list of dead-letter reasons (docs/wire-format.md "Reason codes" documents each,
+    and a test fails when one is missing there). The first group repeats
+    :class:`RejectReason`, since the validator dead-letters any contract error with the
+    error's own reason; the rest are the validator's and the projector's own checks.
+    """
+
+    # the codec's (a ContractError's reason)
+    NOT_SINGLE_OBJECT = "NOT_SINGLE_OBJECT"
+    UNKNOWN_FINGERPRINT = "UNKNOWN_FINGERPRINT"
+    MALFORMED_BODY = "MALFORMED_BODY"
+    RESOLUTION_FAILED = "RESOLUTION_FAILED"
+    INVALID_FIELD = "INVALID_FIELD"
+    UNKNOWN_EVENT_TYPE = "UNKNOWN_EVENT_TYPE"
+    MALFORMED_JSON = "MALFORMED_JSON"
+    INVALID_CATALOG = "INVALID_CATALOG"
+    # the validator's (processors/validate.py)
+    TOO_LARGE = "TOO_LARGE"
+    UNKNOWN_PARTNER = "UNKNOWN_PARTNER"
+    KEY_MISMATCH = "KEY_MISMATCH"
+    SOURCE_MISMATCH = "SOURCE_MISMATCH"
+    EMITTER_NOT_ALLOWED = "EMITTER_NOT_ALLOWED"
+    # the projector's (consumers/live_projector.py)
+    NOT_CANONICAL = "NOT_CANONICAL"
+    EVENT_ID_REUSED = "EVENT_ID_REUSED"
+    # both steps: a record that kept failing (a bug), passed only with this dead letter
+    PROCESSING_FAILED = "PROCESSING_FAILED"
+
+
 class ContractError(HubError):
     """An event or schema breaks the event contract.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from schemas.errors import ContractError, InvalidField, MalformedJson
 from schemas.shape import BadValue, safe_key
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_REQUIRED_KEYS = frozenset({"event_id", "type", "participant_id", "occurred_at", "payload"})
-_JSON_KEYS = _REQUIRED_KEYS | {"source_partner"}
+#: The envelope's required keys in envelope order: a missing one is named by ``field_path``
+#: (the first missing one in this order when several are).
+_ENVELOPE_ORDER = ("event_id", "type", "participant_id", "occurred_at", "payload")
+_JSON_KEYS = frozenset(_ENVELOPE_ORDER) | {"source_partner"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,24 @@ class Event:
 #: The UUID version reserved for the ids of events the hub derives (RFC 9562's custom version).
 #: No partner event may carry it, so no partner can take a derived event's id and suppress it.
 DERIVED_UUID_VERSION = 8
+#: The UUID version of every partner event id: random (RFC 9562 version 4, RFC variant).
+PARTNER_UUID_VERSION = 4
+#: The one format of a participant id: ``p-`` and 16 lowercase hex digits, 64 random bits the
+#: hub mints (:func:`mint_participant_id`; partners get one from ``POST /v1/participants``).
+#: Pseudonymous: it says nothing about the person.
+PARTICIPANT_ID_PATTERN = r"p-[0-9a-f]{16}"
+_PARTICIPANT_ID = re.compile(PARTICIPANT_ID_PATTERN)
+
+
+def mint_participant_id() -> str:
+    """Return a new participant id: ``p-`` and 64 bits from :mod:`secrets` as 16 lowercase hex
+    digits (so it matches :data:`PARTICIPANT_ID_PATTERN`)."""
+    return "p-" + secrets.token_hex(8)
+
+
+def is_participant_id(value: object) -> bool:
+    """True if ``value`` is a string in the format of :data:`PARTICIPANT_ID_PATTERN`."""
+    return isinstance(value, str) and _PARTICIPANT_ID.fullmatch(value) is not None
 
 
 def derived_event_id(namespace: uuid.UUID, name: str) -> str:
@@ -60,10 +81,36 @@ def derived_event_id(namespace: uuid.UUID, name: str) -> str:
 
 
 def check_envelope_semantics(event_id: object, participant_id: object) -> None:
-    """Check what the Avro types cannot: ``event_id`` is a UUID, ``participant_id`` non-empty.
+    """Check what the Avro types cannot, for every event a partner sends (and everything the
+    codec encodes): ``event_id`` is a random (version 4) UUID in canonical text form and
+    ``participant_id`` is a hub participant id (:data:`PARTICIPANT_ID_PATTERN`).
 
-    A version-8 ``event_id`` is refused: that version is reserved for events the hub derives.
-    Raises :class:`InvalidField` naming the field.
+    A version-8 ``event_id`` gets its own message: that version is reserved for events the hub
+    derives. Raises :class:`InvalidField` naming the field (never its value).
+    """
+    check_recorded_envelope(event_id, participant_id)
+    version, variant = str(event_id)[14], str(event_id)[19]
+    if version != str(PARTNER_UUID_VERSION) or variant not in "89abAB":
+        raise InvalidField(
+            f"event_id must be a random (version {PARTNER_UUID_VERSION}) UUID, as uuid4() "
+            "makes; other versions are refused",
+            field_path="event_id",
+        )
+    if not is_participant_id(participant_id):
+        raise InvalidField(
+            "participant_id must be a hub participant id: p- and 16 lowercase hex digits "
+            "(get one with POST /v1/participants)",
+            field_path="participant_id",
+        )
+
+
+def check_recorded_envelope(event_id: object, participant_id: object) -> None:
+    """The envelope rules a record of ``lead.events`` is decoded under: ``event_id`` a UUID in
+    canonical text form that is not of the derived version, ``participant_id`` non-empty.
+
+    The validator accepted the record under the rules of its day; a replay must decode the log
+    as it is, so the stricter partner-input rules (:func:`check_envelope_semantics`: version 4,
+    the participant id format) are not applied again. Raises :class:`InvalidField`.
     """
     if not isinstance(event_id, str) or _UUID.fullmatch(event_id) is None:
         raise InvalidField(
@@ -124,17 +171,21 @@ def event_from_json(obj: Any, catalog: Catalog) -> Event:
     """Parse and validate the JSON form against the latest schema of its ``type``.
 
     Payload fields that have a default in the schema may be omitted (they are filled in).
-    Raises :class:`MalformedJson` (not an envelope object), :class:`UnknownEventType` or
+    Raises :class:`MalformedJson` (not an envelope object; ``field_path`` names the first
+    missing envelope key, or an unknown one), :class:`UnknownEventType` or
     :class:`InvalidField` (with ``field_path``).
     """
     if not isinstance(obj, Mapping):
         raise MalformedJson(f"an event must be a JSON object, got {type(obj).__name__}")
-    missing = _REQUIRED_KEYS.difference(obj)
+    missing = [key for key in _ENVELOPE_ORDER if key not in obj]
     if missing:
-        raise MalformedJson(f"event envelope lacks {', '.join(sorted(missing))}")
+        raise MalformedJson(f"event envelope lacks {', '.join(missing)}",
+                            field_path=missing[0])
     unknown = [key for key in obj if key not in _JSON_KEYS]
     if unknown:
-        raise MalformedJson(f"unknown envelope key {safe_key(unknown[0])}")
+        shown = safe_key(unknown[0])
+        raise MalformedJson(f"unknown envelope key {shown}",
+                            field_path=shown if shown == unknown[0] else None)
     type_name = obj["type"]
     if not isinstance(type_name, str):
         raise InvalidField("type must be a string", field_path="type")

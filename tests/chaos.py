@@ -48,6 +48,7 @@ from processors.site import SitePolicy, load_site
 from producers.sdk import publish_by_source
 from producers.simulator import simulate
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 # isort: split
@@ -440,7 +441,7 @@ def check(counts: StageCounts, expected: Mapping[str, list[dict[str, Any]]],
     return failures
 
 
-def run_chaos(*, hub: Any, topics: TopicNames, bootstrap: str, database_url: str,
+def run_chaos(*, hub: Any, topics: TopicNames, kafka: KafkaConnection, database_url: str,
               live_view: Any, regime: Regime, seed: int, validators: int = 2,
               projectors: int = 2, burn_cores: int = 2, settle_timeout_s: float = 150.0,
               assert_recovery: bool = False) -> ChaosOutcome:
@@ -469,19 +470,19 @@ def run_chaos(*, hub: Any, topics: TopicNames, bootstrap: str, database_url: str
             hub.start(step, name=name)
         started = time.monotonic()
         owners: dict[str, Callable[[int], str]] = {}
-        monitor = ProgressMonitor(bootstrap, topics, partners, database_url, started,
+        monitor = ProgressMonitor(kafka, topics, partners, database_url, started,
                                   owners=lambda pid: owners["killer"](pid))
         killer = Killer(hub, members, rng, started, committed=monitor.latest)
         owners["killer"] = killer.owner
         monitor.start()
         killer.start()
         try:
-            publish_by_source(events, bootstrap, catalog=CATALOG, topics=topics,
+            publish_by_source(events, kafka, catalog=CATALOG, topics=topics,
                               rate=regime.rate)
             durations["publish"] = time.monotonic() - started
             killer.stop_killing()
             store = live_view.store
-            settled, pending, phases = wait_settled(bootstrap, topics, partners, store,
+            settled, pending, phases = wait_settled(kafka, topics, partners, store,
                                                     settle_timeout_s)
             durations["settle"] = time.monotonic() - started - durations["publish"]
             notes.append("settling took " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
@@ -498,7 +499,7 @@ def run_chaos(*, hub: Any, topics: TopicNames, bootstrap: str, database_url: str
         notes.append(f"monitor samples skipped: {dict(monitor.errors)} "
                      f"(of {len(monitor.samples)} taken)")
     checking = time.monotonic()
-    counts = count_stages(bootstrap, topics, partners, events, live_view)
+    counts = count_stages(kafka, topics, partners, events, live_view)
     expected = expected_view(site, events)
     failures += check(counts, expected, live_view)
     audits: dict[str, str] = {}

@@ -17,28 +17,29 @@ from schemas.canonical import decode_canonical
 from schemas.catalog import load_catalog
 from schemas.codec import decode
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 CATALOG = load_catalog()
 
 
-def inbound_end_offsets(bootstrap: str, topics: TopicNames,
+def inbound_end_offsets(kafka: KafkaConnection, topics: TopicNames,
                         partners: Iterable[str]) -> dict[tuple[str, int], int]:
     ends: dict[tuple[str, int], int] = {}
     for partner in partners:
-        with TopicReader(bootstrap, topics.inbound(partner), client_id="chaos-ends") as reader:
+        with TopicReader(kafka, topics.inbound(partner), client_id="chaos-ends") as reader:
             ends.update({(reader.topic, p): e for p, e in reader.end_offsets().items()})
     return ends
 
 
-def validator_lag(bootstrap: str, topics: TopicNames,
+def validator_lag(kafka: KafkaConnection, topics: TopicNames,
                   ends: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
     """Records of the inbound topics past the validator group's committed offsets (non-zero
     entries only)."""
     from kafka import KafkaAdminClient
 
     group = validator_group(topics)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="chaos-lag")
+    admin = KafkaAdminClient(**kafka.client_options(), client_id="chaos-lag")
     try:
         found = admin.list_group_offsets(group).get(group, {})
     finally:
@@ -48,23 +49,23 @@ def validator_lag(bootstrap: str, topics: TopicNames,
             if end - committed.get(tp, 0) > 0}
 
 
-def stable_lag(bootstrap: str, topic: str, high: Mapping[int, int]) -> dict[int, int]:
+def stable_lag(kafka: KafkaConnection, topic: str, high: Mapping[int, int]) -> dict[int, int]:
     """Per partition of ``topic``, how far its last stable offset is short of ``high`` (an
     open transaction hides everything after its first record from read_committed readers)."""
-    with TopicReader(bootstrap, topic, client_id="chaos-lso") as reader:
+    with TopicReader(kafka, topic, client_id="chaos-lso") as reader:
         stable = reader.end_offsets()
     return {p: h - stable.get(p, 0) for p, h in high.items() if stable.get(p, 0) < h}
 
 
-def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
-    with TopicReader(bootstrap, topic, client_id="chaos-hw",
+def high_watermarks(kafka: KafkaConnection, topic: str) -> dict[int, int]:
+    with TopicReader(kafka, topic, client_id="chaos-hw",
                      isolation_level="read_uncommitted") as reader:
         ends: dict[int, int] = reader.end_offsets()
         return ends
 
 
-def wait_settled(bootstrap: str, topics: TopicNames, partners: Sequence[str], store: ViewStore,
-                 timeout_s: float) -> tuple[bool, str, dict[str, float]]:
+def wait_settled(kafka: KafkaConnection, topics: TopicNames, partners: Sequence[str],
+                 store: ViewStore, timeout_s: float) -> tuple[bool, str, dict[str, float]]:
     """Wait until (1) the validators have no lag on the inbound topics, (2) no transaction
     open at that moment hides records of lead.events (its last stable offsets reach the high
     watermarks of that moment) and (3) the projectors' tracking rows reach the end of
@@ -72,11 +73,11 @@ def wait_settled(bootstrap: str, topics: TopicNames, partners: Sequence[str], st
     began = time.monotonic()
     deadline = began + timeout_s
     phases: dict[str, float] = {}
-    ends = inbound_end_offsets(bootstrap, topics, partners)
+    ends = inbound_end_offsets(kafka, topics, partners)
     lag: dict[tuple[str, int], int] = {}
     while time.monotonic() < deadline:
         try:
-            lag = validator_lag(bootstrap, topics, ends)
+            lag = validator_lag(kafka, topics, ends)
         except Exception as exc:
             lag = {("?", -1): -1}
             print(f"chaos: reading the validator group's offsets failed ({exc})")
@@ -86,16 +87,16 @@ def wait_settled(bootstrap: str, topics: TopicNames, partners: Sequence[str], st
     phases["validators"] = time.monotonic() - began
     if lag:
         return False, f"validator lag {lag}", phases
-    high = high_watermarks(bootstrap, topics.events)
-    hidden = stable_lag(bootstrap, topics.events, high)
+    high = high_watermarks(kafka, topics.events)
+    hidden = stable_lag(kafka, topics.events, high)
     while hidden and time.monotonic() < deadline:
         time.sleep(0.5)
-        hidden = stable_lag(bootstrap, topics.events, high)
+        hidden = stable_lag(kafka, topics.events, high)
     phases["open transactions"] = time.monotonic() - began - phases["validators"]
     if hidden:
         return False, (f"{topics.events}: open transactions still hide offsets below the high "
                        f"watermarks {high}: {hidden}"), phases
-    caught_up = wait_caught_up(bootstrap, topics.events, store,
+    caught_up = wait_caught_up(kafka, topics.events, store,
                                max(1.0, deadline - time.monotonic()))
     phases["projectors"] = (time.monotonic() - began - phases["validators"]
                             - phases["open transactions"])
@@ -160,13 +161,13 @@ class StageCounts:
         return "\n".join(lines)
 
 
-def _read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, bytes,
+def _read_topic(kafka: KafkaConnection, topic: str) -> list[tuple[int, int, bytes | None, bytes,
                                                            list[tuple[str, bytes | None]]]]:
-    with TopicReader(bootstrap, topic, client_id="chaos-count") as reader:
+    with TopicReader(kafka, topic, client_id="chaos-count") as reader:
         return list(reader.read_headed(reader.end_offsets()))
 
 
-def count_stages(bootstrap: str, topics: TopicNames, partners: Sequence[str],
+def count_stages(kafka: KafkaConnection, topics: TopicNames, partners: Sequence[str],
                  events: Sequence[Event], live_view: Any) -> StageCounts:
     """Read every stage: inbound topics, lead.events, lead.dlq (read_committed) and the view."""
     published: dict[str, set[str]] = {p: set() for p in partners}
@@ -175,7 +176,7 @@ def count_stages(bootstrap: str, topics: TopicNames, partners: Sequence[str],
     counts = StageCounts(list(partners), published)
     for partner in partners:
         topic = topics.inbound(partner)
-        records = _read_topic(bootstrap, topic)
+        records = _read_topic(kafka, topic)
         counts.inbound[partner] = len(records)
         for partition, offset, _, value, _ in records:
             try:
@@ -184,7 +185,7 @@ def count_stages(bootstrap: str, topics: TopicNames, partners: Sequence[str],
                 counts.undecodable.append(f"{topic}[{partition}]@{offset}")
                 continue
             counts.inbound_at.setdefault(event_id, []).append((topic, partition, offset))
-    for partition, offset, _, value, _ in _read_topic(bootstrap, topics.events):
+    for partition, offset, _, value, _ in _read_topic(kafka, topics.events):
         at = f"{topics.events}[{partition}]@{offset}"
         try:
             canonical = decode_canonical(value)
@@ -203,7 +204,7 @@ def count_stages(bootstrap: str, topics: TopicNames, partners: Sequence[str],
         counts.events_at.setdefault(event.event_id, []).append(
             (f"{canonical.ingest_topic}[{canonical.ingest_partition}]@"
              f"{canonical.ingest_offset}", partition, offset))
-    for partition, offset, _, _, headers in _read_topic(bootstrap, topics.dlq):
+    for partition, offset, _, _, headers in _read_topic(kafka, topics.dlq):
         letter = {k: (v or b"").decode(errors="replace") for k, v in headers}
         letter["at"] = f"{topics.dlq}[{partition}]@{offset}"
         counts.dlq.append(letter)

@@ -20,6 +20,7 @@ from consumers.audit.kafka_log import TopicReader
 from consumers.live_projector import projector_group
 from consumers.store import ViewStore
 from processors.kafka_validator import group_id as validator_group
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 RECOVERY_BOUND_S = 15.0
@@ -122,11 +123,11 @@ class ProgressMonitor(threading.Thread):
     ``owners(pid)`` names the hub process of a pid (for the open transactions it describes).
     """
 
-    def __init__(self, bootstrap: str, topics: TopicNames, partners: Iterable[str],
+    def __init__(self, kafka: KafkaConnection, topics: TopicNames, partners: Iterable[str],
                  database_url: str, started: float, interval_s: float = 0.3,
                  owners: Callable[[int], str] = str) -> None:
         super().__init__(name="chaos-monitor", daemon=True)
-        self.bootstrap = bootstrap
+        self.bootstrap = kafka
         self.topics = topics
         self.inbound = [topics.inbound(p) for p in partners]
         self.database_url = database_url
@@ -143,11 +144,11 @@ class ProgressMonitor(threading.Thread):
     def run(self) -> None:
         from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="chaos-monitor")
-        committed_view = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+        admin = KafkaAdminClient(**self.bootstrap.client_options(), client_id="chaos-monitor")
+        committed_view = KafkaConsumer(**self.bootstrap.client_options(), group_id=None,
                                        enable_auto_commit=False, client_id="chaos-monitor",
                                        isolation_level="read_committed")
-        raw_view = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+        raw_view = KafkaConsumer(**self.bootstrap.client_options(), group_id=None,
                                  enable_auto_commit=False, client_id="chaos-monitor-raw",
                                  isolation_level="read_uncommitted")
         probe = TopicReader(self.bootstrap, self.topics.events, client_id="chaos-probe")

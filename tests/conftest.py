@@ -1,8 +1,11 @@
 """Shared fixtures: a real Kafka broker and a database parametrized over SQLite and PostgreSQL.
 
 Kafka: ``LEADHUB_KAFKA_BOOTSTRAP`` if set; else a Docker engine that answers a ping runs
-testcontainers' Kafka; else the project's own launcher (Maven jars, KRaft). Under ``CI=true`` a
-service that cannot be had fails the run; elsewhere the dependent tests are skipped.
+testcontainers' Kafka (unsecured: the isolation tests then skip); else the project's own
+launcher (Maven jars, KRaft, SASL/SCRAM with ACLs). The ``kafka`` fixture is a
+:class:`KafkaConnection` as the broker's admin; the hub processes a test starts connect as
+their own least-privileged principals. Under ``CI=true`` a service that cannot be had fails the
+run; elsewhere the dependent tests are skipped.
 """
 
 from __future__ import annotations
@@ -15,10 +18,16 @@ from typing import Any
 
 import pytest
 
+from leadhub.kafka_credentials import kafka_connection
 from leadhub.settings import load_settings
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# The local broker's principals (leadhub/kafka_credentials.py): every process a test starts,
+# whatever LEADHUB_STATE_DIR it is given, connects as its role with these credentials.
+os.environ.setdefault("LEADHUB_KAFKA_CREDENTIALS_DIR", str(load_settings().kafka_credentials_dir))
 
 
 def _unavailable(what: str, exc: BaseException) -> None:
@@ -39,17 +48,17 @@ def _docker_engine_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap address of a real Kafka broker for this test session."""
+def kafka() -> Iterator[KafkaConnection]:
+    """A real Kafka broker for this test session, connected as its admin principal."""
     settings = load_settings()
     if settings.kafka_bootstrap:
-        yield settings.kafka_bootstrap
+        yield kafka_connection(settings, "admin")
         return
     if _docker_engine_answers():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer() as container:
-            yield container.get_bootstrap_server()
+            yield KafkaConnection(container.get_bootstrap_server())
         return
     from leadhub.services.kafka import KafkaService
 
@@ -58,7 +67,7 @@ def kafka_bootstrap() -> Iterator[str]:
         service.start()
     except Exception as exc:
         _unavailable("Kafka broker", exc)
-    yield service.bootstrap
+    yield service.admin
 
 
 @pytest.fixture(scope="session")
@@ -127,17 +136,17 @@ def topics(request: pytest.FixtureRequest) -> Iterator[TopicNames]:
     """
     names = TopicNames(prefix=f"t{uuid.uuid4().hex[:10]}.")
     yield names
-    if "kafka_bootstrap" in request.fixturenames:
-        _delete_prefix(request.getfixturevalue("kafka_bootstrap"), names.prefix)
+    if "kafka" in request.fixturenames:
+        _delete_prefix(request.getfixturevalue("kafka"), names.prefix)
 
 
-def _delete_prefix(bootstrap: str, prefix: str) -> None:
+def _delete_prefix(kafka: KafkaConnection, prefix: str) -> None:
     """Delete the prefix's topics and groups; a failure is reported, not a test failure."""
     from leadhub.services import ServiceError
     from leadhub.topics_admin import delete_prefix
 
     try:
-        delete_prefix(bootstrap, prefix)
+        delete_prefix(kafka, prefix)
     except ServiceError as exc:
         print(f"cleanup of {prefix}* failed: {exc}")
 
@@ -148,13 +157,14 @@ SITE_FILE = Path(__file__).resolve().parent.parent / "config" / "site.example.ya
 class HubProcesses:
     """``leadhub run`` child processes for one test, all sharing that test's topic prefix."""
 
-    def __init__(self, bootstrap: str, topics: TopicNames, state_dir: Path,
+    def __init__(self, kafka: KafkaConnection, topics: TopicNames, state_dir: Path,
                  database_url: str | None = None) -> None:
         import sys
 
-        self.env = dict(
-            os.environ,
-            LEADHUB_KAFKA_BOOTSTRAP=bootstrap,
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("LEADHUB_KAFKA_USERNAME", "LEADHUB_KAFKA_PASSWORD")}
+        self.env.update(
+            LEADHUB_KAFKA_BOOTSTRAP=kafka.bootstrap,
             LEADHUB_TOPIC_PREFIX=topics.prefix,
             LEADHUB_SITE_FILE=str(SITE_FILE),
             LEADHUB_STATE_DIR=str(state_dir),
@@ -213,9 +223,10 @@ class HubProcesses:
 
 
 @pytest.fixture
-def hub(kafka_bootstrap: str, topics: TopicNames, tmp_path: Path) -> Iterator[HubProcesses]:
+def hub(kafka: KafkaConnection, topics: TopicNames,
+        tmp_path: Path) -> Iterator[HubProcesses]:
     """Topics created under this test's prefix; start steps with ``hub.start(step)``."""
-    processes = HubProcesses(kafka_bootstrap, topics, tmp_path / "hub")
+    processes = HubProcesses(kafka, topics, tmp_path / "hub")
     created = processes.leadhub("topics", "create")
     assert created.returncode == 0, created.stderr
     yield processes

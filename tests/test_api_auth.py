@@ -20,6 +20,7 @@ from consumers.api.tables import api_credentials
 from leadhub.cli import main
 from processors.site import load_site
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 
 with warnings.catch_warnings():  # starlette's note about httpx2, at import time
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -44,10 +45,10 @@ class NullInbound:
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[CredentialStore]:
-    from consumers.api.app import open_schema
+    from consumers.api.accounts import migrate
 
     engine = create_engine(database_url)
-    open_schema(engine)
+    migrate(engine)
     yield CredentialStore(engine, SITE)
     engine.dispose()
 
@@ -102,8 +103,9 @@ def test_create_checks_partner_kind_and_user(store: CredentialStore) -> None:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[tuple[TestClient, CredentialStore]]:
-    app = create_api(ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}", "127.0.0.1:1"),
-                     site=SITE, access_log=MemoryAccessLog(), inbound=NullInbound())
+    app = create_api(ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}",
+                               KafkaConnection("127.0.0.1:1")), site=SITE,
+                     access_log=MemoryAccessLog(), inbound=NullInbound())
     with TestClient(app) as http:
         yield http, app.state.context.credentials
 

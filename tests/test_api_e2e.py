@@ -17,6 +17,7 @@ from kafka import KafkaConsumer
 from consumers.api.app import create_api
 from consumers.api.context import ApiConfig
 from processors.site import load_site
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 with warnings.catch_warnings():  # starlette's note about httpx2, at import time
@@ -35,8 +36,9 @@ def envelope(type_: str, participant: str, days: float, **payload: Any) -> dict[
             "payload": payload}
 
 
-def audit_records(bootstrap: str, topics: TopicNames, expected: int) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(topics.audit_access, bootstrap_servers=bootstrap,
+def audit_records(kafka: KafkaConnection, topics: TopicNames,
+                  expected: int) -> list[dict[str, Any]]:
+    consumer = KafkaConsumer(topics.audit_access, **kafka.client_options(),
                              auto_offset_reset="earliest", consumer_timeout_ms=10000)
     records = []
     for message in consumer:
@@ -49,11 +51,11 @@ def audit_records(bootstrap: str, topics: TopicNames, expected: int) -> list[dic
 
 
 def test_publish_through_gateway_read_through_staff_api(
-    hub: Any, topics: TopicNames, kafka_bootstrap: str, live_view: Any, database_url: str
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any, database_url: str
 ) -> None:
     hub.start("validator")
     hub.start("projector")
-    app = create_api(ApiConfig(database_url, kafka_bootstrap, topic_prefix=topics.prefix),
+    app = create_api(ApiConfig(database_url, kafka, topic_prefix=topics.prefix),
                      site=SITE)
     creds = app.state.context.credentials
 
@@ -94,7 +96,7 @@ def test_publish_through_gateway_read_through_staff_api(
         assert missing.status_code == 404
         returned.append(("county-pao", "{participant_id}", (), ()))
 
-    records = audit_records(kafka_bootstrap, topics, len(returned))
+    records = audit_records(kafka, topics, len(returned))
     seen = Counter((r["partner"], r["endpoint"].rsplit("/", 1)[-1], tuple(r["participant_ids"]),
                     tuple(r["event_ids"])) for r in records)
     expected = Counter((partner, {"caseload": "participants"}.get(endpoint, endpoint), ps, es)

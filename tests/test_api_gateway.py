@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastavro import schemaless_writer
 from kafka import KafkaConsumer
 
 from consumers.api.access_log import MemoryAccessLog
@@ -19,6 +22,7 @@ from processors.site import load_site
 from schemas.catalog import load_catalog
 from schemas.codec import decode, encode
 from schemas.event import Event, event_from_json
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 with warnings.catch_warnings():  # starlette's note about httpx2, at import time
@@ -54,7 +58,7 @@ def contact(participant: str = "P-1", **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[tuple[TestClient, RecordingInbound, dict[str, str]]]:
     inbound = RecordingInbound()
-    config = ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}", "127.0.0.1:1",
+    config = ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}", KafkaConnection("127.0.0.1:1"),
                        max_event_bytes=4096, max_batch_bytes=16384, max_batch_items=20)
     app = create_api(config, site=SITE, access_log=MemoryAccessLog(), inbound=inbound)
     store = app.state.context.credentials
@@ -166,10 +170,91 @@ def test_batch_json_array_and_json_lines_give_per_item_results(gateway: Any) -> 
     assert not_array.status_code == 400
 
 
+ENVELOPE_FIELDS = ("event_id", "type", "participant_id", "occurred_at", "payload")
+
+
+@pytest.mark.parametrize("field", ENVELOPE_FIELDS)
+def test_a_missing_envelope_field_is_named_by_field_path(gateway: Any, field: str) -> None:
+    http, inbound, auth = gateway
+    event = contact()
+    del event[field]
+    single = http.post("/v1/events", json=event, headers=auth)
+    assert single.status_code == 400
+    assert single.json()["error"] == {"code": "MALFORMED_JSON", "field_path": field,
+                                      "message": f"event envelope lacks {field}"}
+    batch = http.post("/v1/events:batch", json=[contact(), event], headers=auth)
+    assert [(r["status"], r.get("error", {}).get("field_path"))
+            for r in batch.json()["results"]] == [(202, None), (400, field)]
+    lines = http.post("/v1/events:batch", content=(json.dumps(event) + "\n").encode(),
+                      headers={**auth, "Content-Type": "application/x-ndjson"})
+    assert lines.json()["results"][0]["error"]["field_path"] == field
+    assert len(inbound.sent) == 1
+
+
+def test_several_missing_fields_name_the_first_in_envelope_order(gateway: Any) -> None:
+    http, _, auth = gateway
+    event = {"type": "ContactLogged", "payload": {}}
+    error = http.post("/v1/events", json=event, headers=auth).json()["error"]
+    assert error["field_path"] == "event_id"
+    assert error["message"] == "event envelope lacks event_id, participant_id, occurred_at"
+
+
+@pytest.mark.parametrize(("change", "path"), [
+    ({"payload": {"successful": True}}, "payload.contact_method"),
+    ({"payload": {"contact_method": "OUTREACH", "successful": True, "mood": "ok"}},
+     "payload.mood"),
+    ({"payload": []}, "payload"),
+    ({"event_id": "not-a-uuid"}, "event_id"),
+    ({"participant_id": "  "}, "participant_id"),
+    ({"occurred_at": "2026-03-02T15:04:05"}, "occurred_at"),
+    ({"type": 7}, "type"),
+    ({"type": "NoSuchType"}, "type"),
+    ({"source_partner": 7}, "source_partner"),
+    ({"extra": 1}, "extra"),
+])
+def test_a_wrong_field_is_named_by_field_path(gateway: Any, change: dict[str, Any],
+                                              path: str) -> None:
+    http, inbound, auth = gateway
+    response = http.post("/v1/events", json=contact(**change), headers=auth)
+    assert response.status_code == 400
+    assert response.json()["error"]["field_path"] == path
+    assert inbound.sent == []
+
+
+def _avro_body(event_id: str, participant_id: str) -> bytes:
+    """A ContactLogged single object written with fastavro alone (no envelope checks)."""
+    event_type = CATALOG.latest("ContactLogged")
+    out = io.BytesIO(b"\xc3\x01" + bytes.fromhex(event_type.fingerprint))
+    out.seek(0, io.SEEK_END)
+    schemaless_writer(out, event_type.schema, {
+        "event_id": event_id, "participant_id": participant_id,
+        "occurred_at": datetime(2026, 3, 2, 15, 4, 5, tzinfo=UTC), "source_partner": None,
+        "payload": {"contact_method": "OUTREACH", "successful": True,
+                    "duration_minutes": None}})
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("event_id", "participant_id", "path"), [
+    ("not-a-uuid", "p-3c5e0b8d91a24f67", "event_id"),
+    ("0b4c3f0e-5d7e-8c55-9f43-3d5b1e2a9c11", "p-3c5e0b8d91a24f67", "event_id"),  # version 8
+    (str(uuid.uuid4()), " ", "participant_id"),
+])
+def test_a_wrong_avro_envelope_field_is_named_by_field_path(
+        gateway: Any, event_id: str, participant_id: str, path: str) -> None:
+    http, inbound, auth = gateway
+    response = http.post("/v1/events", content=_avro_body(event_id, participant_id),
+                         headers={**auth, "Content-Type": AVRO})
+    assert response.status_code == 400
+    assert response.json()["error"]["field_path"] == path
+    good = http.post("/v1/events", content=_avro_body(str(uuid.uuid4()), "p-1"),
+                     headers={**auth, "Content-Type": AVRO})
+    assert good.status_code == 202 and len(inbound.sent) == 1
+
+
 @pytest.mark.integration
-def test_gateway_produces_to_the_partner_inbound_topic(kafka_bootstrap: str, tmp_path: Path,
+def test_gateway_produces_to_the_partner_inbound_topic(kafka: KafkaConnection, tmp_path: Path,
                                                        topics: TopicNames) -> None:
-    config = ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}", kafka_bootstrap,
+    config = ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}", kafka,
                        topic_prefix=topics.prefix)
     app = create_api(config, site=SITE, access_log=MemoryAccessLog())
     key = app.state.context.credentials.create("harbor-cm", "partner").secret
@@ -179,7 +264,7 @@ def test_gateway_produces_to_the_partner_inbound_topic(kafka_bootstrap: str, tmp
             response = http.post("/v1/events", json=event,
                                  headers={"Authorization": f"Bearer {key}"})
             assert response.status_code == 202
-    consumer = KafkaConsumer(topics.inbound("harbor-cm"), bootstrap_servers=kafka_bootstrap,
+    consumer = KafkaConsumer(topics.inbound("harbor-cm"), **kafka.client_options(),
                              auto_offset_reset="earliest", consumer_timeout_ms=5000)
     messages = list(consumer)
     consumer.close()
@@ -189,7 +274,7 @@ def test_gateway_produces_to_the_partner_inbound_topic(kafka_bootstrap: str, tmp
 
 
 def test_kafka_down_is_503_and_nothing_is_remembered(tmp_path: Path) -> None:
-    config = ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}", "127.0.0.1:9",
+    config = ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}", KafkaConnection("127.0.0.1:9"),
                        kafka_timeout_s=1.0)
     app = create_api(config, site=SITE, access_log=MemoryAccessLog())
     key = app.state.context.credentials.create("harbor-cm", "partner").secret

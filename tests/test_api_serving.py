@@ -21,6 +21,7 @@ from consumers.api.queries import parse_rows
 from consumers.store import RowChange, ViewStore
 from leadhub.cli_api import listening_socket
 from processors.site import load_site
+from schemas.kafka_connection import KafkaConnection
 
 with warnings.catch_warnings():  # starlette's note about httpx2, at import time
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -61,7 +62,7 @@ def test_reads_survive_connections_killed_while_idle(database_url: str) -> None:
     saved = app_module.IDLE_PING_S
     app_module.IDLE_PING_S = 0.05
     try:
-        app = create_api(ApiConfig(database_url, "127.0.0.1:1"), site=SITE,
+        app = create_api(ApiConfig(database_url, KafkaConnection("127.0.0.1:1")), site=SITE,
                          access_log=MemoryAccessLog())
     finally:
         app_module.IDLE_PING_S = saved

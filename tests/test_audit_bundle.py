@@ -9,6 +9,13 @@ dropped event, a reordered pair, an inserted event, an offset moved into a gap, 
 doctored manifest offsets, a forged checkpoint, another key. Each must fail, naming the offset,
 leaf (or checkpoint) where it was altered.
 
+Byte for byte: a bundle written by the exporter's own writer (:func:`finish_bundle`) from a
+synthetic log has a byte flipped in each of its files, each file removed, files added, and each
+manifest field changed, removed or added; each must fail naming that file or field. The cases
+are generated from the files and manifest fields such a bundle actually has, so a file or field
+added to the format is tested without anyone listing it; a broker test checks that a real
+export has the same files and fields and runs every case on it too.
+
 The first tests need no broker: a synthetic gapped log checks the verifier's offset rules.
 """
 
@@ -17,7 +24,11 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,10 +39,25 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consumers.audit.bundle import BUNDLE_FORMAT, Report, read_bundle_and_verify, verify_bundle
+from consumers.audit.bundle import (
+    EVENTS_FILE,
+    MANIFEST_FILE,
+    SEAL_FILE,
+    Report,
+    bundle_manifest,
+    event_line,
+    field_digests,
+    finish_bundle,
+    inventory,
+    read_bundle_and_verify,
+    schema_files,
+    seal_bytes,
+    verify_bundle,
+)
 from consumers.audit.checkpoints import (
     Checkpoint,
     Head,
+    key_id,
     public_bytes,
     record_leaf_hash,
     sign_checkpoint,
@@ -44,6 +70,7 @@ from schemas.canonical import CanonicalRecord, decode_canonical, encode_canonica
 from schemas.catalog import load_catalog
 from schemas.codec import encode
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 CATALOG = load_catalog()
@@ -70,10 +97,11 @@ def _value(p: int, offset: int) -> bytes:
 
 
 def _synthetic(cuts: list[dict[int, int]] = CUTS,
-               lie: dict[tuple[int, int], int] | None = None) -> tuple[Any, ...]:
+               lie: dict[tuple[int, int], int] | None = None,
+               key: Ed25519PrivateKey | None = None) -> tuple[Any, ...]:
     """(manifest, checkpoints, events, public key) of an honest export of ``OFFSETS``;
     ``lie`` replaces the end offset that checkpoint ``i`` signs for partition ``p``."""
-    key = Ed25519PrivateKey.generate()
+    key = key or Ed25519PrivateKey.generate()
     trees = {p: LeafHashes(record_leaf_hash(TOPIC, p, o, None, _value(p, o)) for o in offs)
              for p, offs in OFFSETS.items()}
     signed = []
@@ -98,9 +126,11 @@ def _synthetic(cuts: list[dict[int, int]] = CUTS,
                     "proof": [h.hex() for h in trees[p].consistency_proof(
                         signed[i].sizes()[p], signed[i + 1].sizes()[p])]}
                    for i in range(len(signed) - 1) for p in OFFSETS]
-    manifest = {"format": BUNDLE_FORMAT, "topic": TOPIC, "anchored": True,
-                "partitions": partitions, "consistency": consistency}
-    return manifest, [c.to_json() for c in signed], events, public_bytes(key.public_key())
+    public = public_bytes(key.public_key())
+    manifest = bundle_manifest(TOPIC, key_id(public), (T0, T0 + timedelta(hours=1)),
+                               T0 + timedelta(hours=2), True,
+                               {int(p): span for p, span in partitions.items()}, consistency)
+    return manifest, [c.to_json() for c in signed], events, public
 
 
 def _verify(manifest: Any, checkpoints: Any, events: Any, public: bytes) -> Report:
@@ -159,6 +189,212 @@ def test_the_end_offset_is_signed_and_format_1_is_refused() -> None:
         Checkpoint.from_json(old)
 
 
+# -- byte for byte: the seal over every file and manifest field (no broker) -------------------
+
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "avro"
+VERIFY_CLI = [sys.executable, "-m", "leadhub.cli", "audit", "verify"]
+
+
+def _write_synthetic(directory: Path, key: Ed25519PrivateKey | None = None) -> Path:
+    """A bundle of ``OFFSETS`` written by the exporter's own writer; returns ``directory``."""
+    key = key or Ed25519PrivateKey.generate()
+    manifest, checkpoints, events, _ = _synthetic(key=key)
+    directory.mkdir(parents=True)
+    (directory / EVENTS_FILE).write_text("".join(
+        event_line(e["partition"], e["offset"], e["leaf"], None, base64.b64decode(e["value"]),
+                   [bytes.fromhex(h) for h in e["proof"]]) for e in events))
+    finish_bundle(directory, key, manifest, [Checkpoint.from_json(c) for c in checkpoints],
+                  schema_files(SCHEMAS_DIR))
+    return directory
+
+
+def _at(manifest: Any, path: str) -> Any:
+    for name in path.split("."):
+        manifest = manifest[name]
+    return manifest
+
+
+def _layout() -> tuple[list[str], list[str], list[str]]:
+    """(files, manifest field paths, the paths whose value is not an object) of a bundle as the
+    exporter's writer makes it: what the parametrized cases below are generated from."""
+    with tempfile.TemporaryDirectory(prefix="leadhub-bundle-layout-") as tmp:
+        bundle = _write_synthetic(Path(tmp) / "bundle")
+        files, strays = inventory(bundle)
+        manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    assert not strays
+    fields = sorted(field_digests(manifest))
+    return sorted(files), fields, [f for f in fields if not isinstance(_at(manifest, f), dict)]
+
+
+FILES, FIELDS, LEAF_FIELDS = _layout()
+
+
+def _flip(path: Path, where: str) -> None:
+    """Flip the low bit of the file's first, middle or last byte."""
+    data = bytearray(path.read_bytes())
+    index = {"first": 0, "middle": len(data) // 2, "last": len(data) - 1}[where]
+    data[index] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _changed(value: Any) -> Any:
+    """Another value of the same JSON type."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return value + "0"
+    if isinstance(value, list):
+        return [*value, value[0]] if value else [0]
+    return "changed"
+
+
+def _edit_manifest(bundle: Path, path: str, how: str) -> None:
+    """``change`` the value at ``path``, ``remove`` it or ``add`` it (a new field)."""
+    target = bundle / MANIFEST_FILE
+    manifest = json.loads(target.read_text())
+    *parents, name = path.split(".")
+    holder = _at(manifest, ".".join(parents)) if parents else manifest
+    if how == "change":
+        holder[name] = _changed(holder[name])
+    elif how == "remove":
+        del holder[name]
+    else:
+        assert name not in holder
+        holder[name] = "added"
+    target.write_text(json.dumps(manifest, indent=2, sort_keys=True))  # as the writer does
+
+
+def _named(report: Report) -> set[str]:
+    return {f.file for f in report.failures if f.file is not None}
+
+
+def _fields_named(report: Report) -> set[str]:
+    return {f.field for f in report.failures if f.field is not None}
+
+
+@pytest.fixture
+def sealed(tmp_path: Path) -> Path:
+    """A fresh synthetic bundle, written and sealed by the exporter's writer."""
+    return _write_synthetic(tmp_path / "bundle")
+
+
+def test_an_untouched_sealed_bundle_verifies(sealed: Path) -> None:
+    report = read_bundle_and_verify(sealed)
+    assert report.ok, [f.describe() for f in report.failures]
+    assert report.records == 10 and report.checkpoints == 3
+    assert SEAL_FILE in FILES and MANIFEST_FILE in FILES
+    assert any(f.startswith("schemas/") for f in FILES)
+    assert {"window.from", "window.to", "exported_at"} <= set(LEAF_FIELDS)
+    done = subprocess.run([*VERIFY_CLI, str(sealed)], capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("verified: 10 records, 3 signed checkpoints, every file")
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+@pytest.mark.parametrize("path", FILES)
+def test_a_flipped_byte_in_any_file_is_named(sealed: Path, path: str, where: str) -> None:
+    _flip(sealed / path, where)
+    report = read_bundle_and_verify(sealed)
+    failures = [f.describe() for f in report.failures]
+    assert not report.ok
+    assert path in _named(report), failures
+    # nothing else is blamed (a changed key file also makes the seal's key a stranger)
+    assert _named(report) <= {path, SEAL_FILE}, failures
+    assert any(line.startswith(f"{path}: ") or line.startswith(f"{path} field ")
+               for line in failures), failures
+
+
+@pytest.mark.parametrize("path", FILES)
+def test_a_missing_file_is_named(sealed: Path, path: str) -> None:
+    (sealed / path).unlink()
+    report = read_bundle_and_verify(sealed)
+    assert any(f.file == path and f.reason.startswith("missing") for f in report.failures), [
+        f.describe() for f in report.failures]
+
+
+@pytest.mark.parametrize("extra", ["extra.txt", "schemas/Extra.avsc", "deeper/still/x.json",
+                                   "link", "empty/"])
+def test_an_unexpected_file_is_named(sealed: Path, extra: str) -> None:
+    target = sealed / extra
+    if extra == "link":
+        target.symlink_to(sealed / EVENTS_FILE)
+    elif extra.endswith("/"):
+        target.mkdir()
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("{}")
+    report = read_bundle_and_verify(sealed)
+    assert [f.describe() for f in report.failures] == [f"{extra}: unexpected: " + (
+        "a symbolic link" if extra == "link" else "an empty directory" if extra == "empty/"
+        else "the seal does not list this file")]
+
+
+CHANGES = ([(f, "change") for f in LEAF_FIELDS] + [(f, "remove") for f in FIELDS]
+           + [(f, "add") for f in ("note", "window.note", "partitions.7")])
+
+
+@pytest.mark.parametrize(("path", "how"), CHANGES)
+def test_a_changed_manifest_field_is_named(sealed: Path, path: str, how: str) -> None:
+    _edit_manifest(sealed, path, how)
+    report = read_bundle_and_verify(sealed)
+    failures = [f.describe() for f in report.failures]
+    assert _fields_named(report) == {path}, failures
+    reason = {"change": "changed", "remove": "removed", "add": "added"}[how]
+    assert any(line.startswith(f"manifest.json field {path!r}: {reason}")
+               for line in failures), failures
+    assert _named(report) == {MANIFEST_FILE}, failures
+
+
+def test_a_moved_window_fails_in_the_cli_with_exit_1(sealed: Path) -> None:
+    path = sealed / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["window"]["from"] = (T0 - timedelta(days=30)).isoformat()
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    done = subprocess.run([*VERIFY_CLI, str(sealed), "--json"], capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert not result["ok"]
+    assert result["first_failure"]["field"] == "window.from"
+    assert result["failures"] == ["manifest.json field 'window.from': changed: not the value "
+                                  "the hub sealed"]
+
+
+def test_a_reformatted_manifest_is_named(sealed: Path) -> None:
+    path = sealed / MANIFEST_FILE
+    path.write_text(json.dumps(json.loads(path.read_text())))
+    report = read_bundle_and_verify(sealed)
+    assert [f.describe() for f in report.failures] == [
+        f for f in (f.describe() for f in report.failures) if f.startswith("manifest.json: ")]
+    assert report.first is not None and "reformatted" in report.first.reason
+
+
+def test_a_seal_of_another_key_is_named(sealed: Path) -> None:
+    files, _ = inventory(sealed)
+    del files[SEAL_FILE]
+    manifest = json.loads((sealed / MANIFEST_FILE).read_text())
+    (sealed / SEAL_FILE).write_bytes(seal_bytes(Ed25519PrivateKey.generate(), manifest, files))
+    report = read_bundle_and_verify(sealed)
+    assert len(report.failures) == 1 and report.first is not None
+    assert report.first.file == SEAL_FILE and report.first.reason.startswith("sealed by key")
+
+
+def test_a_format_2_bundle_is_refused_with_advice(sealed: Path) -> None:
+    path = sealed / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["format"] = "leadhub-audit-bundle/2"
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (sealed / SEAL_FILE).unlink()
+    report = read_bundle_and_verify(sealed)
+    assert report.first is not None
+    assert report.first.describe().startswith("manifest.json field 'format': a format 2 bundle")
+    assert "export the window again" in report.first.reason
+    assert any(f.file == SEAL_FILE and f.reason.startswith("missing") for f in report.failures)
+
+
 # -- the real broker: a transactional lead.events ---------------------------------------------
 
 WINDOW = T0 + timedelta(days=1)
@@ -179,16 +415,16 @@ def _record(i: int, received_at: datetime, partner: str) -> tuple[int, bytes, by
 class _Log:
     """Writes lead.events in transactions, one per call, spread over every partition."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, kafka: KafkaConnection, topic: str) -> None:
         from kafka import KafkaProducer
 
         self.topic = topic
         self.count = 0
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+        self.producer = KafkaProducer(**kafka.client_options(), acks="all",
                                       transactional_id=f"audit-test-{uuid.uuid4().hex}")
         self.producer.init_transactions()
-        self.committed = TopicReader(bootstrap, topic)
-        self.uncommitted = TopicReader(bootstrap, topic, isolation_level="read_uncommitted")
+        self.committed = TopicReader(kafka, topic)
+        self.uncommitted = TopicReader(kafka, topic, isolation_level="read_uncommitted")
 
     def transaction(self, n: int, received_at: datetime, *, commit: bool = True) -> None:
         producer = self.producer
@@ -224,18 +460,18 @@ class _Log:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: Any, kafka_bootstrap: str) -> Iterator[tuple[Path, str]]:
+def exported(tmp_path_factory: Any, kafka: KafkaConnection) -> Iterator[tuple[Path, str]]:
     """A verified bundle and the key id, made once for every tamper test."""
     from tests.conftest import HubProcesses, _delete_prefix
 
     topics = TopicNames(prefix=f"t{uuid.uuid4().hex[:10]}.")
-    hub = HubProcesses(kafka_bootstrap, topics, tmp_path_factory.mktemp("hub"))
+    hub = HubProcesses(kafka, topics, tmp_path_factory.mktemp("hub"))
     try:
         assert hub.leadhub("topics", "create").returncode == 0
         keygen = hub.leadhub("audit", "keygen")
         assert keygen.returncode == 0, keygen.stderr
         kid = keygen.stdout.split()[2]
-        log = _Log(kafka_bootstrap, topics.events)
+        log = _Log(kafka, topics.events)
         try:
             log.transaction(8, T0, commit=False)  # the trees start on aborted offsets
             log.transaction(12, T0)
@@ -265,7 +501,7 @@ def exported(tmp_path_factory: Any, kafka_bootstrap: str) -> Iterator[tuple[Path
     finally:
         hub.stop_all()
     yield bundle, kid
-    _delete_prefix(kafka_bootstrap, topics.prefix)
+    _delete_prefix(kafka, topics.prefix)
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -472,3 +708,39 @@ def test_verify_cli_names_the_missing_leaf(exported: tuple[Path, str], tmp_path:
     assert done.returncode == 1
     assert (f"FAILED: partition {dropped['partition']} leaf #{dropped['leaf']}: missing"
             in done.stdout)
+
+
+@pytest.mark.integration
+def test_every_file_and_field_of_an_export_is_sealed(exported: tuple[Path, str],
+                                                     tmp_path: Path) -> None:
+    """The real export has the files and fields the synthetic cases cover, and every case
+    fails on it too, naming the file or field."""
+    bundle, kid = exported
+    files, strays = inventory(bundle)
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    assert not strays and sorted(files) == FILES
+
+    def shape(paths: Any) -> list[str]:
+        return sorted({re.sub(r"^partitions\.\d+", "partitions.N", p) for p in paths})
+
+    fields = sorted(field_digests(manifest))
+    assert shape(fields) == shape(FIELDS)
+    escaped: list[str] = []
+    cases = ([(path, "flip") for path in files] + [(path, "unlink") for path in files]
+             + [(f, "change") for f in fields if not isinstance(_at(manifest, f), dict)]
+             + [(f, "remove") for f in fields])
+    for n, (path, how) in enumerate(cases):
+        copy = tmp_path / f"case-{n}"
+        shutil.copytree(bundle, copy)
+        if how == "flip":
+            _flip(copy / path, "middle")
+        elif how == "unlink":
+            (copy / path).unlink()
+        else:
+            _edit_manifest(copy, path, how)
+        report = read_bundle_and_verify(copy, expected_key_id=kid)
+        named = _fields_named(report) if how in ("change", "remove") else _named(report)
+        if report.ok or path not in named:
+            escaped.append(f"{how} {path}: {[f.describe() for f in report.failures]}")
+        shutil.rmtree(copy)
+    assert escaped == []

@@ -16,6 +16,7 @@ from consumers.audit.kafka_log import TopicReader
 from producers.sdk import PartnerPublisher
 from schemas.catalog import load_catalog
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 CATALOG = load_catalog()
@@ -52,7 +53,7 @@ def test_access_records_are_read_per_participant_and_tolerantly() -> None:
 
 @pytest.mark.integration
 def test_disclosures_list_consented_rows_and_staff_reads(hub: Any, topics: TopicNames,
-                                                         kafka_bootstrap: str) -> None:
+                                                         kafka: KafkaConnection) -> None:
     hub.start("validator")
     p = f"P-{uuid.uuid4().hex[:8]}"
     housing = _event("HousingStatusChanged", p, T0, status="TRANSITIONAL", provider="Cedar")
@@ -62,16 +63,16 @@ def test_disclosures_list_consented_rows_and_staff_reads(hub: Any, topics: Topic
                    expires_at=T0 + timedelta(days=3650), exceptions=[], part2=False,
                    form_sha256="0" * 64)
     revoke = _event("ConsentRevoked", p, T0 + timedelta(hours=2), consent_id="c-1")
-    with PartnerPublisher("cedar-housing", kafka_bootstrap, catalog=CATALOG,
+    with PartnerPublisher("cedar-housing", kafka, catalog=CATALOG,
                           topics=topics) as pub:
         pub.publish(housing)
-    with PartnerPublisher("harbor-cm", kafka_bootstrap, catalog=CATALOG, topics=topics) as pub:
+    with PartnerPublisher("harbor-cm", kafka, catalog=CATALOG, topics=topics) as pub:
         pub.publish_many([grant, revoke])
-    raw = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    raw = KafkaProducer(**kafka.client_options())
     raw.send(topics.audit_access, key=b"defender-assoc", value=_access(p, housing.event_id))
     raw.send(topics.audit_access, key=b"x", value=b"\x00garbage").get(30)
     raw.close()
-    with TopicReader(kafka_bootstrap, topics.events) as reader:
+    with TopicReader(kafka, topics.events) as reader:
         deadline = time.monotonic() + 60
         while sum(reader.end_offsets().values()) < 3:
             assert time.monotonic() < deadline

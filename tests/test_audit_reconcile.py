@@ -31,6 +31,7 @@ from consumers.audit.reconcile_ledger import (
 )
 from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.errors import HubError
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 SITE_FILE = Path(__file__).resolve().parent.parent / "config" / "site.example.yaml"
@@ -218,8 +219,9 @@ def test_a_record_outside_the_scope_is_a_caller_error() -> None:
 PARTITIONS = 2
 
 
-def _run_cli(bootstrap: str, topics: TopicNames, tmp: Path, *args: str) -> Any:
-    env = dict(os.environ, LEADHUB_KAFKA_BOOTSTRAP=bootstrap, LEADHUB_TOPIC_PREFIX=topics.prefix,
+def _run_cli(kafka: KafkaConnection, topics: TopicNames, tmp: Path, *args: str) -> Any:
+    env = dict(os.environ, LEADHUB_KAFKA_BOOTSTRAP=kafka.bootstrap,
+               LEADHUB_TOPIC_PREFIX=topics.prefix,
                LEADHUB_SITE_FILE=str(SITE_FILE), LEADHUB_STATE_DIR=str(tmp),
                LEADHUB_PARTITIONS=str(PARTITIONS))
     return subprocess.run([sys.executable, "-m", "leadhub.cli", "audit", "reconcile", *args],
@@ -227,7 +229,7 @@ def _run_cli(bootstrap: str, topics: TopicNames, tmp: Path, *args: str) -> Any:
 
 
 @pytest.mark.integration
-def test_reconcile_names_exactly_the_lost_record(kafka_bootstrap: str, topics: TopicNames,
+def test_reconcile_names_exactly_the_lost_record(kafka: KafkaConnection, topics: TopicNames,
                                                  tmp_path: Path) -> None:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.structs import OffsetAndMetadata
@@ -236,11 +238,11 @@ def test_reconcile_names_exactly_the_lost_record(kafka_bootstrap: str, topics: T
     from processors.site import load_site
 
     site = load_site(SITE_FILE)
-    create_topics(kafka_bootstrap, topics, site, PARTITIONS)
+    create_topics(kafka, topics, site, PARTITIONS)
     cm, pd = topics.inbound("harbor-cm"), topics.inbound("evergreen-pd")
 
     # harbor-cm: a plain producer, three records on each partition
-    plain = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    plain = KafkaProducer(**kafka.client_options())
     written: list[RecordRef] = []
     for partition in range(PARTITIONS):
         for _ in range(3):
@@ -248,7 +250,7 @@ def test_reconcile_names_exactly_the_lost_record(kafka_bootstrap: str, topics: T
             written.append(RecordRef(cm, meta.partition, meta.offset))
     # evergreen-pd: a transactional producer; a committed transaction of two records on
     # partition 0, an aborted one (not readable), then one more committed record
-    txn = KafkaProducer(bootstrap_servers=kafka_bootstrap,
+    txn = KafkaProducer(**kafka.client_options(),
                         transactional_id=f"{topics.prefix}reconcile-test")
     txn.init_transactions()
     txn.begin_transaction()
@@ -278,7 +280,7 @@ def test_reconcile_names_exactly_the_lost_record(kafka_bootstrap: str, topics: T
     plain.flush()
 
     # the validator group has processed everything but evergreen-pd's last record
-    group = KafkaConsumer(bootstrap_servers=kafka_bootstrap,
+    group = KafkaConsumer(**kafka.client_options(),
                           group_id=f"{topics.prefix}leadhub-validator",
                           enable_auto_commit=False)
     group.commit({TopicPartition(cm, p): OffsetAndMetadata(3, "", -1)
@@ -286,7 +288,7 @@ def test_reconcile_names_exactly_the_lost_record(kafka_bootstrap: str, topics: T
                   TopicPartition(pd, 0): OffsetAndMetadata(pending.offset, "", -1)})
     group.close()
 
-    done = _run_cli(kafka_bootstrap, topics, tmp_path, "--json")
+    done = _run_cli(kafka, topics, tmp_path, "--json")
     assert done.returncode == 1 and done.stdout, done.stderr
     report = json.loads(done.stdout)
     assert report["unaccounted"] == [
@@ -300,7 +302,7 @@ def test_reconcile_names_exactly_the_lost_record(kafka_bootstrap: str, topics: T
         {"source": "event", "topic": pd, "partition": 0, "offset": aborted.offset, "refs": 1}]
     assert report["duplicates"][0]["offset"] == written[0].offset
 
-    text = _run_cli(kafka_bootstrap, topics, tmp_path)
+    text = _run_cli(kafka, topics, tmp_path)
     assert text.returncode == 1
     assert f"  {lost.topic} {lost.partition} {lost.offset}\n" in text.stdout
     assert "UNACCOUNTED: 1 of 9 inbound records" in text.stdout
@@ -309,20 +311,20 @@ def test_reconcile_names_exactly_the_lost_record(kafka_bootstrap: str, topics: T
     plain.send(topics.dlq, key=cm.encode(), value=b"raw",
                headers=_dlq_headers(lost.topic, lost.partition, lost.offset)).get(30)
     plain.close()
-    result = reconcile(kafka_bootstrap, topics, ["harbor-cm", "evergreen-pd"])
+    result = reconcile(kafka, topics, ["harbor-cm", "evergreen-pd"])
     assert result.complete and list(result.unaccounted_records()) == []
     assert result.totals.records == 9 and result.totals.dead_lettered == 2
     assert not result.ok(strict=True)  # the duplicate and the orphan remain findings
-    done = _run_cli(kafka_bootstrap, topics, tmp_path)
+    done = _run_cli(kafka, topics, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "accounted: all 9 inbound records" in done.stdout
-    assert _run_cli(kafka_bootstrap, topics, tmp_path, "--strict").returncode == 1
+    assert _run_cli(kafka, topics, tmp_path, "--strict").returncode == 1
 
 
 @pytest.mark.integration
-def test_reconcile_without_the_hub_topics_is_a_setup_error(kafka_bootstrap: str,
+def test_reconcile_without_the_hub_topics_is_a_setup_error(kafka: KafkaConnection,
                                                            topics: TopicNames,
                                                            tmp_path: Path) -> None:
-    done = _run_cli(kafka_bootstrap, topics, tmp_path)
+    done = _run_cli(kafka, topics, tmp_path)
     assert done.returncode == 2
     assert "does not exist" in done.stderr

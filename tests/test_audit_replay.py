@@ -3,6 +3,9 @@
 Messy: a simulated site published while the projector is killed with SIGKILL and restarted, a
 consent granted then revoked, a consent that expires while the hub runs (retracted by a clock
 tick), and a poison message dead-lettered by the validator.
+
+Time travel both ways: events received in another order than they occurred, asked about by
+receipt time (``as-of --at``) and by occurrence time (``as-of --occurred-by``).
 """
 
 from __future__ import annotations
@@ -20,13 +23,17 @@ import pytest
 from kafka import KafkaProducer
 
 from consumers.audit.digest import digest_rows
+from consumers.audit.kafka_log import TopicReader
 from consumers.audit.replay import ordered_rows
 from consumers.store import ViewStore
 from processors.site import load_site
 from producers.sdk import PartnerPublisher, publish_by_source
 from producers.simulator import simulate
+from schemas.canonical import decode_canonical
 from schemas.catalog import load_catalog
+from schemas.codec import decode
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 pytestmark = pytest.mark.integration
@@ -47,15 +54,15 @@ def _grant(participant: str, consent_id: str, at: datetime, expires: datetime) -
                   expires_at=expires, exceptions=[], part2=False, form_sha256="0" * 64)
 
 
-def _consent_story(bootstrap: str, topics: TopicNames) -> tuple[str, str]:
+def _consent_story(kafka: KafkaConnection, topics: TopicNames) -> tuple[str, str]:
     """A revoked consent for one participant, a soon-expiring one for another."""
     now = datetime.now(UTC)
     revoked, expiring = f"P-rev-{uuid.uuid4().hex[:6]}", f"P-exp-{uuid.uuid4().hex[:6]}"
-    with PartnerPublisher("cedar-housing", bootstrap, catalog=CATALOG, topics=topics) as pub:
+    with PartnerPublisher("cedar-housing", kafka, catalog=CATALOG, topics=topics) as pub:
         for p in (revoked, expiring):
             pub.publish(_event("HousingStatusChanged", p, START, status="TRANSITIONAL",
                                provider="Cedar Commons"))
-    with PartnerPublisher("harbor-cm", bootstrap, catalog=CATALOG, topics=topics) as pub:
+    with PartnerPublisher("harbor-cm", kafka, catalog=CATALOG, topics=topics) as pub:
         pub.publish(_grant(revoked, "c-rev", START + timedelta(hours=1), now + timedelta(days=9)))
         pub.publish(_grant(expiring, "c-exp", START + timedelta(hours=1),
                            now + timedelta(seconds=8)))
@@ -64,8 +71,8 @@ def _consent_story(bootstrap: str, topics: TopicNames) -> tuple[str, str]:
     return revoked, expiring
 
 
-def _poison(bootstrap: str, topics: TopicNames) -> None:
-    raw = KafkaProducer(bootstrap_servers=bootstrap)
+def _poison(kafka: KafkaConnection, topics: TopicNames) -> None:
+    raw = KafkaProducer(**kafka.client_options())
     raw.send(topics.inbound("evergreen-pd"), key=b"P-poison", value=b"\xc3\x01junk").get(30)
     raw.close()
 
@@ -79,15 +86,15 @@ def _cli_json(hub: Any, *args: str) -> tuple[int, Any, str]:
 
 
 def test_replay_equals_the_live_view_after_a_messy_run(
-    hub: Any, topics: TopicNames, kafka_bootstrap: str, database_url: str
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, database_url: str
 ) -> None:
     hub.env["LEADHUB_DATABASE_URL"] = database_url
     for step in ("validator", "projector"):
         hub.start(step)
     site = load_site(Path(hub.env["LEADHUB_SITE_FILE"]))
     events = list(simulate(site, CATALOG, 30, 120, 7, START))
-    _poison(kafka_bootstrap, topics)
-    revoked, expiring = _consent_story(kafka_bootstrap, topics)
+    _poison(kafka, topics)
+    revoked, expiring = _consent_story(kafka, topics)
 
     def kill_projector() -> None:
         time.sleep(1.5)
@@ -97,7 +104,7 @@ def test_replay_equals_the_live_view_after_a_messy_run(
     killer = threading.Thread(target=kill_projector)
     killer.start()
     try:
-        publish_by_source(events, kafka_bootstrap, catalog=CATALOG, topics=topics, rate=150)
+        publish_by_source(events, kafka, catalog=CATALOG, topics=topics, rate=150)
     finally:
         killer.join()
 
@@ -129,11 +136,11 @@ def test_replay_equals_the_live_view_after_a_messy_run(
 
 
 def test_replay_until_and_as_of_show_the_past(
-    hub: Any, topics: TopicNames, kafka_bootstrap: str, tmp_path: Path
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, tmp_path: Path
 ) -> None:
     hub.start("validator")
     hub.start("projector")
-    revoked, _ = _consent_story(kafka_bootstrap, topics)
+    revoked, _ = _consent_story(kafka, topics)
     # wait until the revocation is in lead.events, then look back at two instants
     time.sleep(6)
     code, rows_now, err = _cli_json(hub, "audit", "as-of", "--at",
@@ -155,3 +162,68 @@ def test_replay_until_and_as_of_show_the_past(
             "HousingStatusChanged"]
     finally:
         store.close()
+
+
+def _received(kafka: KafkaConnection, topics: TopicNames, events: list[Event],
+              timeout_s: float = 90.0) -> datetime:
+    """Wait until every one of ``events`` is in lead.events; return the latest received_at."""
+    wanted = {e.event_id for e in events}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found: dict[str, datetime] = {}
+        with TopicReader(kafka, topics.events) as reader:
+            for rec in reader.read(reader.end_offsets()):
+                record = decode_canonical(rec.value)
+                if record.kind == "EVENT":
+                    event_id = decode(record.event, CATALOG, strict=False).event_id
+                    if event_id in wanted:
+                        found[event_id] = record.received_at
+        if set(found) == wanted:
+            return max(found.values())
+        assert time.monotonic() < deadline, f"{len(wanted - set(found))} events never validated"
+        time.sleep(0.5)
+
+
+def test_as_of_by_receipt_and_by_occurrence_differ(
+    hub: Any, topics: TopicNames, kafka: KafkaConnection
+) -> None:
+    """Reported out of order: a consent and a housing event that occurred on day 14 arrive
+    first; a housing event of day 4 and the consent's revocation of day 9 arrive later. By
+    receipt time, right after the first batch, the defender saw day 14's event; by occurrence
+    time, on day 6 it would have seen day 4's, on day 16 nothing (revoked on day 9)."""
+    hub.start("validator")
+    participant = f"P-occ-{uuid.uuid4().hex[:6]}"
+    base = (datetime.now(UTC) - timedelta(days=90)).replace(microsecond=0)
+    day = timedelta(days=1)
+    grant = _grant(participant, "c-occ", base, base + 365 * day)
+    day4 = _event("HousingStatusChanged", participant, base + 4 * day, status="TRANSITIONAL",
+                  provider="Cedar Commons")
+    revoke = _event("ConsentRevoked", participant, base + 9 * day, consent_id="c-occ")
+    day14 = _event("HousingStatusChanged", participant, base + 14 * day, status="RENTAL",
+                   provider=None)
+    with PartnerPublisher("harbor-cm", kafka, catalog=CATALOG, topics=topics) as cm, \
+            PartnerPublisher("cedar-housing", kafka, catalog=CATALOG,
+                             topics=topics) as housing:
+        cm.publish(grant)
+        housing.publish(day14)
+        received_first = _received(kafka, topics, [grant, day14])
+        housing.publish(day4)
+        cm.publish(revoke)
+        _received(kafka, topics, [day4, revoke])
+
+    def as_of(*when: str, only: bool = True) -> list[str]:
+        code, rows, err = _cli_json(hub, "audit", "as-of", *when, "--as", "defender-assoc",
+                                    *(("--participant", participant) if only else ()),
+                                    "--json")
+        assert code == 0, err
+        return [row["event_id"] for row in rows]
+
+    at_first = ("--at", received_first.isoformat())
+    assert as_of(*at_first) == [day14.event_id]  # the revocation was not received yet
+    assert as_of("--at", datetime.now(UTC).isoformat()) == []
+    assert as_of("--occurred-by", (base + 6 * day).isoformat(), only=False) == [day4.event_id]
+    assert as_of("--occurred-by", (base + 16 * day).isoformat()) == []  # revoked on day 9
+    # what the hub knew right after the first batch about what had occurred by day 16
+    assert as_of(*at_first, "--occurred-by", (base + 16 * day).isoformat()) == [day14.event_id]
+    done = hub.leadhub("audit", "as-of", "--as", "defender-assoc")
+    assert done.returncode == 2 and "--occurred-by" in done.stderr

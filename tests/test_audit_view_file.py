@@ -37,6 +37,7 @@ from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import load_catalog
 from schemas.codec import encode
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 SITE_FILE = Path(__file__).resolve().parent.parent / "config" / "site.example.yaml"
@@ -129,13 +130,14 @@ def test_partitions_split_into_balanced_shares() -> None:
 
 # -- on the real broker -------------------------------------------------------------------------
 
-def _fill(bootstrap: str, topics: TopicNames, events: list[Event], stray: bool = False) -> None:
+def _fill(kafka: KafkaConnection, topics: TopicNames, events: list[Event],
+          stray: bool = False) -> None:
     """Write canonical records (daily CLOCKs on every partition) straight into lead.events.
 
     ``stray``: also write an event of the first participant to every partition, so that
     participant's records sit in partitions other than its key's.
     """
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(**kafka.client_options(), acks="all", linger_ms=5)
     next_tick = events[0].occurred_at + timedelta(hours=1)
     for offset, event in enumerate(events):
         while next_tick <= event.occurred_at:
@@ -158,12 +160,12 @@ def _fill(bootstrap: str, topics: TopicNames, events: list[Event], stray: bool =
     producer.close()
 
 
-def _one_process_digest(bootstrap: str, topics: TopicNames, tmp_path: Path,
+def _one_process_digest(kafka: KafkaConnection, topics: TopicNames, tmp_path: Path,
                         until: datetime | None = None) -> tuple[str, int]:
     """The digest of the change-by-change replay (the reference), and records read."""
     store = open_fresh_store(str(tmp_path / f"reference-{uuid.uuid4().hex[:6]}.sqlite"))
     try:
-        with TopicReader(bootstrap, topics.events) as reader:
+        with TopicReader(kafka, topics.events) as reader:
             writer = ViewWriter(store)
             replay = LogReplay(reader, Replayer(Projector(SITE, CATALOG), CATALOG), writer,
                                until=until)
@@ -184,35 +186,35 @@ def _file_digest(path: Path) -> str:
     return digest.sha256
 
 
-def _end(bootstrap: str, topics: TopicNames) -> dict[int, int]:
-    with TopicReader(bootstrap, topics.events) as reader:
+def _end(kafka: KafkaConnection, topics: TopicNames) -> dict[int, int]:
+    with TopicReader(kafka, topics.events) as reader:
         return reader.end_offsets()
 
 
 @pytest.mark.integration
 def test_parallel_replay_equals_the_one_process_replay(
-    kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
+    kafka: KafkaConnection, topics: TopicNames, tmp_path: Path
 ) -> None:
-    create_topics(kafka_bootstrap, topics, SITE, 4)
+    create_topics(kafka, topics, SITE, 4)
     events = _history(40, 200)
-    _fill(kafka_bootstrap, topics, events)
-    expected, records = _one_process_digest(kafka_bootstrap, topics, tmp_path)
-    end = _end(kafka_bootstrap, topics)
+    _fill(kafka, topics, events)
+    expected, records = _one_process_digest(kafka, topics, tmp_path)
+    end = _end(kafka, topics)
     core = CoreSpec(SITE_FILE)
     for workers in (2, 1):
         target = tmp_path / f"w{workers}.sqlite"
-        result = rebuild_view_file(kafka_bootstrap, topics.events, end, core, target,
+        result = rebuild_view_file(kafka, topics.events, end, core, target,
                                    workers=workers)
         assert (result.workers, result.records, result.skipped) == (workers, records, 0)
         assert result.participants == len({e.participant_id for e in events})
         assert _file_digest(target) == expected
     with pytest.raises(SetupError):
-        rebuild_view_file(kafka_bootstrap, topics.events, end, core, tmp_path / "w2.sqlite")
+        rebuild_view_file(kafka, topics.events, end, core, tmp_path / "w2.sqlite")
 
     until = events[len(events) // 2].occurred_at
-    expected_then, _ = _one_process_digest(kafka_bootstrap, topics, tmp_path, until)
+    expected_then, _ = _one_process_digest(kafka, topics, tmp_path, until)
     assert expected_then != expected
-    rebuild_view_file(kafka_bootstrap, topics.events, end, core, tmp_path / "then.sqlite",
+    rebuild_view_file(kafka, topics.events, end, core, tmp_path / "then.sqlite",
                       until=until, workers=2)
     assert _file_digest(tmp_path / "then.sqlite") == expected_then
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
@@ -220,13 +222,13 @@ def test_parallel_replay_equals_the_one_process_replay(
 
 @pytest.mark.integration
 def test_a_participant_in_two_partitions_falls_back_to_one_process(
-    kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
+    kafka: KafkaConnection, topics: TopicNames, tmp_path: Path
 ) -> None:
-    create_topics(kafka_bootstrap, topics, SITE, 4)
+    create_topics(kafka, topics, SITE, 4)
     events = _history(12, 60)
-    _fill(kafka_bootstrap, topics, events, stray=True)
-    expected, _ = _one_process_digest(kafka_bootstrap, topics, tmp_path)
-    result = rebuild_view_file(kafka_bootstrap, topics.events, _end(kafka_bootstrap, topics),
+    _fill(kafka, topics, events, stray=True)
+    expected, _ = _one_process_digest(kafka, topics, tmp_path)
+    result = rebuild_view_file(kafka, topics.events, _end(kafka, topics),
                                CoreSpec(SITE_FILE), tmp_path / "v.sqlite", workers=2)
     assert result.workers == 1
     assert _file_digest(tmp_path / "v.sqlite") == expected

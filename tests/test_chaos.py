@@ -39,6 +39,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import chaos
 
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 pytestmark = pytest.mark.integration
@@ -49,12 +50,12 @@ def _seed() -> int:
     return int(given) if given else random.SystemRandom().randrange(1_000_000)
 
 
-def _run(hub: Any, topics: TopicNames, kafka_bootstrap: str, database_url: str,
+def _run(hub: Any, topics: TopicNames, kafka: KafkaConnection, database_url: str,
          live_view: Any, regime: chaos.Regime) -> None:
     seed = _seed()
     print(f"\nchaos seed {seed} (LEADHUB_CHAOS_SEED={seed} replays the schedule)")
     outcome = chaos.run_chaos(
-        hub=hub, topics=topics, bootstrap=kafka_bootstrap, database_url=database_url,
+        hub=hub, topics=topics, kafka=kafka, database_url=database_url,
         live_view=live_view, regime=regime, seed=seed,
         assert_recovery=os.environ.get("LEADHUB_CHAOS_ASSERT_RECOVERY", "") == "1")
     report = outcome.report()
@@ -63,15 +64,15 @@ def _run(hub: Any, topics: TopicNames, kafka_bootstrap: str, database_url: str,
 
 
 def test_chaos_low_volume_every_partner_loses_and_doubles_nothing(
-    hub: Any, topics: TopicNames, kafka_bootstrap: str, database_url: str, live_view: Any
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, database_url: str, live_view: Any
 ) -> None:
-    _run(hub, topics, kafka_bootstrap, database_url, live_view, chaos.LOW)
+    _run(hub, topics, kafka, database_url, live_view, chaos.LOW)
 
 
 @pytest.mark.parametrize(
     "database_url",
     os.environ.get("LEADHUB_CHAOS_HIGH_DATABASES", "postgresql").split(","), indirect=True)
 def test_chaos_high_volume_loses_and_doubles_nothing(
-    hub: Any, topics: TopicNames, kafka_bootstrap: str, database_url: str, live_view: Any
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, database_url: str, live_view: Any
 ) -> None:
-    _run(hub, topics, kafka_bootstrap, database_url, live_view, chaos.HIGH)
+    _run(hub, topics, kafka, database_url, live_view, chaos.HIGH)

@@ -16,14 +16,16 @@ from schemas.catalog import load_catalog
 from schemas.codec import HEADER_SIZE, decode, encode
 from schemas.errors import MalformedBody, NonCanonicalBody, RejectReason
 from schemas.event import Event
+from tests.factories import participant_id
 
 CATALOG = load_catalog()
+PERSON = participant_id(7)
 T0 = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 # ContactLogged's body ends with the payload: contact_method (enum), successful (boolean),
 # duration_minutes (union null|int); with IN_PERSON, True and None those are 00 01 00.
 CONTACT = Event(
-    event_id=str(uuid.UUID(int=7, version=4)), type="ContactLogged", participant_id="P-7",
+    event_id=str(uuid.UUID(int=7, version=4)), type="ContactLogged", participant_id=PERSON,
     occurred_at=T0, payload={"contact_method": "IN_PERSON", "successful": True,
                              "duration_minutes": None},
 )
@@ -46,7 +48,7 @@ def _assert_not_canonical(data: bytes) -> None:
         decode(data, CATALOG)
     assert isinstance(caught.value, MalformedBody)
     assert caught.value.reason is RejectReason.MALFORMED_BODY
-    assert "P-7" not in str(caught.value) and "harbor-cm" not in str(caught.value)
+    assert PERSON not in str(caught.value) and "harbor-cm" not in str(caught.value)
 
 
 def test_the_canonical_encoding_still_decodes() -> None:
@@ -77,7 +79,7 @@ def test_a_non_minimal_varint_is_rejected() -> None:
 
 def test_an_array_in_two_blocks_is_rejected() -> None:
     grant = Event(
-        event_id=str(uuid.UUID(int=8, version=4)), type="ConsentGranted", participant_id="P-7",
+        event_id=str(uuid.UUID(int=8, version=4)), type="ConsentGranted", participant_id=PERSON,
         occurred_at=T0,
         payload={"consent_id": "c-1", "recipients": ["defender-assoc", "harbor-cm"],
                  "categories": ["HOUSING"], "purposes": ["legal_defense"], "valid_from": T0,
@@ -95,7 +97,7 @@ def test_an_array_in_two_blocks_is_rejected() -> None:
 
 def test_an_older_writer_version_is_checked_against_its_own_schema() -> None:
     referral = Event(
-        event_id=str(uuid.UUID(int=9, version=4)), type="ReferralMade", participant_id="P-7",
+        event_id=str(uuid.UUID(int=9, version=4)), type="ReferralMade", participant_id=PERSON,
         occurred_at=T0,
         payload={"door": "ARREST_DIVERSION", "offense_category": "THEFT_3",
                  "charges_held": True, "referring_officer": "Officer 7", "area": "North"},

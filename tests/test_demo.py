@@ -1,34 +1,65 @@
-"""The demo, headless for a bounded time: the hub comes up and the printed queries answer.
+"""The demo, headless for a bounded time: the hub comes up, the printed queries and the
+README's examples answer.
 
-The demo runs as ``leadhub demo`` would from a terminal. While it runs, this test executes the
-``curl`` commands and the ``leadhub view --api`` command it printed, exactly as printed, and
-checks what each partner sees of the same participant; then it sends Ctrl-C (SIGINT) and checks
-the demo stopped what it started.
+One demo runs for the module, with its default site (``make demo``'s data) streamed fast, as
+``leadhub demo`` would from a terminal. While it runs, the tests execute the ``curl`` commands
+and the ``leadhub view --api`` command it printed, exactly as printed, and check what each
+partner sees of the same participant; run the README's staff and auditor examples as written,
+with the values of the ``export`` line it prints, and check each answers with rows; and check
+that an audit window before the log says so. The last test sends Ctrl-C (SIGINT) and checks the
+demo stopped what it started.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
+import re
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from leadhub.demo import READY_MARK
+from leadhub.demo_showcase import README_VARIABLES
+from processors.timefmt import parse_instant
+from schemas.kafka_connection import KafkaConnection
+from schemas.topics import TopicNames
+from tests.readme_examples import (
+    PRINTED,
+    README_API,
+    answer_problem,
+    parse_export,
+    printed_values,
+    readme_examples,
+    stale_skips,
+    variables,
+)
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
 CLINICAL = {"SUD_TREATMENT", "MENTAL_HEALTH", "MEDICAL"}
 POLICE_MAY_SEE = {"PROGRAM_STATUS", "REFERRAL"}
 READY_TIMEOUT_S = 240.0
+#: How long a staff example may take to answer after the demo printed its values (the view
+#: catches up with the end of the stream within seconds).
+STAFF_WAIT_S = 60.0
+EXPORT_MARK = "export TOKEN="
+PUBLISHED_MARK = " events from "  # the line after the stream: "published N events from ..."
 
 
 def free_port() -> int:
@@ -57,7 +88,11 @@ class RunningDemo:
         self._queue.put(None)
 
     def wait_for(self, mark: str, timeout_s: float) -> str:
-        """Collect output until a line containing ``mark``; fail on exit or timeout."""
+        """The first line containing ``mark``, collecting output until it comes; fail on exit
+        or timeout."""
+        for line in self.lines:
+            if mark in line:
+                return line
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -103,54 +138,173 @@ def run_json(argv: list[str]) -> Any:
     return json.loads(result.stdout)
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the printed queries use curl")
-def test_demo_runs_headless_and_the_printed_queries_answer(hub: Any, tmp_path: Path) -> None:
-    hub.env["LEADHUB_DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+class Demo:
+    """The module's running demo: its process, the hub's environment and the API's port."""
+
+    def __init__(self, running: RunningDemo, hub: Any, port: int) -> None:
+        self.running = running
+        self.hub = hub
+        self.port = port
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def demo(kafka: KafkaConnection, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """``leadhub demo`` with its default site, streamed at 2000 events/s, once for the module;
+    the view ready. Stopped (Ctrl-C) afterwards unless a test did; its topics deleted."""
+    from tests.conftest import IN_CI, HubProcesses, _delete_prefix
+
+    if shutil.which("curl") is None:
+        message = "curl is missing: the demo's printed queries and the README's use it"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    topics = TopicNames(prefix=f"t{uuid.uuid4().hex[:10]}.")
+    state = tmp_path_factory.mktemp("demo")
+    hub = HubProcesses(kafka, topics, state)
+    hub.env["LEADHUB_DATABASE_URL"] = f"sqlite:///{state / 'demo.sqlite'}"
     port = free_port()
-    demo = RunningDemo(hub, "--participants", "80", "--days", "90", "--rate", "2000",
-                       "--port", str(port), "--duration", "600")
+    running = RunningDemo(hub, "--rate", "2000", "--port", str(port), "--duration", "600")
     try:
-        demo.wait_for(READY_MARK, READY_TIMEOUT_S)
-        assert f"API: http://127.0.0.1:{port}" in "\n".join(demo.lines)
-        published = next(line for line in demo.lines if line.startswith("published "))
-        assert " HTTP gateway" in published and " 0 HTTP" not in published, published
-
-        timelines: dict[str, list[dict[str, Any]]] = {}
-        queries = demo.commands("curl")
-        assert len(queries) >= 6, demo.output()
-        for comment, argv in queries:
-            answer = run_json(argv)
-            assert "error" not in answer, (comment, answer)
-            assert answer["items"], f"no rows for the printed query '{comment}'"
-            if "/timeline" in argv[-1]:
-                timelines[comment.split("[")[-1].rstrip("]")] = answer["items"]
-
-        police, prosecutor = timelines["evergreen-pd"], timelines["county-pao"]
-        manager, treatment = timelines["harbor-cm"], timelines["riverbend-sud"]
-        participant = {row["participant_id"] for row in police + manager + treatment}
-        assert len(participant) == 1, "the queries show one and the same participant"
-        for row in police + prosecutor:
-            assert not CLINICAL & set(row["categories"]), row["type"]
-        for row in police:
-            if row["source_partner"] != "evergreen-pd":
-                assert set(row["categories"]) <= POLICE_MAY_SEE, row["type"]
-        consents = {row["fields"].get("consent_id") for row in manager
-                    if row["type"] == "ConsentGranted"}
-        clinical = [row for row in manager if CLINICAL & set(row["categories"])
-                    and row["source_partner"] != "harbor-cm"]  # its own rows need no consent
-        assert clinical, "the case manager sees other partners' clinical rows under consent"
-        for row in clinical:
-            assert row["consent_ids"] and set(row["consent_ids"]) <= consents, row["type"]
-        assert len(manager) > len(police)
-        part2 = [row for row in treatment + manager if "SUD_TREATMENT" in row["categories"]]
-        assert part2 and all("42 CFR part 2" in (row["notice"] or "") for row in part2)
-
-        (_, view_argv), = demo.commands("leadhub")
-        via_api = run_json([hub.python, "-m", "leadhub.cli", *view_argv[1:], "--json"])
-        assert {row["event_id"] for row in via_api} == {row["event_id"] for row in manager}
+        running.wait_for(READY_MARK, READY_TIMEOUT_S)
+        yield Demo(running, hub, port)
     finally:
-        code, rest = demo.interrupt()
+        if running.process.poll() is None:
+            running.interrupt()
+        _delete_prefix(kafka, topics.prefix)
+
+
+def test_demo_runs_headless_and_the_printed_queries_answer(demo: Demo) -> None:
+    running = demo.running
+    assert f"API: {demo.api}" in "\n".join(running.lines)
+    assert "view database: sqlite:///" in "\n".join(running.lines)
+    published = running.wait_for(PUBLISHED_MARK, READY_TIMEOUT_S)
+    assert " HTTP gateway" in published and " 0 HTTP" not in published, published
+
+    timelines: dict[str, list[dict[str, Any]]] = {}
+    queries = running.commands("curl")
+    assert len(queries) >= 6, running.output()
+    for comment, argv in queries:
+        answer = run_json(argv)
+        assert "error" not in answer, (comment, answer)
+        assert answer["items"], f"no rows for the printed query '{comment}'"
+        if "/timeline" in argv[-1]:
+            timelines[comment.split("[")[-1].rstrip("]")] = answer["items"]
+
+    police, prosecutor = timelines["evergreen-pd"], timelines["county-pao"]
+    manager, treatment = timelines["harbor-cm"], timelines["riverbend-sud"]
+    participant = {row["participant_id"] for row in police + manager + treatment}
+    assert len(participant) == 1, "the queries show one and the same participant"
+    for row in police + prosecutor:
+        assert not CLINICAL & set(row["categories"]), row["type"]
+    for row in police:
+        if row["source_partner"] != "evergreen-pd":
+            assert set(row["categories"]) <= POLICE_MAY_SEE, row["type"]
+    consents = {row["fields"].get("consent_id") for row in manager
+                if row["type"] == "ConsentGranted"}
+    clinical = [row for row in manager if CLINICAL & set(row["categories"])
+                and row["source_partner"] != "harbor-cm"]  # its own rows need no consent
+    assert clinical, "the case manager sees other partners' clinical rows under consent"
+    for row in clinical:
+        assert row["consent_ids"] and set(row["consent_ids"]) <= consents, row["type"]
+    assert len(manager) > len(police)
+    part2 = [row for row in treatment + manager if "SUD_TREATMENT" in row["categories"]]
+    assert part2 and all("42 CFR part 2" in (row["notice"] or "") for row in part2)
+
+    (_, view_argv), = running.commands("leadhub")
+    via_api = run_json([demo.hub.python, "-m", "leadhub.cli", *view_argv[1:], "--json"])
+    assert {row["event_id"] for row in via_api} == {row["event_id"] for row in manager}
+
+
+def _readme_values(demo: Demo) -> dict[str, str]:
+    """The values of the demo's ``export`` line, checked against what the README documents."""
+    values = parse_export(demo.running.wait_for(EXPORT_MARK, READY_TIMEOUT_S))
+    assert tuple(values) == README_VARIABLES
+    for name in README_VARIABLES:
+        assert f"`{name}`" in README, f"the README does not say what {name} is"
+    named = re.search(r"`P`[^`]*`(p-[0-9a-f]{16})`\s+with the default options", README)
+    assert named and values["P"] == named.group(1), "the README names another participant"
+    return values
+
+
+def _run_example(line: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run one README line as written, by a shell, against the demo's API."""
+    return subprocess.run(["bash", "-c", line], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_the_readme_examples_answer_on_the_demos_data(demo: Demo, tmp_path: Path) -> None:
+    """Every staff and auditor example of the README, as written (with the documented values),
+    answers with rows; a failure or an empty answer fails, naming the example."""
+    values = _readme_values(demo)
+    examples = readme_examples(README)
+    assert len(examples) >= 12 and stale_skips(README) == []
+    env = dict(demo.hub.env, **values)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    problems: list[str] = []
+    timings: list[str] = []
+    for written in examples:
+        undocumented = variables(written) - set(values) - set(PRINTED)
+        assert not undocumented, f"{written}: {undocumented} are not documented placeholders"
+        line = written.replace(README_API, demo.api)
+        staff = line.startswith(("curl", "leadhub view"))
+        started = time.monotonic()
+        deadline = started + (STAFF_WAIT_S if staff else 0)
+        while True:
+            done = _run_example(line, env, tmp_path)
+            problem = answer_problem(written, done.returncode, done.stdout, done.stderr)
+            if problem is None or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)  # a staff example: the view may still be catching up
+        timings.append(f"{time.monotonic() - started:5.1f}s  {written[:90]}")
+        if problem is not None:
+            problems.append(problem)
+        else:
+            env.update(printed_values(written, done.stdout))
+    print("\n".join(["README examples on the demo's data:", *timings]))
+    assert problems == [], "\n".join(problems)
+
+
+def test_an_audit_window_before_the_log_says_so(demo: Demo, tmp_path: Path) -> None:
+    """The README's old example window (early 2026, before the demo ran): replay and export say
+    plainly that nothing was received then, name when the log's events were, and exit 3."""
+    from consumers.audit.checkpoints import key_paths
+
+    values = _readme_values(demo)
+    hub = demo.hub
+    replay = hub.leadhub("audit", "replay", "--until", "2026-02-01T00:00:00Z")
+    assert replay.returncode == 3, replay.stdout + replay.stderr
+    assert "(0 rows from 0 records" in replay.stdout
+    assert "no event of" in replay.stderr and "received_at" in replay.stderr, replay.stderr
+    first_event = _first_event_at(replay.stderr)
+    assert parse_instant(values["FROM"]) <= first_event <= parse_instant(values["UNTIL"])
+
+    if not key_paths(Path(hub.env["LEADHUB_STATE_DIR"]))[1].exists():
+        assert hub.leadhub("audit", "keygen").returncode == 0
+    checkpoint = hub.leadhub("audit", "checkpoint", "--once")
+    assert checkpoint.returncode == 0, checkpoint.stderr
+    bundle = tmp_path / "bundle"
+    export = hub.leadhub("audit", "export", "--from", "2026-01-01T00:00:00Z",
+                         "--to", "2026-02-01T00:00:00Z", str(bundle))
+    assert export.returncode == 3, export.stdout + export.stderr
+    assert "nothing to export" in export.stderr and "received_at" in export.stderr
+    assert parse_instant(values["FROM"]) <= _first_event_at(export.stderr)
+    assert not bundle.exists(), "an empty window writes no bundle"
+
+
+def _first_event_at(message: str) -> datetime:
+    """When the message says the log's first event was received."""
+    match = re.search(r"(?:its events from|its first event at) (\S+Z)", message)
+    assert match, message
+    return parse_instant(match.group(1))
+
+
+def test_ctrl_c_stops_what_the_demo_started(demo: Demo) -> None:
+    code, rest = demo.running.interrupt()
     assert code == 0, rest
     assert "demo stopped" in rest
     with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the demo's API still answers"
+        assert probe.connect_ex(("127.0.0.1", demo.port)) != 0, "the demo's API still answers"

@@ -17,6 +17,7 @@ from processors.kafka_validator import ValidatorCounters
 from producers.sdk import PartnerPublisher
 from schemas.catalog import load_catalog
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 CATALOG = load_catalog()
@@ -54,12 +55,12 @@ def test_validator_metrics_count_accepted_and_rejected_records() -> None:
 
 @pytest.mark.integration
 def test_status_shows_nothing_behind_once_the_hub_caught_up(
-        hub: Any, topics: TopicNames, kafka_bootstrap: str, live_view: Any) -> None:
+        hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any) -> None:
     p = f"P-{uuid.uuid4().hex[:8]}"
     events = [Event(str(uuid.uuid4()), "ContactLogged", p,
                     datetime(2026, 11, 2, 9, i, tzinfo=UTC),
                     {"contact_method": "OUTREACH", "successful": True}) for i in range(5)]
-    with PartnerPublisher("harbor-cm", kafka_bootstrap, catalog=CATALOG,
+    with PartnerPublisher("harbor-cm", kafka, catalog=CATALOG,
                           topics=topics) as publisher:
         publisher.publish_many(events)
     before = hub.leadhub("status", "--json")

@@ -12,6 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from producers.sdk import PartnerPublisher
 from schemas.catalog import load_catalog
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 pytestmark = pytest.mark.integration
@@ -25,20 +26,20 @@ def _event(type_: str, participant: str, at: datetime, **payload: Any) -> Event:
                  occurred_at=at, payload=payload)
 
 
-def _publish(bootstrap: str, topics: TopicNames, partner: str, *events: Event) -> None:
-    with PartnerPublisher(partner, bootstrap, catalog=CATALOG, topics=topics) as publisher:
+def _publish(kafka: KafkaConnection, topics: TopicNames, partner: str, *events: Event) -> None:
+    with PartnerPublisher(partner, kafka, catalog=CATALOG, topics=topics) as publisher:
         publisher.publish_many(events)
 
 
 def test_revocation_retracts_what_the_consent_shared(hub: Any, topics: TopicNames,
-                                                     kafka_bootstrap: str,
+                                                     kafka: KafkaConnection,
                                                      live_view: Any) -> None:
     hub.start("validator")
     hub.start("projector")
     p = f"P-{uuid.uuid4().hex[:8]}"
     housing = _event("HousingStatusChanged", p, T0, status="TRANSITIONAL",
                      provider="Cedar Commons")
-    _publish(kafka_bootstrap, topics, "cedar-housing", housing)
+    _publish(kafka, topics, "cedar-housing", housing)
     live_view.wait_for(lambda: live_view.rows("cedar-housing", p), what="(housing row)")
     assert live_view.rows("defender-assoc", p) == []
 
@@ -47,7 +48,7 @@ def test_revocation_retracts_what_the_consent_shared(hub: Any, topics: TopicName
                    purposes=["legal_defense"], valid_from=T0,
                    expires_at=T0 + timedelta(days=3650), exceptions=[], part2=False,
                    form_sha256="0" * 64)
-    _publish(kafka_bootstrap, topics, "harbor-cm", grant)
+    _publish(kafka, topics, "harbor-cm", grant)
     live_view.wait_for(lambda: [r["event_id"] for r in live_view.rows("defender-assoc", p)]
                        == [housing.event_id], what="(consented row)")
     shared = live_view.rows("defender-assoc", p)[0]
@@ -55,27 +56,27 @@ def test_revocation_retracts_what_the_consent_shared(hub: Any, topics: TopicName
     assert shared["consent_ids"] == ["c-housing-1"]
 
     revoke = _event("ConsentRevoked", p, T0 + timedelta(hours=2), consent_id="c-housing-1")
-    _publish(kafka_bootstrap, topics, "harbor-cm", revoke)
+    _publish(kafka, topics, "harbor-cm", revoke)
     live_view.wait_for(lambda: live_view.rows("defender-assoc", p) == [],
                        what="(row retracted)")
     assert [r["event_id"] for r in live_view.rows("cedar-housing", p)] == [housing.event_id]
 
 
 def test_poison_message_goes_to_the_dlq_and_the_pipeline_keeps_going(
-    hub: Any, topics: TopicNames, kafka_bootstrap: str, live_view: Any
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any
 ) -> None:
     hub.start("validator")
     hub.start("projector")
     p = f"P-{uuid.uuid4().hex[:8]}"
     poison = b"\xc3\x01not-a-fingerprint-nor-a-body"
-    raw = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    raw = KafkaProducer(**kafka.client_options())
     raw.send(topics.inbound("evergreen-pd"), key=p.encode(), value=poison).get(timeout=30)
     raw.close()
     contact = _event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
-    _publish(kafka_bootstrap, topics, "harbor-cm", contact)
+    _publish(kafka, topics, "harbor-cm", contact)
     live_view.wait_for(lambda: live_view.rows("harbor-cm", p), what="(row after poison)")
 
-    consumer = KafkaConsumer(topics.dlq, bootstrap_servers=kafka_bootstrap,
+    consumer = KafkaConsumer(topics.dlq, **kafka.client_options(),
                              auto_offset_reset="earliest", consumer_timeout_ms=20000)
     letters = [m for _, m in zip(range(1), consumer, strict=False)]
     consumer.close()
@@ -88,7 +89,7 @@ def test_poison_message_goes_to_the_dlq_and_the_pipeline_keeps_going(
 
 
 def test_a_valid_200_kib_event_reaches_the_view_and_an_oversized_one_the_dlq(
-    hub: Any, topics: TopicNames, kafka_bootstrap: str, live_view: Any
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any
 ) -> None:
     """Under the 256 KiB limit an event is projected like any other (no produced record of the
     hub grows past the broker's limit with it); over it, it is dead-lettered as TOO_LARGE with
@@ -101,16 +102,16 @@ def test_a_valid_200_kib_event_reaches_the_view_and_an_oversized_one_the_dlq(
     before = _event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
     after = _event("ContactLogged", p, T0 + timedelta(minutes=1), contact_method="PHONE",
                    successful=True)
-    _publish(kafka_bootstrap, topics, "harbor-cm", before, big, after)
+    _publish(kafka, topics, "harbor-cm", before, big, after)
     too_large = b"\xc3\x01" + b"x" * (300 * 1024)
-    raw = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=2 * 1024 * 1024)
+    raw = KafkaProducer(**kafka.client_options(), max_request_size=2 * 1024 * 1024)
     raw.send(topics.inbound("harbor-cm"), key=p.encode(), value=too_large).get(timeout=30)
     raw.close()
     live_view.wait_for(lambda: len(live_view.rows("harbor-cm", p)) == 3,
                        what="(the big event and its neighbours)")
     big_row = next(r for r in live_view.rows("harbor-cm", p) if r["event_id"] == big.event_id)
     assert len(big_row["fields"]["notes"]) == 200 * 1024
-    consumer = KafkaConsumer(topics.dlq, bootstrap_servers=kafka_bootstrap,
+    consumer = KafkaConsumer(topics.dlq, **kafka.client_options(),
                              auto_offset_reset="earliest", consumer_timeout_ms=20000,
                              isolation_level="read_committed")
     letters = [m for _, m in zip(range(1), consumer, strict=False)]

@@ -22,6 +22,7 @@ from producers.sdk import publish_by_source
 from producers.simulator import simulate
 from schemas.catalog import load_catalog
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 pytestmark = pytest.mark.integration
@@ -68,12 +69,12 @@ def _explain(live_view: Any, expected: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def test_published_site_equals_offline_projection(hub: Any, topics: TopicNames,
-                                                  kafka_bootstrap: str,
+                                                  kafka: KafkaConnection,
                                                   live_view: Any) -> None:
     hub.start("validator")
     hub.start("projector")
     events = _site_events(hub, participants=40, days=120, seed=11)
-    publish_by_source(events, kafka_bootstrap, catalog=CATALOG, topics=topics)
+    publish_by_source(events, kafka, catalog=CATALOG, topics=topics)
     expected = _expected(hub, events)
     assert sum(len(rows) for rows in expected.values()) > len(events)
     try:
@@ -91,26 +92,26 @@ def _killer(hub: Any, order: Iterator[str]) -> None:
         hub.start(step)
 
 
-def _publish_while(action: Callable[[], None], events: list[Event], bootstrap: str,
+def _publish_while(action: Callable[[], None], events: list[Event], kafka: KafkaConnection,
                    topics: TopicNames, rate: float) -> None:
     """Publish ``events`` at ``rate`` through the SDK while ``action`` runs in a thread."""
     worker = threading.Thread(target=action)
     worker.start()
     try:
-        publish_by_source(events, bootstrap, catalog=CATALOG, topics=topics, rate=rate)
+        publish_by_source(events, kafka, catalog=CATALOG, topics=topics, rate=rate)
     finally:
         worker.join()
 
 
 def test_kill_dash_nine_each_process_mid_stream_loses_and_doubles_nothing(
-    hub: Any, topics: TopicNames, kafka_bootstrap: str, database_url: str, live_view: Any
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, database_url: str, live_view: Any
 ) -> None:
     for step in ("validator", "projector"):
         hub.start(step)
     events = _site_events(hub, participants=60, days=180, seed=23)
     _publish_while(lambda: _killer(hub, iter(["validator", "projector", "validator",
                                               "projector"])),
-                   events, kafka_bootstrap, topics, rate=250)
+                   events, kafka, topics, rate=250)
     expected = _expected(hub, events)
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline and not _matches(live_view, expected):
@@ -119,7 +120,7 @@ def test_kill_dash_nine_each_process_mid_stream_loses_and_doubles_nothing(
 
 
 def test_projectors_joining_and_leaving_mid_stream_lose_and_double_nothing(
-    hub: Any, topics: TopicNames, kafka_bootstrap: str, live_view: Any
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any
 ) -> None:
     """Scale the projector out to two workers and back while events flow: two rebalances,
     each moving table partitions between workers under backpressure."""
@@ -133,7 +134,7 @@ def test_projectors_joining_and_leaving_mid_stream_lose_and_double_nothing(
         time.sleep(8.0)
         hub.kill("projector", signal.SIGTERM)
 
-    _publish_while(scale, events, kafka_bootstrap, topics, rate=120)
+    _publish_while(scale, events, kafka, topics, rate=120)
     expected = _expected(hub, events)
     try:
         live_view.wait_for(lambda: _matches(live_view, expected), timeout_s=150)
@@ -141,10 +142,10 @@ def test_projectors_joining_and_leaving_mid_stream_lose_and_double_nothing(
         print(_explain(live_view, expected))
         print(hub.log_tail("projector-2"))
         raise
-    assert _heads_follow_input(kafka_bootstrap, topics, live_view)
+    assert _heads_follow_input(kafka, topics, live_view)
 
 
-def _heads_follow_input(bootstrap: str, topics: TopicNames, live_view: Any) -> bool:
+def _heads_follow_input(kafka: KafkaConnection, topics: TopicNames, live_view: Any) -> bool:
     """Every participant's stored head names the lead.events partition its events are on."""
     from sqlalchemy import select
 
@@ -152,7 +153,7 @@ def _heads_follow_input(bootstrap: str, topics: TopicNames, live_view: Any) -> b
     from consumers.projection_store import participant_heads
 
     found: dict[str, set[int]] = {}
-    with TopicReader(bootstrap, topics.events, client_id="leadhub-test-heads") as reader:
+    with TopicReader(kafka, topics.events, client_id="leadhub-test-heads") as reader:
         for record in reader.read(reader.end_offsets()):
             if record.key is not None:
                 found.setdefault(record.key.decode(), set()).add(record.partition)

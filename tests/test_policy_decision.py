@@ -1,4 +1,5 @@
-"""The decision table: own source, always, with_consent (+ consent conditions), floor, emitters."""
+"""The decision table: own source, always, with_consent (+ consent conditions), floor, emitters,
+and the 42 CFR Part 2 rule (a Part 2 record opens only under a complete Part 2 consent)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,13 @@ def consent(consent_id: str = "C1", **changes: Any) -> Consent:
     return replace(base, **changes)
 
 
+def part2_consent(consent_id: str = "P2", **changes: Any) -> Consent:
+    """A complete Part 2 consent: part2, recipients, the SUD program as discloser, an expiry."""
+    complete: dict[str, Any] = {"part2": True,
+                                "disclosing_programs": frozenset({"role:sud_treatment"})}
+    return consent(consent_id, **{**complete, **changes})
+
+
 #: A site file that (wrongly) opens health data to enforcement roles, built past the loader.
 LOOSE_SITE = SitePolicy(
     name="loose",
@@ -84,6 +92,15 @@ LOOSE_SITE = SitePolicy(
         "police": {"SUD_TREATMENT": Access.ALWAYS, "MEDICAL": Access.WITH_CONSENT},
         "prosecutor": {"MENTAL_HEALTH": Access.ALWAYS},
     },
+    intake_deadline_days=14,
+    purposes=SITE.purposes,
+)
+
+#: A site that (wrongly) says ``always`` for Part 2 records, built past the loader.
+ALWAYS_SUD_SITE = SitePolicy(
+    name="always-sud",
+    partners=SITE.partners,
+    access={"case_management": {"SUD_TREATMENT": Access.ALWAYS}},
     intake_deadline_days=14,
     purposes=SITE.purposes,
 )
@@ -98,7 +115,9 @@ BASIS = [
      [consent(recipients=frozenset({"house"}))], False, ()),
     ("with_consent, none", SITE, "pda", "HOUSING", "house", [], False, ()),
     ("with_consent, covering", SITE, "pda", "HOUSING", "house", [consent()], True, ("C1",)),
-    ("with_consent, by role", SITE, "cm", "SUD_TREATMENT", "sud", [consent()], True, ("C1",)),
+    ("with_consent, by role", SITE, "cm", "HOUSING", "house", [consent()], True, ()),
+    ("part 2, complete consent", SITE, "cm", "SUD_TREATMENT", "sud", [part2_consent()], True,
+     ("P2",)),
     ("with_consent, two covering", SITE, "pda", "HOUSING", "house",
      [consent("C2"), consent("C1")], True, ("C1", "C2")),
     ("with_consent, other category", SITE, "pda", "HOUSING", "house",
@@ -127,6 +146,46 @@ BASIS = [
     ("floor beats own source", SITE, "pd", "MENTAL_HEALTH", "pd", [], False, ()),
     ("police with_consent non-health", SITE, "pd", "HOUSING", "house", [consent()], True,
      ("C1",)),
+    # -- 42 CFR Part 2: only a complete Part 2 consent naming the source opens a Part 2 record
+    ("part 2, ordinary consent listing SUD_TREATMENT", SITE, "cm", "SUD_TREATMENT", "sud",
+     [consent()], False, ()),
+    ("part 2, part2 flag without disclosing program (v1)", SITE, "cm", "SUD_TREATMENT", "sud",
+     [consent(part2=True)], False, ()),
+    ("part 2, names another program", SITE, "cm", "SUD_TREATMENT", "sud",
+     [part2_consent(disclosing_programs=frozenset({"house", "role:mental_health"}))], False, ()),
+    ("part 2, disclosing program by partner id", SITE, "pda", "SUD_TREATMENT", "sud",
+     [part2_consent(disclosing_programs=frozenset({"sud"}))], True, ("P2",)),
+    ("part 2, no expiry", SITE, "cm", "SUD_TREATMENT", "sud",
+     [part2_consent(expires_at=None)], False, ()),
+    ("part 2, expiry by program exit", SITE, "cm", "SUD_TREATMENT", "sud",
+     [part2_consent(expires_at=None, expires_on_event="PROGRAM_EXIT")], True, ("P2",)),
+    ("part 2, ended by program exit", SITE, "cm", "SUD_TREATMENT", "sud",
+     [part2_consent(expires_at=None, expires_on_event="PROGRAM_EXIT", ended_at=NOW - DAY)],
+     False, ()),
+    ("part 2, expired", SITE, "cm", "SUD_TREATMENT", "sud", [part2_consent(expires_at=NOW)],
+     False, ()),
+    ("part 2, revoked", SITE, "cm", "SUD_TREATMENT", "sud",
+     [part2_consent().revoked(NOW - DAY)], False, ()),
+    ("part 2, does not name the recipient", SITE, "cm", "SUD_TREATMENT", "sud",
+     [part2_consent(recipients=frozenset({"pda"}))], False, ()),
+    ("part 2, only the complete one is listed", SITE, "cm", "SUD_TREATMENT", "sud",
+     [consent("C1"), part2_consent("P2"), consent("C3", part2=True)], True, ("P2",)),
+    ("part 2, SUD data recorded by case management names it as discloser", SITE, "pda",
+     "SUD_TREATMENT", "cm", [part2_consent(disclosing_programs=frozenset({"cm"}))], True,
+     ("P2",)),
+    ("part 2, SUD data recorded by case management, SUD program named", SITE, "pda",
+     "SUD_TREATMENT", "cm", [part2_consent()], False, ()),
+    ("part 2, source unknown to the site opens nothing", SITE, "cm", "SUD_TREATMENT",
+     "stranger", [part2_consent(disclosing_programs=frozenset({"stranger"}))], False, ()),
+    ("part 2, own source needs no consent", SITE, "sud", "SUD_TREATMENT", "sud", [], True, ()),
+    ("part 2, site 'always' is not enough", ALWAYS_SUD_SITE, "cm", "SUD_TREATMENT", "sud",
+     [consent()], False, ()),
+    ("part 2, site 'always' still takes a Part 2 consent", ALWAYS_SUD_SITE, "cm",
+     "SUD_TREATMENT", "sud", [part2_consent()], True, ("P2",)),
+    ("part 2, floor beats a complete Part 2 consent", SITE, "pd", "SUD_TREATMENT", "sud",
+     [part2_consent()], False, ()),
+    ("part 2, site never beats a complete Part 2 consent", SITE, "house", "SUD_TREATMENT", "sud",
+     [part2_consent(recipients=frozenset({"house"}))], False, ()),
 ]
 
 
@@ -153,6 +212,12 @@ def test_effective_access_applies_floor_to_any_site() -> None:
     assert effective_access(LOOSE_SITE, "police", "SUD_TREATMENT") is Access.NEVER
     assert effective_access(SITE, "case_management", "HOUSING") is Access.ALWAYS
     assert effective_access(SITE, "housing", "LEGAL_CASE") is Access.NEVER
+
+
+def test_effective_access_never_says_always_for_part2_records() -> None:
+    assert effective_access(ALWAYS_SUD_SITE, "case_management", "SUD_TREATMENT") is (
+        Access.WITH_CONSENT)
+    assert effective_access(SITE, "case_management", "SUD_TREATMENT") is Access.WITH_CONSENT
 
 
 PAYLOAD = MappingProxyType({"status": "HOUSED", "provider": "Cedar", "secret": "x"})
@@ -197,7 +262,9 @@ def test_own_source_sees_unlabelled_fields_never() -> None:
 
 NOTICE = [
     ("SUD row to own source", "sud", "sud", "SUD_TREATMENT", [], True),
-    ("SUD row by consent", "cm", "sud", "SUD_TREATMENT", [consent()], True),
+    ("SUD row by Part 2 consent", "cm", "sud", "SUD_TREATMENT", [part2_consent()], True),
+    ("housing row on a v1-style part2 consent", "pda", "house", "HOUSING",
+     [consent(part2=True, disclosing_programs=frozenset())], True),
     ("housing row on a part2 consent", "pda", "house", "HOUSING", [consent(part2=True)], True),
     ("housing row on an ordinary consent", "pda", "house", "HOUSING", [consent()], False),
     ("housing row by site rule, part2 consent exists", "cm", "house", "HOUSING",

@@ -5,6 +5,11 @@ rules (docs/architecture.md "Where policy lives"), says what every recipient mus
 projector must agree with it after every step — so nothing leaks and nothing is lost,
 including after revocations and expiries.
 
+The reference holds the 42 CFR Part 2 rule as the issue states it: a Part 2 record (category
+SUD_TREATMENT, or anything a Part 2 program records) reaches another partner only under an
+active Part 2 consent that names the recipient, names the record's source among its disclosing
+programs and has an expiry; an ``always`` rule or an ordinary consent never opens it.
+
 The last property is the one the live pipeline rests on: whatever order a participant's events
 arrive in, each at a receive time at or after its occurred_at, the view after a final tick at T
 is exactly the offline projection of the same events in (occurred_at, event_id) order at T.
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,8 +50,24 @@ PROPERTY_SETTINGS = settings(
 DATA_TYPES = (
     "ReferralMade", "IntakeCompleted", "ServiceEncounter", "ServiceEnrolled",
     "HousingStatusChanged", "ChargesFiled", "AssessmentCompleted", "ContactLogged",
-    "IdentifierLinked", "BenefitsEnrolled",
+    "IdentifierLinked", "BenefitsEnrolled", "ParticipantExited",
 )
+#: Who a consent names as disclosing programs: mostly the SUD role, sometimes partners.
+DISCLOSERS = ("role:sud_treatment", "role:sud_treatment", *PARTNER_IDS, "role:case_management",
+              "role:medical")
+EXPIRY_EVENTS = (None, None, "PROGRAM_EXIT")
+
+
+def part2_elements(draw: st.DrawFn, broad: bool) -> dict[str, Any]:
+    """The Part 2 keys of a grant: complete, partial or absent (as a v1 grant decodes)."""
+    if draw(st.integers(0, 5)) == 0:
+        return {}  # a payload built without the v2 keys
+    return {
+        "part2": draw(st.booleans()) or broad,
+        "disclosing_programs": list(DISCLOSERS) if broad else draw(
+            st.lists(st.sampled_from(DISCLOSERS), max_size=2, unique=True)),
+        "expires_on_event": draw(st.sampled_from(EXPIRY_EVENTS)),
+    }
 SERVICE_TYPES = ("HOUSING", "SUD_TREATMENT", "MENTAL_HEALTH", "MEDICAL", "BENEFITS")
 
 
@@ -55,7 +76,8 @@ def sites(draw: st.DrawFn) -> SitePolicy:
     """Random sites, built past the loader: they may even try to open health data to police."""
     roles = ["case_management", *[draw(st.sampled_from(PARTNER_ROLES)) for _ in PARTNER_IDS[1:]]]
     partners = tuple(
-        Partner(pid, role, pid.upper(), draw(st.sampled_from(PURPOSES)))
+        Partner(pid, role, pid.upper(), draw(st.sampled_from(PURPOSES)),
+                part2_program=pid != "p0" and draw(st.integers(0, 4)) == 0)
         for pid, role in zip(PARTNER_IDS, roles, strict=True)
     )
     access = {
@@ -119,6 +141,7 @@ def histories(draw: st.DrawFn, length: int = 14) -> list[Step]:
                     st.fixed_dictionaries({"recipients": who, "categories": subset}), max_size=1)),
                 "part2": draw(st.booleans()),
                 "form_sha256": "ab" * 32,
+                **part2_elements(draw, broad),
             }
             event = Event(event_id, "ConsentGranted", "P1", at, payload, source)
         elif kind == "revoke":
@@ -153,12 +176,17 @@ def accepted(site: SitePolicy, steps: list[Step]) -> list[Event]:
 
 def reference_consents(events: list[Event]) -> list[Consent]:
     """Earliest grant per consent id (histories arrive in occurred_at order, ids increasing);
-    revoked at the first revocation (before or after the grant)."""
+    revoked at the first revocation (before or after the grant); a consent expiring on program
+    exit ends at the first exit at or after its grant."""
     grants: dict[str, Consent] = {}
     revoked: dict[str, datetime] = {}
+    exits = [event.occurred_at for event in events if event.type == "ParticipantExited"]
     for event in events:
         if event.type == "ConsentGranted":
             consent = consent_from_event(event)
+            if consent.expires_on_event == "PROGRAM_EXIT":
+                after = [at for at in exits if at >= event.occurred_at]
+                consent = replace(consent, ended_at=min(after, default=None))
             grants.setdefault(consent.consent_id, consent)
         elif event.type == "ConsentRevoked":
             revoked.setdefault(event.payload["consent_id"], event.occurred_at)
@@ -168,6 +196,20 @@ def reference_consents(events: list[Event]) -> list[Consent]:
     ]
 
 
+def complete_part2(consent: Consent, source: Partner | None) -> bool:
+    """The Part 2 consent elements, written out: Part 2, names the source, has an expiry."""
+    return (
+        consent.part2
+        and source is not None
+        and bool({source.id, f"role:{source.role}"} & consent.disclosing_programs)
+        and (consent.expires_at is not None or consent.expires_on_event is not None)
+    )
+
+
+def is_part2_program(partner: Partner | None) -> bool:
+    return partner is not None and (partner.part2_program or partner.role == "sud_treatment")
+
+
 def may_see(site: SitePolicy, partner: Partner, category: str, source: str | None,
             consents: list[Consent], now: datetime) -> bool:
     if floor_forbids(partner.role, category):
@@ -175,6 +217,12 @@ def may_see(site: SitePolicy, partner: Partner, category: str, source: str | Non
     if partner.id == source:
         return True
     rule = site.access_for(partner.role, category)
+    if category == "SUD_TREATMENT":  # a Part 2 record: a complete Part 2 consent or nothing
+        discloser = site.partner(source)
+        return rule is not Access.NEVER and any(
+            c.covers(partner, category, partner.purpose, now) and complete_part2(c, discloser)
+            for c in consents
+        )
     if rule is Access.ALWAYS:
         return True
     return rule is Access.WITH_CONSENT and any(
@@ -185,8 +233,7 @@ def may_see(site: SitePolicy, partner: Partner, category: str, source: str | Non
 def expected_fields(site: SitePolicy, partner: Partner, event: Event, consents: list[Consent],
                     now: datetime) -> tuple[str, ...] | None:
     event_type = CATALOG.latest(event.type)
-    source = site.partner(event.source_partner)
-    part2_program = source is not None and source.role == "sud_treatment"
+    part2_program = is_part2_program(site.partner(event.source_partner))
     row_category = "SUD_TREATMENT" if part2_program else event_type.event_category(event.payload)
     if not may_see(site, partner, row_category, event.source_partner, consents, now):
         return None
@@ -217,6 +264,13 @@ def check_against_reference(site: SitePolicy, steps: list[Step], state: Particip
                 for consent_id in row.consent_ids:
                     consent = next(c for c in consents if c.consent_id == consent_id)
                     assert consent.is_active(now)
+                part2_row = "SUD_TREATMENT" in row.categories
+                if part2_row:  # the § 2.32 notice on every Part 2 row
+                    assert row.notice is not None
+                if part2_row and partner.id != event.source_partner:
+                    source = site.partner(event.source_partner)
+                    assert any(complete_part2(c, source) for c in consents
+                               if c.consent_id in row.consent_ids)
         assert set(rows) <= {e.event_id for e in [*events, *derived]}
 
 
@@ -291,6 +345,93 @@ def test_resuming_from_stored_json_state_gives_the_same_result(
     assert head_changes + tail_changes == whole_changes
 
 
+@st.composite
+def part2_sites(draw: st.DrawFn) -> SitePolicy:
+    """Random sites where p1 is a Part 2 program and many roles may see SUD_TREATMENT with
+    consent (or, wrongly, always)."""
+    site = draw(sites())
+    partners = tuple(
+        replace(p, role="sud_treatment") if p.id == "p1" else p for p in site.partners)
+    part2_rules = st.sampled_from((Access.WITH_CONSENT, Access.WITH_CONSENT, Access.ALWAYS,
+                                   Access.NEVER))
+    access = {role: {**rules, "SUD_TREATMENT": draw(part2_rules)}
+              for role, rules in site.access.items()}
+    access.setdefault("sud_treatment", {})
+    return SitePolicy("part2", partners, access, site.intake_deadline_days, PURPOSES)
+
+
+PART2_CONSENT_IDS = ("C0", "C1", "C2", "C3")
+#: Disclosers that name the Part 2 program p1 or the case manager p0, or miss both.
+PART2_DISCLOSERS = ("role:sud_treatment", "p1", "p0", "role:case_management", "p2",
+                    "role:housing")
+
+
+@st.composite
+def part2_histories(draw: st.DrawFn, length: int = 12) -> list[Step]:
+    """SUD records from the Part 2 program p1 and from the case manager p0, Part 2 consents
+    complete or lacking an element, revocations, program exits and ticks."""
+    steps: list[Step] = []
+    at = T0
+    for index in range(draw(st.integers(1, length))):
+        at += timedelta(hours=draw(st.integers(0, 240)))
+        kind = draw(st.sampled_from(("sud", "sud", "grant", "grant", "grant", "revoke", "exit",
+                                     "tick")))
+        event_id = str(uuid.UUID(int=index + 1, version=4))
+        if kind == "tick":
+            steps.append(Step(None, at))
+            continue
+        if kind == "sud":
+            source = draw(st.sampled_from(("p1", "p1", "p0")))
+            type_name = draw(st.sampled_from(("ServiceEncounter", "ServiceEnrolled",
+                                              "IdentifierLinked")))
+            if source == "p0":
+                type_name = "ServiceEncounter"
+            payload = payload_for(type_name, draw)
+            if "service_type" in payload:
+                payload["service_type"] = "SUD_TREATMENT"
+            event = Event(event_id, type_name, "P1", at, payload, source)
+        elif kind == "grant":
+            payload = {
+                "consent_id": draw(st.sampled_from(PART2_CONSENT_IDS)),
+                "recipients": draw(st.lists(st.sampled_from(ALL_RECIPIENTS), min_size=5,
+                                            max_size=10, unique=True)),
+                "categories": ["SUD_TREATMENT", *draw(st.lists(st.sampled_from(CATEGORIES),
+                                                               max_size=2))],
+                "purposes": list(PURPOSES),
+                "valid_from": at,
+                "expires_at": draw(st.one_of(st.none(), hours_after(at, 1, 2000))),
+                "exceptions": [],
+                "part2": draw(st.integers(0, 2)) > 0,
+                "disclosing_programs": draw(st.lists(st.sampled_from(PART2_DISCLOSERS),
+                                                     max_size=2, unique=True)),
+                "expires_on_event": draw(st.sampled_from(EXPIRY_EVENTS)),
+                "form_sha256": "ab" * 32,
+            }
+            event = Event(event_id, "ConsentGranted", "P1", at, payload, "p0")
+        elif kind == "revoke":
+            event = Event(event_id, "ConsentRevoked", "P1", at,
+                          {"consent_id": draw(st.sampled_from(PART2_CONSENT_IDS))}, "p0")
+        else:
+            event = Event(event_id, "ParticipantExited", "P1", at, {"reason": "GRADUATED"}, "p0")
+        steps.append(Step(event, at))
+    return steps
+
+
+@PROPERTY_SETTINGS
+@given(site=part2_sites(), steps=part2_histories())
+def test_part2_records_open_only_under_complete_part2_consents(
+    site: SitePolicy, steps: list[Step]
+) -> None:
+    """After every step: a Part 2 record reaches a partner other than its source only while an
+    active Part 2 consent names the recipient, the source as discloser and has an expiry (not
+    after expiry, revocation or program exit; never by an ``always`` rule), and carries the
+    § 2.32 notice; the source always sees its own."""
+    state, changes = run(site, steps, check=True)
+    assert apply_changes({}, changes) == state.view_rows()
+    own = state.view_rows().get("p1", {})
+    assert all(e.event_id in own for e in accepted(site, steps) if e.source_partner == "p1")
+
+
 def _grant(event_id: int, consent_id: str, at: datetime, data: st.DataObject) -> Event:
     draw = data.draw
     payload = {
@@ -303,6 +444,7 @@ def _grant(event_id: int, consent_id: str, at: datetime, data: st.DataObject) ->
         "exceptions": [],
         "part2": draw(st.booleans()),
         "form_sha256": "cd" * 32,
+        **part2_elements(draw, False),
     }
     return Event(str(uuid.UUID(int=10_000 + event_id, version=4)), "ConsentGranted", "P1", at,
                  payload, "p0")
@@ -405,6 +547,7 @@ def participant_events(draw: st.DrawFn, deadline_days: int, size: int = 12) -> l
                     max_size=1)),
                 "part2": draw(st.booleans()),
                 "form_sha256": "ab" * 32,
+                **part2_elements(draw, broad),
             }
             event = Event(event_id, "ConsentGranted", "P1", at, payload, _source(draw))
         elif kind == "revoke":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -65,10 +66,16 @@ def grant(at: datetime, consent_id: str = "C1", **changes: Any) -> Event:
         "expires_at": at + 90 * DAY,
         "exceptions": [],
         "part2": True,
+        "disclosing_programs": [SUD],
+        "expires_on_event": None,
         "form_sha256": "ab" * 32,
     }
     payload.update(changes)
     return event("ConsentGranted", CM, at, **payload)
+
+
+def exit_(at: datetime) -> Event:
+    return event("ParticipantExited", CM, at, reason="GRADUATED")
 
 
 def revoke(at: datetime, consent_id: str = "C1") -> Event:
@@ -250,6 +257,108 @@ def test_a_late_earlier_grant_keeps_the_revocation_of_its_consent_id() -> None:
     run.project(grant(T0 + DAY, categories=["HOUSING"]), now=T0 + 4 * DAY)
     assert run.state is not None
     assert run.state.consents["C1"].revoked_at == T0 + 3 * DAY
+    assert sud.event_id not in run.rows(PDA)
+
+
+# -- 42 CFR Part 2: only a complete Part 2 consent naming the disclosing program ------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"part2": False},
+        {"disclosing_programs": []},  # what a ConsentGranted v1 decodes to
+        {"disclosing_programs": [MH, "role:mental_health"]},
+        {"disclosing_programs": [CM]},
+        {"expires_at": None},
+    ],
+    ids=["not a Part 2 consent", "no disclosing program (v1)", "names another program",
+         "names only the recorder of the consent", "no expiry"],
+)
+def test_a_part2_record_is_not_disclosed_under_an_incomplete_consent(
+    changes: dict[str, Any]
+) -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    linked = event("IdentifierLinked", SUD, T0, partner=SUD, local_id="RB-1")
+    run.project(sud)
+    run.project(linked)
+    housing = event("HousingStatusChanged", HOUSE, T0, status="HOUSED", provider="Cedar")
+    run.project(housing)
+    run.project(grant(T0 + DAY, **changes))
+    for recipient in (PDA, CM):
+        assert sud.event_id not in run.rows(recipient)
+        assert linked.event_id not in run.rows(recipient)
+    assert run.rows(PDA)[housing.event_id].consent_ids == ("C1",)  # HOUSING: any consent
+    assert sud.event_id in run.rows(SUD)  # the program still sees its own records
+
+
+@pytest.mark.parametrize("discloser", [SUD, "role:sud_treatment"])
+def test_a_complete_part2_consent_discloses_with_the_notice(discloser: str) -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(sud)
+    changes = run.project(grant(T0 + DAY, disclosing_programs=[discloser]))
+    assert {c.recipient for c in changes if c.event_id == sud.event_id} == {PDA, CM}
+    for recipient in (PDA, CM):
+        row = run.rows(recipient)[sud.event_id]
+        assert row.consent_ids == ("C1",) and row.notice == REDISCLOSURE_NOTICE
+    assert sud.event_id not in run.rows(PD) and sud.event_id not in run.rows(PAO)
+    assert sud.event_id not in run.rows(HOUSE)  # housing: SUD_TREATMENT never, consent or not
+
+
+def test_sud_data_a_case_manager_records_needs_the_case_manager_named_as_discloser() -> None:
+    run = Run()
+    referral_ = event("ServiceReferralMade", CM, T0, service_type="SUD_TREATMENT",
+                      provider=SUD, notes=None)
+    run.project(referral_)
+    run.project(grant(T0 + DAY, disclosing_programs=[SUD]))
+    assert referral_.event_id not in run.rows(PDA)
+    run.project(grant(T0 + 2 * DAY, consent_id="C2", disclosing_programs=[CM]))
+    assert run.rows(PDA)[referral_.event_id].consent_ids == ("C2",)
+
+
+def test_a_consent_expiring_on_program_exit_ends_at_the_exit_in_either_arrival_order() -> None:
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    on_exit = grant(T0 + DAY, expires_at=None, expires_on_event="PROGRAM_EXIT")
+    left = exit_(T0 + 10 * DAY)
+    run = Run()
+    run.project(sud)
+    run.project(on_exit)
+    run.tick(T0 + 10 * DAY - timedelta(microseconds=1))
+    assert sud.event_id in run.rows(PDA)
+    changes = run.project(left)
+    assert ("retract", PDA, sud.event_id) in {(c.kind, c.recipient, c.event_id) for c in changes}
+    assert run.state is not None
+    in_time = run.state.view_rows()
+    for order in itertools.permutations((sud, on_exit, left)):
+        late = Run()
+        for ev in order:
+            late.project(ev, now=T0 + 10 * DAY)
+        assert late.state is not None and late.state.consents["C1"].ended_at == T0 + 10 * DAY
+        assert late.state.view_rows() == in_time, order
+        assert apply_changes({}, late.changes) == in_time
+
+
+def test_an_exit_arriving_after_its_time_retracts_at_once_and_an_older_exit_ends_nothing() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(exit_(T0 - 30 * DAY))  # an earlier stay in the program
+    run.project(sud)
+    run.project(grant(T0 + DAY, expires_at=None, expires_on_event="PROGRAM_EXIT"))
+    assert sud.event_id in run.rows(CM)
+    changes = run.project(exit_(T0 + 3 * DAY), now=T0 + 5 * DAY)
+    assert ("retract", CM, sud.event_id) in {(c.kind, c.recipient, c.event_id) for c in changes}
+
+
+def test_a_dated_part2_consent_is_not_ended_by_an_exit() -> None:
+    run = Run()
+    sud = encounter(T0, "SUD_TREATMENT", SUD)
+    run.project(sud)
+    run.project(grant(T0 + DAY))
+    run.project(exit_(T0 + 2 * DAY))
+    assert sud.event_id in run.rows(PDA)
+    run.tick(T0 + DAY + 90 * DAY)
     assert sud.event_id not in run.rows(PDA)
 
 

@@ -3,7 +3,11 @@
 Each ``*_problems(readme)`` checker takes the README text and returns what is wrong with it;
 the tests assert the real README has no problems, and ``test_each_checker_catches_its_mistake``
 feeds every checker a README with one planted mistake, so none of them can pass vacuously.
-The ``curl`` queries the demo prints are run against the running demo by ``tests/test_demo.py``.
+The ``curl`` queries the demo prints, and the README's staff and auditor examples (with the
+values of the demo's ``export`` line), are run against the running demo by
+``tests/test_demo.py``; the tests at the end here check, without a broker, that those examples
+are found, that an empty or failed answer is caught, and that the participant the README names
+is the default demo's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import re
 import shlex
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ import pytest
 
 from leadhub.cli import build_parser
 from leadhub.settings import load_settings
+from schemas.kafka_connection import KafkaConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -190,8 +196,8 @@ def openapi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from processors.site import load_site
 
     url = f"sqlite:///{tmp_path_factory.mktemp('readme') / 'api.sqlite'}"
-    app = create_api(ApiConfig(url, "127.0.0.1:1"), site=load_site(load_settings({}).site_file),
-                     access_log=MemoryAccessLog())
+    app = create_api(ApiConfig(url, KafkaConnection("127.0.0.1:1")),
+                     site=load_site(load_settings({}).site_file), access_log=MemoryAccessLog())
     spec: dict[str, Any] = app.openapi()
     return spec
 
@@ -385,3 +391,107 @@ def test_each_checker_catches_its_mistake(checker: str, right: str, wrong: str,
         "headers": lambda text: staff_header_problems(text),
     }[checker](broken)
     assert found, f"the {checker} check missed: {wrong!r}"
+
+
+# -- the README's staff and auditor examples (run on the demo's data by tests/test_demo.py) ----
+
+#: A non-empty answer of each kind of example, as the commands print it.
+SAMPLE_ANSWERS = {
+    "curl": ('{"items": [{"participant_id": "p-0123456789abcdef"}], "next_cursor": null}', ""),
+    "leadhub view --as harbor-cm --purpose care_coordination --json": ('[{"event_id": "e"}]', ""),
+    "leadhub view --as": ("2026-09-01T00:00:00Z  p-0123456789abcdef  ReferralMade  REFERRAL\n",
+                          "1 rows"),
+    "leadhub audit replay": ("view digest sha256:ab (12 rows from 40 records of lead.events)\n",
+                             ""),
+    "leadhub audit compare": ("live   sha256:ab (12 rows)\nreplay sha256:ab (12 rows)\n"
+                              "match: the live view equals the replay of lead.events\n", ""),
+    "leadhub audit reconcile": ("accounted: all 1,234 inbound records are accepted, "
+                                "dead-lettered or pending (0 pending)\n", ""),
+    "leadhub audit as-of": ("2026-09-01T00:00:00Z  p-0123456789abcdef  ReferralMade  "
+                            "REFERRAL\n", "1 rows visible"),
+    "leadhub audit keygen": ("key id 0123456789abcdef\npublic key /x/audit/key.pub\n", ""),
+    "leadhub audit checkpoint --once": ("checkpoint 2026-11-30T14:00:00Z key k: p0=5 p1=7\n",
+                                        ""),
+    "leadhub audit export": ("exported 40 records of lead.events to b (key id k)\n", ""),
+    "leadhub audit verify": ("verified: 40 records, 1 signed checkpoints, key id k\n", ""),
+    "leadhub audit disclosures": ('{"disclosures": [{"kind": "materialized"}]}', ""),
+}
+
+
+def _sample(line: str) -> tuple[str, str]:
+    from tests.readme_examples import command_of
+
+    text = shlex.join(command_of(line))
+    return next(answer for prefix, answer in sorted(SAMPLE_ANSWERS.items(),
+                                                     key=lambda item: -len(item[0]))
+                if text.startswith(prefix))
+
+
+def test_the_staff_and_auditor_examples_are_found_and_every_skip_is_still_there() -> None:
+    from tests.readme_examples import command_of, readme_examples, stale_skips
+
+    examples = readme_examples(README)
+    kinds = {command_of(line)[0] for line in examples}
+    assert kinds == {"curl", "leadhub"}, kinds
+    assert sum(line.startswith("curl") for line in examples) >= 3
+    assert sum(line.startswith("leadhub audit") for line in examples) >= 9
+    assert stale_skips(README) == []
+
+
+def test_an_empty_or_failed_example_answer_is_caught() -> None:
+    """Each example has a rule reading its answer: a real answer passes, an empty one, a failure
+    or an answer no rule reads fails, so the demo test cannot pass on empty answers."""
+    from tests.readme_examples import answer_problem, readme_examples
+
+    for line in readme_examples(README):
+        stdout, stderr = _sample(line)
+        assert answer_problem(line, 0, stdout, stderr) is None, line
+        assert answer_problem(line, 1, stdout, stderr) is not None, line
+        empty = '{"items": [], "disclosures": []}' if stdout.startswith("{") else (
+            "[]" if stdout.startswith("[") else re.sub(r"\b[1-9][\d,]*", "0", stdout))
+        if "keygen" in line:
+            empty = "no key\n"
+        if (line.startswith("leadhub view") and "--json" not in line) or "as-of" in line:
+            empty = ""
+        assert answer_problem(line, 0, empty, "") is not None, (line, empty)
+    assert answer_problem("leadhub status", 0, "anything", "") is not None
+
+
+def test_the_readme_uses_only_the_placeholders_it_documents() -> None:
+    """The examples' variables are the demo's (``README_VARIABLES``, each explained in the
+    README) and those an example prints (KID); the demo's export line sets exactly those."""
+    from leadhub.demo_showcase import README_VARIABLES, Showcase, export_line, readme_values
+    from tests.readme_examples import PRINTED, parse_export, readme_examples, variables
+
+    used = set().union(*(variables(line) for line in readme_examples(README)))
+    assert used == set(README_VARIABLES) | set(PRINTED)
+    for name in README_VARIABLES:
+        assert f"`{name}`" in README
+    end = datetime(2026, 11, 30, 14, 5, 38, 123456, tzinfo=UTC)
+    showcase = Showcase("p-0123456789abcdef", {}, end - timedelta(days=40, hours=3))
+    values = readme_values(showcase, "lh_k_s3cr3t", end, 14, end + timedelta(seconds=3.5),
+                           end + timedelta(seconds=20.2))
+    assert values == {"TOKEN": "lh_k_s3cr3t", "P": "p-0123456789abcdef",
+                      "SINCE": "2026-10-21T00:00:00Z", "DUE_BEFORE": "2026-12-15T00:00:00Z",
+                      "FROM": "2026-11-30T14:05:41Z", "UNTIL": "2026-11-30T14:05:59Z"}
+    assert parse_export(export_line(values)) == values
+
+
+def test_the_readme_names_the_default_demos_participant() -> None:
+    """``leadhub demo`` with its default options shows the participant the README names."""
+    from leadhub.demo_showcase import pick_showcase
+    from processors.projector import Projector
+    from processors.site import load_site
+    from producers.simulator import simulate
+    from schemas.catalog import load_catalog
+
+    defaults = _subparsers(build_parser())["demo"].parse_args([])
+    site, catalog = load_site(load_settings({}).site_file), load_catalog()
+    end = datetime.now(UTC).replace(microsecond=0)
+    events = list(simulate(site, catalog, defaults.participants, defaults.days, defaults.seed,
+                           end - timedelta(days=defaults.days)))
+    showcase = pick_showcase(events, Projector(site, catalog), site)
+    named = re.search(r"`P`[^`]*`(p-[0-9a-f]{16})`\s+with the default options", README)
+    assert showcase is not None and named is not None
+    assert showcase.participant_id == named.group(1)
+    assert showcase.housing_from is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from schemas.kafka_connection import KafkaConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 LEADHUB = [sys.executable, "-m", "leadhub.cli"]
@@ -25,19 +28,19 @@ def _leadhub(*args: str, env: dict[str, str] | None = None,
                           env=env or dict(os.environ), timeout=timeout, check=False)
 
 
-def test_status_reports_both_services_with_addresses(kafka_bootstrap: str,
+def test_status_reports_both_services_with_addresses(kafka: KafkaConnection,
                                                      postgres_server_url: str) -> None:
     result = _leadhub("services", "status", "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 0, result.stderr
-    assert report["kafka"]["running"] and report["kafka"]["address"] == kafka_bootstrap
+    assert report["kafka"]["running"] and report["kafka"]["address"] == kafka
     assert report["postgres"]["running"]
     assert report["postgres"]["address"].startswith("postgresql+psycopg://")
     text = _leadhub("services", "status").stdout
     assert "kafka" in text and "127.0.0.1" in text and "postgres" in text
 
 
-def test_start_when_running_says_so(kafka_bootstrap: str) -> None:
+def test_start_when_running_says_so(kafka: KafkaConnection) -> None:
     result = _leadhub("services", "start", "kafka")
     assert result.returncode == 0
     assert "already running" in result.stdout or "external" in result.stdout
@@ -67,7 +70,8 @@ def test_publish_with_no_broker_fails_fast_and_clearly(tmp_path: Path) -> None:
              "source_partner": None, "payload": {"consent_id": "c-1"}}
     events = tmp_path / "one.jsonl"
     events.write_text(json.dumps(event) + "\n")
-    env = dict(os.environ, LEADHUB_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    env = dict(os.environ, LEADHUB_KAFKA_BOOTSTRAP="127.0.0.1:1",
+               LEADHUB_KAFKA_USERNAME="casemgmt", LEADHUB_KAFKA_PASSWORD="not-checked-here")
     started = time.monotonic()
     result = _leadhub("publish", "--as", "casemgmt", str(events), env=env, timeout=90)
     elapsed = time.monotonic() - started
@@ -77,16 +81,41 @@ def test_publish_with_no_broker_fails_fast_and_clearly(tmp_path: Path) -> None:
     assert "leadhub: error: cannot reach Kafka at 127.0.0.1:1" in result.stderr
 
 
+def test_publish_without_a_partner_credential_is_refused(tmp_path: Path) -> None:
+    events = tmp_path / "none.jsonl"
+    events.write_text("")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LEADHUB_KAFKA_USERNAME", "LEADHUB_KAFKA_PASSWORD")}
+    refused = _leadhub("publish", "--as", "county-pao", str(events), env=env)
+    assert refused.returncode == 2
+    assert "LEADHUB_KAFKA_USERNAME" in refused.stderr and "Traceback" not in refused.stderr
+    other = _leadhub("publish", "--as", "county-pao", str(events),
+                     env=dict(env, LEADHUB_KAFKA_USERNAME="evergreen-pd",
+                              LEADHUB_KAFKA_PASSWORD="x"))
+    assert other.returncode == 2
+    assert "not county-pao" in other.stderr
+
+
 def test_compose_file_is_valid_for_deployment() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert services["kafka"]["image"].startswith("apache/kafka:")
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert {"postgres", "validator", "projector"} <= set(services)
+    broker = services["kafka"]["command"][0]
+    assert "process.roles=broker,controller" in broker
+    assert "StandardAuthorizer" in broker and "allow.everyone.if.no.acl.found=false" in broker
+    protocols = next(line for line in broker.splitlines()
+                     if "listener.security.protocol.map=" in line)
+    assert set(re.findall(r":(\w+)", protocols)) == {"SASL_PLAINTEXT"}, protocols
+    assert {"postgres", "validator", "projector", "api", "topics"} <= set(services)
     assert "sink" not in services
+    for name, role in (("validator", "validator"), ("projector", "projector"),
+                       ("api", "api"), ("topics", "admin")):
+        assert services[name]["environment"]["LEADHUB_KAFKA_USERNAME"] == f"leadhub-{role}"
+        assert f"name=leadhub-{role}," in broker
     if shutil.which("docker") and subprocess.run(
         ["docker", "compose", "version"], capture_output=True, check=False
     ).returncode == 0:
-        checked = subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT,
+        checked = subprocess.run(["docker", "compose", "--env-file", ".env.example", "config",
+                                  "-q"], cwd=ROOT,
                                  capture_output=True, text=True, check=False)
         assert checked.returncode == 0, checked.stderr

@@ -16,21 +16,24 @@ from schemas.catalog import load_catalog
 from schemas.codec import decode, encode
 from schemas.event import Event
 from schemas.topics import TopicNames
+from tests.factories import participant_id
 
 SITE = load_site(Path(__file__).resolve().parent.parent / "config" / "site.example.yaml")
 CATALOG = load_catalog()
 TOPICS = TopicNames()
 RECEIVED = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+PERSON = participant_id(1)
+KEY = PERSON.encode()
 
 REFERRAL = Event(
-    event_id=str(uuid.UUID(int=1)), type="ReferralMade", participant_id="P-1",
+    event_id=str(uuid.UUID(int=1, version=4)), type="ReferralMade", participant_id=PERSON,
     occurred_at=datetime(2026, 11, 25, 9, 0, tzinfo=UTC),
     payload={"door": "ARREST_DIVERSION", "offense_category": "THEFT_3", "charges_held": True,
              "referring_officer": "Officer 7", "area": "North"},
 )
 
 
-def _validate(partner: str, value: bytes, key: bytes = b"P-1") -> Accepted | DeadLetter:
+def _validate(partner: str, value: bytes, key: bytes = KEY) -> Accepted | DeadLetter:
     return validate_inbound(topic=TOPICS.inbound(partner), partition=2, offset=41, key=key,
                             value=value, received_at=RECEIVED, topics=TOPICS, site=SITE,
                             catalog=CATALOG)
@@ -39,7 +42,7 @@ def _validate(partner: str, value: bytes, key: bytes = b"P-1") -> Accepted | Dea
 def test_accepted_event_is_stamped_from_the_topic_and_wrapped() -> None:
     outcome = _validate("evergreen-pd", encode(REFERRAL, CATALOG))
     assert isinstance(outcome, Accepted)
-    assert outcome.key == b"P-1"
+    assert outcome.key == KEY
     record = decode_canonical(outcome.value)
     assert (record.kind, record.source_partner, record.received_at) == (
         "EVENT", "evergreen-pd", RECEIVED)
@@ -52,14 +55,14 @@ def test_accepted_event_is_stamped_from_the_topic_and_wrapped() -> None:
 @pytest.mark.parametrize(
     ("partner", "value", "key", "reason"),
     [
-        ("nobody", encode(REFERRAL, CATALOG), b"P-1", "UNKNOWN_PARTNER"),
-        ("evergreen-pd", b'{"json": "not avro"}', b"P-1", "NOT_SINGLE_OBJECT"),
-        ("evergreen-pd", b"\xc3\x01" + b"\x00" * 8 + b"body", b"P-1", "UNKNOWN_FINGERPRINT"),
-        ("evergreen-pd", encode(REFERRAL, CATALOG)[:-3], b"P-1", "MALFORMED_BODY"),
-        ("evergreen-pd", encode(REFERRAL, CATALOG), b"P-2", "KEY_MISMATCH"),
+        ("nobody", encode(REFERRAL, CATALOG), KEY, "UNKNOWN_PARTNER"),
+        ("evergreen-pd", b'{"json": "not avro"}', KEY, "NOT_SINGLE_OBJECT"),
+        ("evergreen-pd", b"\xc3\x01" + b"\x00" * 8 + b"body", KEY, "UNKNOWN_FINGERPRINT"),
+        ("evergreen-pd", encode(REFERRAL, CATALOG)[:-3], KEY, "MALFORMED_BODY"),
+        ("evergreen-pd", encode(REFERRAL, CATALOG), participant_id(2).encode(), "KEY_MISMATCH"),
         ("evergreen-pd", encode(dataclasses.replace(REFERRAL, source_partner="county-pao"),
-                                CATALOG), b"P-1", "SOURCE_MISMATCH"),
-        ("riverbend-sud", encode(REFERRAL, CATALOG), b"P-1", "EMITTER_NOT_ALLOWED"),
+                                CATALOG), KEY, "SOURCE_MISMATCH"),
+        ("riverbend-sud", encode(REFERRAL, CATALOG), KEY, "EMITTER_NOT_ALLOWED"),
     ],
 )
 def test_each_rejection_keeps_raw_bytes_origin_and_reason(
@@ -79,7 +82,48 @@ def test_each_rejection_keeps_raw_bytes_origin_and_reason(
 
 def test_police_may_not_record_a_consent() -> None:
     consent = Event(
-        event_id=str(uuid.UUID(int=2)), type="ConsentRevoked", participant_id="P-1",
+        event_id=str(uuid.UUID(int=2, version=4)), type="ConsentRevoked",
+        participant_id=PERSON,
         occurred_at=REFERRAL.occurred_at, payload={"consent_id": "c-1"})
     outcome = _validate("evergreen-pd", encode(consent, CATALOG))
     assert isinstance(outcome, DeadLetter) and outcome.reason == "EMITTER_NOT_ALLOWED"
+
+def _swap_string(data: bytes, old: str, new: str) -> bytes:
+    """``data`` with the Avro string ``old`` replaced by ``new`` (both under 64 bytes): how a
+    client that skips the hub's checks would encode an envelope the codec refuses to write."""
+    assert len(old) < 64 and len(new) < 64
+    before = bytes([2 * len(old)]) + old.encode()
+    assert data.count(before) == 1
+    return data.replace(before, bytes([2 * len(new)]) + new.encode())
+
+
+@pytest.mark.parametrize("bad", ["bob", "P-1", "p-0123456789ABCDEF", "p-0123456789abcde",
+                                 "p-0123456789abcdef0", " p-0123456789abcdef"])
+def test_a_participant_id_outside_the_format_is_invalid_field(bad: str) -> None:
+    value = _swap_string(encode(REFERRAL, CATALOG), PERSON, bad)
+    outcome = _validate("evergreen-pd", value, bad.encode())
+    assert isinstance(outcome, DeadLetter) and outcome.reason == "INVALID_FIELD"
+    message = dict(outcome.headers)["lead.message"].decode()
+    assert message.startswith("participant_id ") and bad.strip() not in message
+    assert outcome.value == value
+
+
+@pytest.mark.parametrize(("version", "variant"), [(1, 0b10), (3, 0b10), (5, 0b10), (7, 0b10),
+                                                 (8, 0b10), (0, 0b00), (4, 0b00), (4, 0b11)])
+def test_an_event_id_other_than_a_version_4_uuid_is_invalid_field(version: int,
+                                                                   variant: int) -> None:
+    number = uuid.UUID(REFERRAL.event_id).int & ~(0xF << 76) & ~(0b11 << 62)
+    other = str(uuid.UUID(int=number | version << 76 | variant << 62))
+    assert (other[14], other[19]) != (REFERRAL.event_id[14], REFERRAL.event_id[19])
+    value = _swap_string(encode(REFERRAL, CATALOG), REFERRAL.event_id, other)
+    outcome = _validate("evergreen-pd", value)
+    assert isinstance(outcome, DeadLetter) and outcome.reason == "INVALID_FIELD"
+    assert dict(outcome.headers)["lead.message"].decode().startswith("event_id ")
+
+
+def test_a_uuid1_from_the_clock_is_refused_and_a_uuid4_accepted() -> None:
+    v1 = str(uuid.uuid1())
+    value = _swap_string(encode(REFERRAL, CATALOG), REFERRAL.event_id, v1)
+    assert isinstance(_validate("evergreen-pd", value), DeadLetter)
+    fresh = dataclasses.replace(REFERRAL, event_id=str(uuid.uuid4()))
+    assert isinstance(_validate("evergreen-pd", encode(fresh, CATALOG)), Accepted)

@@ -36,6 +36,7 @@ from schemas.canonical import decode_canonical
 from schemas.catalog import load_catalog
 from schemas.codec import decode, encode
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 pytestmark = pytest.mark.integration
@@ -61,13 +62,13 @@ def _referral(participant: str) -> Event:
                                           "referring_officer": "Officer 7", "area": "North"})
 
 
-def _publish(bootstrap: str, topics: TopicNames, partner: str, *events: Event) -> None:
-    with PartnerPublisher(partner, bootstrap, catalog=CATALOG, topics=topics) as publisher:
+def _publish(kafka: KafkaConnection, topics: TopicNames, partner: str, *events: Event) -> None:
+    with PartnerPublisher(partner, kafka, catalog=CATALOG, topics=topics) as publisher:
         publisher.publish_many(events)
 
 
-def _raw(bootstrap: str, topic: str, *messages: tuple[bytes, bytes], **config: Any) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **config)
+def _raw(kafka: KafkaConnection, topic: str, *messages: tuple[bytes, bytes], **config: Any) -> None:
+    producer = KafkaProducer(**kafka.client_options(), acks="all", **config)
     try:
         for key, value in messages:
             producer.send(topic, key=key, value=value).get(timeout=30)
@@ -75,10 +76,10 @@ def _raw(bootstrap: str, topic: str, *messages: tuple[bytes, bytes], **config: A
         producer.close()
 
 
-def _read(bootstrap: str, topic: str, *, committed: bool = True) -> list[Any]:
+def _read(kafka: KafkaConnection, topic: str, *, committed: bool = True) -> list[Any]:
     """Every record of ``topic`` up to its end (the last stable offset when ``committed``)."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False,
+        **kafka.client_options(), enable_auto_commit=False,
         isolation_level="read_committed" if committed else "read_uncommitted")
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -125,18 +126,18 @@ def _dead_total(validator: TransactionalValidator) -> int:
 
 
 @pytest.fixture
-def hub_topics(kafka_bootstrap: str, topics: TopicNames) -> TopicNames:
-    create_topics(kafka_bootstrap, topics, SITE, PARTITIONS)
+def hub_topics(kafka: KafkaConnection, topics: TopicNames) -> TopicNames:
+    create_topics(kafka, topics, SITE, PARTITIONS)
     return topics
 
 
 @pytest.fixture
-def make_validator(kafka_bootstrap: str,
+def make_validator(kafka: KafkaConnection,
                    hub_topics: TopicNames) -> Iterator[Callable[..., TransactionalValidator]]:
     made: list[TransactionalValidator] = []
 
     def make(**options: Any) -> TransactionalValidator:
-        validator = TransactionalValidator(kafka_bootstrap, hub_topics, SITE, CATALOG,
+        validator = TransactionalValidator(kafka, hub_topics, SITE, CATALOG,
                                            **options)
         made.append(validator)
         return validator
@@ -149,16 +150,16 @@ def make_validator(kafka_bootstrap: str,
 # -- tests -----------------------------------------------------------------------------------
 
 def test_valid_events_reach_events_once_and_bad_ones_the_dlq_with_their_reason(
-    kafka_bootstrap: str, hub_topics: TopicNames,
+    kafka: KafkaConnection, hub_topics: TopicNames,
     make_validator: Callable[..., TransactionalValidator], caplog: pytest.LogCaptureFixture,
 ) -> None:
     topics = hub_topics
     police, cm = topics.inbound("evergreen-pd"), topics.inbound("harbor-cm")
     valid = [_referral(f"P-{i}") for i in range(6)]
     repeated = _contact("P-0")
-    _publish(kafka_bootstrap, topics, "evergreen-pd", *valid)
+    _publish(kafka, topics, "evergreen-pd", *valid)
     # The same event twice: no longer dropped here (the projector dedupes).
-    _publish(kafka_bootstrap, topics, "harbor-cm", repeated, repeated)
+    _publish(kafka, topics, "harbor-cm", repeated, repeated)
     revoke = Event(event_id=str(uuid.uuid4()), type="ConsentRevoked", participant_id="P-1",
                    occurred_at=T0, payload={"consent_id": "c-1"})
     non_canonical = encode(_contact("P-2"), CATALOG)
@@ -171,14 +172,14 @@ def test_valid_events_reach_events_once_and_bad_ones_the_dlq_with_their_reason(
         (cm, b"P-2", non_canonical[:-3] + b"\x03" + non_canonical[-2:]): "MALFORMED_BODY",
     }
     for topic, key, value in bad:
-        _raw(kafka_bootstrap, topic, (key, value))
+        _raw(kafka, topic, (key, value))
 
     caplog.set_level(logging.INFO, logger="leadhub.validate")
     validator = make_validator()
     _run_until(lambda: validator.counters.accepted == 8 and _dead_total(validator) == 5,
                validator)
 
-    events = _read(kafka_bootstrap, topics.events)
+    events = _read(kafka, topics.events)
     assert _event_ids(events) == Counter(
         {**{e.event_id: 1 for e in valid}, repeated.event_id: 2})
     for record in events:
@@ -187,7 +188,7 @@ def test_valid_events_reach_events_once_and_bad_ones_the_dlq_with_their_reason(
             assert canonical.source_partner == canonical.ingest_topic.rsplit(".", 1)[-1]
     letters = {(dict(r.headers)["lead.source.topic"].decode(), r.key, r.value):
                dict(r.headers)["lead.reason"].decode()
-               for r in _read(kafka_bootstrap, topics.dlq)}
+               for r in _read(kafka, topics.dlq)}
     assert {(t, v): reason for (t, _, v), reason in letters.items()} == {
         (t, v): reason for (t, _, v), reason in bad.items()}
     assert validator.counters.dead_letters_by_reason == {
@@ -200,12 +201,12 @@ def test_valid_events_reach_events_once_and_bad_ones_the_dlq_with_their_reason(
 
 
 def test_too_large_values_are_dead_lettered_as_a_prefix_and_nothing_around_them_is_lost(
-    kafka_bootstrap: str, hub_topics: TopicNames,
+    kafka: KafkaConnection, hub_topics: TopicNames,
     make_validator: Callable[..., TransactionalValidator],
 ) -> None:
     topics = hub_topics
     police = topics.inbound("evergreen-pd")
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka.client_options())
     try:  # let this inbound topic hold a 1 MiB value (the broker's default limit is 1 MiB)
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, police,
                                             configs={"max.message.bytes": str(4 << 20)})])
@@ -214,10 +215,10 @@ def test_too_large_values_are_dead_lettered_as_a_prefix_and_nothing_around_them_
     before, after = _referral("P-big"), _referral("P-big")
     big_300k = b"\xc3\x01" + os.urandom(300 * 1024)
     big_1m = b"\xc3\x01" + os.urandom(1024 * 1024)
-    _publish(kafka_bootstrap, topics, "evergreen-pd", before)
+    _publish(kafka, topics, "evergreen-pd", before)
     # Not idempotent: kafka-python's idempotent producer turns a refused record into a fatal
     # error, and the first tries may come before the broker applied the topic's new limit.
-    big = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", max_request_size=8 << 20,
+    big = KafkaProducer(**kafka.client_options(), acks="all", max_request_size=8 << 20,
                         enable_idempotence=False)
     try:
         for value in (big_300k, big_1m):
@@ -231,15 +232,15 @@ def test_too_large_values_are_dead_lettered_as_a_prefix_and_nothing_around_them_
                 pytest.fail("the broker never took the 1 MiB value")
     finally:
         big.close()
-    _publish(kafka_bootstrap, topics, "evergreen-pd", after)
+    _publish(kafka, topics, "evergreen-pd", after)
 
     validator = make_validator()
     _run_until(lambda: validator.counters.accepted == 2 and _dead_total(validator) == 2,
                validator)
 
-    assert _event_ids(_read(kafka_bootstrap, topics.events)) == Counter(
+    assert _event_ids(_read(kafka, topics.events)) == Counter(
         {before.event_id: 1, after.event_id: 1})
-    letters = _read(kafka_bootstrap, topics.dlq)
+    letters = _read(kafka, topics.dlq)
     assert len(letters) == 2
     for letter, raw in zip(sorted(letters, key=lambda r: len(r.value)), (big_300k, big_1m),
                            strict=True):
@@ -254,12 +255,12 @@ def test_too_large_values_are_dead_lettered_as_a_prefix_and_nothing_around_them_
 
 @pytest.mark.parametrize("failing", ["send", "send_offsets_to_transaction"])
 def test_an_aborted_transaction_is_invisible_and_its_batch_is_redone_once(
-    kafka_bootstrap: str, hub_topics: TopicNames,
+    kafka: KafkaConnection, hub_topics: TopicNames,
     make_validator: Callable[..., TransactionalValidator], failing: str,
 ) -> None:
     topics = hub_topics
     events = [_referral(f"P-{i}") for i in range(12)]
-    _publish(kafka_bootstrap, topics, "evergreen-pd", *events)
+    _publish(kafka, topics, "evergreen-pd", *events)
     validator = make_validator()
     producer = validator._producer
     real = getattr(producer, failing)
@@ -278,9 +279,9 @@ def test_an_aborted_transaction_is_invisible_and_its_batch_is_redone_once(
     _run_until(lambda: validator.counters.accepted == len(events), validator)
 
     assert validator.counters.aborts == 1
-    committed = _event_ids(_read(kafka_bootstrap, topics.events))
+    committed = _event_ids(_read(kafka, topics.events))
     assert committed == Counter({e.event_id: 1 for e in events})
-    uncommitted = _event_ids(_read(kafka_bootstrap, topics.events, committed=False))
+    uncommitted = _event_ids(_read(kafka, topics.events, committed=False))
     if failing == "send_offsets_to_transaction":
         # The aborted attempt wrote its outputs; read_committed readers never see them.
         assert sum(uncommitted.values()) > len(events)
@@ -288,7 +289,7 @@ def test_an_aborted_transaction_is_invisible_and_its_batch_is_redone_once(
 
 
 def test_a_record_that_keeps_failing_is_dead_lettered_as_processing_failed(
-    kafka_bootstrap: str, hub_topics: TopicNames,
+    kafka: KafkaConnection, hub_topics: TopicNames,
     make_validator: Callable[..., TransactionalValidator], monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -305,9 +306,9 @@ def test_a_record_that_keeps_failing_is_dead_lettered_as_processing_failed(
     caplog.set_level(logging.INFO, logger="leadhub.validate")
     events = [_referral("P-x") for _ in range(3)]
     poison = b"POISON" + os.urandom(16)
-    _publish(kafka_bootstrap, topics, "evergreen-pd", *events[:2])
-    _raw(kafka_bootstrap, topics.inbound("evergreen-pd"), (b"P-x", poison))
-    _publish(kafka_bootstrap, topics, "evergreen-pd", events[2])
+    _publish(kafka, topics, "evergreen-pd", *events[:2])
+    _raw(kafka, topics.inbound("evergreen-pd"), (b"P-x", poison))
+    _publish(kafka, topics, "evergreen-pd", events[2])
 
     validator = make_validator(tick_interval_s=3600)
     _run_until(lambda: validator.counters.accepted == 3 and _dead_total(validator) == 1,
@@ -316,9 +317,9 @@ def test_a_record_that_keeps_failing_is_dead_lettered_as_processing_failed(
     # Five batch attempts, then the record's own transaction; its dead letter commits.
     assert validator.counters.aborts == kafka_validator.MAX_BATCH_ATTEMPTS + 1
     assert validator.counters.dead_letters_by_reason == {"PROCESSING_FAILED": 1}
-    assert _event_ids(_read(kafka_bootstrap, topics.events)) == Counter(
+    assert _event_ids(_read(kafka, topics.events)) == Counter(
         {e.event_id: 1 for e in events})
-    [letter] = _read(kafka_bootstrap, topics.dlq)
+    [letter] = _read(kafka, topics.dlq)
     headers = dict(letter.headers)
     assert letter.value == poison
     assert headers["lead.reason"] == b"PROCESSING_FAILED"
@@ -331,7 +332,7 @@ def test_a_record_that_keeps_failing_is_dead_lettered_as_processing_failed(
 
 
 def test_a_member_that_lost_its_partitions_cannot_commit(
-    kafka_bootstrap: str, hub_topics: TopicNames,
+    kafka: KafkaConnection, hub_topics: TopicNames,
     make_validator: Callable[..., TransactionalValidator], monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -341,7 +342,7 @@ def test_a_member_that_lost_its_partitions_cannot_commit(
     # A member that does not poll for 4 s leaves the group (its heartbeat thread says so).
     monkeypatch.setattr(kafka_validator, "MAX_POLL_INTERVAL_MS", 4000)
     events = [_referral(f"P-{i}") for i in range(20)]
-    _publish(kafka_bootstrap, topics, "evergreen-pd", *events)
+    _publish(kafka, topics, "evergreen-pd", *events)
 
     stalled, release = threading.Event(), threading.Event()
 
@@ -383,15 +384,15 @@ def test_a_member_that_lost_its_partitions_cannot_commit(
     assert any("moved on without this member (CommitFailedError" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
 
-    assert _event_ids(_read(kafka_bootstrap, topics.events)) == Counter(
+    assert _event_ids(_read(kafka, topics.events)) == Counter(
         {e.event_id: 1 for e in events})
     # The zombie did write its batch, inside the transaction that was aborted.
-    assert sum(_event_ids(_read(kafka_bootstrap, topics.events, committed=False)).values()) > (
+    assert sum(_event_ids(_read(kafka, topics.events, committed=False)).values()) > (
         len(events))
 
 
 def test_a_second_instance_with_the_same_client_id_fences_the_first(
-    kafka_bootstrap: str, hub_topics: TopicNames,
+    kafka: KafkaConnection, hub_topics: TopicNames,
     make_validator: Callable[..., TransactionalValidator],
 ) -> None:
     topics = hub_topics
@@ -400,19 +401,19 @@ def test_a_second_instance_with_the_same_client_id_fences_the_first(
                what="(first instance ticking)")
     second = make_validator(client_id="worker-1", tick_interval_s=3600)  # fences the first
     events = [_referral(f"P-{i}") for i in range(8)]
-    _publish(kafka_bootstrap, topics, "evergreen-pd", *events)
+    _publish(kafka, topics, "evergreen-pd", *events)
     accepted_before = first.counters.accepted
     with pytest.raises(ValidatorFenced):
         _run_until(lambda: False, first, timeout_s=30, what="(first instance fenced)")
     assert first.counters.accepted == accepted_before
     first.close()
     _run_until(lambda: second.counters.accepted == len(events), second)
-    assert _event_ids(_read(kafka_bootstrap, topics.events)) == Counter(
+    assert _event_ids(_read(kafka, topics.events)) == Counter(
         {e.event_id: 1 for e in events})
 
 
 def test_clock_ticks_go_to_the_partitions_each_member_holds(
-    kafka_bootstrap: str, hub_topics: TopicNames,
+    kafka: KafkaConnection, hub_topics: TopicNames,
     make_validator: Callable[..., TransactionalValidator],
 ) -> None:
     """Two members, each in its own thread as in two processes, share the partitions."""
@@ -459,7 +460,7 @@ def test_clock_ticks_go_to_the_partitions_each_member_holds(
     assert not errors, errors
     assert shared(), f"the members never split the partitions: {ticked}"
     assert not wrong, f"ticks went to partitions the member did not hold: {wrong}"
-    events = _read(kafka_bootstrap, topics.events)
+    events = _read(kafka, topics.events)
     assert _clock_partitions(events) == set(range(PARTITIONS))
     for record in events:
         tick = decode_canonical(record.value)

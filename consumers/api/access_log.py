@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 
 from consumers.api.caseload import format_instant
 from consumers.api.errors import ServiceUnavailable
+from schemas.kafka_connection import KafkaConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +122,8 @@ class KafkaAccessLog:
     503 until it is back) and dropped after a failure, to reconnect cleanly on the next read.
     """
 
-    def __init__(self, bootstrap: str, topic: str, timeout_s: float = 5.0) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, topic: str, timeout_s: float = 5.0) -> None:
+        self.kafka = kafka
         self.topic = topic
         self.timeout_s = timeout_s
         self._producer: KafkaProducer | None = None
@@ -133,7 +134,7 @@ class KafkaAccessLog:
             if self._producer is None:
                 timeout_ms = int(self.timeout_s * 1000)
                 self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap, client_id="leadhub-api-audit",
+                    **self.kafka.client_options(), client_id="leadhub-api-audit",
                     acks="all", enable_idempotence=True, linger_ms=0,
                     bootstrap_timeout_ms=timeout_ms, max_block_ms=timeout_ms,
                     request_timeout_ms=timeout_ms, delivery_timeout_ms=2 * timeout_ms)

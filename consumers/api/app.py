@@ -2,7 +2,8 @@
 
 The composition root (``leadhub serve``) calls it with settings; tests call it with an
 in-memory access log or a real Kafka one. Every error leaves as ``{"error": {"code",
-"message"}}``; no input produces a stack trace or a 5xx.
+"message"}}`` (plus ``field_path``); no input produces a stack trace or a 5xx. The OpenAPI
+document is finished for the site and catalog by :mod:`consumers.api.openapi`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consumers.api.access_log import AccessLog, KafkaAccessLog
+from consumers.api.accounts import adopt_from_view, migrate, open_accounts
 from consumers.api.auth import CredentialStore
 from consumers.api.context import ApiConfig, ApiContext
+from consumers.api.crosswalk import Crosswalk
 from consumers.api.errors import ApiError, ServiceUnavailable
 from consumers.api.gateway import router as gateway_router
+from consumers.api.identifiers import router as identifiers_router
 from consumers.api.ingest import Gateway, GatewayLedger, InboundPublisher, KafkaInbound
+from consumers.api.openapi import finish_openapi
 from consumers.api.queries import ViewQueries
 from consumers.api.staff import router as staff_router
-from consumers.api.tables import api_metadata
 from consumers.store import ViewStore, view_rows
 from processors.site import SitePolicy
 from schemas.catalog import Catalog, load_catalog
@@ -57,15 +61,18 @@ over the consent-filtered view.
 * Every staff read is recorded on the `lead.audit.access` topic (who, purpose, which records,
   under which consents) before it is returned; if that fails, the read fails with 503.
 
-Errors always have the shape `{"error": {"code": ..., "message": ..., "field_path"?: ...}}`.
+Errors always have the shape `{"error": {"code": ..., "message": ..., "field_path"?: ...}}`
+(`field_path` names the offending field or parameter, e.g. `payload.door`, and is absent when
+there is none); each response below lists the codes it may carry. A request that fails
+validation is a `400`, never a `422`.
 Keys and tokens are managed with `leadhub keys create|list|revoke|rotate`.
 """
 
 
 def open_schema(engine: Engine) -> None:
-    """Create the API's tables and the view's tables and indexes if missing (idempotent)."""
+    """Create the view's tables and indexes if missing (idempotent). The API's own tables are in
+    the accounts database (:mod:`consumers.api.accounts`)."""
     try:
-        api_metadata.create_all(engine)
         ViewStore("", engine=engine).create_schema()
         for index in view_rows.indexes:
             index.create(engine, checkfirst=True)
@@ -109,8 +116,13 @@ def create_api(
     access_log: AccessLog | None = None,
     inbound: InboundPublisher | None = None,
     engine: Engine | None = None,
+    accounts_engine: Engine | None = None,
 ) -> FastAPI:
     """Build the API app. Adapters default to Kafka and SQL from ``config``.
+
+    Keys, the gateway ledger and the crosswalk go to ``accounts_engine``, else to the database
+    at ``config.accounts_database_url`` (keys an older leadhub kept in the view database are
+    copied there once), else, when that is None, to the view database itself (tests).
 
     The app owns what it builds here (the engine, the Kafka producers) and releases it at
     shutdown (lifespan). Kafka producers connect on first use, so the app starts while Kafka
@@ -128,18 +140,28 @@ def create_api(
                                      code="DATABASE_UNAVAILABLE") from exc
         ping_when_idle(engine)
     open_schema(engine)
+    if accounts_engine is None and config.accounts_database_url not in (None,
+                                                                        config.database_url):
+        accounts_engine = open_accounts(str(config.accounts_database_url),
+                                        pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+        adopt_from_view(accounts_engine, engine)
+    elif accounts_engine is None:
+        accounts_engine = engine
+    migrate(accounts_engine)
     # Reads are single statements: autocommit spares each one a BEGIN and a ROLLBACK round
-    # trip. The reader shares the pool; writes (credentials, gateway ledger) use ``engine``.
+    # trip. The readers share the pools; writes (credentials, gateway ledger) use the engines.
     reader = engine.execution_options(isolation_level="AUTOCOMMIT")
-    access_log = access_log or KafkaAccessLog(config.kafka_bootstrap, topics.audit_access,
+    accounts_reader = accounts_engine.execution_options(isolation_level="AUTOCOMMIT")
+    access_log = access_log or KafkaAccessLog(config.kafka, topics.audit_access,
                                               config.kafka_timeout_s)
-    inbound = inbound or KafkaInbound(config.kafka_bootstrap, topics, catalog,
+    inbound = inbound or KafkaInbound(config.kafka, topics, catalog,
                                       config.kafka_timeout_s)
     context = ApiContext(
         config=config, site=site, catalog=catalog,
-        credentials=CredentialStore(engine, site, reader=reader),
-        gateway=Gateway(catalog, GatewayLedger(engine), inbound),
+        credentials=CredentialStore(accounts_engine, site, reader=accounts_reader),
+        gateway=Gateway(catalog, GatewayLedger(accounts_engine), inbound),
         views=ViewQueries(reader), access_log=access_log,
+        crosswalk=Crosswalk(accounts_engine, reader=accounts_reader),
     )
 
     @asynccontextmanager
@@ -148,32 +170,26 @@ def create_api(
         context.access_log.close()
         inbound.close()
         engine.dispose()
+        accounts_engine.dispose()
 
     app = FastAPI(title="leadhub API", version="1", description=DESCRIPTION,
                   lifespan=lifespan)
     app.state.context = context
     app.include_router(gateway_router)
+    app.include_router(identifiers_router)
     app.include_router(staff_router)
     install_error_handlers(app)
-    install_site_openapi(app, site)
+    install_openapi(app, site, catalog)
     return app
 
 
-def install_site_openapi(app: FastAPI, site: SitePolicy) -> None:
-    """Document the site's purposes of use as the allowed values of ``X-Purpose``."""
+def install_openapi(app: FastAPI, site: SitePolicy, catalog: Catalog) -> None:
+    """Serve the document :func:`consumers.api.openapi.finish_openapi` finishes (built once)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            spec = build()
-            for operations in spec.get("paths", {}).values():
-                for operation in operations.values():
-                    for parameter in operation.get("parameters", []):
-                        if parameter.get("in") == "header" and parameter.get(
-                                "name", "").lower() == "x-purpose":
-                            parameter["schema"] = {"type": "string",
-                                                   "enum": list(site.purposes)}
-            app.openapi_schema = spec
+            app.openapi_schema = finish_openapi(build(), site, catalog)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

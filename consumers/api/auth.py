@@ -196,8 +196,8 @@ class CredentialStore:
                     .where(c.key_id == match["key_id"])
                 ).first()
         except SQLAlchemyError as exc:
-            raise ServiceUnavailable("the credential database cannot be read; retry later") \
-                from exc
+            raise ServiceUnavailable("the credential database cannot be read; retry later",
+                                     code="DATABASE_UNAVAILABLE") from exc
         stored = row[3] if row is not None else hash_secret("")
         if row is None or not hmac.compare_digest(presented, stored):
             raise Unauthorized("the credential is not valid", code="INVALID_CREDENTIAL")

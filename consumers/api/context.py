@@ -21,10 +21,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from consumers.api.access_log import AccessLog
 from consumers.api.auth import CredentialStore, Principal, require_kind
+from consumers.api.crosswalk import Crosswalk
 from consumers.api.ingest import Gateway
 from consumers.api.queries import ViewQueries
 from processors.site import SitePolicy
 from schemas.catalog import Catalog
+from schemas.kafka_connection import KafkaConnection
 
 KIB = 1024
 
@@ -34,12 +36,14 @@ class ApiConfig:
     """Settings of the API process."""
 
     database_url: str
-    kafka_bootstrap: str
+    kafka: KafkaConnection
     topic_prefix: str = ""
     max_event_bytes: int = 256 * KIB
     max_batch_bytes: int = 5 * KIB * KIB
     max_batch_items: int = 5000
     kafka_timeout_s: float = 5.0
+    #: The accounts database (keys, gateway ledger, crosswalk); None: the view database.
+    accounts_database_url: str | None = None
 
 
 @dataclass
@@ -53,6 +57,7 @@ class ApiContext:
     gateway: Gateway
     views: ViewQueries
     access_log: AccessLog
+    crosswalk: Crosswalk
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 

@@ -7,6 +7,8 @@ before anything is parsed.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,8 +16,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from consumers.api.auth import Principal
-from consumers.api.context import ApiContext, get_context, partner_key
-from consumers.api.errors import PayloadTooLarge
+from consumers.api.context import ApiConfig, ApiContext, get_context, partner_key
+from consumers.api.errors import ApiError, PayloadTooLarge
 from consumers.api.ingest import (
     AVRO,
     BATCH_TYPES,
@@ -30,29 +32,39 @@ from consumers.api.ingest import (
     too_large,
 )
 from consumers.api.models import (
+    BATCH_ERRORS,
     BATCH_EXAMPLE,
     EVENT_EXAMPLE,
+    GATEWAY_ERRORS,
     Accepted,
     BatchResults,
     error_responses,
 )
+from consumers.api.openapi import EVENT_ENVELOPE_REF
 
 router = APIRouter(tags=["gateway"])
 
-_EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "The JSON event envelope (see `leadhub schemas show TYPE`).",
-    "required": ["event_id", "type", "participant_id", "occurred_at", "payload"],
-    "properties": {
-        "event_id": {"type": "string", "format": "uuid"},
-        "type": {"type": "string"},
-        "participant_id": {"type": "string"},
-        "occurred_at": {"type": "string", "format": "date-time"},
-        "source_partner": {"type": ["string", "null"],
-                           "description": "Leave empty; if set it must be your partner id."},
-        "payload": {"type": "object"},
-    },
+_ENVELOPE: dict[str, Any] = {"$ref": EVENT_ENVELOPE_REF}
+_JSON_LINES_BODY: dict[str, Any] = {
+    "schema": {"type": "string", "description": "One EventEnvelope per line (UTF-8); blank "
+                                                "lines are skipped."},
+    "example": "\n".join(json.dumps(event) for event in BATCH_EXAMPLE) + "\n",
 }
+
+
+def too_many(limit: int) -> PayloadTooLarge:
+    """The 413 for a batch of more than ``limit`` events."""
+    return PayloadTooLarge(f"a batch holds at most {limit} events; split it",
+                           code="TOO_MANY_EVENTS")
+
+
+def _raised(call: Callable[[], object]) -> ApiError:
+    """The error ``call`` raises (for the document's examples: the server's own errors)."""
+    try:
+        call()
+    except ApiError as exc:
+        return exc
+    raise AssertionError("the call raised no ApiError")  # pragma: no cover
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -81,10 +93,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         "Repeating an accepted event_id returns the same 202 and publishes nothing."
     ),
     response_model=Accepted,
-    responses=error_responses(400, 401, 403, 409, 413, 415, 503),
+    responses=error_responses(GATEWAY_ERRORS, {
+        413: too_large(ApiConfig.max_event_bytes),
+        415: _raised(lambda: require_media_type("text/plain", SINGLE_TYPES))}),
     openapi_extra={"requestBody": {"required": True, "content": {
-        JSON: {"schema": _EVENT_SCHEMA, "example": EVENT_EXAMPLE},
-        AVRO: {"schema": {"type": "string", "format": "binary"}},
+        JSON: {"schema": _ENVELOPE, "example": EVENT_EXAMPLE},
+        AVRO: {"schema": {"type": "string", "format": "binary",
+                          "description": "C3 01, the 8-byte CRC-64-AVRO fingerprint of the "
+                                         "writer schema (little-endian), the Avro body."}},
     }}},
 )
 async def publish_event(
@@ -110,17 +126,19 @@ async def publish_event(
     description=(
         "Publish many events as the key's partner. The body is a JSON array of event envelopes "
         f"(`{JSON}`) or JSON Lines, one envelope per line (`{JSON_LINES[0]}`, also "
-        f"`{JSON_LINES[1]}`); blank lines are skipped. Every item gets its own result, in "
-        "order: `202` with its event_id, or its own `400`/`403`/`409` error. Valid items are "
-        "published even when others fail. `503` means Kafka did not acknowledge and nothing is "
-        "confirmed: retry the whole batch (accepted event_ids are not published twice)."
+        f"`{JSON_LINES[1]}` or `{JSON_LINES[2]}`); blank lines are skipped. Every item gets "
+        "its own result, in order: `202` with its event_id, or its own `400`/`403`/`409` "
+        "error. Valid items are published even when others fail. `503` means Kafka did not "
+        "acknowledge and nothing is confirmed: retry the whole batch (accepted event_ids are "
+        "not published twice)."
     ),
     response_model=BatchResults,
-    responses=error_responses(400, 401, 403, 413, 415, 503),
+    responses=error_responses(BATCH_ERRORS, {
+        413: too_many(ApiConfig.max_batch_items),
+        415: _raised(lambda: require_media_type("text/plain", BATCH_TYPES))}),
     openapi_extra={"requestBody": {"required": True, "content": {
-        JSON: {"schema": {"type": "array", "items": _EVENT_SCHEMA},
-               "example": BATCH_EXAMPLE},
-        JSON_LINES[0]: {"schema": {"type": "string"}},
+        JSON: {"schema": {"type": "array", "items": _ENVELOPE}, "example": BATCH_EXAMPLE},
+        **{media: _JSON_LINES_BODY for media in JSON_LINES},
     }}},
 )
 async def publish_batch(
@@ -136,8 +154,7 @@ async def publish_batch(
         raw = split_batch(body, kind)
         limit = context.config.max_batch_items
         if len(raw) > limit:
-            raise PayloadTooLarge(f"a batch holds at most {limit} events; split it",
-                                  code="TOO_MANY_EVENTS")
+            raise too_many(limit)
         items = list(iter_batch_items(raw, context.catalog))
         results = context.gateway.submit_many(principal.partner, items)
         accepted = sum(1 for r in results if r.status == 202)

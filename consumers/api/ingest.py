@@ -33,11 +33,13 @@ from consumers.api.errors import (
 )
 from consumers.api.tables import gateway_events
 from processors.site import Partner
+from processors.validate import check_content
 from producers.sdk import PartnerPublisher, PublishError
 from schemas.catalog import Catalog
 from schemas.codec import decode, encode
 from schemas.errors import ContractError, HubError, MalformedJson
 from schemas.event import Event, event_from_json
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 JSON = "application/json"
@@ -148,9 +150,9 @@ class InboundPublisher(Protocol):
 class KafkaInbound:
     """:class:`InboundPublisher` over one :class:`PartnerPublisher` per partner (lazy)."""
 
-    def __init__(self, bootstrap: str, topics: TopicNames, catalog: Catalog,
+    def __init__(self, kafka: KafkaConnection, topics: TopicNames, catalog: Catalog,
                  timeout_s: float = 5.0) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topics = topics
         self.catalog = catalog
         self.timeout_s = timeout_s
@@ -176,7 +178,7 @@ class KafkaInbound:
     def _publisher(self, partner_id: str) -> PartnerPublisher:
         publisher = self._publishers.get(partner_id)
         if publisher is None:
-            publisher = PartnerPublisher(partner_id, self.bootstrap, catalog=self.catalog,
+            publisher = PartnerPublisher(partner_id, self.kafka, catalog=self.catalog,
                                          topics=self.topics, timeout_s=self.timeout_s)
             self._publishers[partner_id] = publisher
         return publisher
@@ -286,6 +288,10 @@ class Gateway:
                 if isinstance(item, ContractError):
                     raise contract_error(item)
                 check_may_publish(item, partner, self.catalog)
+                try:  # the validator's content rules (a Part 2 consent's elements): 400 now
+                    check_content(item)
+                except ContractError as exc:
+                    raise contract_error(exc) from exc
                 candidates.append((index, item, body_digest(item, self.catalog)))
             except ApiError as exc:
                 results[index] = ItemResult(index, exc.status, error=exc)

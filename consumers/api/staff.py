@@ -32,6 +32,12 @@ from consumers.api.context import ApiContext, get_context, staff_token
 from consumers.api.cursors import decode_cursor, decode_time_key, encode_cursor, time_key_cursor
 from consumers.api.errors import BadRequest, Forbidden, NotFound
 from consumers.api.models import (
+    INSTANT_EXAMPLE,
+    ME_ERRORS,
+    PARTICIPANT_ERRORS,
+    PARTICIPANT_EXAMPLE,
+    STAFF_ERRORS,
+    TIMELINE_ERRORS,
     CaseloadPage,
     DeadlinesPage,
     Me,
@@ -46,7 +52,6 @@ router = APIRouter(tags=["staff"])
 MAX_LIMIT = 200
 DEADLINE_CHUNK = 200
 DEADLINE_MAX_CHUNKS = 10
-STAFF_ERRORS = error_responses(400, 401, 403, 503)
 PURPOSE_DOC = ("Purpose of use of this read; one of the purposes your partner acts under "
                "(see GET /v1/me). Recorded in the access log.")
 
@@ -156,7 +161,8 @@ def _key_of(row: Mapping[str, Any]) -> str:
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (1-200).")]
 Cursor = Annotated[str | None, Query(max_length=2048,
                                      description="next_cursor of the previous page.")]
-ParticipantId = Annotated[str, Path(description="The hub's participant id.")]
+ParticipantId = Annotated[str, Path(min_length=1, description="The hub's participant id.",
+                                     examples=[PARTICIPANT_EXAMPLE])]
 
 
 @router.get(
@@ -169,7 +175,7 @@ ParticipantId = Annotated[str, Path(description="The hub's participant id.")]
         "only, so a field you may not see is null. Paginated with `limit` and `cursor`."
     ),
     response_model=CaseloadPage,
-    responses=STAFF_ERRORS,
+    responses=error_responses(STAFF_ERRORS),
 )
 def caseload(call: Annotated[StaffCall, Depends(staff_call)], limit: Limit = 50,
              cursor: Cursor = None) -> JSONResponse:
@@ -196,7 +202,7 @@ def caseload(call: Annotated[StaffCall, Depends(staff_call)], limit: Limit = 50,
         "does not exist."
     ),
     response_model=ParticipantSummary,
-    responses=error_responses(400, 401, 403, 404, 503),
+    responses=error_responses(PARTICIPANT_ERRORS),
 )
 def participant(call: Annotated[StaffCall, Depends(staff_call)],
                 participant_id: ParticipantId) -> JSONResponse:
@@ -222,7 +228,7 @@ def participant(call: Annotated[StaffCall, Depends(staff_call)],
         "with a stable cursor. 404 when you have no rows for this participant."
     ),
     response_model=TimelinePage,
-    responses=error_responses(400, 401, 403, 404, 503),
+    responses=error_responses(TIMELINE_ERRORS),
 )
 def timeline(
     call: Annotated[StaffCall, Depends(staff_call)],
@@ -231,9 +237,10 @@ def timeline(
     category: Annotated[list[str] | None,
                         Query(description="Only rows carrying one of these categories.")]
     = None,
-    since: Annotated[datetime | None, Query(description="From this instant (inclusive).")]
-    = None,
-    until: Annotated[datetime | None, Query(description="Before this instant.")] = None,
+    since: Annotated[datetime | None, Query(description="From this instant (inclusive).",
+                                            examples=[INSTANT_EXAMPLE])] = None,
+    until: Annotated[datetime | None, Query(description="Before this instant.",
+                                            examples=["2026-06-01T00:00:00Z"])] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> JSONResponse:
@@ -282,12 +289,13 @@ def timeline(
         "`limit` items: continue while `next_cursor` is not null."
     ),
     response_model=DeadlinesPage,
-    responses=STAFF_ERRORS,
+    responses=error_responses(STAFF_ERRORS),
 )
 def intake_deadlines(
     call: Annotated[StaffCall, Depends(staff_call)],
     due_before: Annotated[datetime | None, Query(description="Only deadlines due before "
-                                                             "this instant.")] = None,
+                                                             "this instant.",
+                                                 examples=["2026-06-01T00:00:00Z"])] = None,
     status: Annotated[str, Query(pattern="^(pending|met|missed|all)$",
                                  description="pending, met, missed or all.")] = "pending",
     limit: Limit = 50,
@@ -342,7 +350,7 @@ def intake_deadlines(
     summary="Who am I",
     description="The partner, role and user of the token, and the purposes you may declare.",
     response_model=Me,
-    responses=error_responses(400, 401, 403, 503),
+    responses=error_responses(ME_ERRORS),
 )
 def me(call: Annotated[StaffCall, Depends(whoami_call)]) -> JSONResponse:
     """Whoami (see the route description)."""

@@ -2,8 +2,11 @@
 
 ``api_credentials`` holds partner API keys and staff tokens (only the SHA-256 of each secret);
 ``gateway_events`` remembers each (partner, event_id) the gateway accepted, so a retried
-publish gets the same answer and is sent once. Neither is derived from Kafka: they are the
-API's own operational state, not part of the replayable view.
+publish gets the same answer and is sent once. ``participant_links`` is the crosswalk: which
+participant id the hub minted for a partner's local id, the local id kept only as a keyed
+hash (HMAC-SHA-256 under the key in ``api_secrets``; see :mod:`consumers.api.crosswalk`).
+None is derived from Kafka: they are the API's own operational state, not part of the
+replayable view.
 """
 
 from __future__ import annotations
@@ -33,4 +36,24 @@ gateway_events = Table(
     Column("event_id", String(64), primary_key=True),
     Column("body_sha256", String(64), nullable=False),
     Column("accepted_at", DateTime(timezone=True), nullable=False),
+)
+
+participant_links = Table(
+    "participant_links",
+    api_metadata,
+    Column("partner", String(64), primary_key=True),
+    # hex HMAC-SHA-256 of (partner, local id) under the crosswalk key; never the local id
+    Column("local_id_hmac", String(64), primary_key=True),
+    Column("participant_id", String(32), nullable=False),
+    Column("event_id", String(36), nullable=False),  # the link's IdentifierLinked event
+    Column("linked_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=True),  # Kafka acknowledged it
+)
+
+api_secrets = Table(
+    "api_secrets",
+    api_metadata,
+    Column("name", String(64), primary_key=True),
+    Column("secret_hex", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

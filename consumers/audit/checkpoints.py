@@ -67,6 +67,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from consumers.audit.digest import canonical_json
 from consumers.audit.errors import CheckpointError, SetupError
 from consumers.audit.merkle import HASH_SIZE, CompactTree, leaf_hash
+from schemas.kafka_connection import KafkaConnection
 
 if TYPE_CHECKING:
     from consumers.audit.kafka_log import TopicReader
@@ -279,13 +280,13 @@ def load_private_key(state_dir: Path) -> Ed25519PrivateKey:
     return key
 
 
-def read_checkpoints(bootstrap: str, topic: str) -> tuple[list[Checkpoint], int]:
+def read_checkpoints(kafka: KafkaConnection, topic: str) -> tuple[list[Checkpoint], int]:
     """Every parsable checkpoint on ``topic``, oldest first, and how many were malformed."""
     from consumers.audit.kafka_log import TopicReader
 
     found: list[Checkpoint] = []
     malformed = 0
-    with TopicReader(bootstrap, topic, client_id="leadhub-audit-checkpoints") as reader:
+    with TopicReader(kafka, topic, client_id="leadhub-audit-checkpoints") as reader:
         for record in reader.read(reader.end_offsets()):
             try:
                 found.append(Checkpoint.from_json(json.loads(record.value)))
@@ -313,26 +314,26 @@ class Checkpointer:
     rewritten or truncated).
     """
 
-    def __init__(self, bootstrap: str, events_topic: str, checkpoints_topic: str,
+    def __init__(self, kafka: KafkaConnection, events_topic: str, checkpoints_topic: str,
                  private_key: Ed25519PrivateKey) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
         from consumers.audit.kafka_log import TopicReader
 
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.events_topic = events_topic
         self.checkpoints_topic = checkpoints_topic
         self.key = private_key
         self.public = public_bytes(private_key.public_key())
-        self.reader = TopicReader(bootstrap, events_topic, client_id="leadhub-checkpointer")
+        self.reader = TopicReader(kafka, events_topic, client_id="leadhub-checkpointer")
         self.trees: dict[int, CompactTree] = {}
         #: Per partition, the offset (exclusive) up to which the tree has hashed the log.
         self.covered: dict[int, int] = {}
         try:
-            self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+            self.producer = KafkaProducer(**kafka.client_options(), acks="all")
         except (KafkaError, OSError) as exc:
-            raise CheckpointError(f"cannot reach Kafka at {bootstrap}") from exc
+            raise CheckpointError(f"cannot reach Kafka at {kafka.describe()}") from exc
         self._checked_last = False
 
     def _advance(self, end: Mapping[int, int]) -> None:
@@ -362,7 +363,7 @@ class Checkpointer:
             raise CheckpointError(
                 f"{self.events_topic}: the records before offsets {deleted} (partition: first "
                 "offset left) were deleted; the trees start at offset 0")
-        published, _ = read_checkpoints(self.bootstrap, self.checkpoints_topic)
+        published, _ = read_checkpoints(self.kafka, self.checkpoints_topic)
         mine = [c for c in published if c.key_id == key_id(self.public)
                 and c.topic == self.events_topic and signature_valid(c, self.public)]
         if mine:

@@ -22,6 +22,7 @@ from consumers.audit.replay import LogReplay, Replayer, ViewWriter, ordered_rows
 from consumers.store import ViewStore, tracking
 from processors.projector import Projector
 from schemas.catalog import Catalog
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 
@@ -65,14 +66,14 @@ def pending_records(reader: TopicReader, done: Mapping[int, int],
     return sum(1 for _ in reader.read_raw(targets, {p: done.get(p, 0) for p in targets}))
 
 
-def wait_caught_up(bootstrap: str, topic: str, live: ViewStore, timeout_s: float) -> bool:
+def wait_caught_up(kafka: KafkaConnection, topic: str, live: ViewStore, timeout_s: float) -> bool:
     """Wait until the live projector has read every record of ``topic`` that exists now.
 
     Returns False if that did not happen within ``timeout_s`` (the projector is down or behind).
     """
     deadline = time.monotonic() + timeout_s
-    wait_until_stable(bootstrap, topic, timeout_s)
-    with TopicReader(bootstrap, topic, client_id="leadhub-audit-compare") as reader:
+    wait_until_stable(kafka, topic, timeout_s)
+    with TopicReader(kafka, topic, client_id="leadhub-audit-compare") as reader:
         end = reader.end_offsets()
         while True:
             done = live.committed_offsets(topic)
@@ -83,13 +84,13 @@ def wait_caught_up(bootstrap: str, topic: str, live: ViewStore, timeout_s: float
             time.sleep(0.5)
 
 
-def compare_live(*, bootstrap: str, topics: TopicNames, projector: Projector, catalog: Catalog,
-                 live: ViewStore, replay_store: ViewStore, settle_s: float = 30.0,
+def compare_live(*, kafka: KafkaConnection, topics: TopicNames, projector: Projector,
+                 catalog: Catalog, live: ViewStore, replay_store: ViewStore, settle_s: float = 30.0,
                  progress: bool = False) -> Comparison:
     """Compare the live view with a replay into ``replay_store`` (fresh); see the module doc."""
-    caught_up = wait_caught_up(bootstrap, topics.events, live, settle_s)
+    caught_up = wait_caught_up(kafka, topics.events, live, settle_s)
     offsets, live_digest = live_snapshot(live, topics.events)
-    with TopicReader(bootstrap, topics.events, client_id="leadhub-audit-replay") as reader:
+    with TopicReader(kafka, topics.events, client_id="leadhub-audit-replay") as reader:
         writer = ViewWriter(replay_store)
         replay = LogReplay(reader, Replayer(projector, catalog), writer, progress=progress)
         end = {p: offsets.get(p, 0) for p in reader.partitions()}

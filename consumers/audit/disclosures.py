@@ -29,6 +29,7 @@ from processors.timefmt import format_instant, parse_instant
 from processors.view import ViewChange
 from schemas.catalog import Catalog
 from schemas.errors import HubError
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 
@@ -111,7 +112,7 @@ class DisclosureList:
     access_topic_found: bool
 
 
-def list_disclosures(bootstrap: str, topics: TopicNames, projector: Projector,
+def list_disclosures(kafka: KafkaConnection, topics: TopicNames, projector: Projector,
                      catalog: Catalog, participant: str,
                      since: datetime | None = None) -> DisclosureList:
     """Every disclosure of ``participant``'s data since ``since``, oldest first.
@@ -124,10 +125,10 @@ def list_disclosures(bootstrap: str, topics: TopicNames, projector: Projector,
     def collect(partition: int, received_at: datetime, changes: list[ViewChange]) -> None:
         found.extend(materialized(participant, received_at, changes))
 
-    with TopicReader(bootstrap, topics.events, client_id="leadhub-audit-disclosures") as rd:
+    with TopicReader(kafka, topics.events, client_id="leadhub-audit-disclosures") as rd:
         LogReplay(rd, Replayer(projector, catalog, participant=participant), collect,
                   progress=True).run_to(rd.end_offsets())
-    with TopicReader(bootstrap, topics.audit_access,
+    with TopicReader(kafka, topics.audit_access,
                      client_id="leadhub-audit-disclosures") as rd:
         end = rd.end_offsets()
         reads, skipped = accessed(participant, (r.value for r in rd.read(end)))

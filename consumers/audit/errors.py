@@ -27,3 +27,13 @@ class SetupError(AuditError):
     """Something the command needs is missing (key, topic, checkpoint): fix it and rerun."""
 
     exit_code = 2
+
+
+class EmptyWindowError(AuditError):
+    """A time window of ``lead.events`` holds nothing to work on (``audit export``): exit 3.
+
+    The message says when the log's records were received, so the caller can pick a window
+    that holds some.
+    """
+
+    exit_code = 3

@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from consumers.audit.errors import AuditError
+from schemas.kafka_connection import KafkaConnection
 
 STALL_TIMEOUT_S = 60.0
 #: How long to wait for a group's committed offsets (an open transaction holds them back).
@@ -57,20 +58,21 @@ class TopicReader:
     offsets) or ``read_uncommitted``.
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, client_id: str = "leadhub-audit",
+    def __init__(self, kafka: KafkaConnection, topic: str, *, client_id: str = "leadhub-audit",
                  max_poll_records: int = 5000,
                  isolation_level: str = DEFAULT_ISOLATION) -> None:
         self.topic = topic
         self.max_poll_records = max_poll_records
         try:
             self.consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                **kafka.client_options(), group_id=None, enable_auto_commit=False,
                 client_id=client_id, max_poll_records=max_poll_records,
                 max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
                 bootstrap_timeout_ms=10000, isolation_level=isolation_level,
             )
         except (KafkaError, OSError) as exc:
-            raise AuditError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}") from exc
+            raise AuditError(
+                f"cannot reach Kafka at {kafka.describe()}: {type(exc).__name__}") from exc
         self._finished: set[int] = set()
 
     def partitions(self) -> list[int]:
@@ -217,7 +219,7 @@ class TopicReader:
         self.close()
 
 
-def committed_offsets(bootstrap: str, group_id: str, topic: str, partitions: list[int], *,
+def committed_offsets(kafka: KafkaConnection, group_id: str, topic: str, partitions: list[int], *,
                       isolation_level: str = DEFAULT_ISOLATION) -> dict[int, int]:
     """The offsets consumer group ``group_id`` has committed on ``topic`` (absent: none yet).
 
@@ -227,11 +229,11 @@ def committed_offsets(bootstrap: str, group_id: str, topic: str, partitions: lis
     AuditError. Joins no group and commits nothing.
     """
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
+        consumer = KafkaConsumer(**kafka.client_options(), group_id=group_id,
                                  enable_auto_commit=False, client_id="leadhub-audit-probe",
                                  bootstrap_timeout_ms=10000, isolation_level=isolation_level)
     except (KafkaError, OSError) as exc:
-        raise AuditError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}") from exc
+        raise AuditError(f"cannot reach Kafka at {kafka.describe()}: {type(exc).__name__}") from exc
     try:
         result: dict[int, int] = {}
         for p in partitions:
@@ -246,7 +248,7 @@ def committed_offsets(bootstrap: str, group_id: str, topic: str, partitions: lis
         consumer.close()
 
 
-def wait_until_stable(bootstrap: str, topic: str, timeout_s: float = 30.0) -> bool:
+def wait_until_stable(kafka: KafkaConnection, topic: str, timeout_s: float = 30.0) -> bool:
     """Wait until no open transaction hides records of ``topic`` that exist now.
 
     Records a transaction committed behind another, still open one stay invisible to
@@ -254,10 +256,10 @@ def wait_until_stable(bootstrap: str, topic: str, timeout_s: float = 30.0) -> bo
     after its timeout). Returns True once the last stable offset of every partition reached the
     high watermark seen at the call; False after ``timeout_s``.
     """
-    with TopicReader(bootstrap, topic, client_id="leadhub-audit-stable",
+    with TopicReader(kafka, topic, client_id="leadhub-audit-stable",
                      isolation_level="read_uncommitted") as raw:
         high = raw.end_offsets()
-    with TopicReader(bootstrap, topic, client_id="leadhub-audit-stable") as committed:
+    with TopicReader(kafka, topic, client_id="leadhub-audit-stable") as committed:
         deadline = time.monotonic() + timeout_s
         while True:
             stable = committed.end_offsets()

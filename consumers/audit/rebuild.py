@@ -47,6 +47,7 @@ from processors.projector import Projector
 from processors.site import load_site
 from schemas.catalog import Catalog, load_catalog
 from schemas.errors import HubError
+from schemas.kafka_connection import KafkaConnection
 
 #: Records a worker counts before it publishes its count to the parent's progress line.
 _PUBLISH_EVERY = 2048
@@ -69,7 +70,7 @@ class CoreSpec:
 class ShareJob:
     """One share of the replay: these partitions, up to these end offsets."""
 
-    bootstrap: str
+    kafka: KafkaConnection
     topic: str
     end: dict[int, int]
     core: CoreSpec
@@ -122,7 +123,7 @@ def split_partitions(end: Mapping[int, int], workers: int) -> list[dict[int, int
     return found or [{}]
 
 
-def rebuild_view_file(bootstrap: str, topic: str, end: Mapping[int, int], core: CoreSpec,
+def rebuild_view_file(kafka: KafkaConnection, topic: str, end: Mapping[int, int], core: CoreSpec,
                       target: Path, *, until: datetime | None = None, workers: int = 2,
                       progress: bool = False,
                       client_id: str = "leadhub-audit-replay") -> RebuildResult:
@@ -137,20 +138,20 @@ def rebuild_view_file(bootstrap: str, topic: str, end: Mapping[int, int], core: 
     if not target.parent.is_dir():
         raise SetupError(f"{target.parent} is not a directory: create it or pick another file")
     shares = split_partitions(end, workers)
-    result = _rebuild(bootstrap, topic, shares, core, target, until, progress, client_id)
+    result = _rebuild(kafka, topic, shares, core, target, until, progress, client_id)
     if result is None:  # participants span shares: the shares are not independent
-        result = _rebuild(bootstrap, topic, split_partitions(end, 1), core, target, until,
+        result = _rebuild(kafka, topic, split_partitions(end, 1), core, target, until,
                           progress, client_id)
         assert result is not None
     return result
 
 
-def _rebuild(bootstrap: str, topic: str, shares: list[dict[int, int]], core: CoreSpec,
+def _rebuild(kafka: KafkaConnection, topic: str, shares: list[dict[int, int]], core: CoreSpec,
              target: Path, until: datetime | None, progress: bool,
              client_id: str) -> RebuildResult | None:
     """One attempt; None if a participant turned up in two shares (nothing is left behind)."""
     output = temporary_path(target)
-    jobs = [ShareJob(bootstrap, topic, share, core, until, f"{client_id}-{index}",
+    jobs = [ShareJob(kafka, topic, share, core, until, f"{client_id}-{index}",
                      output if index == 0 else temporary_path(target, f"share{index}"))
             for index, share in enumerate(shares)]
     writer: ViewFileWriter | None = None
@@ -206,7 +207,7 @@ def _replay_share(job: ShareJob, meter: Meter | None,
     try:
         with _rare_collections():
             started = time.perf_counter()
-            with TopicReader(job.bootstrap, job.topic, client_id=job.client_id) as reader:
+            with TopicReader(job.kafka, job.topic, client_id=job.client_id) as reader:
                 replay = LogReplay(reader, replayer, None, until=job.until, meter=meter)
                 replay.run_to(job.end)
             replayed = time.perf_counter()

@@ -63,6 +63,7 @@ from consumers.audit.reconcile_ledger import (
     event_reference,
 )
 from schemas.errors import HubError
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 CLIENT_ID = "leadhub-audit-reconcile"
@@ -87,7 +88,7 @@ class _Meter:
             self.progress.line()
 
 
-def reconcile(bootstrap: str, topics: TopicNames, partner_ids: Sequence[str], *,
+def reconcile(kafka: KafkaConnection, topics: TopicNames, partner_ids: Sequence[str], *,
               progress: bool = False, validator_group: str | None = None,
               stream: TextIO | None = None) -> Reconciliation:
     """Account for every record of the partners' inbound topics (see the module doc).
@@ -107,17 +108,17 @@ def reconcile(bootstrap: str, topics: TopicNames, partner_ids: Sequence[str], *,
     except ValueError as exc:
         raise SetupError(f"invalid partner id: {exc}") from exc
     try:
-        return _reconcile(bootstrap, topics, inbound, validator_group, out)
+        return _reconcile(kafka, topics, inbound, validator_group, out)
     except SetupError:
         raise
     except AuditError as exc:
         raise SetupError(f"reconciliation not completed: {exc}") from exc
 
 
-def _reconcile(bootstrap: str, topics: TopicNames, inbound: Mapping[str, str],
+def _reconcile(kafka: KafkaConnection, topics: TopicNames, inbound: Mapping[str, str],
                validator_group: str, out: TextIO | None) -> Reconciliation:
     with contextlib.ExitStack() as stack:
-        readers = {topic: stack.enter_context(TopicReader(bootstrap, topic, client_id=CLIENT_ID))
+        readers = {topic: stack.enter_context(TopicReader(kafka, topic, client_id=CLIENT_ID))
                    for topic in inbound}
         # 1. the scope: what the inbound topics hold now
         scope: dict[str, tuple[str, dict[int, tuple[int, int]]]] = {}
@@ -130,17 +131,17 @@ def _reconcile(bootstrap: str, topics: TopicNames, inbound: Mapping[str, str],
             scope[topic] = (inbound[topic],
                             {p: (starts.get(p, 0), end) for p, end in ends.items()})
         # 2. what the validator has processed of it
-        processed = {topic: committed_offsets(bootstrap, validator_group, topic,
+        processed = {topic: committed_offsets(kafka, validator_group, topic,
                                               sorted(partitions))
                      for topic, (_, partitions) in scope.items() if partitions}
         # 3. its outputs, up to what exists after that, once no open transaction (a killed
         #    validator's, until the broker aborts it) hides committed records behind it
         for name in (topics.events, topics.dlq):
-            if not wait_until_stable(bootstrap, name) and out is not None:
+            if not wait_until_stable(kafka, name) and out is not None:
                 print(f"reconcile: {name} still has an open transaction after 30 s; records "
                       "behind it may be reported unaccounted: run again", file=out)
-        events = stack.enter_context(TopicReader(bootstrap, topics.events, client_id=CLIENT_ID))
-        dlq = stack.enter_context(TopicReader(bootstrap, topics.dlq, client_id=CLIENT_ID))
+        events = stack.enter_context(TopicReader(kafka, topics.events, client_id=CLIENT_ID))
+        dlq = stack.enter_context(TopicReader(kafka, topics.dlq, client_id=CLIENT_ID))
         events_end, dlq_end = events.end_offsets(), dlq.end_offsets()
         for name, end in ((topics.events, events_end), (topics.dlq, dlq_end)):
             if not end:

@@ -167,6 +167,8 @@ class LogReplay:
     as it stood then; no final tick is applied, exactly as the live view showed it).
     ``sink`` None: the changes are dropped (the caller reads the final rows from the states).
     ``meter``: counts the records instead of a :class:`Progress` line of its own.
+    ``records``: the records replayed so far (a partition's first record past ``until`` is
+    read to find the stop, and not counted).
     """
 
     def __init__(self, reader: TopicReader, replayer: Replayer, sink: ChangeSink | None, *,
@@ -197,7 +199,6 @@ class LogReplay:
         try:
             for partition, offset, key, value in self.reader.read_raw(targets, positions):
                 positions[partition] = offset + 1
-                records += 1
                 if meter is not None:
                     meter.advance()
                 record = clocks.get(value)
@@ -205,6 +206,7 @@ class LogReplay:
                     try:
                         record = decode_canonical(value)
                     except HubError:
+                        records += 1
                         replayer.skipped += 1
                         continue
                     if record.kind == "CLOCK":
@@ -214,7 +216,8 @@ class LogReplay:
                 if until is not None and record.received_at > until:
                     self._stopped.add(partition)
                     self.reader.finish(partition)
-                    continue
+                    continue  # read to find the stop, not replayed: not counted
+                records += 1
                 changes = apply(partition, offset, key, record)
                 if changes and sink is not None:
                     sink(partition, record.received_at, changes)

@@ -1,0 +1,179 @@
+"""The broker's admin API for principals: SCRAM credentials and ACLs (needs ``leadhub-admin``).
+
+Applies the grants that :mod:`leadhub.kafka_access` describes. Every call is idempotent:
+creating an ACL that exists, or setting a password again, changes nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient
+from kafka.admin import (
+    ACL,
+    ACLFilter,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    ResourcePattern,
+    ResourcePatternFilter,
+    ResourceType,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
+)
+from kafka.errors import KafkaError
+
+from leadhub.kafka_access import Grant, partner_grants
+from leadhub.kafka_credentials import new_password
+from leadhub.services import ServiceError
+from schemas.kafka_connection import SASL_MECHANISM, KafkaConnection
+from schemas.topics import TopicNames
+
+_MECHANISM = ScramMechanism[SASL_MECHANISM.replace("-", "_")]
+
+
+def admin_client(connection: KafkaConnection, client_id: str) -> KafkaAdminClient:
+    """An admin client; ServiceError if the broker cannot be reached or refuses the login."""
+    try:
+        return KafkaAdminClient(**connection.client_options(), client_id=client_id,
+                                bootstrap_timeout_ms=10000)
+    except (KafkaError, OSError) as exc:
+        raise ServiceError(
+            f"cannot reach Kafka at {connection.describe()}: {type(exc).__name__}") from exc
+
+
+def _acl(grant: Grant, operation: str) -> ACL:
+    pattern = ACLResourcePatternType.PREFIXED if grant.prefixed else ACLResourcePatternType.LITERAL
+    return ACL(principal=f"User:{grant.user}", host="*", operation=ACLOperation[operation],
+               permission_type=ACLPermissionType.ALLOW,
+               resource_pattern=ResourcePattern(ResourceType[grant.resource], grant.name,
+                                                pattern))
+
+
+def apply_grants(connection: KafkaConnection, grants: Iterable[Grant]) -> int:
+    """Create the ACLs of ``grants``; return how many ACL entries were sent."""
+    acls = [_acl(grant, op) for grant in grants for op in grant.operations]
+    if not acls:
+        return 0
+    admin = admin_client(connection, "leadhub-acls")
+    try:
+        result = admin.create_acls(acls)
+    except KafkaError as exc:
+        raise ServiceError(f"creating ACLs failed: {type(exc).__name__}") from exc
+    finally:
+        admin.close()
+    if result["failed"]:
+        raise ServiceError(f"the broker refused {len(result['failed'])} ACLs: "
+                           f"{type(result['failed'][0]).__name__}")
+    return len(acls)
+
+
+def _any_filter(user: str | None) -> ACLFilter:
+    return ACLFilter(principal=None if user is None else f"User:{user}", host=None,
+                     operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
+                     resource_pattern=ResourcePatternFilter(ResourceType.ANY, None,
+                                                            ACLResourcePatternType.ANY))
+
+
+def _delete(connection: KafkaConnection, filters: list[ACLFilter]) -> None:
+    if not filters:
+        return
+    admin = admin_client(connection, "leadhub-acls")
+    try:
+        admin.delete_acls(filters)
+    except KafkaError as exc:
+        raise ServiceError(f"deleting ACLs failed: {type(exc).__name__}") from exc
+    finally:
+        admin.close()
+
+
+def revoke_all(connection: KafkaConnection, user: str) -> None:
+    """Delete every ACL whose principal is ``User:<user>``."""
+    _delete(connection, [_any_filter(user)])
+
+
+def revoke_prefix(connection: KafkaConnection, prefix: str) -> None:
+    """Delete every ACL on a resource whose name starts with ``prefix`` (a test's topics)."""
+    if not prefix:
+        raise ServiceError("refusing to delete every ACL: the prefix is empty")
+    admin = admin_client(connection, "leadhub-acls")
+    try:
+        acls, _ = admin.describe_acls(_any_filter(None))  # errors are raised
+    except KafkaError as exc:
+        raise ServiceError(f"listing ACLs failed: {type(exc).__name__}") from exc
+    finally:
+        admin.close()
+    doomed = [ACLFilter(acl.principal, acl.host, acl.operation, acl.permission_type,
+                        ResourcePatternFilter(acl.resource_pattern.resource_type,
+                                              acl.resource_pattern.resource_name,
+                                              acl.resource_pattern.pattern_type))
+              for acl in acls if acl.resource_pattern.resource_name.startswith(prefix)]
+    _delete(connection, doomed)
+
+
+def set_password(connection: KafkaConnection, user: str, password: str) -> None:
+    """Create or replace ``user``'s SCRAM-SHA-512 credential."""
+    _alter(connection, [UserScramCredentialUpsertion(user, _MECHANISM, password)])
+
+
+def delete_credential(connection: KafkaConnection, user: str) -> None:
+    """Remove ``user``'s SCRAM credential (its open connections stay until they reconnect)."""
+    _alter(connection, [UserScramCredentialDeletion(user, _MECHANISM)])
+
+
+def _alter(connection: KafkaConnection, alterations: list[object]) -> None:
+    admin = admin_client(connection, "leadhub-credentials")
+    try:
+        errors = admin.alter_user_scram_credentials(alterations)
+    except KafkaError as exc:
+        raise ServiceError(f"changing a SCRAM credential failed: {type(exc).__name__}") from exc
+    finally:
+        admin.close()
+    failed = {user: message for user, message in errors.items() if message}
+    if failed:
+        raise ServiceError(f"the broker refused the credential change: {failed}")
+
+
+def has_credential(connection: KafkaConnection, user: str) -> bool:
+    """True if the broker holds a SCRAM credential for ``user``."""
+    admin = admin_client(connection, "leadhub-credentials")
+    try:
+        described = admin.describe_user_scram_credentials([user])
+    except KafkaError as exc:
+        raise ServiceError(f"reading SCRAM credentials failed: {type(exc).__name__}") from exc
+    finally:
+        admin.close()
+    entry = described.get(user) or {}
+    return not entry.get("error") and bool(entry.get("credential_infos"))
+
+
+def provision_partner(admin: KafkaConnection, topics: TopicNames,
+                      partner_id: str) -> KafkaConnection:
+    """Give ``partner_id`` a new random SCRAM password and its ACLs; return its connection.
+
+    On an unsecured broker (``admin`` has no principal) nothing is provisioned and the partner
+    connects plaintext.
+    """
+    if not admin.secured:
+        return KafkaConnection(admin.bootstrap)
+    password = new_password()
+    set_password(admin, partner_id, password)
+    apply_grants(admin, partner_grants(topics, partner_id))
+    return KafkaConnection(admin.bootstrap, partner_id, password)
+
+
+class SimulatedPartners:
+    """Connections of simulated partners (demo, ``simulate --publish``), provisioned on first
+    use with fresh passwords: local development tooling publishing as every partner."""
+
+    def __init__(self, admin: KafkaConnection, topics: TopicNames) -> None:
+        self.admin = admin
+        self.topics = topics
+        self._connections: dict[str, KafkaConnection] = {}
+
+    def __call__(self, partner_id: str) -> KafkaConnection:
+        if partner_id not in self._connections:
+            self._connections[partner_id] = provision_partner(self.admin, self.topics,
+                                                              partner_id)
+        return self._connections[partner_id]
