@@ -6,7 +6,8 @@ creating an ACL that exists, or setting a password again, changes nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from kafka import KafkaAdminClient
 from kafka.admin import (
@@ -30,6 +31,7 @@ from leadhub.services import ServiceError
 from schemas.kafka_connection import SASL_MECHANISM, KafkaConnection
 from schemas.topics import TopicNames
 
+T = TypeVar("T")
 _MECHANISM = ScramMechanism[SASL_MECHANISM.replace("-", "_")]
 
 
@@ -41,6 +43,18 @@ def admin_client(connection: KafkaConnection, client_id: str) -> KafkaAdminClien
     except (KafkaError, OSError) as exc:
         raise ServiceError(
             f"cannot reach Kafka at {connection.describe()}: {type(exc).__name__}") from exc
+
+
+def _call(connection: KafkaConnection, client_id: str, what: str,
+          call: Callable[[KafkaAdminClient], T]) -> T:
+    """Run ``call`` with an admin client; a library error becomes ServiceError naming ``what``."""
+    admin = admin_client(connection, client_id)
+    try:
+        return call(admin)
+    except KafkaError as exc:
+        raise ServiceError(f"{what} failed: {type(exc).__name__}") from exc
+    finally:
+        admin.close()
 
 
 def _acl(grant: Grant, operation: str) -> ACL:
@@ -56,13 +70,8 @@ def apply_grants(connection: KafkaConnection, grants: Iterable[Grant]) -> int:
     acls = [_acl(grant, op) for grant in grants for op in grant.operations]
     if not acls:
         return 0
-    admin = admin_client(connection, "leadhub-acls")
-    try:
-        result = admin.create_acls(acls)
-    except KafkaError as exc:
-        raise ServiceError(f"creating ACLs failed: {type(exc).__name__}") from exc
-    finally:
-        admin.close()
+    result = _call(connection, "leadhub-acls", "creating ACLs",
+                   lambda admin: admin.create_acls(acls))
     if result["failed"]:
         raise ServiceError(f"the broker refused {len(result['failed'])} ACLs: "
                            f"{type(result['failed'][0]).__name__}")
@@ -77,15 +86,9 @@ def _any_filter(user: str | None) -> ACLFilter:
 
 
 def _delete(connection: KafkaConnection, filters: list[ACLFilter]) -> None:
-    if not filters:
-        return
-    admin = admin_client(connection, "leadhub-acls")
-    try:
-        admin.delete_acls(filters)
-    except KafkaError as exc:
-        raise ServiceError(f"deleting ACLs failed: {type(exc).__name__}") from exc
-    finally:
-        admin.close()
+    if filters:
+        _call(connection, "leadhub-acls", "deleting ACLs",
+              lambda admin: admin.delete_acls(filters))
 
 
 def revoke_all(connection: KafkaConnection, user: str) -> None:
@@ -97,13 +100,8 @@ def revoke_prefix(connection: KafkaConnection, prefix: str) -> None:
     """Delete every ACL on a resource whose name starts with ``prefix`` (a test's topics)."""
     if not prefix:
         raise ServiceError("refusing to delete every ACL: the prefix is empty")
-    admin = admin_client(connection, "leadhub-acls")
-    try:
-        acls, _ = admin.describe_acls(_any_filter(None))  # errors are raised
-    except KafkaError as exc:
-        raise ServiceError(f"listing ACLs failed: {type(exc).__name__}") from exc
-    finally:
-        admin.close()
+    acls, _ = _call(connection, "leadhub-acls", "listing ACLs",  # errors are raised
+                    lambda admin: admin.describe_acls(_any_filter(None)))
     doomed = [ACLFilter(acl.principal, acl.host, acl.operation, acl.permission_type,
                         ResourcePatternFilter(acl.resource_pattern.resource_type,
                                               acl.resource_pattern.resource_name,
@@ -123,13 +121,8 @@ def delete_credential(connection: KafkaConnection, user: str) -> None:
 
 
 def _alter(connection: KafkaConnection, alterations: list[object]) -> None:
-    admin = admin_client(connection, "leadhub-credentials")
-    try:
-        errors = admin.alter_user_scram_credentials(alterations)
-    except KafkaError as exc:
-        raise ServiceError(f"changing a SCRAM credential failed: {type(exc).__name__}") from exc
-    finally:
-        admin.close()
+    errors = _call(connection, "leadhub-credentials", "changing a SCRAM credential",
+                   lambda admin: admin.alter_user_scram_credentials(alterations))
     failed = {user: message for user, message in errors.items() if message}
     if failed:
         raise ServiceError(f"the broker refused the credential change: {failed}")
@@ -137,13 +130,8 @@ def _alter(connection: KafkaConnection, alterations: list[object]) -> None:
 
 def has_credential(connection: KafkaConnection, user: str) -> bool:
     """True if the broker holds a SCRAM credential for ``user``."""
-    admin = admin_client(connection, "leadhub-credentials")
-    try:
-        described = admin.describe_user_scram_credentials([user])
-    except KafkaError as exc:
-        raise ServiceError(f"reading SCRAM credentials failed: {type(exc).__name__}") from exc
-    finally:
-        admin.close()
+    described = _call(connection, "leadhub-credentials", "reading SCRAM credentials",
+                      lambda admin: admin.describe_user_scram_credentials([user]))
     entry = described.get(user) or {}
     return not entry.get("error") and bool(entry.get("credential_infos"))
 

@@ -7,8 +7,14 @@ single-machine developer setup work with no variables at all.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from schemas.errors import HubError
+
+T = TypeVar("T", int, float)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,6 +22,28 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_KAFKA_PORT = 39092
 DEFAULT_KAFKA_CONTROLLER_PORT = 39093
 DEFAULT_POSTGRES_PORT = 55432
+
+
+class SettingsError(HubError):
+    """A ``LEADHUB_*`` variable has a value the hub cannot use (exit code 2)."""
+
+    exit_code = 2
+
+
+def _number(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T],
+            minimum: T) -> T:
+    """``env[name]`` parsed by ``parse`` (``default`` when unset or empty), at least
+    ``minimum``; SettingsError naming the variable otherwise."""
+    raw = env.get(name) or ""
+    if not raw.strip():
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a {parse.__name__} number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -64,7 +92,10 @@ class Settings:
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from ``environ`` (default: the process environment)."""
+    """Build :class:`Settings` from ``environ`` (default: the process environment).
+
+    Raises SettingsError (exit code 2) naming the variable whose value is not usable.
+    """
     env = dict(os.environ) if environ is None else environ
     state_dir = Path(env.get("LEADHUB_STATE_DIR", str(PROJECT_ROOT / ".leadhub")))
     cache_default = Path(env.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "leadhub"
@@ -77,17 +108,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         state_dir=state_dir,
         cache_dir=Path(env.get("LEADHUB_CACHE_DIR", str(cache_default))),
         kafka_version=env.get("LEADHUB_KAFKA_VERSION", "4.1.1"),
-        kafka_port=int(env.get("LEADHUB_KAFKA_PORT", str(DEFAULT_KAFKA_PORT))),
-        kafka_controller_port=int(
-            env.get("LEADHUB_KAFKA_CONTROLLER_PORT", str(DEFAULT_KAFKA_CONTROLLER_PORT))
-        ),
-        postgres_port=int(env.get("LEADHUB_POSTGRES_PORT", str(DEFAULT_POSTGRES_PORT))),
-        partitions=int(env.get("LEADHUB_PARTITIONS", "4")),
+        kafka_port=_number(env, "LEADHUB_KAFKA_PORT", DEFAULT_KAFKA_PORT, int, 1),
+        kafka_controller_port=_number(env, "LEADHUB_KAFKA_CONTROLLER_PORT",
+                                      DEFAULT_KAFKA_CONTROLLER_PORT, int, 1),
+        postgres_port=_number(env, "LEADHUB_POSTGRES_PORT", DEFAULT_POSTGRES_PORT, int, 1),
+        partitions=_number(env, "LEADHUB_PARTITIONS", 4, int, 1),
         topic_prefix=env.get("LEADHUB_TOPIC_PREFIX", ""),
-        tick_interval_s=float(env.get("LEADHUB_TICK_SECONDS", "5")),
-        metrics_port=int(env["LEADHUB_METRICS_PORT"]) if env.get("LEADHUB_METRICS_PORT") else None,
+        tick_interval_s=_number(env, "LEADHUB_TICK_SECONDS", 5.0, float, 0.01),
+        metrics_port=_number(env, "LEADHUB_METRICS_PORT", 0, int, 0) or None,
         instance_id=env.get("LEADHUB_INSTANCE_ID") or None,
-        projector_cache=int(env.get("LEADHUB_PROJECTOR_CACHE", "1500000")),
+        projector_cache=_number(env, "LEADHUB_PROJECTOR_CACHE", 1500000, int, 1),
         kafka_username=env.get("LEADHUB_KAFKA_USERNAME") or None,
         kafka_password=env.get("LEADHUB_KAFKA_PASSWORD") or None,
         kafka_credentials_dir=Path(env.get("LEADHUB_KAFKA_CREDENTIALS_DIR",

@@ -119,3 +119,14 @@ def test_compose_file_is_valid_for_deployment() -> None:
                                   "-q"], cwd=ROOT,
                                  capture_output=True, text=True, check=False)
         assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize(("variable", "value"), [("LEADHUB_PARTITIONS", "four"),
+                                                 ("LEADHUB_PARTITIONS", "0"),
+                                                 ("LEADHUB_TICK_SECONDS", "soon"),
+                                                 ("LEADHUB_METRICS_PORT", "-1")])
+def test_a_bad_setting_is_exit_2_naming_the_variable(variable: str, value: str) -> None:
+    result = _leadhub("topics", "create", env=dict(os.environ, **{variable: value}))
+    assert result.returncode == 2, result.stderr
+    assert variable in result.stderr and "Traceback" not in result.stderr
+    assert "this is a bug" not in result.stderr
