@@ -147,6 +147,24 @@ class InboundPublisher(Protocol):
     def close(self) -> None: ...
 
 
+class MemoryInbound:
+    """In-memory :class:`InboundPublisher` for tests; ``fail=True`` acts as a down broker."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Event]] = []
+        self.fail = False
+
+    def publish(self, partner_id: str, events: Sequence[Event]) -> None:
+        """Keep ``(partner_id, event)`` pairs, or raise as an unreachable Kafka would."""
+        if self.fail:
+            raise ServiceUnavailable("Kafka did not acknowledge the events; retry later",
+                                     code="KAFKA_UNAVAILABLE")
+        self.sent.extend((partner_id, event) for event in events)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class KafkaInbound:
     """:class:`InboundPublisher` over one :class:`PartnerPublisher` per partner (lazy)."""
 
