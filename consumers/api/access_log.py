@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from consumers.api.caseload import format_instant
 from consumers.api.errors import ServiceUnavailable
+from processors.timefmt import format_instant
 from schemas.kafka_connection import KafkaConnection
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from processors.deadlines import ARREST_DIVERSION, INTAKE_TYPE, MISSED_TYPE, REFERRAL_TYPE
+from processors.timefmt import format_instant
 
 Row = Mapping[str, Any]
 
@@ -40,12 +41,6 @@ def parse_instant(text: str) -> datetime:
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
-
-
-def format_instant(instant: datetime) -> str:
-    """Render an aware instant as ISO 8601 UTC with ``Z``."""
-    utc = instant.astimezone(UTC).replace(tzinfo=None)
-    return utc.isoformat(timespec="seconds" if utc.microsecond == 0 else "microseconds") + "Z"
 
 
 def row_instant(row: Row) -> datetime:

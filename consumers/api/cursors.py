@@ -13,8 +13,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from consumers.api.caseload import format_instant, parse_instant
+from consumers.api.caseload import parse_instant
 from consumers.api.errors import BadRequest
+from processors.timefmt import format_instant
 
 
 def _invalid() -> BadRequest:

@@ -67,6 +67,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from consumers.audit.digest import canonical_json
 from consumers.audit.errors import CheckpointError, SetupError
 from consumers.audit.merkle import HASH_SIZE, CompactTree, leaf_hash
+from schemas.event import format_timestamp
 from schemas.kafka_connection import KafkaConnection
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ def signed_message(topic: str, timestamp: str, heads: Sequence[Head], kid: str) 
 def sign_checkpoint(private_key: Ed25519PrivateKey, topic: str, timestamp: datetime,
                     heads: Sequence[Head]) -> Checkpoint:
     """Sign ``heads`` of ``topic`` as of ``timestamp`` (tz-aware)."""
-    stamp = timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = format_timestamp(timestamp)
     kid = key_id(public_bytes(private_key.public_key()))
     ordered = tuple(sorted(heads, key=lambda h: h.partition))
     signature = private_key.sign(signed_message(topic, stamp, ordered, kid))
