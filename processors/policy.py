@@ -166,17 +166,10 @@ def category_basis(
     consents: Iterable[Consent],
     now: datetime,
 ) -> Basis:
-    """Return whether ``partner`` may see ``category`` of an event from ``source_partner``."""
-    if floor_forbids(partner.role, category):
-        return HIDDEN
-    if partner.id == source_partner:
-        return OPEN
-    rule = effective_access(site, partner.role, category)
-    if rule is Access.ALWAYS:
-        return OPEN
-    if rule is Access.WITH_CONSENT:
-        return consent_basis(partner, category, consents, now, site.partner(source_partner))
-    return HIDDEN
+    """Return whether ``partner`` may see ``category`` of an event from ``source_partner``
+    (the ladder of :meth:`AccessRules.basis`, for one question)."""
+    return AccessRules(site).basis(partner, category, partner.id == source_partner,
+                                   list(consents), now, {}, site.partner(source_partner))
 
 
 class AccessRules:
@@ -191,6 +184,15 @@ class AccessRules:
     def __init__(self, site: SitePolicy) -> None:
         self._site = site
         self._static: dict[MemoKey, Basis] = {}
+
+    def depends_on_consents(self, partner: Partner, categories: Iterable[str],
+                            own: bool) -> bool:
+        """True if the answer for any of ``categories`` can change with the consents (or the
+        instant): only ``with_consent`` rules do; the floor, own source, ``always`` and
+        ``never`` answer the same for every event of a kind, so callers may remember them."""
+        return not own and any(
+            effective_access(self._site, partner.role, category) is Access.WITH_CONSENT
+            for category in categories)
 
     def basis(
         self,

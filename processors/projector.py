@@ -64,9 +64,8 @@ from processors.policy import (
     MemoKey,
     RowDecision,
     admission,
-    effective_access,
 )
-from processors.site import HUB, Access, Partner, SitePolicy
+from processors.site import HUB, Partner, SitePolicy
 from processors.state import ParticipantState, PendingDeadline, Rows, as_rows, build_row
 from processors.timefmt import value_to_json
 from processors.view import RowShape, ViewChange, ViewRow
@@ -405,16 +404,12 @@ class Projector:
         field_categories = event_type.field_categories(event.payload)
         if event.source_partner in self._part2_sources:
             field_categories = {name: PART2_CATEGORY for name in field_categories}
-        categories = {row_category, *(field_categories.get(name) for name in event.payload)}
-        categories.discard(None)
+        categories = {row_category, *(category for name in event.payload
+                                      if (category := field_categories.get(name)) is not None)}
         steps: list[tuple[Partner, RowShape | None, bool]] = []
         for partner in self._recipients:
             own = partner.id == event.source_partner
-            dependent = not own and any(
-                effective_access(self._site, partner.role, category) is Access.WITH_CONSENT
-                for category in categories
-                if category is not None
-            )
+            dependent = self._rules.depends_on_consents(partner, categories, own)
             static_shape = None
             if not dependent:
                 decision = self._rules.decide(
