@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup services stop-services test lint demo schemas-check bench clean
+.PHONY: setup services stop-services test lint demo schemas-check bench clean browser
 
 setup: $(STAMP)  ## create .venv with leadhub installed editable (+ dev tools)
 
@@ -23,7 +23,15 @@ stop-services: setup
 schemas-check: setup
 	$(BIN)/leadhub schemas check
 
-test: setup services schemas-check  ## the whole suite against real Kafka and PostgreSQL
+# The console's browser tests drive Debian's headless Chromium: install it when missing (root).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver) >/dev/null; \
+	  else echo "chromium missing: run 'apt-get install -y chromium chromium-driver' as root"; fi; }
+
+test: setup services schemas-check browser  ## the whole suite against real Kafka and PostgreSQL
 	CI=$${CI:-true} $(BIN)/pytest -q
 
 lint: setup

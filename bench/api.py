@@ -88,6 +88,12 @@ STORY: list[tuple[str, list[str], tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
+def person(index: int) -> str:
+    """The bench's participant number ``index`` in the hub's format (``p-`` + 16 hex digits,
+    in the order of ``index``)."""
+    return f"p-{index:016x}"
+
+
 def participants_for(rows: int) -> int:
     """About 40 rows per participant (20 events, about 2 recipients each)."""
     return max(10, rows // 40)
@@ -100,7 +106,7 @@ def generate(rows: int, seed: int) -> Any:
     people = participants_for(rows)
     while True:
         for index in range(people):
-            participant = f"P-{index:07d}"
+            participant = person(index)
             start = T0 + timedelta(minutes=rng.randrange(0, 60 * 24 * 600))
             for step in range(20):
                 kind, categories, extra, fields = STORY[0] if step == 0 else (
@@ -309,7 +315,7 @@ def drive(port: int, token: str, people: int, rate: float, seconds: float,
             if delay > 0:
                 time.sleep(delay)
             kind = "caseload" if index % 2 == 0 else "timeline"
-            pool.submit(one, kind, _request_path(kind, f"P-{rng.randrange(people):07d}"), due)
+            pool.submit(one, kind, _request_path(kind, person(rng.randrange(people))), due)
     return latencies
 
 
@@ -328,7 +334,7 @@ def baselines(url: str, kafka: KafkaConnection, topic: str, people: int,
     out: dict[str, list[float]] = {"sql caseload": [], "sql timeline": [], "kafka ack": []}
     try:
         for index in range(samples + 20):
-            participant = f"P-{rng.randrange(people):07d}"
+            participant = person(rng.randrange(people))
             began = time.perf_counter()
             page = views.caseload_rows("harbor-cm", participant, 51, CASELOAD_TYPES)
             caseload_ms = (time.perf_counter() - began) * 1000

@@ -74,7 +74,7 @@ from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import Catalog, load_catalog
 from schemas.codec import encode
 from schemas.errors import HubError
-from schemas.event import Event
+from schemas.event import Event, mint_participant_id
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
@@ -137,7 +137,10 @@ def event_of(participant: Participant, index: int) -> Event:
     """The participant's ``index``-th event (0, 1, 2: referral, intake, consent)."""
     at = START + STEP * index + timedelta(seconds=participant.offset_s)
     pid = participant.participant_id
-    referral_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"leadhub-bench:{pid}:referral"))
+    # Deterministic, and a random-looking version 4 UUID as the hub requires of partners.
+    referral_id = str(uuid.UUID(bytes=uuid.uuid5(uuid.NAMESPACE_URL,
+                                                 f"leadhub-bench:{pid}:referral").bytes,
+                                version=4))
     if index == 0:
         return Event(referral_id, "ReferralMade", pid, at, {
             "door": "SOCIAL_CONTACT", "offense_category": None, "charges_held": False,
@@ -277,7 +280,7 @@ def run_size(args: argparse.Namespace, size: int, count: int, waves: int, site: 
     """Build, measure, reload and revoke at one history size; return its figures."""
     prefix = f"benchhist{uuid.uuid4().hex[:10]}."
     topics = TopicNames(prefix)
-    people = [Participant(f"h{size}-{n}-{uuid.uuid4().hex[:8]}", n) for n in range(count)]
+    people = [Participant(mint_participant_id(), n) for n in range(count)]
     admin = bench_connection(args.bootstrap)
     try:
         log = Log(admin, topics, site, catalog)

@@ -15,7 +15,6 @@ import math
 import os
 import resource
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +29,7 @@ from processors.projection_step import ProjectionStep
 from processors.projector import Projector
 from processors.site import SitePolicy
 from schemas.catalog import Catalog
-from schemas.event import Event
+from schemas.event import Event, mint_participant_id
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
@@ -50,10 +49,10 @@ def wait_ready(publishers: Publishers, tracker: CommitTracker, alive: AliveCheck
     """Publish probes for a few participants and wait for their rows: the hub is up and
     every partition is assigned."""
     now = datetime.now(UTC).replace(microsecond=0)
-    probes = [make_event("ContactLogged", f"warmup-{i}-{uuid.uuid4().hex[:8]}", now,
+    probes = [make_event("ContactLogged", mint_participant_id(), now,
                          "harbor-cm", contact_method="OUTREACH", successful=True,
                          duration_minutes=None)
-              for i in range(16)]
+              for _ in range(16)]
     tracker.expect(e.event_id for e in probes)
     started = time.monotonic()
     for probe in probes:
@@ -161,8 +160,8 @@ def revocation_phase(count: int, publishers: Publishers, tracker: CommitTracker,
     base = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
     housings: list[Event] = []
     grants: list[Event] = []
-    for i in range(count):
-        participant = f"rev-{i}-{uuid.uuid4().hex[:8]}"
+    for _ in range(count):
+        participant = mint_participant_id()
         housings.append(make_event("HousingStatusChanged", participant, base,
                                    "cedar-housing", status="TRANSITIONAL",
                                    provider="Cedar Commons"))

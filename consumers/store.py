@@ -47,7 +47,10 @@ from processors.view import ViewChange, ViewRow
 #: Bump when the projection's output changes: an older view must be rebuilt by replay.
 #: 3: the projector writes SQL directly (participant heads, events, tracking rows in the view
 #: database); a view of version 2 came through lead.view.changes and has no projector state.
-PROJECTION_VERSION = "3"
+#: 4: the 42 CFR Part 2 consent rule: a Part 2 record reaches another partner only under a
+#: complete Part 2 consent naming its source (rows a version-3 view shows under an ordinary or
+#: v1 consent are gone); consents may end at a program exit (the projector's stored state).
+PROJECTION_VERSION = "4"
 
 metadata = MetaData()
 

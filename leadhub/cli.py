@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "leadhub.cli_policy",
     "leadhub.cli_audit",
     "leadhub.cli_api",
+    "leadhub.cli_users",
 )
 
 EXIT_OK = 0

@@ -10,7 +10,10 @@ A site file (see ``config/site.example.yaml``) says, for one LEAD site:
   anything not listed is ``never`` (deny by default). Part 2 records (``SUD_TREATMENT``) are
   only ever ``with_consent`` or ``never``: they open only under a Part 2 consent;
 - ``intake_deadline_days`` (7-30) for arrest-diversion referrals with charges held;
-- ``purposes``: the purposes of use this site recognises.
+- ``purposes``: the purposes of use this site recognises;
+- ``console`` (optional): the staff console's sign-in rules (:class:`ConsoleRules`): which
+  roles must use a second factor (TOTP), the idle timeout, the session lifetime and after how
+  many failed sign-ins an account locks.
 
 Loading is strict: unknown keys, roles, categories or values are errors naming the key path and
 what is allowed there. A file may not grant what the golden-rule floor forbids
@@ -54,7 +57,10 @@ _TOP_LEVEL_KEYS = (
     "purposes",
     "partners",
     "access",
+    "console",
 )
+_CONSOLE_KEYS = ("totp_required_roles", "idle_timeout_minutes", "session_hours",
+                 "lockout_failures")
 _PARTNER_KEYS = ("id", "role", "name", "purpose")
 _PARTNER_OPTIONAL_KEYS = ("part2_program",)
 
@@ -87,6 +93,20 @@ class Partner:
         return self.part2_program or self.role in PART2_PROGRAM_ROLES
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleRules:
+    """The staff console's sign-in rules (the site file's optional ``console`` section)."""
+
+    #: Roles whose staff must enter a TOTP code at sign-in.
+    totp_required_roles: frozenset[str] = frozenset()
+    #: A session unused for this long ends (minutes).
+    idle_timeout_minutes: int = 15
+    #: A session ends this long after sign-in, however busy (hours).
+    session_hours: int = 12
+    #: This many failed sign-ins in a row lock the account until an administrator resets it.
+    lockout_failures: int = 5
+
+
 @dataclass(frozen=True)
 class SitePolicy:
     """A validated site policy. Build it with :func:`load_site` or :func:`parse_site`."""
@@ -97,6 +117,7 @@ class SitePolicy:
     intake_deadline_days: int
     purposes: tuple[str, ...]
     expiry_sweep_seconds: int = DEFAULT_EXPIRY_SWEEP_SECONDS
+    console: ConsoleRules = field(default_factory=ConsoleRules)
     _by_id: Mapping[str, Partner] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -154,6 +175,7 @@ def parse_site(document: Any) -> SitePolicy:
     purposes = _purposes(root.get("purposes"))
     partners = _partners(root.get("partners"), purposes)
     access = _access(root.get("access", {}))
+    console = _console(root.get("console", {}))
     return SitePolicy(
         name=site_name,
         partners=partners,
@@ -161,7 +183,28 @@ def parse_site(document: Any) -> SitePolicy:
         intake_deadline_days=deadline,
         purposes=purposes,
         expiry_sweep_seconds=sweep,
+        console=console,
     )
+
+
+def _console(value: Any) -> ConsoleRules:
+    entry = _mapping(value, "console")
+    _only_keys(entry, "console", _CONSOLE_KEYS)
+    defaults = ConsoleRules()
+    roles = _list(entry.get("totp_required_roles", []), "console.totp_required_roles")
+    for index, role in enumerate(roles):
+        if role not in ROLES or role == HUB:
+            raise SiteError(f"console.totp_required_roles[{index}]",
+                            "must be one of " + _join([r for r in ROLES if r != HUB]))
+    limits = {"idle_timeout_minutes": (1, 24 * 60), "session_hours": (1, 7 * 24),
+              "lockout_failures": (1, 100)}
+    numbers: dict[str, int] = {}
+    for key, (low, high) in limits.items():
+        number = _integer(entry.get(key, getattr(defaults, key)), f"console.{key}")
+        if not low <= number <= high:
+            raise SiteError(f"console.{key}", f"must be between {low} and {high}")
+        numbers[key] = number
+    return ConsoleRules(totp_required_roles=frozenset(str(r) for r in roles), **numbers)
 
 
 def _purposes(value: Any) -> tuple[str, ...]:

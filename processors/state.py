@@ -8,7 +8,8 @@ next event or clock tick into a *difference* of the view:
   re-projected when consents change; its keys are the dedupe set). A derived
   ``IntakeDeadlineMissed`` leaves it again when a late-reported intake shows the deadline met;
 - ``consents``: consents by consent_id (the grant with the smallest ``(occurred_at, event_id)``
-  of that id), revoked ones kept with ``revoked_at``;
+  of that id), revoked ones kept with ``revoked_at``, ones a program exit ended
+  (``expires_on_event``) with ``ended_at``;
 - ``orphan_revocations``: revocations that arrived before their grant (the grant, when it comes,
   is born revoked — a revocation is never lost to reordering);
 - ``deadlines``: pending intake deadlines by referral event_id (a missed one is held as its

@@ -8,7 +8,10 @@ give the same events (no global random, no clock).
 
 Everything is made up: names come from short invented lists, phone numbers are 555-01xx,
 organisations are the site's own. Every event's source partner has a role the catalog lets
-emit that event type, so every event encodes.
+emit that event type, so every event encodes. Consents are ConsentGranted version 2; a Part 2
+consent carries every 42 CFR § 2.31 element the hub checks (recipients, the SUD program and the
+case manager as disclosing programs, an expiry date or program exit), so the validator accepts
+it and it opens the treatment rows to the case manager (and sometimes the defender).
 """
 
 from __future__ import annotations

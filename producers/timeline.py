@@ -194,17 +194,37 @@ class Timeline:
                 self._grant(self._after(revoked, 3, 30), ["role:case_management", "role:housing"],
                             ["HOUSING", "PROGRAM_STATUS"], 180, part2=False, exceptions=[])
 
-    def _grant(self, at: datetime, recipients: list[str], categories: list[str], days: int,
-               *, part2: bool, exceptions: list[dict[str, list[str]]]) -> str:
+    def _grant(self, at: datetime, recipients: list[str], categories: list[str],
+               days: int | None, *, part2: bool, exceptions: list[dict[str, list[str]]],
+               disclosing_programs: list[str] | None = None,
+               expires_on_event: str | None = None) -> str:
+        """Plan a ConsentGranted (version 2) expiring after ``days`` (None: no date)."""
         consent_id = f"{self.participant_id}-c{len(self._consents) + 1}"
         self._consents.append(consent_id)
         form = hashlib.sha256(f"signed form {consent_id}".encode()).hexdigest()
         self.plan("ConsentGranted", at, "case_management",
                   consent_id=consent_id, recipients=recipients, categories=categories,
                   purposes=CONSENT_PURPOSES + (["treatment"] if part2 else []),
-                  valid_from=at, expires_at=at + timedelta(days=days), exceptions=exceptions,
-                  part2=part2, form_sha256=form)
+                  valid_from=at, expires_at=None if days is None else at + timedelta(days=days),
+                  exceptions=exceptions, part2=part2,
+                  disclosing_programs=disclosing_programs or [],
+                  expires_on_event=expires_on_event, form_sha256=form)
         return consent_id
+
+    def _part2_consent(self, at: datetime, recipients: list[str]) -> None:
+        """A 42 CFR Part 2 consent (§ 2.31) opening SUD treatment records to ``recipients``.
+
+        The disclosing programs are the SUD program and the case manager (for the SUD data it
+        records itself, such as its referral to treatment): a Part 2 record opens only under a
+        consent naming its source. It ends after 180 days, or for some participants at their
+        program exit.
+        """
+        disclosers = [partner for partner in (self.cast.partner("sud_treatment"),
+                                              self.cast.partner("case_management")) if partner]
+        on_exit = self.rng.random() < 0.3
+        self._grant(at, recipients, ["SUD_TREATMENT"], None if on_exit else 180, part2=True,
+                    exceptions=[], disclosing_programs=disclosers,
+                    expires_on_event="PROGRAM_EXIT" if on_exit else None)
 
     def _service(self, need: str, at: datetime) -> None:
         rng = self.rng
@@ -221,7 +241,7 @@ class Timeline:
             recipients = [self.cast.partner("case_management") or "role:case_management"]
             if rng.random() < 0.4:
                 recipients.append("role:defender")
-            self._grant(at, recipients, ["SUD_TREATMENT"], 180, part2=True, exceptions=[])
+            self._part2_consent(at, recipients)
         if need == "BENEFITS":
             self.plan("BenefitsEnrolled", self._after(at, 5, 40), "case_management",
                       program=rng.choice(("SNAP", "MEDICAID", "SSI")), effective_on=None)

@@ -477,7 +477,7 @@ def run_chaos(*, hub: Any, topics: TopicNames, kafka: KafkaConnection, database_
         monitor.start()
         killer.start()
         try:
-            publish_by_source(events, kafka, catalog=CATALOG, topics=topics,
+            publish_by_source(events, lambda _partner: kafka, catalog=CATALOG, topics=topics,
                               rate=regime.rate)
             durations["publish"] = time.monotonic() - started
             killer.stop_killing()

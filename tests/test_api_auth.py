@@ -21,6 +21,7 @@ from leadhub.cli import main
 from processors.site import load_site
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
+from tests.factories import participant_id
 
 with warnings.catch_warnings():  # starlette's note about httpx2, at import time
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -111,7 +112,7 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, CredentialStore]]:
 
 
 EVENT = {"event_id": "5b0f3f5e-8a59-4a4f-9b7e-2f7a0c1d9e21", "type": "ContactLogged",
-         "participant_id": "P-1", "occurred_at": "2026-03-02T15:04:05Z",
+         "participant_id": participant_id(1), "occurred_at": "2026-03-02T15:04:05Z",
          "payload": {"contact_method": "OUTREACH", "successful": True}}
 
 
@@ -144,7 +145,8 @@ def test_http_403_for_the_wrong_kind_of_credential(client: Any) -> None:
 
 def test_keys_cli_create_list_rotate_revoke(tmp_path: Path, monkeypatch: Any,
                                             capsys: Any) -> None:
-    monkeypatch.setenv("LEADHUB_DATABASE_URL", f"sqlite:///{tmp_path / 'keys.sqlite'}")
+    monkeypatch.setenv("LEADHUB_DATABASE_URL", f"sqlite:///{tmp_path / 'view.sqlite'}")
+    monkeypatch.setenv("LEADHUB_ACCOUNTS_DATABASE_URL", f"sqlite:///{tmp_path / 'keys.sqlite'}")
     assert main(["keys", "create", "--partner", "harbor-cm", "--kind", "staff",
                  "--user", "alice"]) == 0
     secret = capsys.readouterr().out.strip()

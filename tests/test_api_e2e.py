@@ -19,6 +19,7 @@ from consumers.api.context import ApiConfig
 from processors.site import load_site
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import new_participant_id, participant_id
 
 with warnings.catch_warnings():  # starlette's note about httpx2, at import time
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -65,7 +66,7 @@ def test_publish_through_gateway_read_through_staff_api(
     police, cm = auth("evergreen-pd", "partner"), auth("harbor-cm", "partner")
     ana = {**auth("harbor-cm", "staff", "ana"), "X-Purpose": "care_coordination"}
     bo = {**auth("county-pao", "staff", "bo"), "X-Purpose": "prosecution_decision"}
-    p = f"P-{uuid.uuid4().hex[:8]}"
+    p = new_participant_id()
     referral = envelope("ReferralMade", p, 0, door="ARREST_DIVERSION", charges_held=True)
     intake = envelope("IntakeCompleted", p, 2, referral_event_id=referral["event_id"],
                       preferred_name="Sam", phone="555-0100")
@@ -92,7 +93,7 @@ def test_publish_through_gateway_read_through_staff_api(
         assert (entry["status"], entry["intake"]["status"]) == ("enrolled", "met")
         returned.append(("county-pao", "caseload", (p,),
                          tuple(r["event_id"] for r in pao_rows)))
-        missing = http.get("/v1/participants/P-nobody", headers=bo)
+        missing = http.get(f"/v1/participants/{participant_id('nobody')}", headers=bo)
         assert missing.status_code == 404
         returned.append(("county-pao", "{participant_id}", (), ()))
 

@@ -24,6 +24,7 @@ from schemas.codec import decode, encode
 from schemas.event import Event, event_from_json
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import participant_id
 
 with warnings.catch_warnings():  # starlette's note about httpx2, at import time
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -47,7 +48,7 @@ class RecordingInbound:
         pass
 
 
-def contact(participant: str = "P-1", **overrides: Any) -> dict[str, Any]:
+def contact(participant: str = participant_id(1), **overrides: Any) -> dict[str, Any]:
     event = {"event_id": str(uuid.uuid4()), "type": "ContactLogged",
              "participant_id": participant, "occurred_at": "2026-03-02T15:04:05Z",
              "payload": {"contact_method": "OUTREACH", "successful": True}}
@@ -77,7 +78,8 @@ def test_accepted_once_per_event_id(gateway: Any) -> None:
         {"event_id": event["event_id"]}, separators=(",", ":")).encode()
     assert [(p, e.event_id, e.source_partner) for p, e in inbound.sent] == [
         ("harbor-cm", event["event_id"], None)]
-    reused = http.post("/v1/events", json={**event, "participant_id": "P-2"}, headers=auth)
+    reused = http.post("/v1/events", json={**event, "participant_id": participant_id(2)},
+                       headers=auth)
     assert reused.status_code == 409
     assert reused.json()["error"]["code"] == "EVENT_ID_REUSED"
 
@@ -118,7 +120,8 @@ def test_forbidden_source_and_emitter(gateway: Any) -> None:
     assert other.json()["error"]["code"] == "SOURCE_MISMATCH"
     own = http.post("/v1/events", json=contact(source_partner="harbor-cm"), headers=auth)
     assert own.status_code == 202
-    filed = {"event_id": str(uuid.uuid4()), "type": "ChargesFiled", "participant_id": "P-1",
+    filed = {"event_id": str(uuid.uuid4()), "type": "ChargesFiled",
+             "participant_id": participant_id(1),
              "occurred_at": "2026-03-02T15:04:05Z",
              "payload": {"case_number": "C-1", "charges": ["X"], "after_missed_intake": False}}
     denied = http.post("/v1/events", json=filed, headers=auth)
@@ -151,7 +154,7 @@ def test_size_and_media_type_limits(gateway: Any) -> None:
 
 def test_batch_json_array_and_json_lines_give_per_item_results(gateway: Any) -> None:
     http, inbound, auth = gateway
-    good, dup = contact("P-1"), contact("P-2")
+    good, dup = contact(participant_id(1)), contact(participant_id(2))
     items = [good, contact(event_id="nope"), dup, dup, contact(source_partner="county-pao")]
     response = http.post("/v1/events:batch", json=items, headers=auth)
     assert response.status_code == 200
@@ -159,8 +162,16 @@ def test_batch_json_array_and_json_lines_give_per_item_results(gateway: Any) -> 
     assert (body["accepted"], body["rejected"]) == (3, 2)
     assert [r["status"] for r in body["results"]] == [202, 400, 202, 202, 403]
     assert body["results"][1]["error"]["field_path"] == "event_id"
+    bob = http.post("/v1/events:batch", json=[contact("bob"), contact()], headers=auth).json()
+    assert [r["status"] for r in bob["results"]] == [400, 202]
+    assert bob["results"][0]["error"] == {
+        "code": "INVALID_FIELD", "field_path": "participant_id",
+        "message": "participant_id must be a hub participant id: p- and 16 lowercase hex "
+                   "digits (get one with POST /v1/participants)"}
+    inbound.sent.pop()
     assert [e.event_id for _, e in inbound.sent] == [good["event_id"], dup["event_id"]]
-    lines = "\n".join([json.dumps(good), "", "{broken", json.dumps(contact("P-3"))]) + "\n"
+    third = contact(participant_id(3))
+    lines = "\n".join([json.dumps(good), "", "{broken", json.dumps(third)]) + "\n"
     again = http.post("/v1/events:batch", content=lines.encode(),
                       headers={**auth, "Content-Type": "application/x-ndjson"})
     assert [r["status"] for r in again.json()["results"]] == [202, 400, 202]
@@ -206,6 +217,11 @@ def test_several_missing_fields_name_the_first_in_envelope_order(gateway: Any) -
     ({"payload": []}, "payload"),
     ({"event_id": "not-a-uuid"}, "event_id"),
     ({"participant_id": "  "}, "participant_id"),
+    ({"participant_id": "bob"}, "participant_id"),
+    ({"participant_id": "P-3C5E0B8D91A24F67"}, "participant_id"),
+    ({"participant_id": "p-3c5e0b8d91a24f6"}, "participant_id"),
+    ({"event_id": str(uuid.uuid1())}, "event_id"),
+    ({"event_id": "0b4c3f0e-5d7e-8c55-9f43-3d5b1e2a9c11"}, "event_id"),
     ({"occurred_at": "2026-03-02T15:04:05"}, "occurred_at"),
     ({"type": 7}, "type"),
     ({"type": "NoSuchType"}, "type"),
@@ -234,19 +250,21 @@ def _avro_body(event_id: str, participant_id: str) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize(("event_id", "participant_id", "path"), [
+@pytest.mark.parametrize(("event_id", "participant", "path"), [
     ("not-a-uuid", "p-3c5e0b8d91a24f67", "event_id"),
     ("0b4c3f0e-5d7e-8c55-9f43-3d5b1e2a9c11", "p-3c5e0b8d91a24f67", "event_id"),  # version 8
     (str(uuid.uuid4()), " ", "participant_id"),
+    (str(uuid.uuid1()), "p-3c5e0b8d91a24f67", "event_id"),
+    (str(uuid.uuid4()), "bob", "participant_id"),
 ])
 def test_a_wrong_avro_envelope_field_is_named_by_field_path(
-        gateway: Any, event_id: str, participant_id: str, path: str) -> None:
+        gateway: Any, event_id: str, participant: str, path: str) -> None:
     http, inbound, auth = gateway
-    response = http.post("/v1/events", content=_avro_body(event_id, participant_id),
+    response = http.post("/v1/events", content=_avro_body(event_id, participant),
                          headers={**auth, "Content-Type": AVRO})
     assert response.status_code == 400
     assert response.json()["error"]["field_path"] == path
-    good = http.post("/v1/events", content=_avro_body(str(uuid.uuid4()), "p-1"),
+    good = http.post("/v1/events", content=_avro_body(str(uuid.uuid4()), participant_id(1)),
                      headers={**auth, "Content-Type": AVRO})
     assert good.status_code == 202 and len(inbound.sent) == 1
 
@@ -258,7 +276,7 @@ def test_gateway_produces_to_the_partner_inbound_topic(kafka: KafkaConnection, t
                        topic_prefix=topics.prefix)
     app = create_api(config, site=SITE, access_log=MemoryAccessLog())
     key = app.state.context.credentials.create("harbor-cm", "partner").secret
-    event = contact("P-kafka")
+    event = contact(participant_id("kafka"))
     with TestClient(app) as http:
         for _ in range(2):
             response = http.post("/v1/events", json=event,
@@ -269,7 +287,7 @@ def test_gateway_produces_to_the_partner_inbound_topic(kafka: KafkaConnection, t
     messages = list(consumer)
     consumer.close()
     assert len(messages) == 1
-    assert messages[0].key == b"P-kafka"
+    assert messages[0].key == event["participant_id"].encode()
     assert decode(messages[0].value, CATALOG).event_id == event["event_id"]
 
 

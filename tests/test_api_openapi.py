@@ -88,7 +88,7 @@ def test_no_validation_error_422_is_documented(document: dict[str, Any]) -> None
 def test_every_error_response_is_the_hub_error_body_with_its_codes(
         document: dict[str, Any]) -> None:
     for name, operation in operations(document):
-        errors = set(operation["responses"]) - {"200", "202"}
+        errors = set(operation["responses"]) - {"200", "201", "202"}
         assert errors <= ERROR_STATUSES and {"400", "401", "403", "503"} <= errors, name
         for status in errors:
             response = operation["responses"][status]
@@ -126,6 +126,38 @@ def test_the_event_examples_are_accepted_events(document: dict[str, Any]) -> Non
         assert example["occurred_at"].endswith(".000000Z")
     body = document["paths"]["/v1/events"]["post"]["requestBody"]["content"]
     assert body["application/json"]["example"] == EVENT_EXAMPLE
+
+
+def test_the_envelope_takes_only_the_hub_id_formats(document: dict[str, Any]) -> None:
+    envelope = validator(document, {"$ref": "#/components/schemas/EventEnvelope"})
+    assert envelope.is_valid(EVENT_EXAMPLE)
+    for bad in ({"participant_id": "bob"}, {"participant_id": "P-3C5E0B8D91A24F67"},
+                {"participant_id": EVENT_EXAMPLE["participant_id"] + "0"},
+                {"event_id": str(uuid.uuid1())},
+                {"event_id": "0b4c3f0e-5d7e-8c55-9f43-3d5b1e2a9c11"}):
+        assert not envelope.is_valid({**EVENT_EXAMPLE, **bad}), bad
+
+
+def test_the_crosswalk_operations_are_documented(document: dict[str, Any]) -> None:
+    link = document["paths"]["/v1/participants"]["post"]
+    lookup = document["paths"]["/v1/identifiers/{local_id}"]["get"]
+    body = link["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/LinkRequest"}
+    ok = {"$ref": "#/components/schemas/ParticipantLink"}
+    for status in ("200", "201"):
+        assert link["responses"][status]["content"]["application/json"]["schema"] == ok
+    assert lookup["responses"]["200"]["content"]["application/json"]["schema"] == ok
+    codes = lookup["responses"]["404"]["content"]["application/json"]["schema"]["allOf"][1]
+    assert "NOT_FOUND" in codes["properties"]["error"]["properties"]["code"]["enum"]
+    answer = validator(document, ok, strict=True)
+    assert answer.is_valid({"participant_id": "p-0123456789abcdef"})
+    assert not answer.is_valid({"participant_id": "bob"})
+    request = validator(document, {"$ref": "#/components/schemas/LinkRequest"}, strict=True)
+    assert request.is_valid({"local_id": "BK-2026-000123"})
+    for bad in ("", "x" * 129, "a/b", " BK-1", "-BK"):
+        assert not request.is_valid({"local_id": bad}), bad
+    parameter = next(p for p in lookup["parameters"] if p["name"] == "local_id")
+    assert parameter["in"] == "path" and parameter["schema"]["pattern"]
 
 
 def test_every_example_uses_the_hub_id_formats(document: dict[str, Any]) -> None:

@@ -5,9 +5,10 @@ projects from a simulated site (every partner has rows; one participant has the 
 example id), a recording inbound publisher and an in-memory access log. Each staff read carries
 the token of a partner acting under the purpose the case declares, so generated reads reach the
 handlers and real rows, not only the auth layer; a read of one participant is also repeated for
-a participant the caller has rows for. Every response is checked against the document for its
-status, content type, headers and body, and for no 5xx; beyond schemathesis, no object in a body
-may carry a field its schema does not declare.
+a participant the caller has rows for. Crosswalk calls carry the partner key, and a lookup is
+repeated for a local id that partner has linked. Every response is checked against the document
+for its status, content type, headers and body, and for no 5xx; beyond schemathesis, no object
+in a body may carry a field its schema does not declare.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from schemathesis.specs.openapi.checks import (
 from consumers.api.access_log import MemoryAccessLog
 from consumers.api.app import create_api
 from consumers.api.context import ApiConfig
-from consumers.api.models import PARTICIPANT_EXAMPLE
+from consumers.api.crosswalk import link_participant
+from consumers.api.models import LOCAL_ID_EXAMPLE, PARTICIPANT_EXAMPLE
 from consumers.store import RowChange, ViewStore
 from processors.offline import project_events, rows_for
 from processors.projector import Projector
@@ -103,6 +105,10 @@ def _build_app() -> tuple[Any, dict[str, str], dict[str, Reader], dict[str, list
     app.state.context.clock = lambda: NOW
     creds = app.state.context.credentials
     partner_key = {"Authorization": f"Bearer {creds.create('harbor-cm', 'partner').secret}"}
+    context = app.state.context
+    harbor = SITE.partner("harbor-cm")
+    assert harbor is not None
+    link_participant(context.crosswalk, context.gateway, CATALOG, harbor, LOCAL_ID_EXAMPLE)
     staff: dict[str, Reader] = {}
     for partner_id in SITE.partner_ids():
         partner = SITE.partner(partner_id)
@@ -182,6 +188,14 @@ def _check(case: Any, headers: dict[str, str]) -> None:
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_responses_conform_to_the_document(case: Any) -> None:
+    if "local_id" in (case.path_parameters or {}):
+        # A partner key's lookup (every tenth with a staff token: 403), then again for a local
+        # id that partner has linked, so the handler answers 200.
+        wrong = next(CALLS) % 10 == 9
+        _check(case, STAFF["care_coordination"].headers if wrong else PARTNER)
+        case.path_parameters["local_id"] = LOCAL_ID_EXAMPLE
+        _check(case, PARTNER)
+        return
     if case.operation.method.upper() == "POST":
         # Every tenth publish with a staff token (403 WRONG_CREDENTIAL_KIND).
         wrong = next(CALLS) % 10 == 9

@@ -22,6 +22,7 @@ from consumers.store import RowChange, ViewStore
 from leadhub.cli_api import listening_socket
 from processors.site import load_site
 from schemas.kafka_connection import KafkaConnection
+from tests.factories import participant_id
 
 with warnings.catch_warnings():  # starlette's note about httpx2, at import time
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -29,6 +30,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2, at import time
 
 SITE = load_site(Path(__file__).resolve().parent.parent / "config" / "site.example.yaml")
 CM = {"X-Purpose": "care_coordination"}
+PERSON = participant_id(1)
 
 
 def _row(participant: str, day: int) -> dict[str, Any]:
@@ -40,7 +42,7 @@ def _row(participant: str, day: int) -> dict[str, Any]:
 
 
 def test_parse_rows_matches_one_loads_per_row() -> None:
-    texts = [json.dumps(_row("P-1", day), sort_keys=True) for day in range(1, 6)]
+    texts = [json.dumps(_row(PERSON, day), sort_keys=True) for day in range(1, 6)]
     texts.append('{"a": "x\\u00e9,\\"]", "b": [1, {"c": null}]}')
     assert parse_rows(texts) == [json.loads(t) for t in texts]
     assert parse_rows([]) == []
@@ -54,7 +56,7 @@ def test_reads_survive_connections_killed_while_idle(database_url: str) -> None:
         pytest.skip("needs a server that can drop connections")
     store = ViewStore(database_url)
     store.create_schema()
-    rows = [_row("P-1", day) for day in range(1, 4)]
+    rows = [_row(PERSON, day) for day in range(1, 4)]
     store.apply([RowChange("harbor-cm", r["event_id"], r) for r in rows], {})
     store.close()
     import consumers.api.app as app_module
@@ -69,7 +71,7 @@ def test_reads_survive_connections_killed_while_idle(database_url: str) -> None:
     token = app.state.context.credentials.create("harbor-cm", "staff", "ana").secret
     headers = {"Authorization": f"Bearer {token}", **CM}
     with TestClient(app) as http:
-        first = http.get("/v1/participants/P-1/timeline", headers=headers)
+        first = http.get(f"/v1/participants/{PERSON}/timeline", headers=headers)
         assert first.status_code == 200 and len(first.json()["items"]) == 3
         admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
@@ -79,7 +81,7 @@ def test_reads_survive_connections_killed_while_idle(database_url: str) -> None:
         admin.dispose()
         assert killed
         time.sleep(0.2)
-        again = http.get("/v1/participants/P-1/timeline", headers=headers)
+        again = http.get(f"/v1/participants/{PERSON}/timeline", headers=headers)
         assert again.status_code == 200
         assert again.json() == first.json()
 

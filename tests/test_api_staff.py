@@ -18,6 +18,7 @@ from consumers.store import RowChange, ViewStore
 from processors.policy import REDISCLOSURE_NOTICE
 from processors.site import load_site
 from schemas.kafka_connection import KafkaConnection
+from tests.factories import participant_id
 
 with warnings.catch_warnings():  # starlette's note about httpx2, at import time
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -28,6 +29,9 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 CM = {"X-Purpose": "care_coordination"}
 PAO = {"X-Purpose": "prosecution_decision"}
+#: Three participants, named so that they sort A < B < C as the caseload orders them.
+P_A, P_B, P_C = sorted(participant_id(name) for name in "ABC")
+P_NOBODY = participant_id("nobody")
 
 
 def at(days: float) -> str:
@@ -67,21 +71,21 @@ class Site:
 @pytest.fixture
 def site(database_url: str) -> Iterator[Site]:
     s = Site(database_url)
-    referral = row("ReferralMade", "P-A", 0, {"door": "ARREST_DIVERSION",
+    referral = row("ReferralMade", P_A, 0, {"door": "ARREST_DIVERSION",
                                               "charges_held": True}, ["REFERRAL", "LEGAL_CASE"],
                    source="evergreen-pd")
-    intake = row("IntakeCompleted", "P-A", 3, {"referral_event_id": referral["event_id"]},
+    intake = row("IntakeCompleted", P_A, 3, {"referral_event_id": referral["event_id"]},
                  ["PROGRAM_STATUS"])
     s.add("harbor-cm", referral, intake,
-          row("CaseManagerAssigned", "P-A", 4, {"case_manager": "R. Ortiz"}, ["PROGRAM_STATUS"]),
-          row("ContactLogged", "P-A", 5, {"contact_method": "OUTREACH"}, ["PROGRAM_STATUS"]),
-          row("ServiceEncounter", "P-A", 6, {"service_type": "SUD_TREATMENT"},
+          row("CaseManagerAssigned", P_A, 4, {"case_manager": "R. Ortiz"}, ["PROGRAM_STATUS"]),
+          row("ContactLogged", P_A, 5, {"contact_method": "OUTREACH"}, ["PROGRAM_STATUS"]),
+          row("ServiceEncounter", P_A, 6, {"service_type": "SUD_TREATMENT"},
               ["SUD_TREATMENT"], consent_ids=("c-part2",), notice=True, source="riverbend-sud"),
-          row("ReferralMade", "P-B", 10, {"door": "ARREST_DIVERSION", "charges_held": True},
+          row("ReferralMade", P_B, 10, {"door": "ARREST_DIVERSION", "charges_held": True},
               ["REFERRAL", "LEGAL_CASE"], source="evergreen-pd"),
-          row("ReferralMade", "P-C", 1, {"door": "SOCIAL_CONTACT", "charges_held": False},
+          row("ReferralMade", P_C, 1, {"door": "SOCIAL_CONTACT", "charges_held": False},
               ["REFERRAL"], source="evergreen-pd"),
-          row("ParticipantExited", "P-C", 20, {"reason": "COMPLETED"}, ["PROGRAM_STATUS"]))
+          row("ParticipantExited", P_C, 20, {"reason": "COMPLETED"}, ["PROGRAM_STATUS"]))
     s.add("county-pao", {**referral}, {**intake})
     with TestClient(s.app) as http:
         s.http = http  # type: ignore[attr-defined]
@@ -97,34 +101,34 @@ def get(s: Site, path: str, auth: dict[str, str], purpose: dict[str, str] = CM,
 def test_caseload_is_built_from_the_callers_rows(site: Site) -> None:
     page = get(site, "/v1/participants", site.cm).json()
     by_id = {e["participant_id"]: e for e in page["items"]}
-    assert list(by_id) == ["P-A", "P-B", "P-C"] and page["next_cursor"] is None
-    assert by_id["P-A"] == {"participant_id": "P-A", "status": "enrolled",
+    assert list(by_id) == [P_A, P_B, P_C] and page["next_cursor"] is None
+    assert by_id[P_A] == {"participant_id": P_A, "status": "enrolled",
                             "door": "ARREST_DIVERSION", "case_manager": "R. Ortiz",
                             "intake": {"status": "met", "due_at": at(14), "overdue": False},
                             "last_contact": at(5)}
-    assert by_id["P-B"]["status"] == "referred"
-    assert by_id["P-B"]["intake"] == {"status": "pending", "due_at": at(24), "overdue": True}
-    assert by_id["P-C"]["status"] == "exited" and by_id["P-C"]["intake"] is None
+    assert by_id[P_B]["status"] == "referred"
+    assert by_id[P_B]["intake"] == {"status": "pending", "due_at": at(24), "overdue": True}
+    assert by_id[P_C]["status"] == "exited" and by_id[P_C]["intake"] is None
     record = site.log.records[-1]
     assert (record.user, record.partner, record.purpose) == ("ana", "harbor-cm",
                                                              "care_coordination")
-    assert list(record.participant_ids) == ["P-A", "P-B", "P-C"]
+    assert list(record.participant_ids) == [P_A, P_B, P_C]
     pao = get(site, "/v1/participants", site.pao, PAO).json()["items"]
-    assert [e["participant_id"] for e in pao] == ["P-A"]
+    assert [e["participant_id"] for e in pao] == [P_A]
     assert pao[0]["case_manager"] is None  # county-pao has no such row
 
 
 def test_pagination_edges(site: Site) -> None:
     first = get(site, "/v1/participants", site.cm, limit=2).json()
-    assert [e["participant_id"] for e in first["items"]] == ["P-A", "P-B"]
+    assert [e["participant_id"] for e in first["items"]] == [P_A, P_B]
     last = get(site, "/v1/participants", site.cm, limit=2, cursor=first["next_cursor"]).json()
-    assert [e["participant_id"] for e in last["items"]] == ["P-C"]
+    assert [e["participant_id"] for e in last["items"]] == [P_C]
     assert last["next_cursor"] is None
     exact = get(site, "/v1/participants", site.cm, limit=3).json()
     assert exact["next_cursor"] is None
     nobody = get(site, "/v1/participants", site.pao, PAO, cursor=first["next_cursor"]).json()
     assert nobody == {"items": [], "next_cursor": None}
-    timeline = "/v1/participants/P-A/timeline"
+    timeline = f"/v1/participants/{P_A}/timeline"
     pages, cursor = [], None
     while True:
         page = get(site, timeline, site.cm, limit=2, **({"cursor": cursor} if cursor else {}))
@@ -133,7 +137,7 @@ def test_pagination_edges(site: Site) -> None:
         if cursor is None:
             break
     assert [len(p) for p in pages] == [2, 2, 1]
-    expected = sorted((r for r in site.rows["harbor-cm"] if r["participant_id"] == "P-A"),
+    expected = sorted((r for r in site.rows["harbor-cm"] if r["participant_id"] == P_A),
                       key=lambda r: (r["occurred_at"], r["event_id"]))
     assert [e for page in pages for e in page] == [r["event_id"] for r in expected]
     for bad in ("garbage", "e30", first["next_cursor"][:-3], "eyJsIjoieCJ9", "%00"):
@@ -150,21 +154,21 @@ def test_pagination_edges(site: Site) -> None:
 
 def test_unseen_participant_is_byte_identical_to_a_missing_one(site: Site) -> None:
     for path in ("/v1/participants/{}", "/v1/participants/{}/timeline"):
-        hidden = get(site, path.format("P-B"), site.pao, PAO)
-        missing = get(site, path.format("P-nobody"), site.pao, PAO)
+        hidden = get(site, path.format(P_B), site.pao, PAO)
+        missing = get(site, path.format(P_NOBODY), site.pao, PAO)
         assert hidden.status_code == missing.status_code == 404
         assert hidden.content == missing.content
         assert hidden.headers["content-length"] == missing.headers["content-length"]
-        assert get(site, path.format("P-B"), site.cm).status_code == 200
+        assert get(site, path.format(P_B), site.cm).status_code == 200
     assert site.log.records[-2].participant_ids == ()
 
 
 def test_summary_timeline_filters_and_part2_notice(site: Site) -> None:
-    summary = get(site, "/v1/participants/P-A", site.cm).json()
+    summary = get(site, f"/v1/participants/{P_A}", site.cm).json()
     assert summary["rows"] == 5 and summary["part2_rows"] == 1
     assert summary["counts_by_type"]["ServiceEncounter"] == 1
     assert summary["counts_by_category"]["SUD_TREATMENT"] == 1
-    timeline = "/v1/participants/P-A/timeline"
+    timeline = f"/v1/participants/{P_A}/timeline"
     part2 = get(site, timeline, site.cm, category="SUD_TREATMENT").json()["items"]
     assert [r["type"] for r in part2] == ["ServiceEncounter"]
     assert part2[0]["notice"] == REDISCLOSURE_NOTICE
@@ -185,15 +189,15 @@ def test_summary_timeline_filters_and_part2_notice(site: Site) -> None:
 
 def test_intake_deadlines(site: Site) -> None:
     pending = get(site, "/v1/intake-deadlines", site.cm).json()["items"]
-    assert [(d["participant_id"], d["status"]) for d in pending] == [("P-B", "pending")]
+    assert [(d["participant_id"], d["status"]) for d in pending] == [(P_B, "pending")]
     everything = get(site, "/v1/intake-deadlines", site.cm, status="all").json()["items"]
     assert [(d["participant_id"], d["status"]) for d in everything] == [
-        ("P-A", "met"), ("P-B", "pending")]
+        (P_A, "met"), (P_B, "pending")]
     early = get(site, "/v1/intake-deadlines", site.cm, status="all", due_before=at(20))
-    assert [d["participant_id"] for d in early.json()["items"]] == ["P-A"]
+    assert [d["participant_id"] for d in early.json()["items"]] == [P_A]
     assert get(site, "/v1/intake-deadlines", site.cm, status="late").status_code == 400
     pao = get(site, "/v1/intake-deadlines", site.pao, PAO, status="all").json()["items"]
-    assert [d["participant_id"] for d in pao] == ["P-A"]
+    assert [d["participant_id"] for d in pao] == [P_A]
 
 
 def test_purpose_is_required_and_must_be_the_partners(site: Site) -> None:
@@ -216,10 +220,10 @@ def test_purpose_is_required_and_must_be_the_partners(site: Site) -> None:
 
 def test_no_access_record_no_answer(site: Site) -> None:
     site.log.fail = True
-    response = get(site, "/v1/participants/P-A/timeline", site.cm)
+    response = get(site, f"/v1/participants/{P_A}/timeline", site.cm)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "AUDIT_UNAVAILABLE"
-    assert "P-A" not in response.text and "R. Ortiz" not in response.text
+    assert P_A not in response.text and "R. Ortiz" not in response.text
 
 
 def test_every_error_has_the_one_shape(site: Site) -> None:

@@ -72,6 +72,7 @@ from schemas.codec import encode
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import new_participant_id
 
 CATALOG = load_catalog()
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
@@ -401,7 +402,7 @@ WINDOW = T0 + timedelta(days=1)
 
 
 def _record(i: int, received_at: datetime, partner: str) -> tuple[int, bytes, bytes]:
-    participant = f"P-{i % 7}-{uuid.uuid4().hex[:4]}"
+    participant = new_participant_id()
     event = Event(event_id=str(uuid.uuid4()), type="ContactLogged",
                   participant_id=participant, occurred_at=T0 + timedelta(minutes=i),
                   payload={"contact_method": "OUTREACH", "successful": True})

@@ -18,6 +18,7 @@ from schemas.catalog import load_catalog
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import new_participant_id, participant_id
 
 CATALOG = load_catalog()
 T0 = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
@@ -32,17 +33,17 @@ def _access(participant: str, event_id: str) -> bytes:
     return json.dumps({
         "record_id": "r1", "user": "jdoe", "partner": "defender-assoc",
         "purpose": "legal_defense", "at": "2026-09-02T10:00:00Z", "endpoint": "/timeline",
-        "key_id": "k", "participant_ids": [participant, "P-other"],
+        "key_id": "k", "participant_ids": [participant, participant_id("other")],
         "event_ids": [event_id, "e-other"], "consent_ids": ["c-1", "c-other"],
         "disclosures": [{"participant_id": participant, "event_id": event_id,
                          "consent_ids": ["c-1"]},
-                        {"participant_id": "P-other", "event_id": "e-other",
+                        {"participant_id": participant_id("other"), "event_id": "e-other",
                          "consent_ids": ["c-other"]}]}).encode()
 
 
 def test_access_records_are_read_per_participant_and_tolerantly() -> None:
-    reads, skipped = accessed("P-1", [_access("P-1", "e-1"), b"not json", b"{}",
-                                      _access("P-9", "e-9")])
+    p1, p9 = participant_id(1), participant_id(9)
+    reads, skipped = accessed(p1, [_access(p1, "e-1"), b"not json", b"{}", _access(p9, "e-9")])
     assert skipped == 1  # "{}" names no participant: not about P-1, not unreadable
     assert len(reads) == 1
     read = reads[0]
@@ -55,7 +56,7 @@ def test_access_records_are_read_per_participant_and_tolerantly() -> None:
 def test_disclosures_list_consented_rows_and_staff_reads(hub: Any, topics: TopicNames,
                                                          kafka: KafkaConnection) -> None:
     hub.start("validator")
-    p = f"P-{uuid.uuid4().hex[:8]}"
+    p = new_participant_id()
     housing = _event("HousingStatusChanged", p, T0, status="TRANSITIONAL", provider="Cedar")
     grant = _event("ConsentGranted", p, T0 + timedelta(hours=1), consent_id="c-1",
                    recipients=["defender-assoc"], categories=["HOUSING"],

@@ -35,6 +35,7 @@ from schemas.codec import decode
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import new_participant_id, participant_id
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def _grant(participant: str, consent_id: str, at: datetime, expires: datetime) -
 def _consent_story(kafka: KafkaConnection, topics: TopicNames) -> tuple[str, str]:
     """A revoked consent for one participant, a soon-expiring one for another."""
     now = datetime.now(UTC)
-    revoked, expiring = f"P-rev-{uuid.uuid4().hex[:6]}", f"P-exp-{uuid.uuid4().hex[:6]}"
+    revoked, expiring = new_participant_id(), new_participant_id()
     with PartnerPublisher("cedar-housing", kafka, catalog=CATALOG, topics=topics) as pub:
         for p in (revoked, expiring):
             pub.publish(_event("HousingStatusChanged", p, START, status="TRANSITIONAL",
@@ -73,7 +74,8 @@ def _consent_story(kafka: KafkaConnection, topics: TopicNames) -> tuple[str, str
 
 def _poison(kafka: KafkaConnection, topics: TopicNames) -> None:
     raw = KafkaProducer(**kafka.client_options())
-    raw.send(topics.inbound("evergreen-pd"), key=b"P-poison", value=b"\xc3\x01junk").get(30)
+    raw.send(topics.inbound("evergreen-pd"), key=participant_id("poison").encode(),
+             value=b"\xc3\x01junk").get(30)
     raw.close()
 
 
@@ -104,7 +106,7 @@ def test_replay_equals_the_live_view_after_a_messy_run(
     killer = threading.Thread(target=kill_projector)
     killer.start()
     try:
-        publish_by_source(events, kafka, catalog=CATALOG, topics=topics, rate=150)
+        publish_by_source(events, lambda _partner: kafka, catalog=CATALOG, topics=topics, rate=150)
     finally:
         killer.join()
 
@@ -192,7 +194,7 @@ def test_as_of_by_receipt_and_by_occurrence_differ(
     receipt time, right after the first batch, the defender saw day 14's event; by occurrence
     time, on day 6 it would have seen day 4's, on day 16 nothing (revoked on day 9)."""
     hub.start("validator")
-    participant = f"P-occ-{uuid.uuid4().hex[:6]}"
+    participant = new_participant_id()
     base = (datetime.now(UTC) - timedelta(days=90)).replace(microsecond=0)
     day = timedelta(days=1)
     grant = _grant(participant, "c-occ", base, base + 365 * day)

@@ -39,6 +39,7 @@ from schemas.codec import encode
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import participant_id
 
 SITE_FILE = Path(__file__).resolve().parent.parent / "config" / "site.example.yaml"
 SITE = load_site(SITE_FILE)
@@ -108,7 +109,7 @@ def test_a_view_file_is_never_left_half_written(tmp_path: Path) -> None:
     target = tmp_path / "view.sqlite"
     target.write_text("someone else's file")
     writer = ViewFileWriter(temporary_path(target))
-    row = ("a", "e1", "P-1", "ContactLogged", "2026-01-01 00:00:00.000000", "x", "{}")
+    row = ("a", "e1", participant_id(1), "ContactLogged", "2026-01-01 00:00:00.000000", "x", "{}")
     writer.insert([row])
     with pytest.raises(ReplayError):
         writer.insert([row])  # the same key twice

@@ -84,7 +84,7 @@ def test_an_array_in_two_blocks_is_rejected() -> None:
         payload={"consent_id": "c-1", "recipients": ["defender-assoc", "harbor-cm"],
                  "categories": ["HOUSING"], "purposes": ["legal_defense"], "valid_from": T0,
                  "expires_at": T0 + timedelta(days=365), "exceptions": [], "part2": False,
-                 "form_sha256": "0" * 64},
+                 "disclosing_programs": [], "expires_on_event": None, "form_sha256": "0" * 64},
     )
     good = encode(grant, CATALOG)
     one_block = b"\x04" + _avro_string("defender-assoc") + _avro_string("harbor-cm") + b"\x00"

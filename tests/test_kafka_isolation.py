@@ -18,6 +18,7 @@ from leadhub.kafka_access import principal
 from leadhub.kafka_credentials import CredentialStore
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import participant_id
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ def produce(connection: KafkaConnection, topic: str) -> str:
     except KafkaError as exc:  # a refused login fails the bootstrap
         return type(exc).__name__
     try:
-        producer.send(topic, key=b"P-00000001", value=b"probe").get(timeout=15)
+        producer.send(topic, key=participant_id(1).encode(), value=b"probe").get(timeout=15)
         return "ok"
     except KafkaError as exc:
         return type(exc).__name__

@@ -34,6 +34,7 @@ from schemas.catalog import load_catalog
 from schemas.codec import encode
 from schemas.event import Event
 from schemas.topics import TopicNames
+from tests.factories import participant_id
 
 SITE = load_site(Path(__file__).resolve().parent.parent / "config" / "site.example.yaml")
 CATALOG = load_catalog()
@@ -291,7 +292,8 @@ def test_a_zombie_cannot_commit_over_the_new_owner(view: ViewStore) -> None:
 
 
 def test_an_event_id_reused_with_other_content_is_dead_lettered(view: ViewStore) -> None:
-    first = Event(str(uuid.uuid4()), "ContactLogged", "P-reuse", START,
+    person = participant_id("reuse")
+    first = Event(str(uuid.uuid4()), "ContactLogged", person, START,
                   {"contact_method": "OUTREACH", "successful": True}, "harbor-cm")
     again = replace(first)  # a redelivery: same content, no dead letter
     other = replace(first, payload={"contact_method": "PHONE", "successful": False})
@@ -304,7 +306,7 @@ def test_an_event_id_reused_with_other_content_is_dead_lettered(view: ViewStore)
     producer = FakeProducer()
     _drain(_projector(view, log, producer), log)
     assert producer.reasons() == ["EVENT_ID_REUSED"]
-    assert len(view.rows_for("harbor-cm", "P-reuse")) == 1
+    assert len(view.rows_for("harbor-cm", person)) == 1
 
 
 def test_a_record_that_is_not_canonical_is_dead_lettered_and_passed(view: ViewStore) -> None:

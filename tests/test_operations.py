@@ -19,6 +19,7 @@ from schemas.catalog import load_catalog
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import new_participant_id
 
 CATALOG = load_catalog()
 
@@ -56,7 +57,7 @@ def test_validator_metrics_count_accepted_and_rejected_records() -> None:
 @pytest.mark.integration
 def test_status_shows_nothing_behind_once_the_hub_caught_up(
         hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any) -> None:
-    p = f"P-{uuid.uuid4().hex[:8]}"
+    p = new_participant_id()
     events = [Event(str(uuid.uuid4()), "ContactLogged", p,
                     datetime(2026, 11, 2, 9, i, tzinfo=UTC),
                     {"contact_method": "OUTREACH", "successful": True}) for i in range(5)]

@@ -13,6 +13,7 @@ from schemas.catalog import load_catalog
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import new_participant_id
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,7 @@ def test_one_referral_flows_from_sdk_to_sql(hub: Any, topics: TopicNames, kafka:
                                             live_view: Any) -> None:
     hub.start("validator")
     hub.start("projector")
-    participant = f"P-{uuid.uuid4().hex[:8]}"
+    participant = new_participant_id()
     referral = Event(
         event_id=str(uuid.uuid4()), type="ReferralMade", participant_id=participant,
         occurred_at=datetime(2026, 11, 20, 9, 30, tzinfo=UTC),
@@ -48,7 +49,7 @@ def test_every_kafka_compression_codec_is_read(hub: Any, topics: TopicNames,
     """A partner may compress its batches with any codec Kafka has (docs/wire-format.md)."""
     hub.start("validator")
     hub.start("projector")
-    participant = f"P-{uuid.uuid4().hex[:8]}"
+    participant = new_participant_id()
     contact = Event(
         event_id=str(uuid.uuid4()), type="ContactLogged", participant_id=participant,
         occurred_at=datetime(2026, 11, 21, 10, 0, tzinfo=UTC),

@@ -11,9 +11,11 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from producers.sdk import PartnerPublisher
 from schemas.catalog import load_catalog
+from schemas.codec import encode
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import new_participant_id
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +38,7 @@ def test_revocation_retracts_what_the_consent_shared(hub: Any, topics: TopicName
                                                      live_view: Any) -> None:
     hub.start("validator")
     hub.start("projector")
-    p = f"P-{uuid.uuid4().hex[:8]}"
+    p = new_participant_id()
     housing = _event("HousingStatusChanged", p, T0, status="TRANSITIONAL",
                      provider="Cedar Commons")
     _publish(kafka, topics, "cedar-housing", housing)
@@ -67,7 +69,7 @@ def test_poison_message_goes_to_the_dlq_and_the_pipeline_keeps_going(
 ) -> None:
     hub.start("validator")
     hub.start("projector")
-    p = f"P-{uuid.uuid4().hex[:8]}"
+    p = new_participant_id()
     poison = b"\xc3\x01not-a-fingerprint-nor-a-body"
     raw = KafkaProducer(**kafka.client_options())
     raw.send(topics.inbound("evergreen-pd"), key=p.encode(), value=poison).get(timeout=30)
@@ -96,7 +98,7 @@ def test_a_valid_200_kib_event_reaches_the_view_and_an_oversized_one_the_dlq(
     its neighbours untouched."""
     hub.start("validator")
     hub.start("projector")
-    p = f"P-{uuid.uuid4().hex[:8]}"
+    p = new_participant_id()
     big = _event("ServiceEncounter", p, T0, service_type="HOUSING", provider="Cedar Commons",
                  duration_minutes=30, notes="n" * (200 * 1024))
     before = _event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
@@ -121,3 +123,47 @@ def test_a_valid_200_kib_event_reaches_the_view_and_an_oversized_one_the_dlq(
     assert headers["lead.reason"] == b"TOO_LARGE"
     assert headers["lead.size"] == str(len(too_large)).encode()
     assert letters[0].value == too_large[:64 * 1024]
+
+
+def _swap_string(data: bytes, old: str, new: str) -> bytes:
+    """``data`` with the Avro string ``old`` replaced by ``new`` (both under 64 bytes): what a
+    client that skips the SDK's checks could send."""
+    before = bytes([2 * len(old)]) + old.encode()
+    assert data.count(before) == 1 and len(new) < 64
+    return data.replace(before, bytes([2 * len(new)]) + new.encode())
+
+
+def test_ids_outside_the_hub_formats_are_dead_lettered_as_invalid_field(
+    hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any
+) -> None:
+    """A participant id that is not the hub's (``bob``) and a version-1 event id never reach
+    lead.events or the view: each is dead-lettered as INVALID_FIELD naming the field."""
+    hub.start("validator")
+    hub.start("projector")
+    p = new_participant_id()
+    good = _event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
+    bob = _swap_string(encode(_event("ContactLogged", p, T0, contact_method="PHONE",
+                                     successful=True), CATALOG), p, "bob")
+    clock_id = str(uuid.uuid1())
+    template = _event("ContactLogged", p, T0, contact_method="TEXT", successful=True)
+    version_1 = _swap_string(encode(template, CATALOG), template.event_id, clock_id)
+    raw = KafkaProducer(**kafka.client_options())
+    raw.send(topics.inbound("harbor-cm"), key=b"bob", value=bob).get(timeout=30)
+    raw.send(topics.inbound("harbor-cm"), key=p.encode(), value=version_1).get(timeout=30)
+    raw.close()
+    _publish(kafka, topics, "harbor-cm", good)
+    live_view.wait_for(lambda: live_view.rows("harbor-cm", p), what="(the valid event)")
+    consumer = KafkaConsumer(topics.dlq, **kafka.client_options(),
+                             auto_offset_reset="earliest", consumer_timeout_ms=20000,
+                             isolation_level="read_committed")
+    letters = [m for _, m in zip(range(2), consumer, strict=False)]
+    consumer.close()
+    by_value = {letter.value: dict(letter.headers) for letter in letters}
+    assert set(by_value) == {bob, version_1}
+    for value, field in ((bob, "participant_id"), (version_1, "event_id")):
+        headers = by_value[value]
+        assert headers["lead.reason"] == b"INVALID_FIELD"
+        assert headers["lead.message"].decode().startswith(f"{field} must be ")
+        assert b"bob" not in headers["lead.message"]
+    assert [r["event_id"] for r in live_view.rows("harbor-cm", p)] == [good.event_id]
+    assert live_view.rows("harbor-cm", "bob") == []

@@ -74,7 +74,7 @@ def test_published_site_equals_offline_projection(hub: Any, topics: TopicNames,
     hub.start("validator")
     hub.start("projector")
     events = _site_events(hub, participants=40, days=120, seed=11)
-    publish_by_source(events, kafka, catalog=CATALOG, topics=topics)
+    publish_by_source(events, lambda _partner: kafka, catalog=CATALOG, topics=topics)
     expected = _expected(hub, events)
     assert sum(len(rows) for rows in expected.values()) > len(events)
     try:
@@ -98,7 +98,7 @@ def _publish_while(action: Callable[[], None], events: list[Event], kafka: Kafka
     worker = threading.Thread(target=action)
     worker.start()
     try:
-        publish_by_source(events, kafka, catalog=CATALOG, topics=topics, rate=rate)
+        publish_by_source(events, lambda _partner: kafka, catalog=CATALOG, topics=topics, rate=rate)
     finally:
         worker.join()
 

@@ -15,7 +15,9 @@ from processors.errors import PolicyError
 from processors.site import Partner
 from schemas.errors import InvalidField, RejectReason
 from schemas.event import Event
+from tests.factories import participant_id
 
+PERSON = participant_id("P1")  # the participant of these tests
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 DEFENDER = Partner("pda", "defender", "Defender", "legal_defense")
@@ -24,7 +26,7 @@ HOUSING = Partner("house", "housing", "Housing", "care_coordination")
 
 BASE = Consent(
     consent_id="C1",
-    participant_id="P1",
+    participant_id=PERSON,
     granted_event_id="e-grant",
     granted_by="cm",
     recipients=frozenset({"pda", "role:case_management"}),
@@ -106,7 +108,7 @@ def test_json_round_trip() -> None:
 
 
 def _grant(payload: dict[str, object]) -> Event:
-    return Event("e-1", "ConsentGranted", "P1", T0, payload, "cm")
+    return Event("e-1", "ConsentGranted", PERSON, T0, payload, "cm")
 
 
 def test_consent_from_event_reads_every_field_and_normalizes_purposes() -> None:

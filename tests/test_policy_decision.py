@@ -22,7 +22,9 @@ from processors.policy import (
 from processors.site import Access, Partner, SitePolicy, parse_site
 from schemas.catalog import load_catalog
 from schemas.event import Event
+from tests.factories import participant_id
 
+PERSON = participant_id("P1")  # the participant of these tests
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 NOW = T0 + 10 * DAY
@@ -61,7 +63,7 @@ def partner(partner_id: str) -> Partner:
 def consent(consent_id: str = "C1", **changes: Any) -> Consent:
     base = Consent(
         consent_id=consent_id,
-        participant_id="P1",
+        participant_id=PERSON,
         granted_event_id="e-" + consent_id,
         granted_by="cm",
         recipients=frozenset({"pda", "pd", "pao", "role:case_management"}),
@@ -295,7 +297,7 @@ def test_notice_is_the_2_32_statement() -> None:
 
 
 def _event(event_type: str, source: str | None) -> Event:
-    return Event("00000000-0000-4000-8000-000000000001", event_type, "P1", T0, {}, source)
+    return Event("00000000-0000-4000-8000-000000000001", event_type, PERSON, T0, {}, source)
 
 
 ADMISSION = [

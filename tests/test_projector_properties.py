@@ -34,7 +34,9 @@ from processors.site import Access, Partner, SitePolicy
 from processors.view import apply_changes
 from schemas.catalog import CATEGORIES, ROLES, load_catalog
 from schemas.event import Event
+from tests.factories import participant_id
 
+PERSON = participant_id("P1")  # the participant of these tests
 CATALOG = load_catalog()
 T0 = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
 PURPOSES = ("care_coordination", "legal_defense")
@@ -143,13 +145,14 @@ def histories(draw: st.DrawFn, length: int = 14) -> list[Step]:
                 "form_sha256": "ab" * 32,
                 **part2_elements(draw, broad),
             }
-            event = Event(event_id, "ConsentGranted", "P1", at, payload, source)
+            event = Event(event_id, "ConsentGranted", PERSON, at, payload, source)
         elif kind == "revoke":
             consent_id = draw(st.sampled_from(CONSENT_IDS))
-            event = Event(event_id, "ConsentRevoked", "P1", at, {"consent_id": consent_id}, source)
+            event = Event(event_id, "ConsentRevoked", PERSON, at, {"consent_id": consent_id},
+                          source)
         else:
             type_name = draw(st.sampled_from(DATA_TYPES))
-            event = Event(event_id, type_name, "P1", at, payload_for(type_name, draw), source)
+            event = Event(event_id, type_name, PERSON, at, payload_for(type_name, draw), source)
         events.append(event)
         steps.append(Step(event, at))
     return steps
@@ -295,7 +298,7 @@ def run(site: SitePolicy, steps: list[Step],
             restored = ParticipantState.from_json(json.loads(json.dumps(state.to_json())))
             assert restored == state
     assert state is not None or all(step.event is None for step in steps)
-    return state or ParticipantState("P1"), changes
+    return state or ParticipantState(PERSON), changes
 
 
 # -- properties ---------------------------------------------------------------------------------
@@ -389,7 +392,7 @@ def part2_histories(draw: st.DrawFn, length: int = 12) -> list[Step]:
             payload = payload_for(type_name, draw)
             if "service_type" in payload:
                 payload["service_type"] = "SUD_TREATMENT"
-            event = Event(event_id, type_name, "P1", at, payload, source)
+            event = Event(event_id, type_name, PERSON, at, payload, source)
         elif kind == "grant":
             payload = {
                 "consent_id": draw(st.sampled_from(PART2_CONSENT_IDS)),
@@ -407,12 +410,12 @@ def part2_histories(draw: st.DrawFn, length: int = 12) -> list[Step]:
                 "expires_on_event": draw(st.sampled_from(EXPIRY_EVENTS)),
                 "form_sha256": "ab" * 32,
             }
-            event = Event(event_id, "ConsentGranted", "P1", at, payload, "p0")
+            event = Event(event_id, "ConsentGranted", PERSON, at, payload, "p0")
         elif kind == "revoke":
-            event = Event(event_id, "ConsentRevoked", "P1", at,
+            event = Event(event_id, "ConsentRevoked", PERSON, at,
                           {"consent_id": draw(st.sampled_from(PART2_CONSENT_IDS))}, "p0")
         else:
-            event = Event(event_id, "ParticipantExited", "P1", at, {"reason": "GRADUATED"}, "p0")
+            event = Event(event_id, "ParticipantExited", PERSON, at, {"reason": "GRADUATED"}, "p0")
         steps.append(Step(event, at))
     return steps
 
@@ -446,7 +449,7 @@ def _grant(event_id: int, consent_id: str, at: datetime, data: st.DataObject) ->
         "form_sha256": "cd" * 32,
         **part2_elements(draw, False),
     }
-    return Event(str(uuid.UUID(int=10_000 + event_id, version=4)), "ConsentGranted", "P1", at,
+    return Event(str(uuid.UUID(int=10_000 + event_id, version=4)), "ConsentGranted", PERSON, at,
                  payload, "p0")
 
 
@@ -460,7 +463,7 @@ def test_revoke_then_regrant_restores_exactly_what_the_new_consent_covers(
         return
     end = base[-1].now + timedelta(hours=1)
     old = _grant(1, "OLD", end, data)
-    revocation = Event(str(uuid.UUID(int=20_000, version=4)), "ConsentRevoked", "P1",
+    revocation = Event(str(uuid.UUID(int=20_000, version=4)), "ConsentRevoked", PERSON,
                        end + timedelta(hours=1), {"consent_id": "OLD"}, "p0")
     new = _grant(2, "NEW", end + timedelta(hours=2), data)
     cycled = [*base, Step(old, old.occurred_at), Step(revocation, revocation.occurred_at),
@@ -515,7 +518,7 @@ def participant_events(draw: st.DrawFn, deadline_days: int, size: int = 12) -> l
             payload["door"] = draw(st.sampled_from(
                 ("ARREST_DIVERSION", "ARREST_DIVERSION", "SOCIAL_CONTACT")))
             payload["charges_held"] = draw(st.integers(0, 3)) > 0
-            event = Event(event_id, "ReferralMade", "P1", at, payload, _source(draw))
+            event = Event(event_id, "ReferralMade", PERSON, at, payload, _source(draw))
             referrals.append(event)
         elif kind == "intake":
             payload = payload_for("IntakeCompleted", draw)
@@ -530,7 +533,7 @@ def participant_events(draw: st.DrawFn, deadline_days: int, size: int = 12) -> l
                 at = ref.occurred_at + timedelta(hours=draw(hours))
                 payload["referral_event_id"] = draw(
                     st.sampled_from((ref.event_id, ref.event_id, None, "some-other-referral")))
-            event = Event(event_id, "IntakeCompleted", "P1", at, payload, _source(draw))
+            event = Event(event_id, "IntakeCompleted", PERSON, at, payload, _source(draw))
         elif kind == "grant":
             broad = draw(st.booleans())
             subset = st.lists(st.sampled_from(CATEGORIES), max_size=5, unique=True)
@@ -549,17 +552,17 @@ def participant_events(draw: st.DrawFn, deadline_days: int, size: int = 12) -> l
                 "form_sha256": "ab" * 32,
                 **part2_elements(draw, broad),
             }
-            event = Event(event_id, "ConsentGranted", "P1", at, payload, _source(draw))
+            event = Event(event_id, "ConsentGranted", PERSON, at, payload, _source(draw))
         elif kind == "revoke":
             payload = {"consent_id": draw(st.sampled_from((*CONSENT_IDS, "C9")))}
-            event = Event(event_id, "ConsentRevoked", "P1", at, payload, _source(draw))
+            event = Event(event_id, "ConsentRevoked", PERSON, at, payload, _source(draw))
         else:
             type_name = draw(st.sampled_from(DATA_TYPES))
             if kind == "reuse" and events:  # a different event under an id already used
                 reused = draw(st.sampled_from(events))
                 event_id = reused.event_id
                 at = reused.occurred_at + timedelta(hours=draw(st.integers(-24, 24)))
-            event = Event(event_id, type_name, "P1", at, payload_for(type_name, draw),
+            event = Event(event_id, type_name, PERSON, at, payload_for(type_name, draw),
                           _source(draw))
         events.append(event)
     return events

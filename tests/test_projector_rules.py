@@ -22,7 +22,9 @@ from schemas.catalog import load_catalog
 from schemas.codec import encode
 from schemas.errors import InvalidField
 from schemas.event import Event, derived_event_id
+from tests.factories import participant_id
 
+PERSON = participant_id("P1")  # the participant of these tests
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "site.example.yaml"
 SITE = load_site(EXAMPLE)
 CATALOG = load_catalog()
@@ -37,7 +39,7 @@ _counter = iter(range(1, 10**9))
 
 def event(type_: str, source: str | None, at: datetime, **payload: Any) -> Event:
     event_id = str(uuid.UUID(int=next(_counter), version=4))
-    return Event(event_id, type_, "P1", at, payload, source)
+    return Event(event_id, type_, PERSON, at, payload, source)
 
 
 def referral(at: datetime, door: str = "ARREST_DIVERSION", held: bool = True) -> Event:
@@ -402,14 +404,14 @@ def test_duplicate_event_id_changes_nothing() -> None:
     before = run.state
     assert before is not None
     assert run.projector.project(before, ev, T0) == (before, [])
-    later = Event(ev.event_id, "ContactLogged", "P1", T0 + DAY, {"contact_method": "PHONE",
+    later = Event(ev.event_id, "ContactLogged", PERSON, T0 + DAY, {"contact_method": "PHONE",
                   "successful": True, "duration_minutes": 5}, CM)
     assert run.projector.project(before, later, T0) == (before, [])
 
 
 def test_a_reused_event_id_resolves_to_the_same_event_in_either_arrival_order() -> None:
     first = encounter(T0 + DAY, "HOUSING", HOUSE)
-    other = Event(first.event_id, "ContactLogged", "P1", T0, {"contact_method": "PHONE",
+    other = Event(first.event_id, "ContactLogged", PERSON, T0, {"contact_method": "PHONE",
                   "successful": True, "duration_minutes": 5}, CM)  # earlier: it is the event
     end = T0 + 2 * DAY
     views = []
@@ -607,7 +609,7 @@ def test_next_due_reports_the_earliest_timer() -> None:
 def test_state_for_another_participant_and_naive_now_are_errors() -> None:
     run = Run()
     run.project(referral(T0))
-    other = Event(str(uuid.uuid4()), "ContactLogged", "P2", T0, {}, CM)
+    other = Event(str(uuid.uuid4()), "ContactLogged", participant_id("P2"), T0, {}, CM)
     with pytest.raises(PolicyError):
         run.projector.project(run.state, other, T0)
     with pytest.raises(PolicyError, match="naive"):
@@ -616,6 +618,6 @@ def test_state_for_another_participant_and_naive_now_are_errors() -> None:
 
 def test_corrupt_state_is_a_state_error() -> None:
     with pytest.raises(StateError):
-        ParticipantState.from_json({"format": 99, "participant_id": "P1"})
+        ParticipantState.from_json({"format": 99, "participant_id": PERSON})
     with pytest.raises(StateError):
-        ParticipantState.from_json({"format": 1, "participant_id": "P1"})
+        ParticipantState.from_json({"format": 1, "participant_id": PERSON})

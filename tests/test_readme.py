@@ -257,7 +257,11 @@ def gateway_status_problems(readme: str, spec: dict[str, Any]) -> list[str]:
 
 
 def curl_body_problems(readme: str) -> list[str]:
-    """JSON bodies (``-d``) of the README's curl commands must be valid events of the catalog."""
+    """JSON bodies (``-d``) of the README's curl commands must be valid: an event of the
+    catalog, or for ``/v1/participants`` a link request the API takes."""
+    from pydantic import ValidationError
+
+    from consumers.api.models import LinkRequest
     from schemas.catalog import load_catalog
     from schemas.codec import encode
     from schemas.errors import HubError
@@ -268,20 +272,30 @@ def curl_body_problems(readme: str) -> list[str]:
     for line in shell_lines(readme):
         words = shlex.split(line)
         if words[:1] == ["curl"] and "-d" in words:
+            body = words[words.index("-d") + 1]
+            if any(w.endswith("/v1/participants") for w in words):
+                try:
+                    LinkRequest.model_validate_json(body)
+                except ValidationError as exc:
+                    problems.append(f"curl body is not a link request: {exc.errors()[0]}")
+                continue
             try:
-                encode(event_from_json(json.loads(words[words.index("-d") + 1]), catalog),
-                       catalog)
+                encode(event_from_json(json.loads(body), catalog), catalog)
             except (ValueError, HubError) as exc:
                 problems.append(f"curl body is not a valid event: {exc}")
     return problems
 
 
 def staff_header_problems(readme: str) -> list[str]:
-    """Every staff GET in a curl command sends the Authorization and X-Purpose headers."""
+    """Every staff GET in a curl command sends the Authorization and X-Purpose headers (a
+    partner key's crosswalk lookup, ``/v1/identifiers/...``, only Authorization)."""
     problems = []
     for line in shell_lines(readme):
         words = shlex.split(line)
-        if words[:1] == ["curl"] and "-X" not in words:
+        if words[:1] == ["curl"] and "-X" not in words and "/v1/identifiers/" in line:
+            if not any(w.startswith("Authorization:") for w in words):
+                problems.append(f"crosswalk lookup without Authorization: {line[:80]}")
+        elif words[:1] == ["curl"] and "-X" not in words:
             headers = [words[i + 1].split(":", 1)[0] for i, w in enumerate(words) if w == "-H"]
             if "Authorization" not in headers or "X-Purpose" not in headers:
                 problems.append(f"staff query without Authorization and X-Purpose: {line[:80]}")
@@ -369,6 +383,10 @@ MISTAKES = [
     ("http", "/v1/intake-deadlines?due_before", "/v1/deadlines?due_before"),
     ("status", "| 415 |", "| 418 |"),
     ("body", '"successful": true', '"successful": "yes"'),
+    ("body", '{"local_id": "BK-2026-000123"}', '{"local_id": "BK 2026/000123"}'),
+    ("headers", '-H "Authorization: Bearer $KEY" http://127.0.0.1:8080/v1/identifiers/',
+     "http://127.0.0.1:8080/v1/identifiers/"),
+    ("http", "`GET /v1/identifiers/{local_id}`", "`GET /v1/identifier/{local_id}`"),
     ("headers", "-H 'X-Purpose: care_coordination' http://127.0.0.1:8080/v1/participants\n",
      "http://127.0.0.1:8080/v1/participants\n"),
 ]

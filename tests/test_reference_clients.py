@@ -28,7 +28,6 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +48,7 @@ from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 from tests.conftest import IN_CI, SITE_FILE
+from tests.factories import new_participant_id
 
 pytestmark = pytest.mark.integration
 
@@ -225,7 +225,7 @@ def test_reference_client_events_reach_the_view_and_the_bad_one_the_dlq(
     credential = _partner_credential(hub, kafka, tmp_path)
     hub.start("validator")
     hub.start("projector")
-    participant = f"P-{uuid.uuid4().hex[:12]}"
+    participant = new_participant_id()
     summary = _run_client(reference_client, kafka, credential, topics, participant)
 
     inbound = topics.inbound(PARTNER)

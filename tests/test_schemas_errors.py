@@ -30,13 +30,15 @@ from schemas.errors import (
     UnknownFingerprint,
 )
 from schemas.event import Event, event_from_json, event_to_json, read_jsonl
+from tests.factories import participant_id
 
 SECRET = "SECRET-Jane-Doe-1980"
+PERSON = participant_id("LH-7")
 T0 = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 REFERRAL = Event(
     event_id="0b0e6c1e-2f7a-4c55-9d57-3a1f0e9b7c01",
     type="ReferralMade",
-    participant_id="LH-7",
+    participant_id=PERSON,
     occurred_at=T0,
     payload={
         "door": "ARREST_DIVERSION",
@@ -50,7 +52,7 @@ REFERRAL = Event(
 CONSENT = Event(
     event_id="0b0e6c1e-2f7a-4c55-9d57-3a1f0e9b7c02",
     type="ConsentGranted",
-    participant_id="LH-7",
+    participant_id=PERSON,
     occurred_at=T0,
     payload={
         "consent_id": "c-1",
@@ -100,6 +102,16 @@ INVALID_EVENTS = {
     "payload not a record": (dataclasses.replace(REFERRAL, payload=[SECRET]), "payload"),  # type: ignore[arg-type]
     "event id not a uuid": (dataclasses.replace(REFERRAL, event_id=SECRET), "event_id"),
     "empty participant": (dataclasses.replace(REFERRAL, participant_id=" "), "participant_id"),
+    "participant id not in the hub's format": (
+        dataclasses.replace(REFERRAL, participant_id=SECRET), "participant_id"),
+    "participant id in capitals": (
+        dataclasses.replace(REFERRAL, participant_id=PERSON.upper()), "participant_id"),
+    "event id of version 1": (
+        dataclasses.replace(REFERRAL, event_id="0b0e6c1e-2f7a-1c55-9d57-3a1f0e9b7c01"),
+        "event_id"),
+    "event id of version 8": (
+        dataclasses.replace(REFERRAL, event_id="0b0e6c1e-2f7a-8c55-9d57-3a1f0e9b7c01"),
+        "event_id"),
     "naive occurred_at": (
         dataclasses.replace(REFERRAL, occurred_at=datetime(2025, 1, 1)),
         "occurred_at",
@@ -130,7 +142,7 @@ def test_int_out_of_range_is_rejected() -> None:
     event = Event(
         REFERRAL.event_id,
         "ContactLogged",
-        "LH-7",
+        PERSON,
         T0,
         {"contact_method": "PHONE", "successful": True, "duration_minutes": 2**40},
     )
@@ -203,23 +215,53 @@ def test_decode_rejects_trailing_bytes() -> None:
     )
 
 
-def test_decode_rejects_an_event_id_that_is_not_a_uuid() -> None:
-    catalog = load_catalog()
-    event_type = catalog.latest("ReferralMade")
+def _written(event_id: str, participant: str) -> bytes:
+    """A ReferralMade written by a plain Avro writer, past the checks of the hub's encoder."""
+    event_type = load_catalog().latest("ReferralMade")
     body = io.BytesIO()
     record = {
-        "event_id": SECRET,
-        "participant_id": "LH-7",
+        "event_id": event_id,
+        "participant_id": participant,
         "occurred_at": T0,
         "source_partner": None,
         "payload": REFERRAL.payload,
     }
     schemaless_writer(body, event_type.schema, record)
-    data = b"\xc3\x01" + bytes.fromhex(event_type.fingerprint) + body.getvalue()
+    return b"\xc3\x01" + bytes.fromhex(event_type.fingerprint) + body.getvalue()
+
+
+def test_decode_rejects_an_event_id_that_is_not_a_uuid() -> None:
+    data = _written(SECRET, PERSON)
     error = _assert_rejected(
-        lambda: decode(data, catalog), InvalidField, RejectReason.INVALID_FIELD
+        lambda: decode(data, load_catalog()), InvalidField, RejectReason.INVALID_FIELD
     )
     assert error.field_path == "event_id"
+
+
+@pytest.mark.parametrize(("event_id", "participant", "path"), [
+    ("0b0e6c1e-2f7a-1c55-9d57-3a1f0e9b7c01", PERSON, "event_id"),  # version 1
+    (REFERRAL.event_id, SECRET, "participant_id"),
+    (REFERRAL.event_id, "p-" + "0" * 15, "participant_id"),
+])
+def test_decode_applies_the_partner_input_rules(event_id: str, participant: str,
+                                                path: str) -> None:
+    data = _written(event_id, participant)
+    error = _assert_rejected(
+        lambda: decode(data, load_catalog()), InvalidField, RejectReason.INVALID_FIELD
+    )
+    assert error.field_path == path
+
+
+def test_a_recorded_event_decodes_as_it_was_accepted() -> None:
+    """lead.events (strict=False) is decoded under the rules its records were accepted by:
+    an old record with a version-1 event id or a free-form participant id still replays."""
+    data = _written("0b0e6c1e-2f7a-1c55-9d57-3a1f0e9b7c01", SECRET)
+    event = decode(data, load_catalog(), strict=False)
+    assert (event.event_id, event.participant_id) == (
+        "0b0e6c1e-2f7a-1c55-9d57-3a1f0e9b7c01", SECRET)
+    for still_refused in (_written(SECRET, PERSON), _written(REFERRAL.event_id, " ")):
+        _assert_rejected(lambda data=still_refused: decode(data, load_catalog(), strict=False),
+                         InvalidField, RejectReason.INVALID_FIELD)
 
 
 def test_decode_reports_a_writer_the_reader_cannot_resolve(tmp_path: Path) -> None:
@@ -275,6 +317,8 @@ def test_json_envelope_problems_are_malformed_json(obj: Any) -> None:
         (_json(occurred_at=SECRET), "occurred_at"),
         (_json(occurred_at="2025-03-04T05:06:07"), "occurred_at"),
         (_json(participant_id=7), "participant_id"),
+        (_json(participant_id=SECRET), "participant_id"),
+        (_json(event_id="0b0e6c1e-2f7a-1c55-9d57-3a1f0e9b7c01"), "event_id"),
         (_json(type=7), "type"),
         (_json(payload={**_json()["payload"], "charges_held": SECRET}), "payload.charges_held"),
         (

@@ -14,6 +14,7 @@ from schemas.codec import decode, encode
 from schemas.compat import resolution_problems
 from schemas.errors import InvalidField, RejectReason
 from schemas.event import Event
+from tests.factories import participant_id
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 V1_PAYLOAD = {
@@ -26,7 +27,8 @@ V1_PAYLOAD = {
 
 
 def _event(payload: dict[str, Any]) -> Event:
-    return Event("0b0e6c1e-2f7a-4c55-9d57-3a1f0e9b7c01", "ReferralMade", "LH-7", T0, payload)
+    return Event("0b0e6c1e-2f7a-4c55-9d57-3a1f0e9b7c01", "ReferralMade", participant_id("LH-7"),
+                 T0, payload)
 
 
 def test_the_catalog_keeps_two_versions_of_referral_made() -> None:

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 from schemas.catalog import Catalog, EventType, load_catalog
 from schemas.codec import decode, encode
 from schemas.errors import ContractError
-from schemas.event import Event, event_from_json, event_to_json, read_jsonl, write_jsonl
+from schemas.event import (
+    PARTICIPANT_ID_PATTERN,
+    Event,
+    event_from_json,
+    event_to_json,
+    read_jsonl,
+    write_jsonl,
+)
 
 CATALOG = load_catalog()
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
@@ -64,7 +71,7 @@ def event_strategy(event_type: EventType) -> st.SearchStrategy[Event]:
         Event,
         event_id=st.uuids(version=4).map(str),
         type=st.just(event_type.name),
-        participant_id=TEXT.filter(lambda s: bool(s.strip())),
+        participant_id=st.from_regex(f"\\A{PARTICIPANT_ID_PATTERN}\\Z"),
         occurred_at=TIMESTAMPS,
         payload=strategy_for(payload, named),
         source_partner=st.none() | TEXT,

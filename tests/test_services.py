@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from schemas.kafka_connection import KafkaConnection
+from tests.factories import participant_id
 
 ROOT = Path(__file__).resolve().parent.parent
 LEADHUB = [sys.executable, "-m", "leadhub.cli"]
@@ -33,7 +34,7 @@ def test_status_reports_both_services_with_addresses(kafka: KafkaConnection,
     result = _leadhub("services", "status", "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 0, result.stderr
-    assert report["kafka"]["running"] and report["kafka"]["address"] == kafka
+    assert report["kafka"]["running"] and report["kafka"]["address"] == kafka.bootstrap
     assert report["postgres"]["running"]
     assert report["postgres"]["address"].startswith("postgresql+psycopg://")
     text = _leadhub("services", "status").stdout
@@ -66,7 +67,8 @@ def test_missing_java_is_a_one_line_error_with_exit_code_2(tmp_path: Path) -> No
 
 def test_publish_with_no_broker_fails_fast_and_clearly(tmp_path: Path) -> None:
     event = {"event_id": "6f1c1f43-3a57-4a53-9d55-3f5b1c8f2d11", "type": "ConsentRevoked",
-             "participant_id": "P-0001", "occurred_at": "2026-01-02T03:04:05.000000Z",
+             "participant_id": participant_id(1),
+             "occurred_at": "2026-01-02T03:04:05.000000Z",
              "source_partner": None, "payload": {"consent_id": "c-1"}}
     events = tmp_path / "one.jsonl"
     events.write_text(json.dumps(event) + "\n")

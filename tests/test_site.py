@@ -44,6 +44,18 @@ def test_unlisted_role_and_category_are_never() -> None:
     assert site.access_for("defender", "SUD_TREATMENT") is Access.WITH_CONSENT
 
 
+def test_part2_programs_are_marked_or_of_the_sud_role() -> None:
+    site = load_site(EXAMPLE)
+    programs = {p.id for p in site.partners if p.is_part2_program}
+    assert programs == {"riverbend-sud"}
+    marked = parse_site(_set(example_document(), ("partners", 6, "part2_program"), True))
+    clinic = marked.partner("northside-mh")
+    assert clinic is not None and clinic.part2_program and clinic.is_part2_program
+    unmarked = _set(example_document(), ("partners", 5, "part2_program"), _DELETE)
+    sud = parse_site(unmarked).partner("riverbend-sud")
+    assert sud is not None and sud.part2_program  # the role makes it one by default
+
+
 def test_unknown_partner_is_none() -> None:
     site = load_site(EXAMPLE)
     assert site.partner("nobody") is None
@@ -88,6 +100,10 @@ INVALID = [
     (("access", "prosecutor", "MEDICAL"), "always", "access.prosecutor.MEDICAL", "floor"),
     (("access", "police", "MENTAL_HEALTH"), "always", "access.police.MENTAL_HEALTH", "floor"),
     (("colour",), "blue", "colour", "unknown key"),
+    (("partners", 5, "part2_program"), False, "partners[5].part2_program", "Part 2 program"),
+    (("partners", 6, "part2_program"), "yes", "partners[6].part2_program", "true or false"),
+    (("access", "case_management", "SUD_TREATMENT"), "always",
+     "access.case_management.SUD_TREATMENT", "Part 2 consent"),
     (("expiry_sweep_seconds",), 0, "expiry_sweep_seconds", "between 1 and 86400"),
 ]
 

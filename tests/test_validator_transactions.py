@@ -38,6 +38,7 @@ from schemas.codec import decode, encode
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import participant_id
 
 pytestmark = pytest.mark.integration
 
@@ -155,21 +156,23 @@ def test_valid_events_reach_events_once_and_bad_ones_the_dlq_with_their_reason(
 ) -> None:
     topics = hub_topics
     police, cm = topics.inbound("evergreen-pd"), topics.inbound("harbor-cm")
-    valid = [_referral(f"P-{i}") for i in range(6)]
-    repeated = _contact("P-0")
+    valid = [_referral(participant_id(i)) for i in range(6)]
+    repeated = _contact(participant_id(0))
     _publish(kafka, topics, "evergreen-pd", *valid)
     # The same event twice: no longer dropped here (the projector dedupes).
     _publish(kafka, topics, "harbor-cm", repeated, repeated)
-    revoke = Event(event_id=str(uuid.uuid4()), type="ConsentRevoked", participant_id="P-1",
+    revoke = Event(event_id=str(uuid.uuid4()), type="ConsentRevoked",
+                   participant_id=participant_id(1),
                    occurred_at=T0, payload={"consent_id": "c-1"})
-    non_canonical = encode(_contact("P-2"), CATALOG)
+    non_canonical = encode(_contact(participant_id(2)), CATALOG)
     assert non_canonical[-3:-2] == b"\x02"  # OUTREACH's enum index; 0x03 is -2 (VIDEO)
+    k1, k2, k9 = (participant_id(n).encode() for n in (1, 2, 9))
     bad = {
-        (police, b"P-1", b"\xc3\x01not-a-fingerprint-nor-a-body"): "UNKNOWN_FINGERPRINT",
-        (cm, b"P-1", b'{"type": "ContactLogged"}'): "NOT_SINGLE_OBJECT",
-        (cm, b"P-9", encode(_contact("P-3"), CATALOG)): "KEY_MISMATCH",
-        (police, b"P-1", encode(revoke, CATALOG)): "EMITTER_NOT_ALLOWED",
-        (cm, b"P-2", non_canonical[:-3] + b"\x03" + non_canonical[-2:]): "MALFORMED_BODY",
+        (police, k1, b"\xc3\x01not-a-fingerprint-nor-a-body"): "UNKNOWN_FINGERPRINT",
+        (cm, k1, b'{"type": "ContactLogged"}'): "NOT_SINGLE_OBJECT",
+        (cm, k9, encode(_contact(participant_id(3)), CATALOG)): "KEY_MISMATCH",
+        (police, k1, encode(revoke, CATALOG)): "EMITTER_NOT_ALLOWED",
+        (cm, k2, non_canonical[:-3] + b"\x03" + non_canonical[-2:]): "MALFORMED_BODY",
     }
     for topic, key, value in bad:
         _raw(kafka, topic, (key, value))
@@ -197,7 +200,7 @@ def test_valid_events_reach_events_once_and_bad_ones_the_dlq_with_their_reason(
     lines = [r.getMessage() for r in caplog.records if r.name == "leadhub.validate"
              and r.levelno == logging.INFO and "dead letter" in r.getMessage()]
     assert len(lines) == 5
-    assert not any("P-1" in line or "Officer" in line for line in lines)
+    assert not any(participant_id(1) in line or "Officer" in line for line in lines)
 
 
 def test_too_large_values_are_dead_lettered_as_a_prefix_and_nothing_around_them_is_lost(
@@ -212,7 +215,7 @@ def test_too_large_values_are_dead_lettered_as_a_prefix_and_nothing_around_them_
                                             configs={"max.message.bytes": str(4 << 20)})])
     finally:
         admin.close()
-    before, after = _referral("P-big"), _referral("P-big")
+    before, after = _referral(participant_id("big")), _referral(participant_id("big"))
     big_300k = b"\xc3\x01" + os.urandom(300 * 1024)
     big_1m = b"\xc3\x01" + os.urandom(1024 * 1024)
     _publish(kafka, topics, "evergreen-pd", before)
@@ -224,7 +227,8 @@ def test_too_large_values_are_dead_lettered_as_a_prefix_and_nothing_around_them_
         for value in (big_300k, big_1m):
             for _ in range(40):  # until the broker applies the topic's new limit
                 try:
-                    big.send(police, key=b"P-big", value=value).get(timeout=30)
+                    big.send(police, key=participant_id("big").encode(),
+                             value=value).get(timeout=30)
                     break
                 except MessageSizeTooLargeError:
                     time.sleep(0.25)
@@ -259,7 +263,7 @@ def test_an_aborted_transaction_is_invisible_and_its_batch_is_redone_once(
     make_validator: Callable[..., TransactionalValidator], failing: str,
 ) -> None:
     topics = hub_topics
-    events = [_referral(f"P-{i}") for i in range(12)]
+    events = [_referral(participant_id(i)) for i in range(12)]
     _publish(kafka, topics, "evergreen-pd", *events)
     validator = make_validator()
     producer = validator._producer
@@ -304,10 +308,10 @@ def test_a_record_that_keeps_failing_is_dead_lettered_as_processing_failed(
 
     monkeypatch.setattr(kafka_validator, "validate_inbound", flaky)
     caplog.set_level(logging.INFO, logger="leadhub.validate")
-    events = [_referral("P-x") for _ in range(3)]
+    events = [_referral(participant_id("x")) for _ in range(3)]
     poison = b"POISON" + os.urandom(16)
     _publish(kafka, topics, "evergreen-pd", *events[:2])
-    _raw(kafka, topics.inbound("evergreen-pd"), (b"P-x", poison))
+    _raw(kafka, topics.inbound("evergreen-pd"), (participant_id("x").encode(), poison))
     _publish(kafka, topics, "evergreen-pd", events[2])
 
     validator = make_validator(tick_interval_s=3600)
@@ -341,7 +345,7 @@ def test_a_member_that_lost_its_partitions_cannot_commit(
     caplog.set_level(logging.WARNING, logger="leadhub.validate")
     # A member that does not poll for 4 s leaves the group (its heartbeat thread says so).
     monkeypatch.setattr(kafka_validator, "MAX_POLL_INTERVAL_MS", 4000)
-    events = [_referral(f"P-{i}") for i in range(20)]
+    events = [_referral(participant_id(i)) for i in range(20)]
     _publish(kafka, topics, "evergreen-pd", *events)
 
     stalled, release = threading.Event(), threading.Event()
@@ -400,7 +404,7 @@ def test_a_second_instance_with_the_same_client_id_fences_the_first(
     _run_until(lambda: bool(first._consumer.assignment()) and first.counters.ticks > 0, first,
                what="(first instance ticking)")
     second = make_validator(client_id="worker-1", tick_interval_s=3600)  # fences the first
-    events = [_referral(f"P-{i}") for i in range(8)]
+    events = [_referral(participant_id(i)) for i in range(8)]
     _publish(kafka, topics, "evergreen-pd", *events)
     accepted_before = first.counters.accepted
     with pytest.raises(ValidatorFenced):

@@ -14,6 +14,7 @@ from consumers.audit.kafka_log import TopicReader
 from consumers.store import RowChange, ViewStore
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import new_participant_id
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ def test_a_direct_read_is_recorded_before_it_is_printed(
         hub: Any, topics: TopicNames, kafka: KafkaConnection, tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'view.sqlite'}"
     hub.env["LEADHUB_DATABASE_URL"] = database_url
-    participant = f"P-{uuid.uuid4().hex[:8]}"
+    participant = new_participant_id()
     event_ids = _seed(database_url, "harbor-cm", participant)
 
     shown = hub.leadhub("view", "--as", "harbor-cm", "--purpose", "care_coordination",
@@ -60,7 +61,7 @@ def test_no_purpose_a_wrong_purpose_or_no_access_log_shows_nothing(
         hub: Any, topics: TopicNames, kafka: KafkaConnection, tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'view.sqlite'}"
     hub.env["LEADHUB_DATABASE_URL"] = database_url
-    _seed(database_url, "harbor-cm", f"P-{uuid.uuid4().hex[:8]}")
+    _seed(database_url, "harbor-cm", new_participant_id())
 
     missing = hub.leadhub("view", "--as", "harbor-cm", "--json")
     assert missing.returncode == 2 and "--purpose" in missing.stderr and not missing.stdout

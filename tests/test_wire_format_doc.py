@@ -34,7 +34,7 @@ from schemas.canonical import CANONICAL_SCHEMA, CanonicalRecord, encode_canonica
 from schemas.catalog import load_catalog
 from schemas.codec import decode, encode
 from schemas.errors import DeadLetterReason, RejectReason
-from schemas.event import event_from_json
+from schemas.event import PARTICIPANT_ID_PATTERN, event_from_json, is_participant_id
 from schemas.hub_formats import HUB_SCHEMA_DIR, hub_formats
 from schemas.topics import TopicNames
 
@@ -197,6 +197,15 @@ def test_key_and_partition_example() -> None:
         assert "partitioner" not in (ROOT / module).read_text(), module
 
 
+def test_participant_id_format_is_the_codes() -> None:
+    """The documented participant id format is the codec's, and the worked example's id is
+    in it."""
+    assert f"`{PARTICIPANT_ID_PATTERN}`" in section("Participant id")
+    event = event_from_json(json.loads(fenced(section("Worked example"), "json")[0]),
+                            load_catalog())
+    assert is_participant_id(event.participant_id)
+
+
 # -- lists generated from the code -------------------------------------------------------------
 
 def test_reason_list_is_complete() -> None:
@@ -297,8 +306,9 @@ def test_published_canonical_record_is_the_schema_the_code_writes() -> None:
 def test_json_hub_formats_have_complete_field_tables() -> None:
     access = AccessRecord(user="jdoe", partner="harbor-cm", purpose="care_coordination",
                           at=datetime(2026, 1, 5, tzinfo=UTC), endpoint="/v1/participants",
-                          participant_ids=("p-1",), key_id="k1",
-                          disclosures=(Disclosure("p-1", "e-1", ("c-1",)),)).to_json()
+                          participant_ids=("p-0123456789abcdef",), key_id="k1",
+                          disclosures=(Disclosure("p-0123456789abcdef", "e-1",
+                                                  ("c-1",)),)).to_json()
     access_doc = section("lead.audit.access")
     assert {code(cells[0])[0] for cells in table_rows(access_doc) if code(cells[0])} == set(access)
     assert all(f"`{k}`" in access_doc for k in access["disclosures"][0])

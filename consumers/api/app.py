@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +34,9 @@ from consumers.api.ingest import Gateway, GatewayLedger, InboundPublisher, Kafka
 from consumers.api.openapi import finish_openapi
 from consumers.api.queries import ViewQueries
 from consumers.api.staff import router as staff_router
+from consumers.console.routes import STATIC_DIR as CONSOLE_STATIC
+from consumers.console.routes import STATIC_PATH as CONSOLE_STATIC_PATH
+from consumers.console.routes import router as console_router
 from consumers.store import ViewStore, view_rows
 from processors.site import SitePolicy
 from schemas.catalog import Catalog, load_catalog
@@ -53,7 +57,10 @@ The leadhub HTTP API: a **partner gateway** for publishing events and a **staff 
 over the consent-filtered view.
 
 * Partner systems publish with an **API key** (`Authorization: Bearer <key>`); the source
-  partner is the key's, never the body's.
+  partner is the key's, never the body's. Events name people by the hub's participant id
+  (`p-` and 16 hex digits): a key gets it for its partner's own local id of a person with
+  `POST /v1/participants` and looks it up with `GET /v1/identifiers/{local_id}` (its own
+  links only).
 * Staff read with a **staff token** and declare a purpose of use in `X-Purpose`. They see only
   their own partner's rows of the view, exactly as the hub's policy core materialized them: the
   API never evaluates policy. A participant you may not see is a 404 identical to one that does
@@ -173,11 +180,13 @@ def create_api(
         accounts_engine.dispose()
 
     app = FastAPI(title="leadhub API", version="1", description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)  # offline: console.docs
     app.state.context = context
     app.include_router(gateway_router)
     app.include_router(identifiers_router)
     app.include_router(staff_router)
+    app.include_router(console_router)  # the staff console (/), /docs and /redoc
+    app.mount(CONSOLE_STATIC_PATH, StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     install_error_handlers(app)
     install_openapi(app, site, catalog)
     return app
@@ -213,6 +222,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if loc[:2] == ["header", "X-Purpose"]:
             body = ApiError("send the X-Purpose header with your purpose of use",
                             code="PURPOSE_REQUIRED", field_path="X-Purpose").body()
+        elif first.get("type") == "json_invalid":  # a JSON body that does not parse
+            body = ApiError("the body is not valid JSON", code="MALFORMED_JSON").body()
         else:
             body = ApiError(f"{where}: {first.get('msg', 'invalid')}",
                             code="INVALID_PARAMETER", field_path=where).body()
@@ -220,7 +231,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "NO_SUCH_ENDPOINT", 405: "METHOD_NOT_ALLOWED"}.get(
+        # FastAPI's 400 is a JSON body it could not parse (a route with a model body).
+        code = {400: "MALFORMED_JSON", 404: "NO_SUCH_ENDPOINT", 405: "METHOD_NOT_ALLOWED"}.get(
             exc.status_code, "HTTP_ERROR")
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
                             status_code=exc.status_code, headers=exc.headers)

@@ -62,7 +62,7 @@ class Deadline:
     referred_at: datetime
     due_at: datetime
     status: str  # "pending" | "met" | "missed"
-    overdue: bool  # pending and past due (the hub has not derived the miss yet)
+    overdue: bool  # missed, or pending and past due (the hub has not derived the miss yet)
     evidence: tuple[str, ...]  # event ids of the rows the status is read from
 
     def to_json(self) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def deadline_of(referral: Row, rows: Sequence[Row], days: int, now: datetime) ->
         fields = row.get("fields") or {}
         if row.get("type") == MISSED_TYPE and fields.get("referral_event_id") == referral_id:
             return Deadline(str(referral["participant_id"]), referral_id, referred_at, due_at,
-                            "missed", False, (referral_id, str(row["event_id"])))
+                            "missed", True, (referral_id, str(row["event_id"])))
     for row in rows:
         if row.get("type") != INTAKE_TYPE:
             continue

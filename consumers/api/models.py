@@ -94,7 +94,7 @@ TIMELINE_ERRORS: dict[int, tuple[str, ...]] = {
 ME_ERRORS: dict[int, tuple[str, ...]] = {**STAFF_ERRORS, 400: PURPOSE_CODES}
 #: ``POST /v1/participants`` with a partner key (the crosswalk; 400 for a bad ``local_id``).
 LINK_ERRORS: dict[int, tuple[str, ...]] = {
-    400: ("INVALID_PARAMETER",),
+    400: ("INVALID_PARAMETER", "MALFORMED_JSON"),
     401: CREDENTIAL_CODES,
     403: ("WRONG_CREDENTIAL_KIND", "EMITTER_NOT_ALLOWED"),
     503: ("KAFKA_UNAVAILABLE", "DATABASE_UNAVAILABLE"),
@@ -260,7 +260,8 @@ class Intake(BaseModel):
 
     status: Literal["pending", "met", "missed"]
     due_at: str = Field(json_schema_extra={"format": "date-time"})
-    overdue: bool = Field(description="Pending and past due (the hub will mark it missed).")
+    overdue: bool = Field(description="Past due without an intake: missed, or pending and past "
+                                      "due (the hub will mark it missed).")
 
 
 class CaseloadEntry(BaseModel):

@@ -11,7 +11,7 @@ replayable view.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Index, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table
 
 api_metadata = MetaData()
 
@@ -56,4 +56,46 @@ api_secrets = Table(
     Column("name", String(64), primary_key=True),
     Column("secret_hex", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# The staff console (consumers/console): staff users, their sign-in sessions, and which user
+# recorded which event. Passwords only as argon2id hashes; session tokens only as SHA-256.
+console_users = Table(
+    "console_users",
+    api_metadata,
+    Column("user_name", String(128), primary_key=True),
+    Column("partner", String(64), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("totp_secret", String(64), nullable=True),  # base32; None: no second factor
+    Column("totp_last_step", BigInteger, nullable=True),  # last accepted step (no replay)
+    Column("failures", Integer, nullable=False, default=0),
+    Column("locked_at", DateTime(timezone=True), nullable=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    api_metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("session_id", String(32), nullable=False, unique=True),  # public id, in the audit
+    Column("user_name", String(128), nullable=False),
+    Column("purpose", String(64), nullable=True),  # chosen once, after sign-in
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_console_sessions_user", console_sessions.c.user_name)
+
+event_authors = Table(
+    "event_authors",
+    api_metadata,
+    Column("partner", String(64), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("event_type", String(64), nullable=False),
+    Column("user_name", String(128), nullable=False),
+    Column("session_id", String(32), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=True),  # Kafka acknowledged it
 )
