@@ -146,13 +146,17 @@ def fill(driver: Any, values: dict[str, str]) -> None:
 
 def follow(driver: Any, element: Any) -> None:
     """Click a link or button and wait until the next page has replaced this one."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = driver.find_element(By.TAG_NAME, "html")
+    # Mark this document; the next one starts without the mark. (Waiting for the old <html>
+    # to go stale races with Chromium, which may answer "node does not belong to the
+    # document" instead of a stale element while the page is being replaced.)
+    driver.execute_script("window.__leadhubLeaving = true;")
     element.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return window.__leadhubLeaving !== true && document.readyState === 'complete';"))
 
 
 def submit(driver: Any, selector: str) -> None:
