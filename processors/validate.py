@@ -18,7 +18,7 @@ from processors.site import SitePolicy
 from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import Catalog
 from schemas.codec import decode, encode
-from schemas.errors import ContractError, DeadLetterReason
+from schemas.errors import ContractError, DeadLetterReason, InvalidField
 from schemas.event import Event
 from schemas.topics import TopicNames
 
@@ -154,7 +154,7 @@ def validate_inbound(
             f"role {partner.role} may not emit {event.type} (event {event.event_id})",
         )
     try:
-        check_content(event)
+        check_content(event, partner.id)
     except ContractError as exc:
         return reject(str(exc.reason.value), f"event {event.event_id}: {exc}")
     stamped = dataclasses.replace(event, source_partner=partner.id)
@@ -175,13 +175,22 @@ def validate_inbound(
     )
 
 
-def check_content(event: Event) -> None:
-    """Raise a :class:`ContractError` (with ``field_path``) if ``event`` breaks a rule about
-    its content that its schema's types cannot say; return None if it breaks none.
+#: Event types that link or unlink a partner's local id to a participant id.
+IDENTIFIER_TYPES = frozenset({"IdentifierLinked", "IdentifierUnlinked"})
 
-    One rule today: a ``ConsentGranted`` marked Part 2 must carry every element of a 42 CFR
-    § 2.31 consent (:func:`processors.consent.check_part2_elements`, ``INVALID_FIELD``). The
-    validator dead-letters such an event; the HTTP gateway answers 400 with the same path.
+def check_content(event: Event, partner_id: str) -> None:
+    """Raise a :class:`ContractError` (with ``field_path``) if ``event``, sent by
+    ``partner_id``, breaks a rule about its content that its schema's types cannot say;
+    return None if it breaks none. The validator dead-letters such an event; the HTTP gateway
+    answers 400 with the same path. The rules (``INVALID_FIELD``):
+
+    * a ``ConsentGranted`` marked Part 2 carries every element of a 42 CFR § 2.31 consent
+      (:func:`processors.consent.check_part2_elements`);
+    * an ``IdentifierLinked`` or ``IdentifierUnlinked`` speaks of the sender's own local ids:
+      its ``payload.partner`` is the sender (a partner cannot link another partner's ids).
     """
     if event.type == "ConsentGranted":
         check_part2_elements(event.payload)
+    if event.type in IDENTIFIER_TYPES and event.payload.get("partner") != partner_id:
+        raise InvalidField(f"payload.partner must be your own partner id ({partner_id}): a "
+                           "partner links only its own local ids", field_path="payload.partner")

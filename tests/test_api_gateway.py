@@ -303,3 +303,17 @@ def test_kafka_down_is_503_and_nothing_is_remembered(tmp_path: Path) -> None:
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "KAFKA_UNAVAILABLE"
     assert app.state.context.gateway.ledger.digests("harbor-cm", [event["event_id"]]) == {}
+
+
+def test_a_partner_may_not_link_another_partners_local_id(gateway: Any) -> None:
+    http, inbound, auth = gateway
+    link = contact(type="IdentifierLinked",
+                   payload={"partner": "evergreen-pd", "local_id": "BK-123456"})
+    refused = http.post("/v1/events", json=link, headers=auth)
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert (error["code"], error["field_path"]) == ("INVALID_FIELD", "payload.partner")
+    assert "BK-123456" not in refused.text and inbound.sent == []
+    own = contact(type="IdentifierLinked",
+                  payload={"partner": "harbor-cm", "local_id": "CM-12345"})
+    assert http.post("/v1/events", json=own, headers=auth).status_code == 202

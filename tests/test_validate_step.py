@@ -127,3 +127,16 @@ def test_a_uuid1_from_the_clock_is_refused_and_a_uuid4_accepted() -> None:
     assert isinstance(_validate("evergreen-pd", value), DeadLetter)
     fresh = dataclasses.replace(REFERRAL, event_id=str(uuid.uuid4()))
     assert isinstance(_validate("evergreen-pd", encode(fresh, CATALOG)), Accepted)
+
+
+@pytest.mark.parametrize("named", ["evergreen-pd", "harbor-cm"])
+def test_a_partner_links_only_its_own_local_ids(named: str) -> None:
+    link = Event(event_id=str(uuid.uuid4()), type="IdentifierLinked", participant_id=PERSON,
+                 occurred_at=REFERRAL.occurred_at,
+                 payload={"partner": named, "local_id": "CM-12345"})
+    outcome = _validate("harbor-cm", encode(link, CATALOG))
+    if named == "harbor-cm":
+        assert isinstance(outcome, Accepted)
+    else:
+        assert isinstance(outcome, DeadLetter) and outcome.reason == "INVALID_FIELD"
+        assert "payload.partner" in outcome.message and "CM-12345" not in outcome.message

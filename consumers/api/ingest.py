@@ -307,7 +307,7 @@ class Gateway:
                     raise contract_error(item)
                 check_may_publish(item, partner, self.catalog)
                 try:  # the validator's content rules (a Part 2 consent's elements): 400 now
-                    check_content(item)
+                    check_content(item, partner.id)
                 except ContractError as exc:
                     raise contract_error(exc) from exc
                 candidates.append((index, item, body_digest(item, self.catalog)))
