@@ -47,8 +47,8 @@ from consumers.errors import ConsumerError
 from consumers.store import ViewStore, metadata, tracking, upsert_statement, view_rows
 from processors.state import (
     ParticipantState,
-    event_from_json,
-    event_to_json,
+    event_from_state_json,
+    event_to_state_json,
     head_to_json,
     state_from_parts,
 )
@@ -181,8 +181,8 @@ class ProjectionStore:
             rows[pid].setdefault(recipient, {})[event_id] = shapes.setdefault(shape, shape)
         return {
             pid: StoredParticipant(
-                state_from_parts(head, (event_from_json(orjson.loads(t)) for t in events[pid]),
-                                 rows[pid]),
+                state_from_parts(head, (event_from_state_json(orjson.loads(text))
+                                        for text in events[pid]), rows[pid]),
                 next_seq)
             for pid, (head, next_seq) in heads.items()
         }
@@ -219,7 +219,7 @@ class ProjectionStore:
                     removals.append({"p": pid, "e": event_id})
                 elif new is not None and new is not old:
                     upserts.append({"participant_id": pid, "event_id": event_id, "seq": seq,
-                                    "event_json": _encode(event_to_json(new))})
+                                    "event_json": _encode(event_to_state_json(new))})
                     seq += 1
             next_seqs[pid] = seq
             heads.append({"participant_id": pid, "partition": write.partition,

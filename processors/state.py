@@ -96,9 +96,9 @@ class ParticipantState:
     ) -> dict[str, Any]:
         """Return a JSON-native dict with a deterministic key order (same state, same JSON).
 
-        ``event_json`` converts one event (default :func:`event_to_json`).
+        ``event_json`` converts one event (default :func:`event_to_state_json`).
         """
-        encode_event = event_json or event_to_json
+        encode_event = event_json or event_to_state_json
         return {
             **head_to_json(self),
             "events": [encode_event(self.events[key]) for key in sorted(self.events)],
@@ -120,7 +120,7 @@ class ParticipantState:
         """
         participant_id = str(obj.get("participant_id", "")) if isinstance(obj, Mapping) else ""
         try:
-            events = [event_from_json(e) for e in obj["events"]]
+            events = [event_from_state_json(e) for e in obj["events"]]
             rows = {
                 recipient: {event_id: RowShape.from_json(shape)
                             for event_id, shape in shapes.items()}
@@ -208,8 +208,10 @@ def build_row(recipient: str, event: Event, shape: RowShape) -> ViewRow:
     )
 
 
-def event_to_json(event: Event) -> dict[str, Any]:
-    """Return the JSON-native form of one event as a state holds it."""
+def event_to_state_json(event: Event) -> dict[str, Any]:
+    """Return the JSON-native form of one event as a state holds it: payload values tagged
+    losslessly (:func:`processors.timefmt.value_to_json`). Not the partners' JSON envelope,
+    which is :func:`schemas.event.event_to_json`."""
     return {
         "event_id": event.event_id,
         "type": event.type,
@@ -220,8 +222,8 @@ def event_to_json(event: Event) -> dict[str, Any]:
     }
 
 
-def event_from_json(obj: Mapping[str, Any]) -> Event:
-    """Invert :func:`event_to_json`."""
+def event_from_state_json(obj: Mapping[str, Any]) -> Event:
+    """Invert :func:`event_to_state_json`."""
     return Event(
         event_id=obj["event_id"],
         type=obj["type"],
