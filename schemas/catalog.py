@@ -217,11 +217,11 @@ class Catalog:
 
     def latest(self, type_name: str) -> EventType:
         """The newest version of ``type_name``: the one whose categories and emitters apply."""
-        return self._latest_plan(type_name).event_type
+        return self.latest_plan(type_name).event_type
 
     def get(self, type_name: str, version: int) -> EventType:
         """Exactly ``type_name`` version ``version``; raises :class:`UnknownEventType`."""
-        return self._plan(type_name, version).event_type
+        return self.plan(type_name, version).event_type
 
     def by_fingerprint(self, fingerprint: bytes | str) -> EventType:
         """The version whose CRC-64-AVRO fingerprint is ``fingerprint``.
@@ -248,7 +248,8 @@ class Catalog:
         return plan is not None and role in plan.event_type.emitters
 
     # -- internal to the schemas package (codec, event) -------------------------------------
-    def _latest_plan(self, type_name: str) -> TypePlan:
+    def latest_plan(self, type_name: str) -> TypePlan:
+        """The compiled plan of ``type_name``'s latest version; UnknownEventType if none."""
         plan = self._latest.get(type_name)
         if plan is None:
             raise UnknownEventType(
@@ -257,12 +258,13 @@ class Catalog:
             )
         return plan
 
-    def _plan(self, type_name: str, version: int | None = None) -> TypePlan:
+    def plan(self, type_name: str, version: int | None = None) -> TypePlan:
+        """The compiled plan of one version (None: the latest); UnknownEventType if none."""
         if version is None:
-            return self._latest_plan(type_name)
+            return self.latest_plan(type_name)
         plan = self._plans.get((type_name, version))
         if plan is None:
-            latest = self._latest_plan(type_name)
+            latest = self.latest_plan(type_name)
             known = ", ".join(str(v) for (n, v) in self._plans if n == latest.event_type.name)
             raise UnknownEventType(
                 f"{latest.event_type.name} has no version {int(version)} (known: {known})",
@@ -270,7 +272,9 @@ class Catalog:
             )
         return plan
 
-    def _writer_and_latest(self, fp: bytes) -> tuple[TypePlan, TypePlan]:
+    def writer_and_latest(self, fp: bytes) -> tuple[TypePlan, TypePlan]:
+        """The plans of the version with wire fingerprint ``fp`` and of its type's latest
+        version; UnknownFingerprint if no version has it."""
         found = self._resolution.get(fp)
         if found is None:
             raise _unknown_fingerprint(fp)

@@ -42,10 +42,10 @@ def encode(event: Event, catalog: Catalog, version: int | None = None) -> bytes:
     """
     if type(event.type) is not str:
         raise UnknownEventType("event type must be a string", field_path="type")
-    plan = catalog._plan(event.type, version)
+    plan = catalog.plan(event.type, version)
     payload = event.payload
     if version is not None:
-        latest = catalog._latest_plan(event.type)
+        latest = catalog.latest_plan(event.type)
         if latest is not plan:
             payload = _downgrade(payload, plan, latest)
     record = {
@@ -103,9 +103,9 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None,
         raise NotSingleObject(
             "not an Avro single-object encoding (expected C3 01 + 8-byte fingerprint + body)"
         )
-    writer, reader = catalog._writer_and_latest(data[2:HEADER_SIZE])
+    writer, reader = catalog.writer_and_latest(data[2:HEADER_SIZE])
     if reader_version is not None:
-        reader = catalog._plan(writer.event_type.name, reader_version)
+        reader = catalog.plan(writer.event_type.name, reader_version)
     buffer = BytesIO(data)
     buffer.seek(HEADER_SIZE)
     try:

@@ -189,7 +189,7 @@ def event_from_json(obj: Any, catalog: Catalog) -> Event:
     type_name = obj["type"]
     if not isinstance(type_name, str):
         raise InvalidField("type must be a string", field_path="type")
-    plan = catalog._latest_plan(type_name)
+    plan = catalog.latest_plan(type_name)
     envelope = {key: obj[key] for key in obj if key != "type"}
     envelope.setdefault("source_partner", None)
     try:
