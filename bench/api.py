@@ -125,13 +125,14 @@ def generate(rows: int, seed: int) -> Any:
                         return
 
 
-def prepare_database(server_url: str, rows: int, reuse: bool) -> str:
-    """Create and load the bench database (unless ``reuse`` and it is loaded); return its URL."""
-    url = make_url(server_url).set(database=DATABASE).render_as_string(hide_password=False)
+def prepare_database(server_url: str, rows: int, reuse: bool, database: str = DATABASE) -> str:
+    """Create and load the bench database ``database`` (unless ``reuse`` and it is loaded);
+    return its URL. bench/console.py loads its own with a name of its own."""
+    url = make_url(server_url).set(database=database).render_as_string(hide_password=False)
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"),
-                                    {"d": DATABASE}).scalar()
+                                    {"d": database}).scalar()
         if exists and reuse:
             engine = create_engine(url)
             with engine.connect() as check:
@@ -140,10 +141,10 @@ def prepare_database(server_url: str, rows: int, reuse: bool) -> str:
             if count == rows:
                 admin.dispose()
                 mark_current_projection(url)
-                print(f"reusing {DATABASE} with {count} rows", file=sys.stderr)
+                print(f"reusing {database} with {count} rows", file=sys.stderr)
                 return url
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{database}"'))
     admin.dispose()
     store = ViewStore(url)
     store.create_schema()

@@ -26,10 +26,17 @@ def register(subparsers: Any) -> None:
                         help="also give a TOTP second factor (always for roles that need it)")
     create.add_argument("--password-stdin", action="store_true",
                         help="read the password from standard input instead of making one")
+    create.add_argument("--name", help="display name: the name CaseManagerAssigned events give "
+                                       "this user (the caseload's 'assigned to me' matches it; "
+                                       "the user name when there is none)")
     create.set_defaults(handler=_create)
     listing = actions.add_parser("list", help="list users (never passwords or secrets)")
     listing.add_argument("--json", action="store_true", help="JSON array")
     listing.set_defaults(handler=_list)
+    naming = actions.add_parser("set-name", help="set or clear a user's display name")
+    naming.add_argument("user")
+    naming.add_argument("name", help="display name ('' clears it)")
+    naming.set_defaults(handler=_set_name)
     disable = actions.add_parser("disable", help="disable a user and end their sessions")
     disable.add_argument("user")
     disable.set_defaults(handler=_disable)
@@ -69,7 +76,13 @@ def _print_issued(issued: Any) -> None:
 
 def _create(args: argparse.Namespace) -> int:
     _print_issued(_users().create(args.user, args.partner, totp=args.totp,
-                                  password=_password(args)))
+                                  password=_password(args), display_name=args.name))
+    return 0
+
+
+def _set_name(args: argparse.Namespace) -> int:
+    user = _users().set_display_name(args.user, args.name)
+    print(f"{user.user_name}: display name {user.display_name or '(none: the user name)'}")
     return 0
 
 
@@ -93,6 +106,7 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     for u in users:
         state = "disabled" if u.disabled else "locked" if u.locked else "active"
-        print(f"{u.user_name:20} {u.partner:20} {'totp' if u.has_totp else '-':5} {state}")
+        print(f"{u.user_name:20} {u.partner:20} {'totp' if u.has_totp else '-':5} {state:8} "
+              f"{u.display_name or ''}".rstrip())
     print(f"{len(users)} users", file=sys.stderr)
     return 0

@@ -6,7 +6,10 @@ issues demo credentials, then streams a simulated site at a steady pace — most
 the partner SDK, the treatment and housing partners through the HTTP gateway — with progress
 output. It prints where the API is, the credentials, and ``curl`` queries that show how the same
 participant looks to police, the prosecutor, the case manager and the SUD program, and says when
-the view answers them. Once the history is published and the view shows that participant, it
+the view answers them. It makes one staff console user per role of the site and prints the
+console's URL with their passwords (and TOTP secrets where the site requires a second factor);
+the case manager's display name is the showcase participant's case manager, so "assigned to
+me" finds that participant. Once the history is published and the view shows that participant, it
 prints an ``export`` line with the values (token, participant, dates, instants) that make the
 README's staff and auditor examples answer on this run's data. Runs until Ctrl-C (or
 ``--duration`` after the history is published), then stops what it started; the services stay
@@ -30,7 +33,11 @@ from consumers.store import ViewStore
 from leadhub.demo_feed import HTTP_ROLES, FeedCounts, GatewayPublisher, feed_site
 from leadhub.demo_showcase import (
     STAFF_USERS,
+    ConsoleUser,
     Showcase,
+    case_manager_of,
+    console_lines,
+    console_user_name,
     export_line,
     partner_by_role,
     pick_showcase,
@@ -122,6 +129,13 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
         tokens, keys = _issue_credentials(settings, site)
         modes = _http_modes(site)
         _print_credentials(site, tokens, keys, modes)
+        manager = (case_manager_of(events, showcase.participant_id)
+                   if showcase is not None else None)
+        console_users = _issue_console_users(
+            settings, site, {"case_management": manager} if manager else {})
+        _say("")
+        for line in console_lines(options.api_url, console_users, _python_command()):
+            _say(line)
         if showcase is not None:
             _print_queries(showcase, options.api_url, tokens, site)
         gateway = GatewayPublisher(options.api_url, keys, catalog, modes, FeedCounts())
@@ -298,6 +312,35 @@ def _issue_credentials(settings: Settings, site: SitePolicy) -> tuple[dict[str, 
     return tokens, keys
 
 
+def _issue_console_users(settings: Settings, site: SitePolicy,
+                         display_names: dict[str, str]) -> list[ConsoleUser]:
+    """One console user per role of the site (its first partner), with a new password — and a
+    new TOTP secret where the site requires one — on every run; ``display_names`` by role."""
+    from consumers.api.accounts import open_accounts
+    from consumers.console.users import StaffUsers
+
+    engine = open_accounts(settings.accounts_database_url)
+    made: list[ConsoleUser] = []
+    try:
+        users = StaffUsers(engine, site)
+        existing = {user.user_name for user in users.list()}
+        for role, partner_id in partner_by_role(site).items():
+            name = console_user_name(role)
+            display_name = display_names.get(role)
+            if name in existing:
+                users.set_display_name(name, display_name)
+                partner = site.partner(partner_id)
+                issued = users.reset_password(name, new_totp=partner is not None
+                                              and users.totp_required(partner))
+            else:
+                issued = users.create(name, partner_id, display_name=display_name)
+            made.append(ConsoleUser(role, issued.user.partner, name, issued.password,
+                                    issued.totp_secret, issued.totp_uri, display_name))
+    finally:
+        engine.dispose()
+    return made
+
+
 def _http_modes(site: SitePolicy) -> dict[str, str]:
     roles = partner_by_role(site)
     return {roles[role]: mode for role, mode in HTTP_ROLES.items() if role in roles}
@@ -344,6 +387,15 @@ def _leadhub_command() -> str:
         return str(script.relative_to(Path.cwd()))
     except ValueError:
         return str(script)
+
+
+def _python_command() -> str:
+    """How to run this Python from the current directory (relative when inside it)."""
+    python = Path(sys.executable)
+    try:
+        return str(python.relative_to(Path.cwd()))
+    except ValueError:
+        return str(python)
 
 
 def default_now() -> datetime:

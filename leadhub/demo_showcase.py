@@ -6,6 +6,8 @@ the prosecutor have rows, the case manager has clinical rows a consent allows, a
 program has Part 2 rows carrying the redisclosure notice. :func:`showcase_queries` turns it into
 copy-paste ``curl`` commands against the staff API; :func:`readme_values` gives the values that
 make the README's staff and auditor examples answer on the demo's data, as one ``export`` line.
+:func:`console_lines` says how to sign in to the staff console as the demo's users (one per
+role of the site, :data:`CONSOLE_USERS`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ SHOWN_ROLES: tuple[tuple[str, str], ...] = (
 STAFF_USERS: Mapping[str, str] = {"police": "demo-officer", "prosecutor": "demo-prosecutor",
                                   "case_management": "demo-case-manager",
                                   "sud_treatment": "demo-counselor"}
+#: The console user the demo makes for each role (its site's first partner of the role).
+CONSOLE_USERS: Mapping[str, str] = {**STAFF_USERS, "defender": "demo-defender",
+                                    "housing": "demo-housing",
+                                    "mental_health": "demo-clinician",
+                                    "coordinator": "demo-coordinator"}
+CASE_MANAGER_TYPE = "CaseManagerAssigned"
 
 
 @dataclass(frozen=True)
@@ -166,3 +174,55 @@ def readme_values(showcase: Showcase, token: str, history_end: datetime, deadlin
 def export_line(values: Mapping[str, str]) -> str:
     """``export NAME=value ...``: one line a POSIX shell runs to set ``values``."""
     return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
+
+
+def console_user_name(role: str) -> str:
+    """The demo's console user of ``role``."""
+    return CONSOLE_USERS.get(role, "demo-" + role.replace("_", "-"))
+
+
+def case_manager_of(events: Iterable[Event], participant_id: str) -> str | None:
+    """The case manager the latest ``CaseManagerAssigned`` event of the participant names."""
+    assigned = [e for e in events
+                if e.type == CASE_MANAGER_TYPE and e.participant_id == participant_id]
+    if not assigned:
+        return None
+    name = max(assigned, key=lambda e: (e.occurred_at, e.event_id)).payload.get("case_manager")
+    return name if isinstance(name, str) else None
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    """A demo console user as printed: password (and TOTP secret) new for this run."""
+
+    role: str
+    partner: str
+    user_name: str
+    password: str
+    totp_secret: str | None = None
+    totp_uri: str | None = None
+    display_name: str | None = None
+
+
+def console_lines(console_url: str, users: Sequence[ConsoleUser], python: str) -> list[str]:
+    """How to sign in to the console as each demo user, as printed lines (no trailing blanks).
+
+    One ``console user`` line per user (name, partner, role, password; the display name the
+    caseload's "assigned to me" matches, when it has one), then for a user with a second factor
+    its TOTP secret and ``otpauth://`` URI, and how to get a code without an authenticator app.
+    """
+    lines = [f"Staff console: {console_url}/  (sign in as one of these users; passwords and "
+             "TOTP secrets are new for this run and shown once; leadhub users list)"]
+    for user in users:
+        named = f"  display name: {user.display_name}" if user.display_name else ""
+        lines.append(f"  console user  {user.user_name:18} {user.partner:16} {user.role:16} "
+                     f"password: {user.password}{named}")
+        if user.totp_secret is not None:
+            lines.append(f"    TOTP secret: {user.totp_secret}  {user.totp_uri}")
+    first = next((u for u in users if u.totp_secret is not None), None)
+    if first is not None:
+        lines.append(f"  # the current TOTP code of {first.user_name} without an authenticator "
+                     "app (another user: put their secret in its place):")
+        lines.append(f"  {python} -c \"import pyotp; print(pyotp.TOTP('{first.totp_secret}')"
+                     ".now())\"")
+    return lines

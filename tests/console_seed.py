@@ -42,6 +42,11 @@ MISSED = "p-00000000000000e1"
 #: A local id harbor-cm linked, and one only the police linked (harbor-cm sees that row).
 HARBOR_LOCAL = "HS-4471"
 POLICE_LOCAL = "BK-2026-0042"
+#: MISSED's case manager in harbor-cm's rows: the user name of the console user ``ana``.
+ANA_AS_CASE_MANAGER = "Ana"
+#: MISSED's consents in harbor-cm's rows: one in force naming cedar-housing, one revoked.
+ACTIVE_CONSENT = "c-seed-active"
+REVOKED_CONSENT = "c-seed-revoked"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -80,9 +85,34 @@ def extra_rows() -> dict[str, list[dict[str, Any]]]:
                        "evergreen-pd")
     hidden = _row("ServiceEncounter", HIDDEN, NOW - timedelta(days=3),
                   {"service_type": "SUD_TREATMENT"}, ["SUD_TREATMENT"], "riverbend-sud")
+    assigned = _row("CaseManagerAssigned", MISSED, NOW - timedelta(days=28),
+                    {"case_manager": ANA_AS_CASE_MANAGER, "agency": None}, ["PROGRAM_STATUS"],
+                    "harbor-cm")
+    consents = [
+        _row("ConsentGranted", MISSED, NOW - timedelta(days=20), _consent(
+            ACTIVE_CONSENT, ["cedar-housing", "role:defender"], ["HOUSING", "CONTACT"],
+            NOW - timedelta(days=20), NOW + timedelta(days=345), "a" * 64), ["CONSENT"],
+            "harbor-cm"),
+        _row("ConsentGranted", MISSED, NOW - timedelta(days=25), _consent(
+            REVOKED_CONSENT, ["northside-mh"], ["MENTAL_HEALTH"], NOW - timedelta(days=25),
+            None, "b" * 64), ["CONSENT"], "harbor-cm"),
+        _row("ConsentRevoked", MISSED, NOW - timedelta(days=10),
+             {"consent_id": REVOKED_CONSENT}, ["CONSENT"], "harbor-cm"),
+    ]
     # harbor-cm sees the police link row (IDENTITY: always) but may not find the person by it
-    return {"harbor-cm": [referral, missed, harbor_link, {**police_link}],
+    return {"harbor-cm": [referral, missed, harbor_link, {**police_link}, assigned, *consents],
             "evergreen-pd": [{**police_link}], "riverbend-sud": [hidden]}
+
+
+def _consent(consent_id: str, recipients: list[str], categories: list[str],
+             valid_from: datetime, expires_at: datetime | None, digest: str) -> dict[str, Any]:
+    def instant(at: datetime | None) -> str | None:
+        return None if at is None else at.isoformat().replace("+00:00", "Z")
+
+    return {"consent_id": consent_id, "recipients": recipients, "categories": categories,
+            "purposes": ["care_coordination"], "valid_from": instant(valid_from),
+            "expires_at": instant(expires_at), "exceptions": [], "part2": False,
+            "disclosing_programs": [], "expires_on_event": None, "form_sha256": digest}
 
 
 class Console:
@@ -121,3 +151,25 @@ class Console:
         secret = self.app.state.context.credentials.create(partner, "staff", user).secret
         purpose = SITE.partner(partner).purpose  # type: ignore[union-attr]
         return {"Authorization": f"Bearer {secret}", "X-Purpose": purpose}
+
+
+def csrf(page: Any) -> str:
+    """The CSRF token of a console page's forms."""
+    found = CSRF.search(page.text)
+    assert found, "the page has no CSRF token"
+    return found.group(1)
+
+
+def sign_in(http: Any, user: str, password: str, code: str = "",
+            purpose: str | None = "care_coordination") -> Any:
+    """Sign in through the console's forms (an httpx-style client) and choose ``purpose``;
+    the answer of the last step (the caseload, or the failed sign-in's page)."""
+    form = http.get("/sign-in")
+    answer = http.post("/sign-in", data={"csrf_token": csrf(form), "user": user,
+                                         "password": password, "code": code},
+                       follow_redirects=False)
+    if answer.status_code != 303 or purpose is None:
+        return answer
+    page = http.get("/purpose")
+    return http.post("/purpose", data={"csrf_token": csrf(page), "purpose": purpose},
+                     follow_redirects=True)

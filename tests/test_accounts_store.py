@@ -75,6 +75,22 @@ def test_migrations_stamp_the_version_and_refuse_a_newer_database(tmp_path: Path
         migrate(engine)
 
 
+def test_step_2_gives_an_older_console_user_table_its_display_name(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'accounts.sqlite'}")
+    with engine.begin() as connection:  # what step 1 made before console users had names
+        connection.execute(text("CREATE TABLE console_users (user_name VARCHAR(128) PRIMARY "
+                                "KEY, partner VARCHAR(64) NOT NULL)"))
+        connection.execute(text("INSERT INTO console_users VALUES ('ana', 'harbor-cm')"))
+        connection.execute(text("CREATE TABLE accounts_meta (key VARCHAR(64) PRIMARY KEY, "
+                                "value VARCHAR(256) NOT NULL)"))
+        connection.execute(text("INSERT INTO accounts_meta VALUES ('schema_version', '1')"))
+    assert migrate(engine) == SCHEMA_VERSION == 2
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT user_name, display_name FROM console_users")
+                                  ).all() == [("ana", None)]
+    assert migrate(engine) == SCHEMA_VERSION  # and again: nothing to add
+
+
 def test_keys_an_older_hub_kept_in_the_view_are_adopted_once(tmp_path: Path) -> None:
     legacy_view = create_engine(f"sqlite:///{tmp_path / 'view.sqlite'}")
     migrate(legacy_view)  # an older hub created the API's tables in the view database

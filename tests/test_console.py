@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import pyotp
 import pytest
 
 from consumers.api.tables import event_authors
@@ -23,6 +24,8 @@ from tests.console_seed import (
     MISSED,
     POLICE_LOCAL,
     Console,
+    csrf,
+    sign_in,
 )
 
 with warnings.catch_warnings():
@@ -40,24 +43,6 @@ def http(console: Console) -> Iterator[TestClient]:
     console.now = console.now  # keep the clock where the test leaves it
     with TestClient(console.app) as client:
         yield client
-
-
-def csrf(page: Any) -> str:
-    found = CSRF.search(page.text)
-    assert found, "the page has no CSRF token"
-    return found.group(1)
-
-
-def sign_in(http: TestClient, user: str, password: str, code: str = "",
-            purpose: str | None = "care_coordination") -> Any:
-    form = http.get("/sign-in")
-    answer = http.post("/sign-in", data={"csrf_token": csrf(form), "user": user,
-                                         "password": password, "code": code},
-                       follow_redirects=False)
-    if answer.status_code != 303 or purpose is None:
-        return answer
-    page = http.get("/purpose")
-    return http.post("/purpose", data={"csrf_token": csrf(page), "purpose": purpose})
 
 
 def test_sign_in_purpose_and_sign_out(console: Console, http: TestClient) -> None:
@@ -202,6 +187,167 @@ def test_filters_and_overdue(console: Console, http: TestClient) -> None:
     assert MISSED not in _entries(enrolled)
 
 
+def _api_caseload(http: TestClient, console: Console, partner: str,
+                  user: str) -> list[dict[str, Any]]:
+    """Every caseload line the staff API gives ``partner``, in its order."""
+    headers = console.api_token(partner, user)
+    lines: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = http.get("/v1/participants", headers=headers,
+                        params={"limit": 200, **({"cursor": cursor} if cursor else {})}).json()
+        lines += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return lines
+
+
+def _walk(http: TestClient, url: str) -> list[str]:
+    """Participant ids of every page from ``url``, following "Next page"."""
+    shown: list[str] = []
+    while True:
+        page = http.get(url)
+        assert page.status_code == 200
+        shown += _entries(page.text)
+        assert list(console_log(http).records[-1].participant_ids) == _entries(page.text)
+        more = re.search(r'href="(/\?[^"]*)">Next page', page.text)
+        if not more:
+            return shown
+        url = more.group(1).replace("&amp;", "&")
+
+
+def console_log(http: TestClient) -> Any:
+    log = http.app.state.context.access_log  # type: ignore[attr-defined]
+    return log
+
+
+def test_assigned_to_me_matches_the_display_name_or_the_user_name(
+        console: Console, http: TestClient) -> None:
+    lines = _api_caseload(http, console, "harbor-cm", "ana-api-mine")
+    names = [e["case_manager"] for e in lines if e["case_manager"] not in (None, "Ana")]
+    assert names, "the seed has no other case manager"
+    other = max(set(names), key=names.count)
+    sign_in(http, "ana", console.ana.password)  # no display name: her user name, any case
+    assert _entries(http.get("/", params={"mine": "1"}).text) == [MISSED]
+    assert "Case manager is ana" in http.get("/").text
+    mine = _walk(http, "/?mine=1&sort=participant")
+    assert mine == [MISSED]
+    console.users.create("kit", "harbor-cm", password="kit's long password",
+                         display_name=f"  {other.upper()}  ")
+    with TestClient(console.app) as kit:
+        sign_in(kit, "kit", "kit's long password")
+        expected = [e["participant_id"] for e in lines if e["case_manager"] == other]
+        assert _walk(kit, "/?mine=1") == expected and len(expected) >= 1
+        assert _entries(kit.get("/", params={"mine": "1", "status": "enrolled"}).text) == [
+            e["participant_id"] for e in lines
+            if e["case_manager"] == other and e["status"] == "enrolled"]
+        console.users.set_display_name("kit", None)  # now "kit": nobody's case manager
+        assert _entries(kit.get("/", params={"mine": "1"}).text) == []
+
+
+def test_sorting_by_deadline_and_last_contact(console: Console, http: TestClient,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumers.console import pages
+    from processors.timefmt import parse_instant
+
+    lines = _api_caseload(http, console, "harbor-cm", "ana-api-sort")
+    pending = sorted((e for e in lines if e["intake"] and e["intake"]["status"] == "pending"),
+                     key=lambda e: (parse_instant(e["intake"]["due_at"]), e["participant_id"]))
+    by_deadline = [e["participant_id"] for e in pending] + sorted(
+        e["participant_id"] for e in lines if e not in pending)
+    never = sorted(e["participant_id"] for e in lines if not e["last_contact"])
+    by_contact = never + [e["participant_id"] for e in sorted(
+        (e for e in lines if e["last_contact"]),
+        key=lambda e: (parse_instant(e["last_contact"]), e["participant_id"]))]
+    assert pending and never and by_deadline != by_contact
+    monkeypatch.setattr(pages, "PAGE_SIZE", 4)  # several pages
+    sign_in(http, "ana", console.ana.password)
+    assert _walk(http, "/?sort=deadline") == by_deadline
+    assert _walk(http, "/?sort=last_contact") == by_contact
+    assert _walk(http, "/?sort=participant") == [e["participant_id"] for e in lines]
+    enrolled = [p for p in by_deadline
+                if next(e for e in lines if e["participant_id"] == p)["status"] == "enrolled"]
+    assert _walk(http, "/?sort=deadline&status=enrolled") == enrolled
+    assert _walk(http, "/?sort=nonsense") == [e["participant_id"] for e in lines]
+
+
+def test_consent_panel_from_the_callers_consent_rows(console: Console,
+                                                      http: TestClient) -> None:
+    from tests.console_seed import ACTIVE_CONSENT, REVOKED_CONSENT
+
+    sign_in(http, "ana", console.ana.password)
+    page = http.get(f"/participants/{MISSED}").text
+    panel = page[page.index('id="consents-heading"'):page.index("<h2>Timeline</h2>")]
+    consents = re.findall(r'<h3 id="consent-\d+">Consent (\S+) <span class="badge[^"]*">'
+                          r"([^<]+)</span>", panel)
+    assert consents == [(ACTIVE_CONSENT, "active"), (REVOKED_CONSENT, "revoked")]
+    active = panel[:panel.index(REVOKED_CONSENT)]
+    for shown in ("housing, contact", "care coordination",
+                  "Cedar Commons Supportive Housing (cedar-housing); every defender partner",
+                  "Harbor Street Outreach", "SHA-256 " + "a" * 64):
+        assert shown in active, shown
+    assert "Revoked</dt>" in panel[panel.index(REVOKED_CONSENT):]
+    consents_read = console.log.records[-1]
+    assert consents_read.endpoint == "console /participants/{participant_id} consents"
+    assert consents_read.user == "ana" and consents_read.participant_ids == (MISSED,)
+    assert len(consents_read.event_ids) == 3  # two grants and the revocation
+    other = next(p for p in _entries(http.get("/").text) if p != MISSED)
+    none_yet = http.get(f"/participants/{other}").text
+    assert 'id="consents-heading"' in none_yet and (
+        'id="no-consents"' in none_yet or "Consent p-" in none_yet)
+    console.log.fail = True
+    try:
+        assert http.get(f"/participants/{MISSED}").status_code == 503
+    finally:
+        console.log.fail = False
+    police = console.users.create("pip", "evergreen-pd", password="pip's long password")
+    with TestClient(console.app) as second:
+        sign_in(second, "pip", police.password, console.code(police, 60),
+                purpose="diversion_referral")
+        seen = second.get(f"/participants/{MISSED}")
+        assert seen.status_code == 200 and "Consent" not in seen.text  # CONSENT: never
+
+
+def test_consent_states_read_from_rows() -> None:
+    from datetime import UTC, datetime
+
+    from consumers.console.consents import consent_lines
+    from tests.console_seed import SITE
+
+    def row(type_: str, day: int, **fields: Any) -> dict[str, Any]:
+        return {"type": type_, "occurred_at": f"2026-03-{day:02d}T12:00:00Z",
+                "source_partner": "harbor-cm", "fields": fields}
+
+    def grant(consent_id: str, day: int, **more: Any) -> dict[str, Any]:
+        fields = {"consent_id": consent_id, "recipients": ["harbor-cm"],
+                  "categories": ["HOUSING"], "purposes": ["care_coordination"],
+                  "valid_from": f"2026-03-{day:02d}T12:00:00Z", **more}
+        return row("ConsentGranted", day, **fields)
+
+    rows = [grant("open", 1), grant("dated", 2, expires_at="2026-03-20T00:00:00Z"),
+            grant("exit", 3, expires_on_event="PROGRAM_EXIT"),
+            grant("later", 4, valid_from="2026-04-01T00:00:00Z"),
+            grant("gone", 5), row("ConsentRevoked", 15, consent_id="gone"),
+            row("ParticipantExited", 18)]
+
+    def states(day: int) -> dict[str, str]:
+        now = datetime(2026, 3, day, 13, tzinfo=UTC)
+        return {line.consent_id: line.state for line in consent_lines(rows, SITE, now)}
+
+    assert states(10) == {"open": "active", "dated": "active", "exit": "active",
+                          "later": "not yet in effect", "gone": "active"}
+    assert states(19) == {"open": "active", "dated": "active",
+                          "exit": "ended at program exit", "later": "not yet in effect",
+                          "gone": "revoked"}
+    assert states(25)["dated"] == "expired"
+    lines = consent_lines(rows, SITE, datetime(2026, 3, 25, tzinfo=UTC))
+    assert [line.consent_id for line in lines][:1] == ["open"]  # active first
+    exit_line = next(line for line in lines if line.consent_id == "exit")
+    assert exit_line.ends == "at program exit" and exit_line.ended_at == "2026-03-18 12:00 UTC"
+    assert consent_lines([row("ParticipantExited", 2)], SITE,
+                         datetime(2026, 3, 3, tzinfo=UTC)) == []
+
+
 def test_search_finds_only_the_callers_own(console: Console, http: TestClient) -> None:
     sign_in(http, "ana", console.ana.password)
     assert _entries(http.get("/", params={"q": MISSED}).text) == [MISSED]
@@ -235,13 +381,17 @@ def test_person_page_is_the_apis_timeline(console: Console, http: TestClient) ->
     assert page.count('class="notice part2-notice"') == sum(1 for r in rows if r["notice"])
     assert REDISCLOSURE_NOTICE.split(".")[0] in page
     assert "You do not have access to other data about this person" in page
-    record = console.log.records[-1]
-    assert record.endpoint == "console /participants/{participant_id}"
-    assert record.event_ids == [r["event_id"] for r in rows]
+    timeline_read, consents_read = console.log.records[-2:]
+    assert timeline_read.endpoint == "console /participants/{participant_id}"
+    assert timeline_read.event_ids == [r["event_id"] for r in rows]
+    assert consents_read.endpoint == "console /participants/{participant_id} consents"
+    written = len(console.log.records)
     hidden = http.get(f"/participants/{HIDDEN}")
     nobody = http.get("/participants/p-00000000000000aa")
     assert hidden.status_code == nobody.status_code == 404
     assert _strip_tokens(hidden.text) == _strip_tokens(nobody.text)
+    assert [r.endpoint for r in console.log.records[written:]] == [
+        "console /participants/{participant_id}"] * 2  # no consent read behind a 404
 
 
 def test_police_see_no_clinical_rows(console: Console, http: TestClient) -> None:
@@ -328,12 +478,46 @@ def test_users_cli(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 3 and printed[2].startswith("otpauth://totp/")  # prosecutor: TOTP
     assert main(["users", "create", "kim", "--partner", "county-pao"]) == 1
-    assert main(["users", "create", "bo", "--partner", "harbor-cm"]) == 0
+    assert main(["users", "create", "bo", "--partner", "harbor-cm", "--name", "B.  Oak"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1  # no second factor required
     assert main(["users", "disable", "bo"]) == 0
     assert main(["users", "reset-password", "kim"]) == 0
+    assert main(["users", "set-name", "kim", "K. Moss"]) == 0
     capsys.readouterr()
     assert main(["users", "list", "--json"]) == 0
     listed = {u["user"]: u for u in json.loads(capsys.readouterr().out)}
     assert listed["kim"]["totp"] and not listed["kim"]["disabled"]
     assert listed["bo"]["disabled"] and not listed["bo"]["totp"]
+    assert (listed["bo"]["name"], listed["kim"]["name"]) == ("B. Oak", "K. Moss")
+    assert main(["users", "set-name", "kim", ""]) == 0
+    assert main(["users", "set-name", "nobody", "X"]) == 1
+
+
+def test_the_demo_makes_a_console_user_per_role_and_renews_them(tmp_path: Any) -> None:
+    from consumers.api.accounts import open_accounts
+    from consumers.console.users import StaffUsers
+    from leadhub.demo import _issue_console_users
+    from leadhub.settings import load_settings
+    from tests.console_seed import SITE
+
+    settings = load_settings({"LEADHUB_STATE_DIR": str(tmp_path)})
+    first = _issue_console_users(settings, SITE, {"case_management": "J. Testwell"})
+    assert sorted(u.role for u in first) == sorted({p.role for p in SITE.partners})
+    assert {u.role for u in first if u.totp_secret} == {"police", "prosecutor"}
+    again = _issue_console_users(settings, SITE, {"case_management": "R. Sampleton"})
+    assert [u.user_name for u in again] == [u.user_name for u in first]
+    for old, new in zip(first, again, strict=True):
+        assert new.password != old.password
+        assert (new.totp_secret is None) == (old.totp_secret is None)
+        assert new.totp_secret is None or new.totp_secret != old.totp_secret
+    engine = open_accounts(settings.accounts_database_url)
+    try:
+        users = StaffUsers(engine, SITE)
+        manager = next(u for u in again if u.role == "case_management")
+        assert users.get(manager.user_name).display_name == "R. Sampleton"
+        officer = next(u for u in again if u.role == "police")
+        assert officer.totp_secret is not None
+        code = pyotp.TOTP(officer.totp_secret).now()
+        assert users.verify(officer.user_name, officer.password, code)[1].id == "evergreen-pd"
+    finally:
+        engine.dispose()

@@ -192,6 +192,10 @@ def test_case_manager_walkthrough(console: Console, served: Served, browser: Any
     browser.find_element(By.ID, "missed").click()
     submit(browser, "form[aria-label='Filter the caseload'] button")
     assert MISSED in browser.page_source and "overdue" in browser.page_source
+    browser.find_element(By.ID, "mine").click()  # ana is MISSED's case manager
+    Select(browser.find_element(By.ID, "sort")).select_by_value("deadline")
+    submit(browser, "form[aria-label='Filter the caseload'] button")
+    assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "tbody a")] == [MISSED]
     fill(browser, {"q": HARBOR_LOCAL})
     submit(browser, "form[role=search] button")
     links = browser.find_elements(By.CSS_SELECTOR, "tbody a")
@@ -200,6 +204,7 @@ def test_case_manager_walkthrough(console: Console, served: Served, browser: Any
     follow(browser, links[0])
     assert browser.find_element(By.TAG_NAME, "h1").text == f"Participant {MISSED}"
     assert "You do not have access to other data about this person" in browser.page_source
+    assert browser.find_element(By.ID, "consents-heading").text == "Consents"
     check_page(browser, axe, "person")
     follow(browser, browser.find_element(By.LINK_TEXT, "Record a contact"))
     check_page(browser, axe, "record-contact")

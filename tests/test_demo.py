@@ -302,6 +302,78 @@ def _first_event_at(message: str) -> datetime:
     return parse_instant(match.group(1))
 
 
+def _console_users(lines: list[str]) -> dict[str, dict[str, str]]:
+    """The printed console users by user name: partner, role, password, TOTP secret and URI,
+    display name (those printed)."""
+    users: dict[str, dict[str, str]] = {}
+    last: dict[str, str] = {}
+    for line in lines:
+        user = re.match(r"\s+console user\s+(\S+)\s+(\S+)\s+(\S+)\s+password: (\S+)"
+                        r"(?:\s+display name: (.+))?$", line)
+        totp = re.match(r"\s+TOTP secret: ([A-Z2-7]+)\s+(otpauth://\S+)$", line)
+        if user:
+            last = {"partner": user.group(2), "role": user.group(3),
+                    "password": user.group(4), **({"name": user.group(5)} if user.group(5)
+                                                  else {})}
+            users[user.group(1)] = last
+        elif totp:
+            last.update(secret=totp.group(1), uri=totp.group(2))
+    return users
+
+
+def test_the_demo_console_users_sign_in(demo: Demo) -> None:
+    """The demo prints the console's URL and a user per role of the site; the case manager
+    signs in with the printed password and finds the showcase participant assigned to them;
+    the officer needs the printed TOTP secret and sees no consent panel."""
+    import httpx
+    import pyotp
+
+    from processors.site import load_site
+    from tests.conftest import SITE_FILE
+    from tests.console_seed import sign_in
+
+    running = demo.running
+    values = _readme_values(demo)
+    printed = "\n".join(running.lines)
+    assert f"Staff console: {demo.api}/ " in printed
+    users = _console_users(running.lines)
+    site = load_site(SITE_FILE)
+    assert {u["role"] for u in users.values()} == {p.role for p in site.partners}
+    with_totp = {name for name, u in users.items() if "secret" in u}
+    assert {users[name]["role"] for name in with_totp} == set(site.console.totp_required_roles)
+    for name in with_totp:
+        assert users[name]["uri"].startswith(f"otpauth://totp/leadhub:{name}?secret=")
+    manager = next(name for name, u in users.items() if u["role"] == "case_management")
+    assert users[manager].get("name"), "the case manager has the showcase's case manager's name"
+    with httpx.Client(base_url=demo.api, timeout=30) as http:
+        home = sign_in(http, manager, users[manager]["password"])
+        assert home.status_code == 200 and "<h1>Caseload</h1>" in home.text, home.text[-500:]
+        mine = http.get("/", params={"mine": "1"}).text
+        assert f'href="/participants/{values["P"]}"' in mine
+        person = http.get(f"/participants/{values['P']}").text
+        assert 'id="consents-heading"' in person and "Consent " in person
+    officer = next(name for name, u in users.items() if u["role"] == "police")
+    with httpx.Client(base_url=demo.api, timeout=30) as http:
+        refused = sign_in(http, officer, users[officer]["password"], "", purpose=None)
+        assert refused.status_code == 401
+        code = pyotp.TOTP(users[officer]["secret"]).now()
+        home = sign_in(http, officer, users[officer]["password"], code,
+                       purpose="diversion_referral")
+        assert home.status_code == 200 and "<h1>Caseload</h1>" in home.text
+        person = http.get(f"/participants/{values['P']}")
+        assert person.status_code == 200 and 'id="consents-heading"' not in person.text
+    code_line, = (line for line in running.lines if "import pyotp" in line)  # as printed
+    printed_code = run_text(shlex.split(code_line))
+    assert pyotp.TOTP(users[officer]["secret"]).verify(printed_code, valid_window=1)
+
+
+def run_text(argv: list[str]) -> str:
+    """Run a printed command as printed; its stripped output."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, (argv[0], result.stderr[-500:])
+    return result.stdout.strip()
+
+
 def test_ctrl_c_stops_what_the_demo_started(demo: Demo) -> None:
     code, rest = demo.running.interrupt()
     assert code == 0, rest

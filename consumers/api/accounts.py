@@ -16,7 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Column, Engine, MetaData, String, Table, create_engine, insert, select
+from sqlalchemy import (
+    Column,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy import inspect as inspect_database
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,8 +46,18 @@ def _create_tables(connection: Connection) -> None:
     api_metadata.create_all(connection)
 
 
+def _console_display_names(connection: Connection) -> None:
+    """Step 2: ``console_users.display_name`` (a table step 1 made before it had one)."""
+    inspector = inspect_database(connection)
+    if not inspector.has_table("console_users"):
+        return  # step 1, re-run after the steps, creates it whole
+    if "display_name" not in {c["name"] for c in inspector.get_columns("console_users")}:
+        connection.execute(text("ALTER TABLE console_users ADD COLUMN display_name "
+                                "VARCHAR(128)"))
+
+
 #: Numbered migrations of the accounts database, oldest first.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_tables,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_tables, _console_display_names)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

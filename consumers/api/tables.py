@@ -72,6 +72,8 @@ console_users = Table(
     Column("locked_at", DateTime(timezone=True), nullable=True),
     Column("disabled_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The name CaseManagerAssigned rows give the user ("J. Rivera"); None: the user name.
+    Column("display_name", String(128), nullable=True),
 )
 
 console_sessions = Table(

@@ -2,7 +2,13 @@
 
 The lines are exactly the API's (:func:`consumers.api.caseload.caseload_entry` over
 :meth:`ViewQueries.caseload_rows`, the caller's own rows only); the filters pick among them,
-and only the lines shown are accounted for. Search looks only at the caller's own rows: a
+and only the lines shown are accounted for. "Assigned to me" keeps the lines whose case
+manager (the latest ``CaseManagerAssigned`` row the caller sees) is the signed-in user's
+display name, or their user name when they have none (compared ignoring case and repeated
+spaces). In participant-id order (the default) pages are read by keyset; sorted by the next
+intake deadline or by the last contact, the caseload is read whole — at most
+:data:`SORT_SCAN` participants, the page says when there were more — sorted in memory and
+paged by number. Search looks only at the caller's own rows: a
 participant id the caller has rows for, or a local id in one of the caller's own
 ``IdentifierLinked`` rows. Anything else, including a person known only to another partner,
 finds nothing, and the page says exactly what it says for a person nobody knows.
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -24,24 +30,35 @@ from consumers.api.queries import parse_rows
 from consumers.api.staff import StaffCall
 from consumers.store import view_rows
 
-#: Participants read per query while filling a filtered page, and at most how many queries.
+#: A filtered caseload page reads one page's worth of participants first, then twice as many
+#: per query up to CHUNK (most filters match most lines), and at most CHUNK * MAX_CHUNKS.
 CHUNK = 200
 MAX_CHUNKS = 10
+#: The most participants a sorted caseload reads (then sorts in memory).
+SORT_SCAN = 2000
 STATUSES = ("referred", "enrolled", "exited")
+#: Caseload orders: participant id (keyset pages), next pending intake deadline (soonest
+#: first, then the lines with none), last contact (longest ago first; never contacted first).
+SORTS = ("participant", "deadline", "last_contact")
 LINK_TYPE = "IdentifierLinked"
 
 
 @dataclass(frozen=True, slots=True)
 class CaseloadFilter:
-    """Which caseload lines to show: a status, intake due within N days, missed only."""
+    """Which caseload lines to show: a status, intake due within N days, missed only, and
+    (``assignee``) only those whose case manager has this name."""
 
     status: str | None = None
     due_within_days: int | None = None
     missed: bool = False
+    assignee: str | None = None
 
     def matches(self, entry: Mapping[str, Any], now: datetime) -> bool:
         """True if the caseload line passes every filter set."""
         if self.status is not None and entry.get("status") != self.status:
+            return False
+        if self.assignee is not None and not same_name(entry.get("case_manager"),
+                                                       self.assignee):
             return False
         intake = entry.get("intake")
         if self.missed and not (intake and intake.get("overdue")):
@@ -57,15 +74,73 @@ class CaseloadFilter:
     @property
     def active(self) -> bool:
         """True if any filter is set."""
-        return self.status is not None or self.due_within_days is not None or self.missed
+        return (self.status is not None or self.due_within_days is not None or self.missed
+                or self.assignee is not None)
+
+
+def same_name(shown: Any, name: str) -> bool:
+    """True if the caseload line's case manager ``shown`` is ``name`` (ignoring case and
+    repeated spaces)."""
+    if not isinstance(shown, str):
+        return False
+    return " ".join(shown.split()).casefold() == " ".join(name.split()).casefold()
 
 
 @dataclass(frozen=True, slots=True)
 class CaseloadPage:
-    """Caseload lines to show and the participant id to continue after (None: the end)."""
+    """Caseload lines to show and where the next page starts: the participant id to continue
+    after (keyset order), or the next page number (sorted order); None: the end.
+    ``truncated``: a sorted caseload had more than :data:`SORT_SCAN` participants."""
 
     entries: list[dict[str, Any]]
     next_after: str | None
+    next_page: int | None = None
+    truncated: bool = False
+
+
+def sort_key(sort: str, entry: Mapping[str, Any]) -> tuple[int, datetime, str]:
+    """The key of a caseload line in order ``sort`` (one of :data:`SORTS`)."""
+    pid = str(entry["participant_id"])
+    if sort == "deadline":
+        intake = entry.get("intake")
+        if intake and intake.get("status") == "pending":
+            return (0, parse_instant(str(intake["due_at"])), pid)
+        return (1, datetime.min.replace(tzinfo=UTC), pid)
+    if sort == "last_contact":
+        contact = entry.get("last_contact")
+        if not contact:
+            return (0, datetime.min.replace(tzinfo=UTC), pid)
+        return (1, parse_instant(str(contact)), pid)
+    return (0, datetime.min.replace(tzinfo=UTC), pid)
+
+
+def sorted_caseload_page(call: StaffCall, wanted: CaseloadFilter, sort: str, page: int,
+                         limit: int) -> CaseloadPage:
+    """Page ``page`` (from 0) of the caseload lines passing ``wanted`` in order ``sort``, read
+    from at most :data:`SORT_SCAN` participants; only the lines shown are accounted."""
+    views = call.context.views
+    now = call.now()
+    found: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    cursor: str | None = None
+    truncated = False
+    for _ in range(SORT_SCAN // CHUNK):
+        rows = views.caseload_rows(call.recipient, cursor, CHUNK, CASELOAD_TYPES)
+        for participant_id, own in rows.items():
+            entry = caseload_entry(participant_id, own, call.days, now)
+            if wanted.matches(entry, now):
+                found.append((entry, own))
+            cursor = participant_id
+        if len(rows) < CHUNK:
+            break
+    else:
+        truncated = bool(views.caseload_rows(call.recipient, cursor, 1, CASELOAD_TYPES))
+    found.sort(key=lambda pair: sort_key(sort, pair[0]))
+    start = page * limit
+    shown = found[start:start + limit]
+    call.account("caseload", [e["participant_id"] for e, _ in shown],
+                 [r for _, own in shown for r in own])
+    more = start + limit < len(found)
+    return CaseloadPage([e for e, _ in shown], None, page + 1 if more else None, truncated)
 
 
 def caseload_page(call: StaffCall, wanted: CaseloadFilter, after: str | None,
@@ -77,10 +152,13 @@ def caseload_page(call: StaffCall, wanted: CaseloadFilter, after: str | None,
     disclosed: list[Mapping[str, Any]] = []
     next_after: str | None = None
     cursor = after
-    chunk = limit + 1 if not wanted.active else CHUNK
-    for _ in range(MAX_CHUNKS):
-        rows = views.caseload_rows(call.recipient, cursor, chunk, CASELOAD_TYPES)
+    chunk = limit + 1
+    left = CHUNK * MAX_CHUNKS if wanted.active else chunk  # participants it may still read
+    while True:
+        size = min(chunk, left)
+        rows = views.caseload_rows(call.recipient, cursor, size, CASELOAD_TYPES)
         ids = list(rows)
+        left -= len(ids)
         for participant_id in ids:
             if len(shown) == limit:
                 next_after = shown[-1]["participant_id"]
@@ -90,10 +168,12 @@ def caseload_page(call: StaffCall, wanted: CaseloadFilter, after: str | None,
             if wanted.matches(entry, now):
                 shown.append(entry)
                 disclosed.extend(rows[participant_id])
-        if next_after is not None or len(ids) < chunk:
+        if next_after is not None or len(ids) < size:
             break
-    else:
-        next_after = cursor  # scanned the most one page may: let the reader go on
+        if left <= 0:
+            next_after = cursor  # read the most one page may: let the reader go on
+            break
+        chunk = min(2 * chunk, CHUNK)
     call.account("caseload", [e["participant_id"] for e in shown], disclosed)
     return CaseloadPage(shown, next_after)
 
@@ -133,13 +213,22 @@ def search(call: StaffCall, text: str) -> list[dict[str, Any]]:
     return entries
 
 
-def parse_filter(status: str | None, due_within: str | None, missed: str | None) -> \
-        CaseloadFilter:
-    """The filter of the caseload form's values (blank or unknown values are no filter)."""
+def parse_filter(status: str | None, due_within: str | None, missed: str | None,
+                 mine: str | None = None, assignee: str | None = None) -> CaseloadFilter:
+    """The filter of the caseload form's values (blank or unknown values are no filter);
+    ``mine`` = "1" keeps the lines whose case manager is ``assignee``."""
     days: int | None = None
     if due_within and due_within.strip().isdigit():
         days = min(int(due_within.strip()), 3650)
-    return CaseloadFilter(status if status in STATUSES else None, days, missed == "1")
+    return CaseloadFilter(status if status in STATUSES else None, days, missed == "1",
+                          assignee if mine == "1" and assignee else None)
+
+
+def parse_sort(sort: str | None, page: str | None) -> tuple[str, int]:
+    """The caseload order and page number of the form's values (unknown: participant, 0)."""
+    chosen = sort if sort in SORTS else "participant"
+    number = int(page) if page and page.isdigit() and len(page) < 6 else 0
+    return chosen, number
 
 
 def id_list(entries: Sequence[Mapping[str, Any]]) -> list[str]:

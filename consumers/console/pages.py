@@ -4,7 +4,10 @@ Each page reads through the staff API's own code with a :class:`ConsoleCall` (th
 partner as recipient, the session's purpose, the session id as key id): the caseload lines of
 :mod:`consumers.console.listing`, and the API's timeline and intake-deadline handlers called as
 functions, so a page can show no row the API would not return to the same person, and each
-page is on ``lead.audit.access`` before it is shown (503 and nothing shown otherwise).
+page is on ``lead.audit.access`` before it is shown (503 and nothing shown otherwise). The
+person page's consent panel (:mod:`consumers.console.consents`, for roles that may see
+CONSENT data) reads the caller's consent rows of the participant with
+:meth:`ViewQueries.rows_of` and is accounted as a read of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +22,17 @@ from starlette.concurrency import run_in_threadpool
 
 from consumers.api.caseload import parse_instant
 from consumers.api.staff import intake_deadlines, timeline
-from consumers.console.listing import STATUSES, caseload_page, parse_filter, search
+from consumers.console.consents import PANEL_TYPES, consent_lines, may_see_consents
+from consumers.console.listing import (
+    SORTS,
+    STATUSES,
+    CaseloadPage,
+    caseload_page,
+    parse_filter,
+    parse_sort,
+    search,
+    sorted_caseload_page,
+)
 from consumers.console.web import ConsoleRoute, call_for, context_of, reading, render
 from schemas.catalog import CATEGORIES, Catalog
 from schemas.errors import HubError
@@ -29,6 +42,9 @@ router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 PAGE_SIZE = 25
 TIMELINE_PAGE = 50
 DEADLINE_STATUSES = ("pending", "missed", "met", "all")
+SORT_LABELS = {"participant": "Participant id", "deadline": "Next intake deadline",
+               "last_contact": "Last contact, longest ago first"}
+FILTER_KEYS = ("status", "due_within", "missed", "mine", "sort")
 
 
 def _body(response: JSONResponse) -> Any:
@@ -93,22 +109,28 @@ async def caseload(request: Request) -> Response:
     session = await reading(request)
     context = context_of(request)
     params = request.query_params
-    wanted = parse_filter(params.get("status"), params.get("due_within"), params.get("missed"))
+    wanted = parse_filter(params.get("status"), params.get("due_within"), params.get("missed"),
+                          params.get("mine"), session.assignee_name)
+    sort, number = parse_sort(params.get("sort"), params.get("page"))
     query = (params.get("q") or "").strip()[:256]
     after = params.get("after") or None
 
-    def work() -> tuple[list[dict[str, Any]], str | None]:
+    def work() -> CaseloadPage:
         if query:
-            return search(call_for(session, context, "/?q"), query), None
-        page = caseload_page(call_for(session, context, "/"), wanted,
-                             after[:256] if after else None, PAGE_SIZE)
-        return page.entries, page.next_after
+            return CaseloadPage(search(call_for(session, context, "/?q"), query), None)
+        call = call_for(session, context, "/")
+        if sort != "participant":
+            return sorted_caseload_page(call, wanted, sort, number, PAGE_SIZE)
+        return caseload_page(call, wanted, after[:256] if after else None, PAGE_SIZE)
 
-    entries, next_after = await run_in_threadpool(work)
-    keep = {k: v for k, v in params.items() if k in ("status", "due_within", "missed") and v}
+    page = await run_in_threadpool(work)
+    keep = {k: v for k, v in params.items() if k in FILTER_KEYS and v}
     return render(request, "caseload.html", {
-        "nav": "caseload", "title": "Caseload", "entries": entries, "query": query,
-        "filter": wanted, "statuses": STATUSES, "next_after": next_after, "keep": keep,
+        "nav": "caseload", "title": "Caseload", "entries": page.entries, "query": query,
+        "filter": wanted, "statuses": STATUSES, "next_after": page.next_after,
+        "next_page": page.next_page, "truncated": page.truncated, "keep": keep,
+        "sort": sort, "sorts": [(s, SORT_LABELS[s]) for s in SORTS],
+        "mine": params.get("mine") == "1", "assignee": session.assignee_name,
         "when": when, "searched": bool(query)})
 
 
@@ -122,23 +144,33 @@ async def person(request: Request, participant_id: str) -> Response:
     wanted_category = params.get("category") or None
     cursor = params.get("cursor") or None
 
-    def work() -> dict[str, Any]:
+    show_consents = may_see_consents(context.site, session.partner.role)
+
+    def work() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         call = call_for(session, context, "/participants/{participant_id}")
         types = [wanted_type] if wanted_type in context.catalog.types() else None
         categories = [wanted_category] if wanted_category in CATEGORIES else None
         response = timeline(call, participant_id, types, categories, None, None,
                             TIMELINE_PAGE, cursor[:2048] if cursor else None)
-        page: dict[str, Any] = _body(response)
-        return page
+        page: dict[str, Any] = _body(response)  # a 404 has left already: nothing else read
+        consent_rows: list[dict[str, Any]] = []
+        if show_consents:
+            panel = call_for(session, context, "/participants/{participant_id} consents")
+            consent_rows = context.views.rows_of(panel.recipient, [participant_id],
+                                                 PANEL_TYPES)[participant_id]
+            panel.account("consents", [participant_id] if consent_rows else [], consent_rows)
+        return page, consent_rows
 
-    page = await run_in_threadpool(work)
+    page, consent_rows = await run_in_threadpool(work)
     rows = [described_row(r, context.catalog) for r in page["items"]]
+    consents = (consent_lines(consent_rows, context.site, context.clock())
+                if show_consents else None)
     return render(request, "person.html", {
         "nav": "caseload", "title": f"Participant {participant_id}",
         "participant_id": participant_id, "rows": rows, "next_cursor": page["next_cursor"],
         "types": context.catalog.types(), "categories": CATEGORIES,
         "wanted_type": wanted_type, "wanted_category": wanted_category,
-        "part2": any(r.get("notice") for r in rows),
+        "part2": any(r.get("notice") for r in rows), "consents": consents,
         "can_record": [t for t in context.catalog.types()
                        if context.catalog.may_emit(session.partner.role, t)]})
 

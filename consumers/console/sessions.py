@@ -3,7 +3,10 @@
 Why rows and not signed cookies: a session must end *now* when its user signs out, is disabled
 or gets a new password, and the idle timeout needs the time of the last request, which a
 signed cookie could only carry by being re-issued on every page. A row does all of that with
-one indexed read and one write per page. The cookie holds 32 random bytes; the table keeps
+one indexed read per page, and a write of its last use only when the recorded one is
+:data:`TOUCH_EVERY` old (so a page read is not a database write; the idle timeout then counts
+from a last use up to a minute early: a session may end that much before its timeout, never
+after). The cookie holds 32 random bytes; the table keeps
 only their SHA-256 (a leaked table opens no session). Each session also has a public
 ``session_id`` that the access log carries (as ``key_id``), and its own CSRF token, which every
 form posts back.
@@ -28,16 +31,27 @@ from consumers.api.errors import ServiceUnavailable
 from consumers.api.tables import console_sessions, console_users
 from processors.site import Partner, SitePolicy
 
+#: A session's recorded last use is moved to now only when it is at least this old.
+TOUCH_EVERY = timedelta(minutes=1)
+
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A live session: who, for which partner, under which purpose (None until chosen)."""
+    """A live session: who, for which partner, under which purpose (None until chosen);
+    ``display_name``: the user's, if they have one."""
 
     session_id: str
     user_name: str
     partner: Partner
     purpose: str | None
     csrf_token: str
+    display_name: str | None = None
+
+    @property
+    def assignee_name(self) -> str:
+        """The name caseload lines give this user as case manager: the display name, else
+        the user name."""
+        return self.display_name or self.user_name
 
     def csrf_ok(self, presented: str | None) -> bool:
         """True if ``presented`` is this session's CSRF token (constant-time)."""
@@ -86,14 +100,15 @@ class Sessions:
         return token, session
 
     def resume(self, token: str | None) -> Session | None:
-        """The live session of a cookie token, its last use moved to now; None if there is
-        none, it ended, timed out, or its user was disabled or locked."""
+        """The live session of a cookie token, its recorded last use moved to now if that is
+        :data:`TOUCH_EVERY` old; None if there is none, it ended, timed out, or its user was
+        disabled or locked."""
         if not token or len(token) > 128:
             return None
         s, u = console_sessions.c, console_users.c
         query = select(s.session_id, s.user_name, s.purpose, s.csrf_token, s.created_at,
-                       s.last_seen_at, s.ended_at, u.partner, u.disabled_at, u.locked_at
-                       ).join(console_users, u.user_name == s.user_name).where(
+                       s.last_seen_at, s.ended_at, u.partner, u.disabled_at, u.locked_at,
+                       u.display_name).join(console_users, u.user_name == s.user_name).where(
             s.token_sha256 == token_hash(token))
         try:
             with self.engine.connect() as connection:
@@ -109,9 +124,10 @@ class Sessions:
                 or now - _utc(row[4]) > self.lifetime):
             self.end(token)
             return None
-        self._execute(update(console_sessions).where(
-            s.token_sha256 == token_hash(token)).values(last_seen_at=now))
-        return Session(row[0], row[1], partner, row[2], row[3])
+        if now - _utc(row[5]) >= TOUCH_EVERY:
+            self._execute(update(console_sessions).where(
+                s.token_sha256 == token_hash(token)).values(last_seen_at=now))
+        return Session(row[0], row[1], partner, row[2], row[3], row[10])
 
     def choose_purpose(self, token: str, purpose: str) -> None:
         """Fix the session's purpose of use (once: a chosen purpose is never replaced)."""

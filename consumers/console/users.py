@@ -6,6 +6,10 @@ says which roles must have one (a user of such a role is created with one, and c
 without it). A code is accepted one step early or late, and never twice (the last accepted step
 is kept), so a code seen over someone's shoulder cannot be replayed.
 
+A user may have a display name: the name the site's ``CaseManagerAssigned`` rows give them
+("J. Rivera"), which the caseload's "assigned to me" filter matches (the user name when there
+is none).
+
 Lock-out: ``console.lockout_failures`` failed sign-ins in a row lock the account until an
 administrator runs ``leadhub users reset-password``. Every failure looks the same to the
 person signing in (unknown user, wrong password, wrong code, locked, disabled): one message,
@@ -33,6 +37,7 @@ from consumers.api.tables import console_sessions, console_users
 from processors.site import Partner, SitePolicy
 
 USER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+MAX_DISPLAY_NAME = 128
 MIN_PASSWORD = 12
 TOTP_ISSUER = "leadhub"
 _hasher = PasswordHasher()
@@ -57,11 +62,13 @@ class StaffUser:
     locked: bool
     disabled: bool
     created_at: datetime
+    display_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"user": self.user_name, "partner": self.partner, "totp": self.has_totp,
-                "failures": self.failures, "locked": self.locked, "disabled": self.disabled,
+        return {"user": self.user_name, "name": self.display_name, "partner": self.partner,
+                "totp": self.has_totp, "failures": self.failures, "locked": self.locked,
+                "disabled": self.disabled,
                 "created_at": self.created_at.isoformat().replace("+00:00", "Z")}
 
 
@@ -84,6 +91,18 @@ class IssuedPassword:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def clean_display_name(name: str | None) -> str | None:
+    """A display name with its whitespace collapsed; None for a blank one. Raises
+    :class:`CredentialError` if it is too long or holds control characters."""
+    if name is None or not name.strip():
+        return None
+    cleaned = " ".join(name.split())
+    if len(cleaned) > MAX_DISPLAY_NAME or not cleaned.isprintable():
+        raise CredentialError(f"a display name is printable text of at most "
+                              f"{MAX_DISPLAY_NAME} characters")
+    return cleaned
 
 
 def new_password() -> str:
@@ -121,9 +140,10 @@ class StaffUsers:
         return partner.role in self.site.console.totp_required_roles
 
     def create(self, user_name: str, partner_id: str, *, totp: bool = False,
-               password: str | None = None) -> IssuedPassword:
+               password: str | None = None, display_name: str | None = None
+               ) -> IssuedPassword:
         """Create a user of ``partner_id`` with a new (or the given) password; a TOTP secret
-        when asked or when the partner's role requires one."""
+        when asked or when the partner's role requires one; ``display_name`` if given."""
         partner = self.site.partner(partner_id)
         if partner is None:
             raise CredentialError(f"partner {partner_id!r} is not in the site file; partners "
@@ -132,13 +152,14 @@ class StaffUsers:
             raise CredentialError("a user name is letters, digits and . _ @ - (at most 128)")
         secret = pyotp.random_base32() if totp or self.totp_required(partner) else None
         chosen = self._check_password(password)
+        name = clean_display_name(display_name)
         now = self.clock()
         try:
             with self.engine.begin() as connection:
                 connection.execute(insert(console_users).values(
                     user_name=user_name, partner=partner_id, password_hash=_hasher.hash(chosen),
                     totp_secret=secret, totp_last_step=None, failures=0, locked_at=None,
-                    disabled_at=None, created_at=now))
+                    disabled_at=None, created_at=now, display_name=name))
         except IntegrityError as exc:
             raise CredentialError(f"user {user_name!r} exists; use reset-password") from exc
         except SQLAlchemyError as exc:
@@ -162,6 +183,12 @@ class StaffUsers:
         self._write(user_name, values)
         self.end_sessions(user_name)
         return IssuedPassword(self.get(user_name), chosen, secret)
+
+    def set_display_name(self, user_name: str, display_name: str | None) -> StaffUser:
+        """Set (or, with None or blank, clear) the user's display name."""
+        self.get(user_name)
+        self._write(user_name, {"display_name": clean_display_name(display_name)})
+        return self.get(user_name)
 
     def disable(self, user_name: str) -> StaffUser:
         """Disable the user at once (idempotent) and end every session of theirs."""
@@ -195,11 +222,11 @@ class StaffUsers:
             with self.engine.connect() as connection:
                 rows = connection.execute(select(
                     c.user_name, c.partner, c.totp_secret, c.failures, c.locked_at,
-                    c.disabled_at, c.created_at).order_by(c.user_name)).all()
+                    c.disabled_at, c.created_at, c.display_name).order_by(c.user_name)).all()
         except SQLAlchemyError as exc:
             raise CredentialError("cannot read the console user table") from exc
         return [StaffUser(r[0], r[1], r[2] is not None, int(r[3] or 0), r[4] is not None,
-                          r[5] is not None, _utc(r[6])) for r in rows]
+                          r[5] is not None, _utc(r[6]), r[7]) for r in rows]
 
     def verify(self, user_name: str, password: str, code: str) -> tuple[str, Partner]:
         """Check a sign-in; return (user name, partner). Raises :func:`sign_in_failed` for any
