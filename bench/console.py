@@ -518,10 +518,13 @@ def report(result: Run) -> str:
         f"caseload page ({CASELOAD_LIMIT} lines after a random participant; one in four with "
         f"`status=enrolled`) and a person page (up to {TIMELINE_LIMIT} rows; one in four with "
         f"`category=HOUSING`); latency counts from each page's scheduled time. Every page "
-        "resumes the session (a read and a write of its row) and writes its access record to "
-        "`lead.audit.access` (acks=all) before it is shown. The baseline phase asks the staff "
-        "API's JSON endpoints for the same participants, cursors and filters (the caseload's "
-        "status filter has no API equivalent) with a staff token.", "",
+        "reads its session row (and writes its last use when that is a minute old) and writes "
+        "its access record to `lead.audit.access` (acks=all) before it is shown; a person page "
+        "also reads the consent panel (a case manager may see CONSENT rows), accounted as a "
+        "second access record. The baseline phase, after the console's (so it finds the same "
+        "rows in PostgreSQL's cache), asks the staff API's JSON endpoints for the same "
+        "participants, cursors and filters (the caseload's status filter has no API "
+        "equivalent) with a staff token.", "",
         f"Load average (1, 5, 15 min) at the start: {load[0]:.2f}, {load[1]:.2f}, "
         f"{load[2]:.2f}; at the end: {result.load_after[0]:.2f}, {result.load_after[1]:.2f}, "
         f"{result.load_after[2]:.2f}.", "",
