@@ -521,3 +521,43 @@ def test_the_demo_makes_a_console_user_per_role_and_renews_them(tmp_path: Any) -
         assert users.verify(officer.user_name, officer.password, code)[1].id == "evergreen-pd"
     finally:
         engine.dispose()
+
+
+def _named(console: Console, partner: str, user: str) -> dict[str, set[str]]:
+    """Participant ids by the preferred names in ``partner``'s rows, read through the API."""
+    api = console.api_token(partner, user)
+    app = TestClient(console.app)
+    names: dict[str, set[str]] = {}
+    for entry in app.get("/v1/participants", headers=api, params={"limit": 200}).json()["items"]:
+        pid = entry["participant_id"]
+        timeline = app.get(f"/v1/participants/{pid}/timeline", headers=api,
+                           params={"limit": 200}).json()["items"]
+        for row in timeline:
+            name = (row.get("fields") or {}).get("preferred_name")
+            if name:
+                names.setdefault(name.split()[-1].casefold(), set()).add(pid)
+    return names
+
+
+def test_search_by_name_only_where_the_role_sees_names(console: Console,
+                                                       http: TestClient) -> None:
+    harbor = _named(console, "harbor-cm", "ana-names")
+    assert harbor, "the seed has no preferred_name visible to harbor-cm"
+    surname, expected = sorted(harbor.items())[0]
+    sign_in(http, "ana", console.ana.password)
+    found = http.get("/", params={"q": surname.upper()})
+    assert set(_entries(found.text)) == expected  # case-insensitive, a part of the name
+    assert console.log.records[-1].participant_ids == tuple(sorted(expected))
+    http.post("/sign-out", data={"csrf_token": csrf(found)})
+
+    police = _named(console, "evergreen-pd", "pat-names")
+    officer = console.users.create("officer-names", "evergreen-pd")  # a TOTP of its own
+    home = sign_in(http, "officer-names", officer.password, console.code(officer),
+                   purpose="diversion_referral")
+    assert home.status_code == 200
+    seen_by_police = http.get("/", params={"q": surname})
+    assert set(_entries(seen_by_police.text)) == police.get(surname, set())
+    if not police.get(surname):  # a name only others see looks exactly like nobody
+        nobody = http.get("/", params={"q": "zz-nobody"})
+        assert _strip_tokens(seen_by_police.text).replace(surname, "Q") == _strip_tokens(
+            nobody.text).replace("zz-nobody", "Q")

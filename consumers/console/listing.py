@@ -9,8 +9,11 @@ spaces). In participant-id order (the default) pages are read by keyset; sorted 
 intake deadline or by the last contact, the caseload is read whole — at most
 :data:`SORT_SCAN` participants, the page says when there were more — sorted in memory and
 paged by number. Search looks only at the caller's own rows: a
-participant id the caller has rows for, or a local id in one of the caller's own
-``IdentifierLinked`` rows. Anything else, including a person known only to another partner,
+participant id the caller has rows for, a local id in one of the caller's own
+``IdentifierLinked`` rows, or a name: a part of a name field (a payload field named ``*name``
+of category IDENTITY or CONTACT, e.g. ``IntakeCompleted.preferred_name``) in a row the caller
+has. A caller whose role may not see that category has no such field in its rows, so it cannot
+find anyone by name. Anything else, including a person known only to another partner,
 finds nothing, and the page says exactly what it says for a person nobody knows.
 """
 
@@ -29,6 +32,7 @@ from consumers.api.errors import ServiceUnavailable
 from consumers.api.queries import parse_rows
 from consumers.api.staff import StaffCall
 from consumers.store import view_rows
+from schemas.catalog import Catalog
 
 #: A filtered caseload page reads one page's worth of participants first, then twice as many
 #: per query up to CHUNK (most filters match most lines), and at most CHUNK * MAX_CHUNKS.
@@ -178,11 +182,48 @@ def caseload_page(call: StaffCall, wanted: CaseloadFilter, after: str | None,
     return CaseloadPage(shown, next_after)
 
 
+#: Categories whose ``*name`` fields a name search reads.
+NAME_CATEGORIES = frozenset({"IDENTITY", "CONTACT"})
+#: Shortest text a name search accepts (shorter would list nearly everyone).
+MIN_NAME_SEARCH = 2
+
+
+def name_fields(catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """Event type -> its payload fields that hold a person's name (``*name``, IDENTITY or
+    CONTACT), from the latest version of every type."""
+    found: dict[str, tuple[str, ...]] = {}
+    for type_name in catalog.types():
+        event_type = catalog.latest(type_name)
+        names = tuple(f.name for f in event_type.fields if f.name.endswith("name")
+                      and (f.category or event_type.category) in NAME_CATEGORIES)
+        if names:
+            found[type_name] = names
+    return found
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
 def _own_links(call: StaffCall) -> list[dict[str, Any]]:
     """The caller's own IdentifierLinked rows (the links it published)."""
     c = view_rows.c
-    query = select(c.row_json).where(c.recipient == call.recipient, c.type == LINK_TYPE,
-                                     c.source_partner == call.recipient)
+    return _read(call, select(c.row_json).where(c.recipient == call.recipient,
+                                                c.type == LINK_TYPE,
+                                                c.source_partner == call.recipient))
+
+
+def _rows_with_names(call: StaffCall,
+                     fields: Mapping[str, tuple[str, ...]]) -> list[dict[str, Any]]:
+    """The caller's rows of the types that have name fields (whoever recorded them)."""
+    if not fields:
+        return []
+    c = view_rows.c
+    return _read(call, select(c.row_json).where(c.recipient == call.recipient,
+                                                c.type.in_(sorted(fields))))
+
+
+def _read(call: StaffCall, query: Any) -> list[dict[str, Any]]:
     try:
         with call.context.views.engine.connect() as connection:
             texts = [r[0] for r in connection.execute(query)]
@@ -193,8 +234,9 @@ def _own_links(call: StaffCall) -> list[dict[str, Any]]:
 
 
 def search(call: StaffCall, text: str) -> list[dict[str, Any]]:
-    """Caseload lines of the caller's participants matching ``text`` (a participant id or the
-    caller's own local id); accounted. Empty for anyone else, whoever knows them."""
+    """Caseload lines of the caller's participants matching ``text`` (a participant id, the
+    caller's own local id, or a part of a name in the caller's own rows); accounted. Empty for
+    anyone else, whoever knows them."""
     wanted = text.strip()[:256]
     views = call.context.views
     found: dict[str, list[Mapping[str, Any]]] = {}
@@ -205,6 +247,14 @@ def search(call: StaffCall, text: str) -> list[dict[str, Any]]:
             fields = link.get("fields") or {}
             if fields.get("local_id") == wanted and fields.get("partner") == call.recipient:
                 found.setdefault(str(link["participant_id"]), []).append(link)
+        if not found and len(_folded(wanted)) >= MIN_NAME_SEARCH:
+            by_type = name_fields(call.context.catalog)
+            folded = _folded(wanted)
+            for row in _rows_with_names(call, by_type):
+                values = row.get("fields") or {}
+                if any(isinstance(values.get(name), str) and folded in _folded(values[name])
+                       for name in by_type.get(str(row["type"]), ())):
+                    found.setdefault(str(row["participant_id"]), []).append(row)
     ids = sorted(found)
     rows = views.rows_of(call.recipient, ids, CASELOAD_TYPES) if ids else {}
     entries = [caseload_entry(p, rows[p], call.days, call.now()) for p in ids]
