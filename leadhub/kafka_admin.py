@@ -6,6 +6,7 @@ creating an ACL that exists, or setting a password again, changes nothing else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -75,7 +76,34 @@ def apply_grants(connection: KafkaConnection, grants: Iterable[Grant]) -> int:
     if result["failed"]:
         raise ServiceError(f"the broker refused {len(result['failed'])} ACLs: "
                            f"{type(result['failed'][0]).__name__}")
+    _wait_until_enforced(connection, acls)
     return len(acls)
+
+
+def _wait_until_enforced(connection: KafkaConnection, acls: list[ACL],
+                         timeout_s: float = 20.0) -> None:
+    """Return once the broker's authorizer lists every ACL of ``acls``.
+
+    The controller commits an ACL before the broker's authorizer applies it; a process started
+    right after ``topics create`` would otherwise be refused its first requests.
+    """
+    wanted = {_acl_key(acl) for acl in acls}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed, _ = _call(connection, "leadhub-acls", "listing ACLs",  # errors are raised
+                          lambda admin: admin.describe_acls(_any_filter(None)))
+        if wanted <= {_acl_key(acl) for acl in listed}:
+            return
+        if time.monotonic() > deadline:
+            raise ServiceError(f"the broker did not apply {len(wanted)} new ACLs within "
+                               f"{timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
+def _acl_key(acl: ACL) -> tuple[object, ...]:
+    pattern = acl.resource_pattern
+    return (acl.principal, acl.operation, acl.permission_type, pattern.resource_type,
+            pattern.resource_name, pattern.pattern_type)
 
 
 def _any_filter(user: str | None) -> ACLFilter:
