@@ -44,6 +44,7 @@ from consumers.projection_store import (
 )
 from consumers.store import ViewStore
 from processors.deadlines import MISSED_NAMESPACE
+from processors.membership import JOINING_POLL_MS, MembershipWatch
 from processors.projection_step import ProjectionStep
 from processors.projector import Projector
 from processors.state import ParticipantState
@@ -236,6 +237,7 @@ class LiveProjector:
         if consumer is not None and dlq is not None:  # tests: in-process fakes
             self.consumer, self.dlq = consumer, dlq
             self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+            self.membership: MembershipWatch | None = None
             return
         try:
             self.consumer = KafkaConsumer(
@@ -252,6 +254,7 @@ class LiveProjector:
         except (KafkaError, OSError) as exc:
             raise ConsumerError(f"{STEP}: cannot reach Kafka at {kafka.describe()}") from exc
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        self.membership = MembershipWatch(log, STEP, self.consumer)
 
     # -- partitions ----------------------------------------------------------------------------
 
@@ -290,13 +293,16 @@ class LiveProjector:
         """Poll one batch and commit it in one transaction; return how many records it held."""
         limit = 1 if self._failures >= ATTEMPTS else self.batch_size
         try:
-            polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=limit)
+            timeout_ms = self.poll_timeout_ms if self._stable() else JOINING_POLL_MS
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=limit)
         except KafkaError as exc:  # e.g. a position lost in a rebalance: re-read the tracking
             log.warning("project: poll failed (%s); re-reading the tracking rows",
                         type(exc).__name__)
             self.forget(list(self.expected))
             time.sleep(0.2)
             return 0
+        if self.membership is not None:
+            self.membership.observe(time.monotonic())
         if not self._stable():
             # Joining the group: poll again at once. kafka-python 3.0.12 drops a JoinGroup/
             # SyncGroup round that completes while no poll is waiting and starts another, which

@@ -125,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     from schemas.topics import TopicNames
 
     settings = load_settings()
+    runner.configure_logging(settings.log_level)
     admin = kafka_connection(settings, "admin")
     if admin.username in (None, principal("admin")):
         # Only where this machine holds the admin principal (or the broker is unsecured); a

@@ -33,6 +33,15 @@ STEPS = ("validator", "projector")
 log = logging.getLogger("leadhub.runner")
 
 
+def configure_logging(level: str) -> None:
+    """Log lines to standard error: time, level, logger, message (the hub's own at ``level``;
+    the Kafka client's only from WARNING up unless ``level`` is DEBUG)."""
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
 def run_validator(settings: Settings) -> int:
     """Run the ``validate`` step (Kafka transactions) until SIGTERM/SIGINT."""
     stop = stop_on_signals()
@@ -42,6 +51,8 @@ def run_validator(settings: Settings) -> int:
         tick_interval_s=settings.tick_interval_s,
         client_id=_instance(settings, "validator"))
     serve_metrics(settings.metrics_port, "validate", validator.counters)
+    log.info("validate: started; group %s, %d inbound topics", validator.group_id,
+             len(validator.inbound_topics))
     try:
         validator.run(stop)
     finally:
@@ -67,6 +78,7 @@ def run_projector(settings: Settings) -> int:
         Projector(load_site(settings.site_file), catalog), catalog,
         instance_id=_instance(settings, "projector"), cache_weight=settings.projector_cache)
     serve_metrics(settings.metrics_port, "project", projector.counters)
+    log.info("project: started; view %s", store.engine.url.render_as_string(hide_password=True))
     try:
         projector.run(stop)
     finally:

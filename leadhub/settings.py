@@ -69,6 +69,7 @@ class Settings:
     kafka_password: str | None
     kafka_credentials_dir: Path
     accounts_database_url: str
+    log_level: str
 
     @property
     def local_kafka_bootstrap(self) -> str:
@@ -124,4 +125,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                                            str(state_dir / "kafka" / "credentials"))),
         accounts_database_url=env.get("LEADHUB_ACCOUNTS_DATABASE_URL")
         or f"sqlite:///{state_dir / 'accounts.sqlite'}",
+        log_level=_log_level(env),
     )
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(env: dict[str, str]) -> str:
+    raw = env.get("LEADHUB_LOG_LEVEL", "INFO").strip().upper()
+    if raw not in LOG_LEVELS:
+        raise SettingsError(f"LEADHUB_LOG_LEVEL={raw!r} must be one of {', '.join(LOG_LEVELS)}")
+    return raw

@@ -85,6 +85,7 @@ from kafka.errors import (
 )
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
+from processors.membership import JOINING_POLL_MS, MembershipWatch
 from processors.site import SitePolicy
 from processors.validate import (
     PROCESSING_FAILED,
@@ -250,6 +251,7 @@ class TransactionalValidator:
                 max_poll_records=MAX_POLL_RECORDS,
             )
             self._consumer.subscribe(topics=self.inbound_topics)
+            self.membership = MembershipWatch(log, "validate", self._consumer)
         except (KafkaError, OSError) as exc:
             self.close()
             if isinstance(exc, _FENCING_ERRORS):
@@ -281,6 +283,7 @@ class TransactionalValidator:
             self._rewind_needed = True
             self._back_off()
             return 0
+        self.membership.observe(time.monotonic())
         group = self._consumer.group_metadata()
         if group.state is not MemberState.STABLE:
             # Joining the group: poll again at once. kafka-python 3.0.12 drops a JoinGroup/
@@ -578,7 +581,9 @@ class TransactionalValidator:
         return bool(self._consumer.group_metadata().state is MemberState.STABLE)
 
     def _poll_timeout_ms(self) -> int:
-        if not self._stable() or not self._consumer.assignment():
+        if not self._stable():
+            return JOINING_POLL_MS
+        if not self._consumer.assignment():
             return POLL_TIMEOUT_MS
         until_tick = self._next_tick - time.monotonic()
         return max(0, min(POLL_TIMEOUT_MS, int(until_tick * 1000)))

@@ -34,6 +34,10 @@ from processors.timefmt import format_instant, parse_instant, value_from_json, v
 from processors.view import RowShape, ViewRow
 from schemas.event import Event
 
+#: A tag in each stored state record, checked on decoding (a record from another encoding is an
+#: error, never misread). It is not a second version knob: the stored state lives in the view
+#: database, so a change of encoding is a change of the projection and bumps
+#: ``consumers.store.PROJECTION_VERSION`` (the one version an operator is told about at start).
 STATE_FORMAT = 1
 
 

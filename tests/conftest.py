@@ -222,14 +222,31 @@ class HubProcesses:
             path.exists()) else ""
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item (``item.rep_call``) for fixtures' teardown."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def hub(kafka: KafkaConnection, topics: TopicNames,
+def hub(request: pytest.FixtureRequest, kafka: KafkaConnection, topics: TopicNames,
         tmp_path: Path) -> Iterator[HubProcesses]:
-    """Topics created under this test's prefix; start steps with ``hub.start(step)``."""
+    """Topics created under this test's prefix; start steps with ``hub.start(step)``.
+
+    When the test fails, its hub processes' logs and ``leadhub status`` are printed (pytest
+    shows them under the failure)."""
     processes = HubProcesses(kafka, topics, tmp_path / "hub")
     created = processes.leadhub("topics", "create")
     assert created.returncode == 0, created.stderr
     yield processes
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for log in sorted(processes.logs.glob("*.log")):
+            print(f"--- {log.stem} log (last 60 lines) ---\n{processes.log_tail(log.stem, 60)}")
+        status = processes.leadhub("status", timeout=60)
+        print(f"--- leadhub status (exit {status.returncode}) ---\n{status.stdout}{status.stderr}")
     processes.stop_all()
 
 
