@@ -8,8 +8,6 @@ from schemas.errors import HubError
 class ConsumerError(HubError):
     """Root of the errors raised by ``consumers``."""
 
-    exit_code = 1
-
 
 class ViewStoreError(ConsumerError):
     """The SQL view store cannot be opened, read or written."""
@@ -17,5 +15,3 @@ class ViewStoreError(ConsumerError):
 
 class ProjectionVersionMismatch(ViewStoreError):
     """The view was built by another projection version: drop it and rebuild by replay."""
-
-    exit_code = 2

@@ -47,18 +47,18 @@ def register(subparsers: Any) -> None:
 
 
 def _credentials(args: argparse.Namespace) -> int:
+    from leadhub.errors import UsageError
     from leadhub.kafka_access import is_hub_principal
     from leadhub.kafka_admin import delete_credential, has_credential, provision_partner, revoke_all
     from leadhub.kafka_credentials import kafka_connection
-    from leadhub.services import ServiceError
     from processors.site import load_site
     from schemas.topics import TopicNames
 
     settings = load_settings()
     partner = args.partner
     if partner not in load_site(settings.site_file).partner_ids() or is_hub_principal(partner):
-        raise ServiceError(f"{partner!r} is not a partner of the site file "
-                           f"({settings.site_file})", exit_code=2)
+        raise UsageError(f"{partner!r} is not a partner of the site file "
+                         f"({settings.site_file})")
     admin = kafka_connection(settings, "admin")
     exists = has_credential(admin, partner)
     if args.action == "revoke":
@@ -68,9 +68,9 @@ def _credentials(args: argparse.Namespace) -> int:
         print(f"revoked {partner}'s Kafka credential and ACLs", file=sys.stderr)
         return 0
     if args.action == "create" and exists:
-        raise ServiceError(f"{partner} already has a credential; use rotate", exit_code=2)
+        raise UsageError(f"{partner} already has a credential; use rotate")
     if args.action == "rotate" and not exists:
-        raise ServiceError(f"{partner} has no credential yet; use create", exit_code=2)
+        raise UsageError(f"{partner} has no credential yet; use create")
     made = provision_partner(admin, TopicNames(settings.topic_prefix), partner)
     text = f"LEADHUB_KAFKA_USERNAME={partner}\nLEADHUB_KAFKA_PASSWORD={made.password}\n"
     if args.out is None:

@@ -181,8 +181,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from leadhub.errors import UsageError
     from leadhub.kafka_credentials import explicit_connection
-    from leadhub.services import ServiceError
     from producers.sdk import PartnerPublisher
     from schemas.catalog import load_catalog
     from schemas.event import read_jsonl
@@ -192,8 +192,8 @@ def _publish(args: argparse.Namespace) -> int:
     kafka = explicit_connection(settings)
     partner = str(args.partner or kafka.username)
     if partner != kafka.username:
-        raise ServiceError(f"LEADHUB_KAFKA_USERNAME is {kafka.username}, not {partner}: "
-                           "publish with that partner's own credential", exit_code=2)
+        raise UsageError(f"LEADHUB_KAFKA_USERNAME is {kafka.username}, not {partner}: "
+                         "publish with that partner's own credential")
     catalog = load_catalog()
     source = sys.stdin if args.events == "-" else args.events
     with PartnerPublisher(partner, kafka, catalog=catalog,
@@ -249,16 +249,16 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _view_purpose(settings: Any, partner_id: str, purpose: str) -> str:
-    """The declared purpose if ``partner_id`` acts under it; ServiceError (exit 2) otherwise."""
-    from leadhub.services import ServiceError
+    """The declared purpose if ``partner_id`` acts under it; UsageError otherwise."""
+    from leadhub.errors import UsageError
     from processors.site import load_site
 
     partner = load_site(settings.site_file).partner(partner_id)
     if partner is None:
-        raise ServiceError(f"{partner_id!r} is not a partner of the site file", exit_code=2)
+        raise UsageError(f"{partner_id!r} is not a partner of the site file")
     if purpose != partner.purpose:
-        raise ServiceError(f"partner {partner_id} acts under the purpose {partner.purpose!r}, "
-                           f"not {purpose!r}", exit_code=2)
+        raise UsageError(f"partner {partner_id} acts under the purpose {partner.purpose!r}, "
+                         f"not {purpose!r}")
     return purpose
 
 

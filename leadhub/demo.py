@@ -45,6 +45,7 @@ from leadhub.demo_showcase import (
     showcase_queries,
     view_ready,
 )
+from leadhub.errors import DemoSetupError
 from leadhub.kafka_admin import SimulatedPartners
 from leadhub.kafka_credentials import kafka_connection
 from leadhub.runner import STEPS, Supervisor, stop_on_signals
@@ -56,17 +57,10 @@ from processors.projector import Projector
 from processors.site import SitePolicy, load_site
 from producers.simulator import simulate
 from schemas.catalog import load_catalog
-from schemas.errors import HubError
 from schemas.topics import TopicNames
 
 API_START_TIMEOUT_S = 90.0
 READY_MARK = "view ready:"
-
-
-class DemoSetupError(HubError):
-    """The demo cannot start (a port is taken, the API did not come up)."""
-
-    exit_code = 2
 
 
 def _say(text: str = "") -> None:

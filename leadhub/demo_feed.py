@@ -38,8 +38,6 @@ BATCH_MAX_AGE_S = 1.0
 class DemoFeedError(HubError):
     """The gateway refused a demo event for a reason other than a repeat (a bug or a setup)."""
 
-    exit_code = 1
-
 
 @dataclass
 class FeedCounts:

@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 
 from leadhub.kafka_access import principal
-from leadhub.services import ServiceError
+from leadhub.services import PrerequisiteMissing
 from leadhub.settings import Settings
 from schemas.kafka_connection import KafkaConnection
 
@@ -54,7 +54,7 @@ def new_password() -> str:
 def kafka_connection(settings: Settings, role: str) -> KafkaConnection:
     """How a process of ``role`` (validator, projector, api, audit, admin) reaches the broker.
 
-    Raises ServiceError (exit 2) if only one of the username and the password is set.
+    Raises PrerequisiteMissing if only one of the username and the password is set.
     """
     bootstrap = settings.effective_kafka_bootstrap
     if settings.kafka_username or settings.kafka_password:
@@ -67,11 +67,11 @@ def kafka_connection(settings: Settings, role: str) -> KafkaConnection:
 def explicit_connection(settings: Settings) -> KafkaConnection:
     """The principal named by ``LEADHUB_KAFKA_USERNAME``/``LEADHUB_KAFKA_PASSWORD``.
 
-    Raises ServiceError (exit 2) if either is missing.
+    Raises PrerequisiteMissing if either is missing.
     """
     if not settings.kafka_username or not settings.kafka_password:
-        raise ServiceError(
+        raise PrerequisiteMissing(
             "set both LEADHUB_KAFKA_USERNAME and LEADHUB_KAFKA_PASSWORD (a partner gets them "
-            "from `leadhub partners credentials create PARTNER`)", exit_code=2)
+            "from `leadhub partners credentials create PARTNER`)")
     return KafkaConnection(settings.effective_kafka_bootstrap, settings.kafka_username,
                            settings.kafka_password)

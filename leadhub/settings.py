@@ -25,9 +25,7 @@ DEFAULT_POSTGRES_PORT = 55432
 
 
 class SettingsError(HubError):
-    """A ``LEADHUB_*`` variable has a value the hub cannot use (exit code 2)."""
-
-    exit_code = 2
+    """A ``LEADHUB_*`` variable has a value the hub cannot use."""
 
 
 def _number(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T],
@@ -95,7 +93,7 @@ class Settings:
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``environ`` (default: the process environment).
 
-    Raises SettingsError (exit code 2) naming the variable whose value is not usable.
+    Raises SettingsError naming the variable whose value is not usable.
     """
     env = dict(os.environ) if environ is None else environ
     state_dir = Path(env.get("LEADHUB_STATE_DIR", str(PROJECT_ROOT / ".leadhub")))

@@ -11,17 +11,13 @@ from schemas.errors import HubError
 class PolicyError(HubError):
     """Root of every error the policy and projection core raises on purpose."""
 
-    exit_code = 1
-
 
 class SiteError(PolicyError):
     """A site policy file is missing, unreadable or invalid.
 
     ``key_path`` locates the offending key (``partners[3].role``); the message says what is
-    allowed there. The CLI maps it to exit code 2 (a setup error).
+    allowed there. A setup error: the file must be fixed before the hub can run.
     """
-
-    exit_code = 2
 
     def __init__(self, key_path: str, problem: str) -> None:
         self.key_path = key_path

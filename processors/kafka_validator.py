@@ -145,8 +145,6 @@ def utc_now() -> datetime:
 class ValidatorError(HubError):
     """The validator cannot go on with this producer; exit non-zero and let it be restarted."""
 
-    exit_code = 1
-
 
 class ValidatorFenced(ValidatorError):
     """This instance's producer was fenced: it is a zombie, another instance owns its work."""

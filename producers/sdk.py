@@ -29,8 +29,6 @@ from schemas.topics import TopicNames
 class PublishError(HubError):
     """An event could not be delivered to Kafka (broker down, timeout, authorization)."""
 
-    exit_code = 1
-
 
 class PartnerPublisher:
     """Publishes one partner's events. Use as a context manager, or call :meth:`close`."""

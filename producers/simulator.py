@@ -33,8 +33,6 @@ __all__ = ["DOOR_WEIGHTS", "SimulationError", "cast_of", "simulate"]
 class SimulationError(HubError):
     """The simulator was asked for something it cannot produce (bad arguments or site)."""
 
-    exit_code = 2
-
 
 def cast_of(site: SitePolicy, catalog: Catalog) -> Cast:
     """Pick one partner per role; raise :class:`SimulationError` without police or case mgmt."""

@@ -13,8 +13,6 @@ from consumers.api.errors import ApiError
 class ApiClientError(ApiError):
     """The staff API answered with an error, or could not be reached."""
 
-    exit_code = 1
-
 
 class StaffClient:
     """Reads the caller's view rows through the staff API (with the partner's purpose)."""

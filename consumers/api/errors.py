@@ -88,5 +88,3 @@ class ServiceUnavailable(ApiError):
 
 class CredentialError(ApiError):
     """A key management command failed (unknown key id, bad partner, database error)."""
-
-    exit_code = 1

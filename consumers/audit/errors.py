@@ -8,8 +8,6 @@ from consumers.errors import ConsumerError
 class AuditError(ConsumerError):
     """Root of the errors raised by ``consumers.audit``."""
 
-    exit_code = 1
-
 
 class ReplayError(AuditError):
     """``lead.events`` could not be replayed (unreachable broker, undecodable event)."""
@@ -26,14 +24,10 @@ class BundleError(AuditError):
 class SetupError(AuditError):
     """Something the command needs is missing (key, topic, checkpoint): fix it and rerun."""
 
-    exit_code = 2
-
 
 class EmptyWindowError(AuditError):
-    """A time window of ``lead.events`` holds nothing to work on (``audit export``): exit 3.
+    """A time window of ``lead.events`` holds nothing to work on (``audit export``).
 
     The message says when the log's records were received, so the caller can pick a window
     that holds some.
     """
-
-    exit_code = 3

@@ -6,11 +6,11 @@ from schemas.errors import HubError
 
 
 class ServiceError(HubError):
-    """A local service could not be set up, started, stopped or reached.
+    """A local service could not be set up, started, stopped or reached."""
 
-    ``exit_code`` is 2 when something must be installed first (java, mvn, PostgreSQL), else 1.
+
+class PrerequisiteMissing(ServiceError):
+    """Something must be installed or configured first (java, mvn, PostgreSQL, a credential).
+
+    Nothing is broken: once the message's advice is followed, the same command works.
     """
-
-    def __init__(self, message: str, *, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code

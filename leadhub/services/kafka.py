@@ -19,7 +19,7 @@ from pathlib import Path
 from leadhub.kafka_access import ADMIN_ROLE, HUB_ROLES, hub_grants, principal
 from leadhub.kafka_admin import apply_grants, set_password
 from leadhub.kafka_credentials import CredentialStore, kafka_connection, new_password
-from leadhub.services import ServiceError
+from leadhub.services import PrerequisiteMissing, ServiceError
 from leadhub.services.process import read_pid, run_checked, spawn, terminate, wait_until
 from leadhub.settings import Settings
 from schemas.kafka_connection import SASL_MECHANISM, KafkaConnection
@@ -216,9 +216,8 @@ class KafkaService:
     def _require_tools(self) -> None:
         for tool, package in (("java", "openjdk-17-jre-headless"), ("mvn", "maven")):
             if shutil.which(tool) is None:
-                raise ServiceError(
-                    f"{tool} not found: install it (e.g. apt-get install {package})",
-                    exit_code=2,
+                raise PrerequisiteMissing(
+                    f"{tool} not found: install it (e.g. apt-get install {package})"
                 )
 
     def fetch_jars(self) -> None:

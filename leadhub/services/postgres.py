@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from leadhub.services import ServiceError
+from leadhub.services import PrerequisiteMissing, ServiceError
 from leadhub.services.process import run_checked
 from leadhub.settings import Settings
 
@@ -161,24 +161,22 @@ class PostgresService:
         if pg_bin is not None:
             return pg_bin
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            raise ServiceError(
+            raise PrerequisiteMissing(
                 "PostgreSQL server not found: install it (apt-get install postgresql) "
-                "or set LEADHUB_DATABASE_URL",
-                exit_code=2,
+                "or set LEADHUB_DATABASE_URL"
             )
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q",
                                                       "postgresql"]):
             result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             if result.returncode != 0:
-                raise ServiceError(
+                raise PrerequisiteMissing(
                     f"installing PostgreSQL failed ({' '.join(command)}): "
-                    + result.stderr.strip()[-500:],
-                    exit_code=2,
+                    + result.stderr.strip()[-500:]
                 )
         pg_bin = find_pg_bin()
         if pg_bin is None:
-            raise ServiceError("PostgreSQL installed but initdb not found", exit_code=2)
+            raise PrerequisiteMissing("PostgreSQL installed but initdb not found")
         return pg_bin
 
     def _init_cluster(self, pg_bin: Path) -> None:

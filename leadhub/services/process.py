@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from leadhub.services import ServiceError
+from leadhub.services import PrerequisiteMissing, ServiceError
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -101,7 +101,7 @@ def run_checked(command: Sequence[str], what: str, cwd: Path | None = None) -> s
             list(command), cwd=cwd, capture_output=True, text=True, check=False
         )
     except FileNotFoundError as exc:
-        raise ServiceError(f"{what}: {command[0]} not found", exit_code=2) from exc
+        raise PrerequisiteMissing(f"{what}: {command[0]} not found") from exc
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-15:]
         raise ServiceError(f"{what} failed (exit {result.returncode}):\n" + "\n".join(tail))
