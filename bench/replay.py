@@ -45,7 +45,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumers.audit.bundle import export_bundle, read_bundle_and_verify
+from consumers.audit.bundle_export import export_bundle
+from consumers.audit.bundle_read import read_bundle_and_verify
 from consumers.audit.checkpoints import Checkpointer
 from consumers.audit.digest import digest_rows
 from consumers.audit.kafka_log import TopicReader
