@@ -3,7 +3,9 @@
 Walks sign-in (with TOTP for the police), the caseload's filter and search, the person page,
 recording a contact, the deadlines page and sign-out; checks CSRF-less posts, session expiry
 on the app's clock and lock-out; runs axe-core on every page (no serious or critical
-violation) and saves a screenshot of each page to docs/screenshots/. Chromium and
+violation) and saves a screenshot of each page to docs/screenshots/. At 1280x800 and at a
+tablet's 768x1024 the caseload, a person page and a recording form fit the window's width with
+their controls in view. The browser helpers are tests/browser.py's. Chromium and
 chromedriver come from Debian (``apt-get install chromium chromium-driver``; ``make test``
 installs them), axe-core from npm into a cache directory. Outside CI a missing tool skips
 with a message; under CI=true it fails.
@@ -11,71 +13,28 @@ with a message; under CI=true it fails.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
+from tests.browser import (
+    DESKTOP,
+    TABLET,
+    Served,
+    axe_script,
+    check_page,
+    choose_purpose,
+    chromium,
+    fill,
+    follow,
+    overflow,
+    sign_in,
+    submit,
+)
 from tests.console_seed import HARBOR_LOCAL, MISSED, Console
-
-ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "docs" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-AXE_DIR = Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "leadhub" / "axe"
-AXE = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
-
-
-def _missing(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _axe_script() -> str:
-    if not AXE.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            _missing("npm is not installed: cannot fetch axe-core for the accessibility check")
-        AXE_DIR.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([str(npm), "install", "--no-audit", "--no-fund", "--silent",
-                               "--prefix", str(AXE_DIR), "axe-core@4"], capture_output=True,
-                              text=True, timeout=300, check=False)
-        if done.returncode != 0 or not AXE.exists():
-            _missing(f"npm could not install axe-core: {done.stderr[-300:]}")
-    return AXE.read_text(encoding="utf-8")
-
-
-class Served:
-    """The console app served by uvicorn on a free loopback port, in a thread."""
-
-    def __init__(self, console: Console) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(console.app, host="127.0.0.1",
-                                                    port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -85,95 +44,20 @@ def console() -> Console:
 
 @pytest.fixture(scope="module")
 def served(console: Console) -> Iterator[Served]:
-    serving = Served(console)
+    serving = Served(console.app)
     yield serving
     serving.stop()
 
 
 @pytest.fixture(scope="module")
 def axe() -> str:
-    return _axe_script()
+    return axe_script()
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        _missing("chromium and chromium-driver are not installed (apt-get install -y chromium "
-                 "chromium-driver; make test installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="leadhub-chromium-")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--window-size=1280,800"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def check_page(driver: Any, axe: str, shot: str | None = None) -> None:
-    """No serious or critical axe-core violation; save a screenshot when named."""
-    driver.execute_script(axe)
-    result = driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations))"
-        ".catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e)}]));")
-    bad = [(v["id"], v.get("help")) for v in result if v.get("impact") in ("serious",
-                                                                           "critical")]
-    assert bad == [], f"{driver.current_url}: {bad}"
-    if shot:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(SHOTS / f"{shot}.png"))
-
-
-def fill(driver: Any, values: dict[str, str]) -> None:
-    from selenium.webdriver.common.by import By
-
-    for name, value in values.items():
-        element = driver.find_element(By.ID, name)
-        element.clear()
-        element.send_keys(value)
-
-
-def follow(driver: Any, element: Any) -> None:
-    """Click a link or button and wait until the next page has replaced this one."""
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # Mark this document; the next one starts without the mark. (Waiting for the old <html>
-    # to go stale races with Chromium, which may answer "node does not belong to the
-    # document" instead of a stale element while the page is being replaced.)
-    driver.execute_script("window.__leadhubLeaving = true;")
-    element.click()
-    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(
-        lambda d: d.execute_script(
-            "return window.__leadhubLeaving !== true && document.readyState === 'complete';"))
-
-
-def submit(driver: Any, selector: str) -> None:
-    """Click the submit button ``selector`` names and wait for the next page."""
-    from selenium.webdriver.common.by import By
-
-    follow(driver, driver.find_element(By.CSS_SELECTOR, selector))
-
-
-def sign_in(driver: Any, served: Served, user: str, password: str, code: str = "") -> None:
-    driver.get(served.url + "/sign-in")
-    fill(driver, {"user": user, "password": password, "code": code})
-    submit(driver, "main form button[type=submit]")
-
-
-def choose_purpose(driver: Any) -> None:
-    submit(driver, "main form button[type=submit]")
 
 
 def test_case_manager_walkthrough(console: Console, served: Served, browser: Any,
@@ -183,7 +67,7 @@ def test_case_manager_walkthrough(console: Console, served: Served, browser: Any
 
     browser.get(served.url + "/sign-in")
     check_page(browser, axe, "sign-in")
-    sign_in(browser, served, "ana", console.ana.password)
+    sign_in(browser, served.url, "ana", console.ana.password)
     assert browser.current_url.endswith("/purpose")
     check_page(browser, axe, "purpose")
     choose_purpose(browser)
@@ -243,9 +127,9 @@ def test_police_totp_no_clinical_rows_and_expiry(console: Console, served: Serve
                                                  browser: Any, axe: str) -> None:
     from selenium.webdriver.common.by import By
 
-    sign_in(browser, served, "pat", console.pat.password, "")
+    sign_in(browser, served.url, "pat", console.pat.password, "")
     assert "not right" in browser.find_element(By.ID, "sign-in-error").text
-    sign_in(browser, served, "pat", console.pat.password, console.code(console.pat, -30))
+    sign_in(browser, served.url, "pat", console.pat.password, console.code(console.pat, -30))
     choose_purpose(browser)
     people = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR,
                                                                        "tbody a")]
@@ -270,7 +154,53 @@ def test_lock_out_in_the_browser(console: Console, served: Served, browser: Any)
 
     issued = console.users.create("sam", "cedar-housing")
     for _ in range(5):
-        sign_in(browser, served, "sam", "not the password")
-    sign_in(browser, served, "sam", issued.password)
+        sign_in(browser, served.url, "sam", "not the password")
+    sign_in(browser, served.url, "sam", issued.password)
     assert browser.find_elements(By.ID, "sign-in-error")
     assert console.users.get("sam").locked
+
+
+def assert_fits(driver: Any, selectors: list[str]) -> None:
+    """The page does not scroll sideways, and each control ``selectors`` names is displayed
+    and lies within the window's width (reachable without scrolling sideways)."""
+    from selenium.webdriver.common.by import By
+
+    width, inner = overflow(driver)
+    assert width <= inner, f"{driver.current_url}: {width}px wide in a {inner}px window"
+    for selector in selectors:
+        element = driver.find_element(By.CSS_SELECTOR, selector)
+        assert element.is_displayed(), f"{driver.current_url}: {selector} is hidden"
+        left, right = driver.execute_script(
+            "const r = arguments[0].getBoundingClientRect(); return [r.left, r.right];",
+            element)
+        assert left >= 0 and right <= inner, f"{driver.current_url}: {selector} at {left}-{right}"
+
+
+@pytest.mark.parametrize("size", [DESKTOP, TABLET], ids=["1280x800", "tablet-768x1024"])
+def test_layout_fits_the_window(console: Console, served: Served, browser: Any, axe: str,
+                                size: tuple[int, int]) -> None:
+    """At 1280x800 and at a tablet's 768x1024 the caseload, a person page and a recording form
+    fit the window's width with their controls in view, and axe finds no serious violation."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(*size)
+    sign_in(browser, served.url, "ana", console.ana.password)
+    choose_purpose(browser)
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Caseload"
+    nav = ["nav[aria-label=Main] a[href='/']", "nav[aria-label=Main] a[href='/record']",
+           "form[action='/sign-out'] button"]
+    assert_fits(browser, [*nav, "#q", "form[role=search] button", "#status", "#sort",
+                          "form[aria-label='Filter the caseload'] button", "tbody a"])
+    check_page(browser, axe)
+    browser.get(f"{served.url}/participants/{MISSED}")
+    assert browser.find_element(By.TAG_NAME, "h1").text == f"Participant {MISSED}"
+    assert_fits(browser, [*nav, "h1", "#type", "#category",
+                          "form[aria-label='Filter the timeline'] button",
+                          "a[href^='/record/ContactLogged']", "#consents-heading",
+                          ".consent h3", ".digest"])
+    check_page(browser, axe)
+    browser.get(f"{served.url}/record/ConsentGranted?participant_id={MISSED}")
+    fields = ["#participant_id", "#occurred_at", "#consent_id", "#recipients", "#valid_from",
+              "#exceptions", "#form_sha256"]
+    assert_fits(browser, [*nav, *fields, "main form button[type=submit]"])
+    check_page(browser, axe)

@@ -1,27 +1,29 @@
-"""The console end to end on the real broker: what a case manager records through the console's
-forms goes through the validator and the projector into another partner's view, and a
-revocation recorded the same way takes it out of that partner's console again.
+"""The console end to end on the real broker, in a real browser: what a case manager records
+through the console's forms in headless Chromium goes through the validator and the projector
+into another partner's view, and a revocation recorded the same way takes it out of that
+partner's console again.
 
-harbor-cm's user records a case-manager assignment, a contact and a consent naming the mental
-health clinic northside-mh (PROGRAM_STATUS, purpose treatment: the site gives that role
-PROGRAM_STATUS only with consent). The clinic's user then finds the participant and the
-contact; after the revocation the participant is a 404 to them, byte for byte the page of a
-person nobody knows. The API process is the one ``leadhub serve`` builds (real KafkaInbound
-and Kafka access log) connecting as the broker's ``leadhub-api`` principal. SQLite only: the
-view database's dialect is covered elsewhere, and this test is about the path.
+harbor-cm's user (ana, in one Chromium session) records a case-manager assignment, a contact and
+a consent naming the mental health clinic northside-mh (PROGRAM_STATUS, purpose treatment, with
+the signed form uploaded: the site gives that role PROGRAM_STATUS only with consent). The
+clinic's user (mo, in a second session) then finds the participant in the caseload and the
+contact on the person page; after the revocation the participant's page is a 404 to them that
+reads exactly like the page of a person nobody knows. The app is the one ``leadhub serve``
+builds (real KafkaInbound and Kafka access log, connecting as the broker's ``leadhub-api``
+principal), served by uvicorn on a loopback port. axe-core checks every kind of page visited.
+SQLite only: the view database's dialect is covered elsewhere, and this test is about the path.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import uuid
-import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kafka import KafkaConsumer
@@ -36,18 +38,29 @@ from leadhub.kafka_credentials import CredentialStore
 from processors.site import load_site
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
-from tests.console_seed import CSRF, csrf, sign_in
+from tests.browser import (
+    axe_script,
+    check_page,
+    choose_purpose,
+    chromium,
+    fill,
+    follow,
+    serving,
+    sign_in,
+    status,
+    submit,
+    visible_text,
+)
+from tests.console_seed import CSRF
 from tests.factories import new_participant_id
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from fastapi.testclient import TestClient
 
 pytestmark = pytest.mark.integration
 
 SITE = load_site(Path(__file__).resolve().parent.parent / "config" / "site.example.yaml")
 CLINIC = "northside-mh"
 MANAGER_NAME = "A. Rivera"
+#: How long a page is reloaded waiting for the hub to project what was just recorded.
+PROJECTED_WITHIN_S = 90.0
 
 
 def api_connection(kafka: KafkaConnection) -> KafkaConnection:
@@ -60,23 +73,57 @@ def api_connection(kafka: KafkaConnection) -> KafkaConnection:
     return found
 
 
-def record(http: Any, type_name: str, token: str, values: dict[str, str],
-           files: dict[str, Any] | None = None) -> str:
-    """Post a console form; the recorded event's id."""
-    done = http.post(f"/record/{type_name}", data={"csrf_token": token, **values}, files=files)
-    assert done.status_code == 200 and "was accepted" in done.text, done.text[-800:]
-    found = re.search(r"event_id=([0-9a-f-]{36})", str(done.url))
-    assert found, done.url
-    return found.group(1)
+def record(driver: Any, values: dict[str, str]) -> str:
+    """Fill the recording form the browser shows with ``values`` (by field id) and submit it;
+    the recorded event's id, from the confirmation page."""
+    from selenium.webdriver.common.by import By
+
+    fill(driver, values)
+    submit(driver, "main form button[type=submit]")
+    problems = driver.find_elements(By.ID, "form-problem")
+    assert not problems, problems[0].text
+    assert "was accepted" in driver.find_element(By.ID, "recorded").text
+    return parse_qs(urlsplit(driver.current_url).query)["event_id"][0]
 
 
 def minute(at: datetime) -> str:
-    """An instant as a datetime-local field sends it (UTC)."""
+    """An instant as a datetime-local field holds it (UTC)."""
     return at.strftime("%Y-%m-%dT%H:%M")
 
 
-def entries(html: str) -> list[str]:
-    return re.findall(r'<td><a href="/participants/([^"]+)">', html)
+def caseload(driver: Any) -> list[str]:
+    """The participant ids listed on the caseload page the browser shows."""
+    from selenium.webdriver.common.by import By
+
+    return [a.text for a in driver.find_elements(By.CSS_SELECTOR, "tbody td:first-child a")]
+
+
+def heading(driver: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(driver.find_element(By.TAG_NAME, "h1").text)
+
+
+def reload_until(driver: Any, holds: Any, what: str) -> None:
+    """Reload the page until ``holds(driver)``; fail after PROJECTED_WITHIN_S."""
+    deadline = time.monotonic() + PROJECTED_WITHIN_S
+    while not holds(driver):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the page did not show {what} in {PROJECTED_WITHIN_S:.0f}s")
+        time.sleep(0.3)
+        driver.refresh()
+
+
+def consent_panel(driver: Any, consent_id: str) -> tuple[str, str]:
+    """(the heading, the whole text) of the consent's section of the person page; ("", "")
+    while the page has none."""
+    from selenium.webdriver.common.by import By
+
+    for section in driver.find_elements(By.CSS_SELECTOR, "section.consent"):
+        title = section.find_element(By.TAG_NAME, "h3")
+        if title.text.startswith(f"Consent {consent_id} "):
+            return str(title.text), str(section.text)
+    return "", ""
 
 
 def access_records(kafka: KafkaConnection, topics: TopicNames, wanted: Any,
@@ -97,7 +144,10 @@ def access_records(kafka: KafkaConnection, topics: TopicNames, wanted: Any,
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_console_records_reach_another_partner_and_a_revocation_takes_them_back(
         hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any,
-        database_url: str) -> None:
+        database_url: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    axe = axe_script()
     started = time.monotonic()
     hub.start("validator")
     hub.start("projector")
@@ -109,18 +159,34 @@ def test_console_records_reach_another_partner_and_a_revocation_takes_them_back(
     p = new_participant_id()
     now = datetime.now(UTC)
     consent_id = f"c-{uuid.uuid4().hex[:12]}"
-    with TestClient(app) as manager:
-        token = csrf(sign_in(manager, "ana", ana.password))
-        ids = [record(manager, "CaseManagerAssigned", token, {
-            "participant_id": p, "case_manager": MANAGER_NAME, "agency": "Harbor"})]
-        ids.append(record(manager, "ContactLogged", token, {
-            "participant_id": p, "contact_method": "PHONE", "successful": "yes",
-            "duration_minutes": "10"}))
-        ids.append(record(manager, "ConsentGranted", token, {
-            "participant_id": p, "consent_id": consent_id, "recipients": CLINIC,
-            "categories": "PROGRAM_STATUS", "purposes": "treatment",
-            "valid_from": minute(now - timedelta(days=1)), "exceptions": "[]"},
-            files={"form_sha256": ("consent.pdf", b"%PDF-1.4 signed", "application/pdf")}))
+    signed_form = tmp_path / "consent.pdf"
+    signed_form.write_bytes(b"%PDF-1.4 signed")
+    with serving(app) as console, chromium() as manager, chromium() as clinic:
+        sign_in(manager, console.url, "ana", ana.password)
+        check_page(manager, axe)
+        choose_purpose(manager, "care_coordination")
+        assert heading(manager) == "Caseload"
+        follow(manager, manager.find_element(By.LINK_TEXT, "Record"))
+        follow(manager, manager.find_element(By.LINK_TEXT, "CaseManagerAssigned"))
+        check_page(manager, axe)
+        ids = [record(manager, {"participant_id": p, "case_manager": MANAGER_NAME,
+                                "agency": "Harbor"})]
+        check_page(manager, axe)
+        follow(manager, manager.find_element(By.PARTIAL_LINK_TEXT, "Back to participant"))
+        reload_until(manager, lambda d: heading(d) == f"Participant {p}",
+                     "ana the participant she recorded")
+        follow(manager, manager.find_element(By.LINK_TEXT, "Record a contact"))
+        assert manager.find_element(By.ID, "participant_id").get_attribute("value") == p
+        check_page(manager, axe)
+        ids.append(record(manager, {"contact_method": "PHONE", "successful": "yes",
+                                    "duration_minutes": "10"}))
+        follow(manager, manager.find_element(By.PARTIAL_LINK_TEXT, "Back to participant"))
+        follow(manager, manager.find_element(By.LINK_TEXT, "Record a consent"))
+        check_page(manager, axe)
+        ids.append(record(manager, {
+            "consent_id": consent_id, "recipients": CLINIC, "categories": "PROGRAM_STATUS",
+            "purposes": "treatment", "valid_from": minute(now - timedelta(days=1)),
+            "form_sha256": str(signed_form)}))  # exceptions: the form's "[]"
 
         def clinic_types() -> set[str]:
             return {r["type"] for r in live_view.rows(CLINIC, p)}
@@ -130,34 +196,62 @@ def test_console_records_reach_another_partner_and_a_revocation_takes_them_back(
         seen_at = time.monotonic() - started
         assert "ConsentGranted" not in clinic_types()  # CONSENT: never for mental_health
 
-        clinic = TestClient(app)  # the app's lifespan is the manager's client's
-        sign_in(clinic, "mo", mo.password, purpose="treatment")
-        assert p in entries(clinic.get("/").text)
-        page = clinic.get(f"/participants/{p}")
-        assert page.status_code == 200
-        assert "Contact logged" in page.text and "Case manager assigned" in page.text
-        assert 'id="consents-heading"' not in page.text  # the clinic may not see consents
+        sign_in(clinic, console.url, "mo", mo.password)
+        choose_purpose(clinic, "treatment")
+        assert p in caseload(clinic)
+        check_page(clinic, axe)
+        follow(clinic, clinic.find_element(By.LINK_TEXT, p))
+        assert status(clinic) == 200 and heading(clinic) == f"Participant {p}"
+        timeline = [h.text for h in clinic.find_elements(By.CSS_SELECTOR, "section.row h3")]
+        assert "Contact logged" in timeline and "Case manager assigned" in timeline
+        assert not clinic.find_elements(By.ID, "consents-heading")  # may not see consents
+        check_page(clinic, axe)
 
-        assert entries(manager.get("/", params={"mine": "1"}).text) == [p]
-        panel = manager.get(f"/participants/{p}").text
-        assert f"Consent {consent_id} <span class=\"badge state-active\">active" in panel
+        follow(manager, manager.find_element(By.LINK_TEXT, "Caseload"))
+        fill(manager, {"mine": "yes"})
+        submit(manager, "form[aria-label='Filter the caseload'] button")
+        assert caseload(manager) == [p]
+        follow(manager, manager.find_element(By.LINK_TEXT, p))
+        reload_until(manager, lambda d: consent_panel(d, consent_id)[0] != "",
+                     "ana the consent")
+        title, panel = consent_panel(manager, consent_id)
+        assert title == f"Consent {consent_id} active"
+        badge = manager.find_element(By.CSS_SELECTOR, "section.consent h3 .badge")
+        assert "state-active" in str(badge.get_attribute("class")).split()
         assert "Northside Behavioral Health Clinic (northside-mh)" in panel
+        check_page(manager, axe)
 
-        ids.append(record(manager, "ConsentRevoked", token, {
-            "participant_id": p, "consent_id": consent_id}))
+        follow(manager, manager.find_element(By.LINK_TEXT, "Record a revocation"))
+        check_page(manager, axe)
+        ids.append(record(manager, {"consent_id": consent_id}))
         live_view.wait_for(lambda: not live_view.rows(CLINIC, p),
                            what="(the revocation took the clinic's rows)")
         live_view.wait_for(lambda: "ConsentRevoked" in {
             r["type"] for r in live_view.rows("harbor-cm", p)}, what="(harbor's own row)")
         revoked_at = time.monotonic() - started
 
-        gone = clinic.get(f"/participants/{p}")
-        nobody = clinic.get(f"/participants/{new_participant_id()}")
-        assert gone.status_code == nobody.status_code == 404
-        assert CSRF.sub("", gone.text) == CSRF.sub("", nobody.text)
-        assert p not in entries(clinic.get("/").text)
-        panel = manager.get(f"/participants/{p}").text
-        assert f"Consent {consent_id} <span class=\"badge state-revoked\">revoked" in panel
+        def answer(participant_id: str) -> tuple[int, str, str]:
+            """mo's person page of ``participant_id``: status, visible text, markup without
+            the CSRF token."""
+            clinic.get(f"{console.url}/participants/{participant_id}")
+            return (status(clinic), visible_text(clinic),
+                    CSRF.sub("", clinic.page_source))
+
+        gone = answer(p)
+        check_page(clinic, axe)
+        nobody = answer(new_participant_id())
+        assert gone[0] == nobody[0] == 404
+        assert gone[1] == nobody[1] and p not in gone[1]
+        assert gone[2] == nobody[2]
+        follow(clinic, clinic.find_element(By.LINK_TEXT, "Back to the caseload"))
+        assert p not in caseload(clinic)
+
+        follow(manager, manager.find_element(By.PARTIAL_LINK_TEXT, "Back to participant"))
+        reload_until(manager, lambda d: consent_panel(d, consent_id)[0].endswith(" revoked"),
+                     "ana the consent revoked")
+        badge = manager.find_element(By.CSS_SELECTOR, "section.consent h3 .badge")
+        assert "state-revoked" in str(badge.get_attribute("class")).split()
+        check_page(manager, axe)
 
     engine = app.state.context.credentials.engine
     with engine.connect() as connection:
