@@ -1,5 +1,6 @@
-"""Participant ids in the hub's format for tests: ``p-`` and 16 lowercase hex digits.
+"""What tests build again and again: participant ids, events, a partner's publish.
 
+Participant ids are in the hub's format, ``p-`` and 16 lowercase hex digits.
 ``participant_id(name)`` is deterministic, so a test can name its people (``participant_id("A")``)
 and find them again in what the hub returns; ``new_participant_id()`` is random, for tests that
 share a broker or database with other runs.
@@ -7,9 +8,17 @@ share a broker or database with other runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import uuid
+from datetime import datetime
+from typing import Any
 
-from schemas.event import mint_participant_id
+from producers.sdk import PartnerPublisher
+from schemas.catalog import Catalog, load_catalog
+from schemas.event import Event, mint_participant_id
+from schemas.kafka_connection import KafkaConnection
+from schemas.topics import TopicNames
 
 
 def participant_id(name: str | int) -> str:
@@ -22,3 +31,23 @@ def participant_id(name: str | int) -> str:
 def new_participant_id() -> str:
     """A fresh random participant id, as the hub mints them."""
     return mint_participant_id()
+
+
+def make_event(type_: str, participant: str, at: datetime, **payload: Any) -> Event:
+    """An event of ``type_`` about ``participant``, occurred ``at``, with a fresh version-4 id
+    and no source (the hub stamps it)."""
+    return Event(event_id=str(uuid.uuid4()), type=type_, participant_id=participant,
+                 occurred_at=at, payload=payload)
+
+
+@functools.cache
+def catalog() -> Catalog:
+    """The project's schema catalog, loaded once per test session."""
+    return load_catalog()
+
+
+def publish_as(kafka: KafkaConnection, topics: TopicNames, partner: str, *events: Event) -> None:
+    """Publish ``events`` to ``partner``'s inbound topic through the partner SDK; returns once
+    the broker acknowledged them all."""
+    with PartnerPublisher(partner, kafka, catalog=catalog(), topics=topics) as publisher:
+        publisher.publish_many(events)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,18 +14,13 @@ from consumers.audit.disclosures import accessed
 from consumers.audit.kafka_log import TopicReader
 from producers.sdk import PartnerPublisher
 from schemas.catalog import load_catalog
-from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
-from tests.factories import new_participant_id, participant_id
+from tests.factories import make_event, new_participant_id, participant_id
 
 CATALOG = load_catalog()
 T0 = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
 
-
-def _event(type_: str, participant: str, at: datetime, **payload: Any) -> Event:
-    return Event(event_id=str(uuid.uuid4()), type=type_, participant_id=participant,
-                 occurred_at=at, payload=payload)
 
 
 def _access(participant: str, event_id: str) -> bytes:
@@ -57,13 +51,13 @@ def test_disclosures_list_consented_rows_and_staff_reads(hub: Any, topics: Topic
                                                          kafka: KafkaConnection) -> None:
     hub.start("validator")
     p = new_participant_id()
-    housing = _event("HousingStatusChanged", p, T0, status="TRANSITIONAL", provider="Cedar")
-    grant = _event("ConsentGranted", p, T0 + timedelta(hours=1), consent_id="c-1",
+    housing = make_event("HousingStatusChanged", p, T0, status="TRANSITIONAL", provider="Cedar")
+    grant = make_event("ConsentGranted", p, T0 + timedelta(hours=1), consent_id="c-1",
                    recipients=["defender-assoc"], categories=["HOUSING"],
                    purposes=["legal_defense"], valid_from=T0,
                    expires_at=T0 + timedelta(days=3650), exceptions=[], part2=False,
                    form_sha256="0" * 64)
-    revoke = _event("ConsentRevoked", p, T0 + timedelta(hours=2), consent_id="c-1")
+    revoke = make_event("ConsentRevoked", p, T0 + timedelta(hours=2), consent_id="c-1")
     with PartnerPublisher("cedar-housing", kafka, catalog=CATALOG,
                           topics=topics) as pub:
         pub.publish(housing)

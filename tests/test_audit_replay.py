@@ -14,7 +14,6 @@ import json
 import signal
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from schemas.codec import decode
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
-from tests.factories import new_participant_id, participant_id
+from tests.factories import make_event, new_participant_id, participant_id
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +42,9 @@ CATALOG = load_catalog()
 START = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def _event(type_: str, participant: str, at: datetime, **payload: Any) -> Event:
-    return Event(event_id=str(uuid.uuid4()), type=type_, participant_id=participant,
-                 occurred_at=at, payload=payload)
-
 
 def _grant(participant: str, consent_id: str, at: datetime, expires: datetime) -> Event:
-    return _event("ConsentGranted", participant, at, consent_id=consent_id,
+    return make_event("ConsentGranted", participant, at, consent_id=consent_id,
                   recipients=["defender-assoc"], categories=["HOUSING"],
                   purposes=["legal_defense"], valid_from=at - timedelta(days=1),
                   expires_at=expires, exceptions=[], part2=False, form_sha256="0" * 64)
@@ -61,13 +56,13 @@ def _consent_story(kafka: KafkaConnection, topics: TopicNames) -> tuple[str, str
     revoked, expiring = new_participant_id(), new_participant_id()
     with PartnerPublisher("cedar-housing", kafka, catalog=CATALOG, topics=topics) as pub:
         for p in (revoked, expiring):
-            pub.publish(_event("HousingStatusChanged", p, START, status="TRANSITIONAL",
+            pub.publish(make_event("HousingStatusChanged", p, START, status="TRANSITIONAL",
                                provider="Cedar Commons"))
     with PartnerPublisher("harbor-cm", kafka, catalog=CATALOG, topics=topics) as pub:
         pub.publish(_grant(revoked, "c-rev", START + timedelta(hours=1), now + timedelta(days=9)))
         pub.publish(_grant(expiring, "c-exp", START + timedelta(hours=1),
                            now + timedelta(seconds=8)))
-        pub.publish(_event("ConsentRevoked", revoked, START + timedelta(hours=2),
+        pub.publish(make_event("ConsentRevoked", revoked, START + timedelta(hours=2),
                            consent_id="c-rev"))
     return revoked, expiring
 
@@ -198,10 +193,10 @@ def test_as_of_by_receipt_and_by_occurrence_differ(
     base = (datetime.now(UTC) - timedelta(days=90)).replace(microsecond=0)
     day = timedelta(days=1)
     grant = _grant(participant, "c-occ", base, base + 365 * day)
-    day4 = _event("HousingStatusChanged", participant, base + 4 * day, status="TRANSITIONAL",
+    day4 = make_event("HousingStatusChanged", participant, base + 4 * day, status="TRANSITIONAL",
                   provider="Cedar Commons")
-    revoke = _event("ConsentRevoked", participant, base + 9 * day, consent_id="c-occ")
-    day14 = _event("HousingStatusChanged", participant, base + 14 * day, status="RENTAL",
+    revoke = make_event("ConsentRevoked", participant, base + 9 * day, consent_id="c-occ")
+    day14 = make_event("HousingStatusChanged", participant, base + 14 * day, status="RENTAL",
                    provider=None)
     with PartnerPublisher("harbor-cm", kafka, catalog=CATALOG, topics=topics) as cm, \
             PartnerPublisher("cedar-housing", kafka, catalog=CATALOG,

@@ -9,13 +9,11 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from producers.sdk import PartnerPublisher
 from schemas.catalog import load_catalog
 from schemas.codec import encode
-from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
-from tests.factories import new_participant_id
+from tests.factories import make_event, new_participant_id, publish_as
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +21,6 @@ CATALOG = load_catalog()
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
-def _event(type_: str, participant: str, at: datetime, **payload: Any) -> Event:
-    return Event(event_id=str(uuid.uuid4()), type=type_, participant_id=participant,
-                 occurred_at=at, payload=payload)
-
-
-def _publish(kafka: KafkaConnection, topics: TopicNames, partner: str, *events: Event) -> None:
-    with PartnerPublisher(partner, kafka, catalog=CATALOG, topics=topics) as publisher:
-        publisher.publish_many(events)
 
 
 def test_revocation_retracts_what_the_consent_shared(hub: Any, topics: TopicNames,
@@ -39,26 +29,26 @@ def test_revocation_retracts_what_the_consent_shared(hub: Any, topics: TopicName
     hub.start("validator")
     hub.start("projector")
     p = new_participant_id()
-    housing = _event("HousingStatusChanged", p, T0, status="TRANSITIONAL",
+    housing = make_event("HousingStatusChanged", p, T0, status="TRANSITIONAL",
                      provider="Cedar Commons")
-    _publish(kafka, topics, "cedar-housing", housing)
+    publish_as(kafka, topics, "cedar-housing", housing)
     live_view.wait_for(lambda: live_view.rows("cedar-housing", p), what="(housing row)")
     assert live_view.rows("defender-assoc", p) == []
 
-    grant = _event("ConsentGranted", p, T0 + timedelta(hours=1), consent_id="c-housing-1",
+    grant = make_event("ConsentGranted", p, T0 + timedelta(hours=1), consent_id="c-housing-1",
                    recipients=["defender-assoc"], categories=["HOUSING"],
                    purposes=["legal_defense"], valid_from=T0,
                    expires_at=T0 + timedelta(days=3650), exceptions=[], part2=False,
                    form_sha256="0" * 64)
-    _publish(kafka, topics, "harbor-cm", grant)
+    publish_as(kafka, topics, "harbor-cm", grant)
     live_view.wait_for(lambda: [r["event_id"] for r in live_view.rows("defender-assoc", p)]
                        == [housing.event_id], what="(consented row)")
     shared = live_view.rows("defender-assoc", p)[0]
     assert shared["fields"]["status"] == "TRANSITIONAL"
     assert shared["consent_ids"] == ["c-housing-1"]
 
-    revoke = _event("ConsentRevoked", p, T0 + timedelta(hours=2), consent_id="c-housing-1")
-    _publish(kafka, topics, "harbor-cm", revoke)
+    revoke = make_event("ConsentRevoked", p, T0 + timedelta(hours=2), consent_id="c-housing-1")
+    publish_as(kafka, topics, "harbor-cm", revoke)
     live_view.wait_for(lambda: live_view.rows("defender-assoc", p) == [],
                        what="(row retracted)")
     assert [r["event_id"] for r in live_view.rows("cedar-housing", p)] == [housing.event_id]
@@ -74,8 +64,8 @@ def test_poison_message_goes_to_the_dlq_and_the_pipeline_keeps_going(
     raw = KafkaProducer(**kafka.client_options())
     raw.send(topics.inbound("evergreen-pd"), key=p.encode(), value=poison).get(timeout=30)
     raw.close()
-    contact = _event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
-    _publish(kafka, topics, "harbor-cm", contact)
+    contact = make_event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
+    publish_as(kafka, topics, "harbor-cm", contact)
     live_view.wait_for(lambda: live_view.rows("harbor-cm", p), what="(row after poison)")
 
     consumer = KafkaConsumer(topics.dlq, **kafka.client_options(),
@@ -99,12 +89,12 @@ def test_a_valid_200_kib_event_reaches_the_view_and_an_oversized_one_the_dlq(
     hub.start("validator")
     hub.start("projector")
     p = new_participant_id()
-    big = _event("ServiceEncounter", p, T0, service_type="HOUSING", provider="Cedar Commons",
+    big = make_event("ServiceEncounter", p, T0, service_type="HOUSING", provider="Cedar Commons",
                  duration_minutes=30, notes="n" * (200 * 1024))
-    before = _event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
-    after = _event("ContactLogged", p, T0 + timedelta(minutes=1), contact_method="PHONE",
+    before = make_event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
+    after = make_event("ContactLogged", p, T0 + timedelta(minutes=1), contact_method="PHONE",
                    successful=True)
-    _publish(kafka, topics, "harbor-cm", before, big, after)
+    publish_as(kafka, topics, "harbor-cm", before, big, after)
     too_large = b"\xc3\x01" + b"x" * (300 * 1024)
     raw = KafkaProducer(**kafka.client_options(), max_request_size=2 * 1024 * 1024)
     raw.send(topics.inbound("harbor-cm"), key=p.encode(), value=too_large).get(timeout=30)
@@ -141,17 +131,17 @@ def test_ids_outside_the_hub_formats_are_dead_lettered_as_invalid_field(
     hub.start("validator")
     hub.start("projector")
     p = new_participant_id()
-    good = _event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
-    bob = _swap_string(encode(_event("ContactLogged", p, T0, contact_method="PHONE",
+    good = make_event("ContactLogged", p, T0, contact_method="OUTREACH", successful=True)
+    bob = _swap_string(encode(make_event("ContactLogged", p, T0, contact_method="PHONE",
                                      successful=True), CATALOG), p, "bob")
     clock_id = str(uuid.uuid1())
-    template = _event("ContactLogged", p, T0, contact_method="TEXT", successful=True)
+    template = make_event("ContactLogged", p, T0, contact_method="TEXT", successful=True)
     version_1 = _swap_string(encode(template, CATALOG), template.event_id, clock_id)
     raw = KafkaProducer(**kafka.client_options())
     raw.send(topics.inbound("harbor-cm"), key=b"bob", value=bob).get(timeout=30)
     raw.send(topics.inbound("harbor-cm"), key=p.encode(), value=version_1).get(timeout=30)
     raw.close()
-    _publish(kafka, topics, "harbor-cm", good)
+    publish_as(kafka, topics, "harbor-cm", good)
     live_view.wait_for(lambda: live_view.rows("harbor-cm", p), what="(the valid event)")
     consumer = KafkaConsumer(topics.dlq, **kafka.client_options(),
                              auto_offset_reset="earliest", consumer_timeout_ms=20000,

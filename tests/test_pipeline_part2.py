@@ -5,18 +5,17 @@ lacking its disclosing program is dead-lettered, and a complete one opens the re
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
 
-from producers.sdk import PartnerPublisher
 from schemas.catalog import load_catalog
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import make_event, new_participant_id, publish_as
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +24,6 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 SUD, CM, PDA, PD = "riverbend-sud", "harbor-cm", "defender-assoc", "evergreen-pd"
 
 
-def _event(type_: str, participant: str, at: datetime, **payload: Any) -> Event:
-    return Event(event_id=str(uuid.uuid4()), type=type_, participant_id=participant,
-                 occurred_at=at, payload=payload)
-
-
-def _publish(kafka: KafkaConnection, topics: TopicNames, partner: str, *events: Event) -> None:
-    with PartnerPublisher(partner, kafka, catalog=CATALOG, topics=topics) as publisher:
-        publisher.publish_many(events)
 
 
 def _grant(participant: str, at: datetime, consent_id: str, **changes: Any) -> Event:
@@ -45,7 +36,7 @@ def _grant(participant: str, at: datetime, consent_id: str, **changes: Any) -> E
         "form_sha256": "0" * 64,
     }
     payload.update(changes)
-    return _event("ConsentGranted", participant, at, **payload)
+    return make_event("ConsentGranted", participant, at, **payload)
 
 
 def _ids(live_view: Any, recipient: str, participant: str) -> set[str]:
@@ -57,13 +48,13 @@ def test_a_part2_record_opens_only_under_a_complete_part2_consent(
 ) -> None:
     hub.start("validator")
     hub.start("projector")
-    p = "p-" + uuid.uuid4().hex[:16]
-    encounter = _event("ServiceEncounter", p, T0, service_type="SUD_TREATMENT",
+    p = new_participant_id()
+    encounter = make_event("ServiceEncounter", p, T0, service_type="SUD_TREATMENT",
                        provider="Riverbend", duration_minutes=50, notes="on plan")
-    _publish(kafka, topics, SUD, encounter)
+    publish_as(kafka, topics, SUD, encounter)
     ordinary = _grant(p, T0 + timedelta(hours=1), "c-ordinary", part2=False,
                       disclosing_programs=[])
-    _publish(kafka, topics, CM, ordinary)
+    publish_as(kafka, topics, CM, ordinary)
 
     # before: the program sees its record; an ordinary consent listing SUD_TREATMENT opens nothing
     live_view.wait_for(lambda: encounter.event_id in _ids(live_view, SUD, p)
@@ -75,7 +66,7 @@ def test_a_part2_record_opens_only_under_a_complete_part2_consent(
 
     # a Part 2 consent without its disclosing program is dead-lettered with the field path
     incomplete = _grant(p, T0 + timedelta(hours=2), "c-incomplete", disclosing_programs=[])
-    _publish(kafka, topics, CM, incomplete)
+    publish_as(kafka, topics, CM, incomplete)
     consumer = KafkaConsumer(topics.dlq, **kafka.client_options(),
                              auto_offset_reset="earliest", consumer_timeout_ms=30000,
                              isolation_level="read_committed")
@@ -89,7 +80,7 @@ def test_a_part2_record_opens_only_under_a_complete_part2_consent(
 
     # after: a complete Part 2 consent opens the record to both recipients, with the notice
     complete = _grant(p, T0 + timedelta(hours=3), "c-part2")
-    _publish(kafka, topics, CM, complete)
+    publish_as(kafka, topics, CM, complete)
     live_view.wait_for(lambda: encounter.event_id in _ids(live_view, CM, p)
                        and encounter.event_id in _ids(live_view, PDA, p), what="(after)")
     for recipient in (CM, PDA):
@@ -101,8 +92,8 @@ def test_a_part2_record_opens_only_under_a_complete_part2_consent(
     assert encounter.event_id not in _ids(live_view, PD, p)  # the floor holds
 
     # and a revocation takes it back at once
-    _publish(kafka, topics, CM,
-             _event("ConsentRevoked", p, T0 + timedelta(hours=4), consent_id="c-part2"))
+    publish_as(kafka, topics, CM,
+             make_event("ConsentRevoked", p, T0 + timedelta(hours=4), consent_id="c-part2"))
     live_view.wait_for(lambda: encounter.event_id not in _ids(live_view, CM, p)
                        and encounter.event_id not in _ids(live_view, PDA, p),
                        what="(revoked)")
