@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from processors.errors import PolicyError
@@ -59,6 +60,16 @@ def normalize_purpose(purpose: str) -> str:
 def names_recipient(names: frozenset[str], partner: Recipient) -> bool:
     """Return True if ``names`` lists the partner's id or ``role:<its role>``."""
     return partner.id in names or (ROLE_PREFIX + partner.role) in names
+
+
+class ConsentState(StrEnum):
+    """Where a consent stands at an instant (:meth:`Consent.state`)."""
+
+    ACTIVE = "active"
+    NOT_YET_IN_EFFECT = "not yet in effect"
+    REVOKED = "revoked"
+    ENDED_BY_EVENT = "ended by event"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +112,26 @@ class Consent:
     #: When an ``expires_on_event`` event ended it (the first at or after ``granted_at``).
     ended_at: datetime | None = None
 
-    def is_active(self, now: datetime) -> bool:
-        """Return True if the consent is in force at ``now``.
+    def state(self, now: datetime) -> ConsentState:
+        """Where the consent stands at ``now``: the one rule of a consent's lifetime.
 
-        In force means ``valid_from <= now``, before ``expires_at``, ``revoked_at`` and
-        ``ended_at`` (each exclusive).
+        Active from ``valid_from`` (inclusive) until the first of ``revoked_at``, ``ended_at``
+        and ``expires_at`` (each exclusive). Once past one of them, the state names it, in that
+        order of precedence (a revoked consent reads "revoked" even after its expiry).
         """
-        if now < self.valid_from:
-            return False
-        if self.expires_at is not None and now >= self.expires_at:
-            return False
+        if self.revoked_at is not None and now >= self.revoked_at:
+            return ConsentState.REVOKED
         if self.ended_at is not None and now >= self.ended_at:
-            return False
-        return self.revoked_at is None or now < self.revoked_at
+            return ConsentState.ENDED_BY_EVENT
+        if self.expires_at is not None and now >= self.expires_at:
+            return ConsentState.EXPIRED
+        if now < self.valid_from:
+            return ConsentState.NOT_YET_IN_EFFECT
+        return ConsentState.ACTIVE
+
+    def is_active(self, now: datetime) -> bool:
+        """Return True if the consent is in force at ``now`` (:meth:`state` is ACTIVE)."""
+        return self.state(now) is ConsentState.ACTIVE
 
     def has_expiry(self) -> bool:
         """Return True if the consent says when it ends: a date or an event (§ 2.31(a)(6))."""

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.consent import Consent, ConsentException, check_part2_elements, consent_from_event
+from processors.consent import (
+    Consent,
+    ConsentException,
+    ConsentState,
+    check_part2_elements,
+    consent_from_event,
+)
 from processors.errors import PolicyError
 from processors.site import Partner
 from schemas.errors import InvalidField, RejectReason
@@ -285,3 +291,29 @@ def test_nothing_the_door_refuses_could_open_a_part2_record(
         assert accepted
     if accepted and part2 and (source.id in (programs or ())):
         assert consent.opens_part2(source)
+
+
+def test_state_names_the_first_end_reached_revocation_first() -> None:
+    assert BASE.state(T0 - DAY) is ConsentState.NOT_YET_IN_EFFECT
+    assert BASE.state(T0) is ConsentState.ACTIVE
+    assert BASE.state(T0 + 30 * DAY) is ConsentState.EXPIRED
+    revoked = BASE.revoked(T0 + 10 * DAY)
+    assert revoked.state(T0 + 10 * DAY - timedelta(microseconds=1)) is ConsentState.ACTIVE
+    assert revoked.state(T0 + 10 * DAY) is ConsentState.REVOKED
+    assert revoked.state(T0 + 40 * DAY) is ConsentState.REVOKED  # not "expired"
+    on_exit = replace(BASE, expires_on_event="PROGRAM_EXIT", granted_at=T0)
+    ended = on_exit.ended_by("ParticipantExited", T0 + 5 * DAY)
+    assert ended.state(T0 + 5 * DAY) is ConsentState.ENDED_BY_EVENT
+    assert ended.revoked(T0 + 3 * DAY).state(T0 + 6 * DAY) is ConsentState.REVOKED
+
+
+@given(st.integers(min_value=-40, max_value=60), st.integers(min_value=0, max_value=50),
+       st.integers(min_value=0, max_value=50))
+def test_is_active_is_exactly_the_active_state(day: int, revoked_on: int, exit_on: int) -> None:
+    consent = replace(BASE, expires_on_event="PROGRAM_EXIT", granted_at=T0)
+    consent = consent.revoked(T0 + revoked_on * DAY).ended_by("ParticipantExited",
+                                                               T0 + exit_on * DAY)
+    now = T0 + day * DAY
+    assert consent.is_active(now) == (consent.state(now) is ConsentState.ACTIVE)
+    assert consent.is_active(now) == (
+        T0 <= now < min(T0 + 30 * DAY, T0 + revoked_on * DAY, T0 + exit_on * DAY))

@@ -7,9 +7,11 @@ may disclose), its exceptions, and when it ends — with its state as those same
 revoked (a ``ConsentRevoked`` row of the caller names it), ended by the participant's program
 exit (``expires_on_event: PROGRAM_EXIT`` and a ``ParticipantExited`` row of the caller at or
 after the signing), expired (``expires_at`` passed), not yet in effect (``valid_from`` ahead),
-or active. That is a reading of the rows for people, like the caseload's intake deadlines; it
-decides nothing: which rows anyone sees was decided by the projector when it wrote the view,
-and the panel cannot show a consent the caller has no row of.
+or active: the policy core's :meth:`processors.consent.Consent.state` of the consent built from
+those rows (the same lifetime rule the projector applies). That is a reading of the rows for
+people, like the caseload's intake deadlines; it decides nothing: which rows anyone sees was
+decided by the projector when it wrote the view, and the panel cannot show a consent the caller
+has no row of.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from consumers.api.caseload import parse_instant
+from processors.consent import Consent, ConsentState, consent_from_event
 from processors.site import Access, SitePolicy
 
 GRANTED = "ConsentGranted"
@@ -29,9 +32,15 @@ EXITED = "ParticipantExited"
 PANEL_TYPES: tuple[str, ...] = (GRANTED, REVOKED, EXITED)
 CONSENT_CATEGORY = "CONSENT"
 ROLE_PREFIX = "role:"
-#: Panel states, in the order the panel lists them.
-STATES: tuple[str, ...] = ("active", "not yet in effect", "revoked", "ended at program exit",
-                           "expired")
+#: How the panel names each state of :meth:`Consent.state`, in the order it lists them.
+STATE_LABELS: Mapping[ConsentState, str] = {
+    ConsentState.ACTIVE: "active",
+    ConsentState.NOT_YET_IN_EFFECT: "not yet in effect",
+    ConsentState.REVOKED: "revoked",
+    ConsentState.ENDED_BY_EVENT: "ended at program exit",
+    ConsentState.EXPIRED: "expired",
+}
+STATES: tuple[str, ...] = tuple(STATE_LABELS.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +98,24 @@ def _exception_text(value: Any, site: SitePolicy) -> str:
     return f"not {what} to {who}"
 
 
+@dataclass(frozen=True, slots=True)
+class _GrantRow:
+    """A ConsentGranted view row in the shape :func:`consent_from_event` reads."""
+
+    event_id: str
+    participant_id: str
+    occurred_at: datetime
+    payload: Mapping[str, Any]
+    source_partner: str | None
+
+
 def consent_lines(rows: Sequence[Mapping[str, Any]], site: SitePolicy,
                   now: datetime) -> list[ConsentLine]:
     """The consents of one participant's rows (:data:`PANEL_TYPES`), active ones first, then
-    by signing, latest first."""
-    revoked: dict[str, datetime] = {}
+    by signing, latest first. Each consent's state is the policy core's
+    (:meth:`processors.consent.Consent.state`), with the revocations and program exits these
+    rows show applied as the projector applies them."""
+    revocations: list[tuple[str, datetime]] = []
     exits: list[datetime] = []
     for row in rows:
         fields = row.get("fields") or {}
@@ -101,33 +123,27 @@ def consent_lines(rows: Sequence[Mapping[str, Any]], site: SitePolicy,
         if at is None:
             continue
         if row.get("type") == REVOKED and isinstance(fields.get("consent_id"), str):
-            earlier = revoked.get(fields["consent_id"])
-            revoked[fields["consent_id"]] = at if earlier is None else min(at, earlier)
+            revocations.append((fields["consent_id"], at))
         elif row.get("type") == EXITED:
             exits.append(at)
     lines: list[tuple[int, float, ConsentLine]] = []
     for row in rows:
-        if row.get("type") != GRANTED:
-            continue
         fields = row.get("fields") or {}
         signed = _instant(row.get("occurred_at"))
-        if signed is None or not isinstance(fields.get("consent_id"), str):
+        if (row.get("type") != GRANTED or signed is None
+                or not isinstance(fields.get("consent_id"), str)):
             continue
-        consent_id = fields["consent_id"]
-        valid_from = _instant(fields.get("valid_from")) or signed
-        expires_at = _instant(fields.get("expires_at"))
-        on_exit = fields.get("expires_on_event") == "PROGRAM_EXIT"
-        ended = min((at for at in exits if at >= signed), default=None) if on_exit else None
-        revoked_at = revoked.get(consent_id)
-        state = _state(now, valid_from, expires_at, revoked_at, ended)
+        consent = _consent(row, fields, signed, revocations, exits)
+        state = STATE_LABELS[consent.state(now)]
+        on_exit = consent.expires_on_event == "PROGRAM_EXIT"
         ends = " or ".join(part for part in (
-            f"on {_show(expires_at)}" if expires_at else "",
+            f"on {_show(consent.expires_at)}" if consent.expires_at else "",
             "at program exit" if on_exit else "") if part) or "no fixed end"
         line = ConsentLine(
-            consent_id=consent_id, state=state, signed_at=_show(signed),
+            consent_id=consent.consent_id, state=state, signed_at=_show(signed),
             recorded_by=name_of(str(row.get("source_partner")), site),
-            valid_from=_show(valid_from) if valid_from != signed else None, ends=ends,
-            part2=fields.get("part2") is True,
+            valid_from=_show(consent.valid_from) if consent.valid_from != signed else None,
+            ends=ends, part2=consent.part2,
             categories=_strings(fields.get("categories")),
             purposes=tuple(p.replace("_", " ").lower() for p in _strings(fields.get("purposes"))),
             recipients=tuple(name_of(n, site) for n in _strings(fields.get("recipients"))),
@@ -136,24 +152,28 @@ def consent_lines(rows: Sequence[Mapping[str, Any]], site: SitePolicy,
             exceptions=tuple(_exception_text(e, site) for e in fields.get("exceptions") or ()),
             form_sha256=fields.get("form_sha256") if isinstance(fields.get("form_sha256"),
                                                                 str) else None,
-            revoked_at=_show(revoked_at) if revoked_at is not None else None,
-            ended_at=_show(ended) if ended is not None else None)
+            revoked_at=_show(consent.revoked_at) if consent.revoked_at is not None else None,
+            ended_at=_show(consent.ended_at) if consent.ended_at is not None else None)
         lines.append((STATES.index(state), -signed.timestamp(), line))
     return [line for _, _, line in sorted(lines, key=lambda t: (t[0], t[1],
                                                                  t[2].consent_id))]
 
 
-def _state(now: datetime, valid_from: datetime, expires_at: datetime | None,
-           revoked_at: datetime | None, ended: datetime | None) -> str:
-    if revoked_at is not None and now >= revoked_at:
-        return "revoked"
-    if ended is not None and now >= ended:
-        return "ended at program exit"
-    if expires_at is not None and now >= expires_at:
-        return "expired"
-    if now < valid_from:
-        return "not yet in effect"
-    return "active"
+def _consent(row: Mapping[str, Any], fields: Mapping[str, Any], signed: datetime,
+             revocations: Sequence[tuple[str, datetime]],
+             exits: Sequence[datetime]) -> Consent:
+    """The core's Consent of a ConsentGranted row, revoked and ended as the rows say."""
+    payload = {**fields, "valid_from": _instant(fields.get("valid_from")),
+               "expires_at": _instant(fields.get("expires_at"))}
+    source = row.get("source_partner")
+    consent = consent_from_event(_GrantRow(str(row.get("event_id") or ""), "", signed, payload,
+                                           source if isinstance(source, str) else None))
+    for consent_id, at in revocations:
+        if consent_id == consent.consent_id:
+            consent = consent.revoked(at)
+    for at in exits:
+        consent = consent.ended_by(EXITED, at)
+    return consent
 
 
 def _show(at: datetime) -> str:
