@@ -2,7 +2,7 @@
 
 A partner API key publishes as its own partner: the event goes to ``lead.in.<partner>`` through
 the partner SDK, and the normal validator takes it from there. Bodies are read with a size cap
-before anything is parsed.
+before anything is parsed. Each route returns an instance of its declared response model.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from consumers.api.auth import Principal
@@ -107,7 +106,7 @@ async def publish_event(
     request: Request,
     principal: Annotated[Principal, Depends(partner_key)],
     context: Annotated[ApiContext, Depends(get_context)],
-) -> JSONResponse:
+) -> Accepted:
     """Publish one event (see the route description)."""
     kind = require_media_type(request.headers.get("content-type"), SINGLE_TYPES)
     body = await read_body(request, context.config.max_event_bytes)
@@ -116,8 +115,7 @@ async def publish_event(
         event = parse_event(body, kind, context.catalog)
         return context.gateway.submit(principal.partner, event)
 
-    event_id = await run_in_threadpool(work)
-    return JSONResponse({"event_id": event_id}, status_code=202)
+    return Accepted(event_id=await run_in_threadpool(work))
 
 
 @router.post(
@@ -133,6 +131,9 @@ async def publish_event(
         "not published twice)."
     ),
     response_model=BatchResults,
+    # An item error's field_path is absent, not null, when there is none (ErrorDetail's
+    # schema says so); BatchResults has no other field that may be None.
+    response_model_exclude_none=True,
     responses=error_responses(BATCH_ERRORS, {
         413: too_many(ApiConfig.max_batch_items),
         415: _raised(lambda: require_media_type("text/plain", BATCH_TYPES))}),
@@ -145,12 +146,12 @@ async def publish_batch(
     request: Request,
     principal: Annotated[Principal, Depends(partner_key)],
     context: Annotated[ApiContext, Depends(get_context)],
-) -> JSONResponse:
+) -> BatchResults:
     """Publish a batch of events (see the route description)."""
     kind = require_media_type(request.headers.get("content-type"), BATCH_TYPES)
     body = await read_body(request, context.config.max_batch_bytes)
 
-    def work() -> dict[str, Any]:
+    def work() -> BatchResults:
         raw = split_batch(body, kind)
         limit = context.config.max_batch_items
         if len(raw) > limit:
@@ -158,7 +159,8 @@ async def publish_batch(
         items = list(iter_batch_items(raw, context.catalog))
         results = context.gateway.submit_many(principal.partner, items)
         accepted = sum(1 for r in results if r.status == 202)
-        return {"accepted": accepted, "rejected": len(results) - accepted,
-                "results": [r.to_json() for r in results]}
+        return BatchResults.model_validate({
+            "accepted": accepted, "rejected": len(results) - accepted,
+            "results": [r.to_json() for r in results]})
 
-    return JSONResponse(await run_in_threadpool(work), status_code=200)
+    return await run_in_threadpool(work)

@@ -3,15 +3,15 @@
 A partner key gets the hub's participant id for its own local id of a person, minting it the
 first time (:mod:`consumers.api.crosswalk`). Lookups answer from the caller's own links only;
 the 404 is one body whether nobody or another partner linked the local id. The local id is
-never logged nor put in an error (the request log of ``leadhub serve`` is off).
+never logged nor put in an error (the request log of ``leadhub serve`` is off). Each route
+returns an instance of its declared response model.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Response
 from starlette.concurrency import run_in_threadpool
 
 from consumers.api.auth import Principal
@@ -64,15 +64,18 @@ async def link(
     body: LinkRequest,
     principal: Annotated[Principal, Depends(partner_key)],
     context: Annotated[ApiContext, Depends(get_context)],
-) -> JSONResponse:
-    """Link a local id (see the route description)."""
+    response: Response,
+) -> ParticipantLink:
+    """Link a local id (see the route description): 201 when minted now, 200 when linked
+    before."""
 
     def work() -> tuple[str, bool]:
         return link_participant(context.crosswalk, context.gateway, context.catalog,
                                 principal.partner, body.local_id)
 
     participant_id, created = await run_in_threadpool(work)
-    return JSONResponse({"participant_id": participant_id}, status_code=201 if created else 200)
+    response.status_code = 201 if created else 200
+    return ParticipantLink(participant_id=participant_id)
 
 
 @router.get(
@@ -90,9 +93,9 @@ def lookup(
     local_id: LocalId,
     principal: Annotated[Principal, Depends(partner_key)],
     context: Annotated[ApiContext, Depends(get_context)],
-) -> JSONResponse:
+) -> ParticipantLink:
     """Look up a link (see the route description)."""
     found = context.crosswalk.find(principal.partner.id, local_id)
     if found is None or not found.published:  # linked only once its event is acknowledged
         raise not_linked()
-    return JSONResponse({"participant_id": found.participant_id})
+    return ParticipantLink(participant_id=found.participant_id)

@@ -1,12 +1,15 @@
 """Response models, error codes and examples: what the OpenAPI document (``/openapi.json``,
 ``/docs``) promises.
 
-Handlers build plain JSON and return it directly; these models are the contract they keep, and
-``tests/test_api_schemathesis.py`` checks every response the server gives against the document
-(status, content type, headers, body, error code). Examples use the hub's id formats: event ids
-are random (version 4) UUIDs, participant ids the hub's pseudonymous ``p-<16 hex digits>``,
-event instants the JSON form's ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC) and the API's instants
-ISO 8601 UTC with ``Z`` (microseconds only when there are any).
+Every route returns an instance of its declared response model, which FastAPI serializes, so
+the document and the answers cannot drift apart (errors leave through the app's handlers as
+:class:`ErrorBody`); ``tests/test_api_schemathesis.py`` checks every response the server gives
+against the document (status, content type, headers, body, error code).
+
+Examples use the hub's id formats: event ids are random (version 4) UUIDs, participant ids the
+hub's pseudonymous ``p-<16 hex digits>``, event instants the JSON form's
+``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC) and the API's instants ISO 8601 UTC with ``Z``
+(microseconds only when there are any).
 """
 
 from __future__ import annotations

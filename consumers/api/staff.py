@@ -4,6 +4,10 @@ Principle 3 in code: every query is bound to the caller's partner as ``recipient
 only those rows; nothing here evaluates policy. A participant the caller has no rows for is a
 404 with exactly the body of one that does not exist. Each response is accounted for on
 ``lead.audit.access`` (see :mod:`consumers.api.access_log`) before it is returned.
+
+Each route returns an instance of its declared response model (:mod:`consumers.api.models`),
+built before the access record is written: an answer the model refuses fails with 500 before
+anything is accounted as disclosed, and the OpenAPI document describes what is sent.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query
-from fastapi.responses import JSONResponse
 
 from consumers.api.access_log import AccessRecord, disclosures_of
 from consumers.api.auth import Principal
@@ -178,7 +181,7 @@ ParticipantId = Annotated[str, Path(min_length=1, description="The hub's partici
     responses=error_responses(STAFF_ERRORS),
 )
 def caseload(call: Annotated[StaffCall, Depends(staff_call)], limit: Limit = 50,
-             cursor: Cursor = None) -> JSONResponse:
+             cursor: Cursor = None) -> CaseloadPage:
     """Caseload page (see the route description)."""
     after = decode_cursor("participants", cursor, 1)[0] if cursor else None
     views = call.context.views
@@ -187,10 +190,11 @@ def caseload(call: Annotated[StaffCall, Depends(staff_call)], limit: Limit = 50,
     more = len(ids) > limit
     ids = ids[:limit]
     now = call.now()
-    items = [caseload_entry(p, rows[p], call.days, now) for p in ids]
+    page = CaseloadPage.model_validate({
+        "items": [caseload_entry(p, rows[p], call.days, now) for p in ids],
+        "next_cursor": encode_cursor("participants", [ids[-1]]) if more else None})
     call.account("GET /v1/participants", ids, (r for p in ids for r in rows[p]))
-    next_cursor = encode_cursor("participants", [ids[-1]]) if more else None
-    return JSONResponse({"items": items, "next_cursor": next_cursor})
+    return page
 
 
 @router.get(
@@ -205,7 +209,7 @@ def caseload(call: Annotated[StaffCall, Depends(staff_call)], limit: Limit = 50,
     responses=error_responses(PARTICIPANT_ERRORS),
 )
 def participant(call: Annotated[StaffCall, Depends(staff_call)],
-                participant_id: ParticipantId) -> JSONResponse:
+                participant_id: ParticipantId) -> ParticipantSummary:
     """Participant summary (see the route description)."""
     endpoint = "GET /v1/participants/{participant_id}"
     clean = _clean_id(participant_id)
@@ -213,9 +217,10 @@ def participant(call: Annotated[StaffCall, Depends(staff_call)],
     if not rows:
         call.account(endpoint, [], [])
         raise not_found()
-    summary = participant_summary(participant_id, rows, call.days, call.now())
+    summary = ParticipantSummary.model_validate(
+        participant_summary(participant_id, rows, call.days, call.now()))
     call.account(endpoint, [participant_id], rows)
-    return JSONResponse(summary)
+    return summary
 
 
 @router.get(
@@ -243,7 +248,7 @@ def timeline(
                                             examples=["2026-06-01T00:00:00Z"])] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> JSONResponse:
+) -> TimelinePage:
     """Timeline page (see the route description)."""
     endpoint = "GET /v1/participants/{participant_id}/timeline"
     types = _check_names(type, call.context.catalog.types(), "type", "UNKNOWN_EVENT_TYPE")
@@ -274,9 +279,10 @@ def timeline(
         raise not_found()
     more = len(rows) > limit
     rows = rows[:limit]
+    page = TimelinePage.model_validate(
+        {"items": rows, "next_cursor": _key_of(rows[-1]) if more and rows else None})
     call.account(endpoint, [participant_id] if rows else [], rows)
-    return JSONResponse({"items": rows,
-                         "next_cursor": _key_of(rows[-1]) if more and rows else None})
+    return page
 
 
 @router.get(
@@ -300,7 +306,7 @@ def intake_deadlines(
                                  description="pending, met, missed or all.")] = "pending",
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> JSONResponse:
+) -> DeadlinesPage:
     """Intake deadlines page (see the route description)."""
     due = utc_param(due_before, "due_before")
     after = decode_time_key("deadlines", cursor) if cursor else None
@@ -308,7 +314,7 @@ def intake_deadlines(
         referred_before = due - timedelta(days=call.days) if due is not None else None
     except OverflowError:  # due before year 1 + days: nothing can be due that early
         call.account("GET /v1/intake-deadlines", [], [])
-        return JSONResponse({"items": [], "next_cursor": None})
+        return DeadlinesPage(items=[], next_cursor=None)
     views = call.context.views
     now = call.now()
     items: list[dict[str, Any]] = []
@@ -340,9 +346,10 @@ def intake_deadlines(
         if len(referrals) < DEADLINE_CHUNK:
             next_key = None
             break
+    next_cursor = time_key_cursor("deadlines", *next_key) if next_key else None
+    page = DeadlinesPage.model_validate({"items": items, "next_cursor": next_cursor})
     call.account("GET /v1/intake-deadlines", (d["participant_id"] for d in items), disclosed)
-    return JSONResponse({"items": items, "next_cursor":
-                         time_key_cursor("deadlines", *next_key) if next_key else None})
+    return page
 
 
 @router.get(
@@ -352,12 +359,11 @@ def intake_deadlines(
     response_model=Me,
     responses=error_responses(ME_ERRORS),
 )
-def me(call: Annotated[StaffCall, Depends(whoami_call)]) -> JSONResponse:
+def me(call: Annotated[StaffCall, Depends(whoami_call)]) -> Me:
     """Whoami (see the route description)."""
     partner = call.principal.partner
+    answer = Me(partner=partner.id, partner_name=partner.name, role=partner.role,
+                user=call.principal.user, purposes=[partner.purpose],
+                intake_deadline_days=call.days)
     call.account("GET /v1/me", [], [])
-    return JSONResponse({
-        "partner": partner.id, "partner_name": partner.name, "role": partner.role,
-        "user": call.principal.user, "purposes": [partner.purpose],
-        "intake_deadline_days": call.days,
-    })
+    return answer

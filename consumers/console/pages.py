@@ -12,12 +12,12 @@ CONSENT data) reads the caller's consent rows of the participant with
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from consumers.api.caseload import parse_instant
@@ -47,8 +47,9 @@ SORT_LABELS = {"participant": "Participant id", "deadline": "Next intake deadlin
 FILTER_KEYS = ("status", "due_within", "missed", "mine", "sort")
 
 
-def _body(response: JSONResponse) -> Any:
-    return json.loads(bytes(response.body))
+def _body(page: BaseModel) -> Any:
+    """An API handler's answer as the JSON data the API sends for it."""
+    return page.model_dump(mode="json")
 
 
 def when(text: str | None) -> str:
@@ -150,9 +151,9 @@ async def person(request: Request, participant_id: str) -> Response:
         call = call_for(session, context, "/participants/{participant_id}")
         types = [wanted_type] if wanted_type in context.catalog.types() else None
         categories = [wanted_category] if wanted_category in CATEGORIES else None
-        response = timeline(call, participant_id, types, categories, None, None,
-                            TIMELINE_PAGE, cursor[:2048] if cursor else None)
-        page: dict[str, Any] = _body(response)  # a 404 has left already: nothing else read
+        answer = timeline(call, participant_id, types, categories, None, None,
+                          TIMELINE_PAGE, cursor[:2048] if cursor else None)
+        page: dict[str, Any] = _body(answer)  # a 404 has left already: nothing else read
         consent_rows: list[dict[str, Any]] = []
         if show_consents:
             panel = call_for(session, context, "/participants/{participant_id} consents")

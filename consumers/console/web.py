@@ -65,7 +65,7 @@ def sessions_of(context: ApiContext) -> Sessions:
 
 async def current_session(request: Request) -> Session | None:
     """The request's live session (looked up once per request), or None."""
-    if "console_session" not in request.state._state:
+    if not hasattr(request.state, "console_session"):  # not looked up yet (None: no session)
         token = request.cookies.get(SESSION_COOKIE)
         sessions = sessions_of(context_of(request))
         request.state.console_session = await run_in_threadpool(sessions.resume, token)
@@ -118,7 +118,7 @@ def call_for(session: Session, context: ApiContext, page: str) -> ConsoleCall:
 def render(request: Request, name: str, values: Mapping[str, Any], *,
            status: int = 200) -> HTMLResponse:
     """Render a template with the page frame's values (user, partner, CSRF token)."""
-    session: Session | None = request.state._state.get("console_session")
+    session: Session | None = getattr(request.state, "console_session", None)
     context = context_of(request)
     frame = {"session": session, "site_name": context.site.name, "static": STATIC_PATH,
              "csrf_token": session.csrf_token if session else None}
