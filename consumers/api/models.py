@@ -2,7 +2,7 @@
 ``/docs``) promises.
 
 Handlers build plain JSON and return it directly; these models are the contract they keep, and
-``tests/test_api_schemathesis.py`` checks every response the server gives against the document
+``tests/consumers/api/test_api_schemathesis.py`` checks every response the server gives against the document
 (status, content type, headers, body, error code). Examples use the hub's id formats: event ids
 are random (version 4) UUIDs, participant ids the hub's pseudonymous ``p-<16 hex digits>``,
 event instants the JSON form's ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC) and the API's instants
