@@ -179,7 +179,7 @@ class Publishers:
 
     Every publisher connects as ``kafka``'s principal (the bench's admin), not as its partner:
     the benchmark measures throughput, not isolation, and a SCRAM login per partner would only
-    need credentials created and deleted per run (tests/test_kafka_isolation.py checks that
+    need credentials created and deleted per run (tests/leadhub/test_kafka_isolation.py checks that
     partners stay inside their own topics).
     """
 

@@ -10,8 +10,9 @@ metadata changed; the first join of every new member, which assigns before the s
 metadata arrives, is one) is still waiting for SyncGroup as a poll times out, and the metadata
 update lands before the next poll, ``need_rejoin()`` turns False. No later poll awaits the
 finished join: the member stays REBALANCING with its heartbeat off, the broker drops it after the
-session timeout, and it never joins again. Reproduced under CPU load: about one test in eight of
-``tests/test_api_e2e.py`` and ``tests/test_pipeline_flow.py`` had a projector that never joined.
+session timeout, and it never joins again. Reproduced under CPU load: about one run in eight of
+``tests/e2e/test_api_e2e.py`` and ``tests/e2e/test_pipeline_flow.py`` had a projector that
+never joined.
 :meth:`MembershipWatch.observe` therefore keeps the coordinator's rejoin flag set while the
 member is not stable: the next poll then awaits the join in flight (it never starts a second
 one while one is pending), and the flag is cleared by the join's completion as usual. While

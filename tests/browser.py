@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.factories import ROOT
+
 SHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -1,6 +1,6 @@
 """Chaos harness: the hub's processes SIGKILLed at random while a site publishes, on busy cores.
 
-Used by ``tests/test_chaos.py``; nothing here asserts. :func:`run_chaos` runs one chaos run
+Used by ``tests/e2e/test_chaos.py``; nothing here asserts. :func:`run_chaos` runs one chaos run
 against a test's ``hub`` (``HubProcesses``), topics and ``live_view`` and returns a
 :class:`ChaosOutcome`: the counts of every stage, the kill log, the recovery times, the audit
 commands' results, a list of failures (empty when the run lost and doubled nothing) and a
@@ -50,10 +50,8 @@ from producers.simulator import simulate
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
-
-# isort: split
-from chaos_counts import CATALOG, StageCounts, count_stages, wait_settled, where_is
-from chaos_monitor import (
+from tests.chaos_counts import CATALOG, StageCounts, count_stages, wait_settled, where_is
+from tests.chaos_monitor import (
     RECOVERY_BOUND_S,
     Exit,
     Hang,

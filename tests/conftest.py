@@ -22,6 +22,7 @@ from leadhub.kafka_credentials import kafka_connection
 from leadhub.settings import load_settings
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+from tests.factories import SITE_FILE
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -151,7 +152,6 @@ def _delete_prefix(kafka: KafkaConnection, prefix: str) -> None:
         print(f"cleanup of {prefix}* failed: {exc}")
 
 
-SITE_FILE = Path(__file__).resolve().parent.parent / "config" / "site.example.yaml"
 
 
 class HubProcesses:

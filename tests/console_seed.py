@@ -22,13 +22,12 @@ from consumers.console.web import users_of
 from consumers.store import RowChange, ViewStore
 from processors.offline import project_events, rows_for
 from processors.projector import Projector
-from processors.site import load_site
 from producers.simulator import simulate
 from schemas.catalog import load_catalog
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
+from tests.factories import SITE
 
-SITE = load_site(Path(__file__).resolve().parent.parent / "config" / "site.example.yaml")
 CATALOG = load_catalog()
 START = datetime(2026, 1, 5, tzinfo=UTC)
 DAYS = 90

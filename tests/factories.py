@@ -1,4 +1,5 @@
-"""What tests build again and again: participant ids, events, a partner's publish.
+"""What tests build again and again: the project's paths and example site, participant ids,
+events, a partner's publish.
 
 Participant ids are in the hub's format, ``p-`` and 16 lowercase hex digits.
 ``participant_id(name)`` is deterministic, so a test can name its people (``participant_id("A")``)
@@ -12,13 +13,22 @@ import functools
 import hashlib
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from processors.site import SitePolicy, load_site
 from producers.sdk import PartnerPublisher
 from schemas.catalog import Catalog, load_catalog
 from schemas.event import Event, mint_participant_id
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
+
+#: The project's root directory (where pyproject.toml is).
+ROOT = Path(__file__).resolve().parent.parent
+#: The example site file every test that needs a site uses.
+SITE_FILE = ROOT / "config" / "site.example.yaml"
+#: The example site, loaded once.
+SITE: SitePolicy = load_site(SITE_FILE)
 
 
 def participant_id(name: str | int) -> str:

@@ -1,8 +1,8 @@
 """The README's staff and auditor examples as runnable commands, and what counts as an answer.
 
-``tests/test_demo.py`` runs them, as written, against the running demo with the values of the
-``export`` line the demo prints; ``tests/test_readme.py`` checks that an example answering
-nothing (or failing) is reported, so that test cannot pass on empty answers.
+``tests/leadhub/test_demo.py`` runs them, as written, against the running demo with the values of
+the ``export`` line the demo prints; ``tests/leadhub/test_readme.py`` checks that an example
+answering nothing (or failing) is reported, so that test cannot pass on empty answers.
 
 Only placeholders the README documents are filled in: the variables of the demo's ``export``
 line (the README names each), ``KID`` (the key id ``leadhub audit keygen`` prints, as the README

@@ -34,6 +34,7 @@ from consumers.audit.checkpoints import (
     sign_checkpoint,
 )
 from consumers.audit.merkle import LeafHashes
+from tests.factories import ROOT
 
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 TOPIC = "t.lead.events"
@@ -42,7 +43,7 @@ TOPIC = "t.lead.events"
 OFFSETS = {0: [1, 2, 3, 5, 6, 9, 10, 11, 14, 15], 1: [0, 4, 8, 16]}
 #: the checkpoints' end offsets: anchor, one in the middle, covering
 CUTS = [{0: 4, 1: 2}, {0: 8, 1: 6}, {0: 17, 1: 17}]
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "avro"
+SCHEMAS_DIR = ROOT / "schemas" / "avro"
 
 
 def b64(data: bytes) -> str:

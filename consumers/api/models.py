@@ -3,8 +3,8 @@
 
 Every route returns an instance of its declared response model, which FastAPI serializes, so
 the document and the answers cannot drift apart (errors leave through the app's handlers as
-:class:`ErrorBody`); ``tests/test_api_schemathesis.py`` checks every response the server gives
-against the document (status, content type, headers, body, error code).
+:class:`ErrorBody`); ``tests/consumers/api/test_api_schemathesis.py`` checks every response the
+server gives against the document (status, content type, headers, body, error code).
 
 Examples use the hub's id formats: event ids are random (version 4) UUIDs, participant ids the
 hub's pseudonymous ``p-<16 hex digits>``, event instants the JSON form's

@@ -1,0 +1,346 @@
+"""The live projector in-process: a fake consumer, a real database, crashes at every step.
+
+The projector's one transaction per batch (rows, participant state, timers, tracking row) is
+what makes it exactly-once. These tests crash it between each step of a batch's commit and at
+random batches, start a fresh instance (empty cache, as after a kill -9), and require the view
+to equal the auditor's replay of the same log: nothing lost, nothing doubled. They also check
+the tracking-row fence, the timer index, event_id reuse and poison records.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+from sqlalchemy import func, select
+
+from consumers.audit.digest import digest_rows
+from consumers.audit.replay import Replayer, ViewWriter, open_fresh_store, ordered_rows
+from consumers.live_projector import LiveProjector
+from consumers.projection_store import ProjectionStore, TrackingConflict, participant_events
+from consumers.store import ViewStore
+from processors.projector import Projector
+from producers.simulator import simulate
+from schemas.canonical import CanonicalRecord, encode_canonical
+from schemas.catalog import load_catalog
+from schemas.codec import encode
+from schemas.event import Event
+from schemas.topics import TopicNames
+from tests.factories import SITE, participant_id
+
+CATALOG = load_catalog()
+START = datetime(2026, 1, 5, tzinfo=UTC)
+TOPICS = TopicNames("fake.")
+PARTITIONS = 3
+
+
+class SimulatedCrash(BaseException):
+    """A kill -9 stand-in: not an error the projector handles; it unwinds everything."""
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class FakeLog:
+    """``lead.events`` as lists per partition, with a committed-position per consumer group."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[int, list[FakeRecord]] = {p: [] for p in range(PARTITIONS)}
+
+    def append(self, partition: int, key: bytes | None, value: bytes) -> None:
+        records = self.partitions[partition]
+        records.append(FakeRecord(len(records), key, value))
+
+
+class FakeConsumer:
+    """The consumer methods the projector uses, over a :class:`FakeLog`; owns every partition."""
+
+    def __init__(self, log: FakeLog, owned: list[int] | None = None) -> None:
+        self.log = log
+        self.owned = owned if owned is not None else list(log.partitions)
+        self.position: dict[int, int] = {}
+        self.listener: Any = None
+        self.committed: dict[int, int] = {}
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(TOPICS.events, p) for p in self.owned}
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[FakeRecord]]:
+        if self.listener is not None and not self.position:
+            self.listener.on_partitions_assigned(self.assignment())
+        out: dict[TopicPartition, list[FakeRecord]] = {}
+        budget = max_records
+        for p in self.owned:
+            at = self.position.get(p, 0)
+            take = self.log.partitions[p][at:at + budget]
+            if take:
+                out[TopicPartition(TOPICS.events, p)] = take
+                self.position[p] = at + len(take)
+                budget -= len(take)
+            if budget <= 0:
+                break
+        return out
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position[tp.partition] = offset
+
+    def commit_async(self, offsets: Any) -> None:
+        self.committed.update({tp.partition: o.offset for tp, o in offsets.items()})
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             headers: list[tuple[str, bytes]]) -> None:
+        self.sent.append((topic, key, value, headers))
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+    def reasons(self) -> list[str]:
+        return [dict(h)["lead.reason"].decode() for _, _, _, h in self.sent]
+
+
+def _partition(participant_id: str) -> int:
+    return sum(participant_id.encode()) % PARTITIONS
+
+
+def _log(events: list[Event], tick_every: int = 25) -> FakeLog:
+    """Events in receive order, each partition ticked by a CLOCK every ``tick_every`` events."""
+    log = FakeLog()
+    for n, event in enumerate(events):
+        received = event.occurred_at + timedelta(minutes=5)
+        record = CanonicalRecord("EVENT", received, event.source_partner or "", "in", 0, n,
+                                 encode(event, CATALOG))
+        log.append(_partition(event.participant_id), event.participant_id.encode(),
+                   encode_canonical(record))
+        if n % tick_every == tick_every - 1:
+            _tick(log, received)
+    _tick(log, events[-1].occurred_at + timedelta(days=45))
+    return log
+
+
+def _tick(log: FakeLog, at: datetime) -> None:
+    clock = encode_canonical(CanonicalRecord("CLOCK", at, "hub", "", -1, -1, b""))
+    for p in range(PARTITIONS):
+        log.append(p, None, clock)
+
+
+def _history(participants: int = 25, days: int = 200) -> list[Event]:
+    return sorted(simulate(SITE, CATALOG, participants, days, 5, START),
+                  key=lambda e: (e.occurred_at, e.event_id))
+
+
+def _replayed_digest(log: FakeLog, tmp_path: Path) -> Any:
+    """The auditor's replay of the whole log."""
+    store = open_fresh_store(str(tmp_path / f"replay-{uuid.uuid4().hex[:6]}.sqlite"))
+    writer = ViewWriter(store)
+    replayer = Replayer(Projector(SITE, CATALOG), CATALOG)
+    for p, records in log.partitions.items():
+        for record in records:
+            from schemas.canonical import decode_canonical
+
+            writer(p, START, replayer.apply(p, record.offset, record.key,
+                                            decode_canonical(record.value)))
+    writer.flush()
+    digest = digest_rows(ordered_rows(store))
+    store.close()
+    return digest
+
+
+def _projector(store: ViewStore, log: FakeLog, producer: FakeProducer | None = None,
+               owned: list[int] | None = None, batch_size: int = 40) -> LiveProjector:
+    return LiveProjector("unused:0", TOPICS, store, Projector(SITE, CATALOG), CATALOG,
+                         batch_size=batch_size, consumer=FakeConsumer(log, owned),
+                         dlq=producer or FakeProducer())
+
+
+def _drain(projector: LiveProjector, log: FakeLog) -> None:
+    total = sum(len(r) for r in log.partitions.values())
+    for _ in range(total + 50):
+        if projector.run_once() == 0 and all(
+                projector.expected.get(p) == len(r) for p, r in log.partitions.items()):
+            return
+    raise AssertionError("the projector did not reach the end of the log")
+
+
+@pytest.fixture
+def view(database_url: str) -> Iterator[ViewStore]:
+    store = ViewStore(database_url)
+    store.create_schema()
+    yield store
+    store.close()
+
+
+def test_the_live_view_equals_the_replay(view: ViewStore, tmp_path: Path) -> None:
+    log = _log(_history())
+    _drain(_projector(view, log), log)
+    assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
+    assert view.committed_offsets(TOPICS.events) == {
+        p: len(r) for p, r in log.partitions.items()}
+
+
+CRASH_POINTS = ["load", "due", "advance_tracking", "write_batch", "write_changes", "commit"]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_crash_at_any_step_of_a_batch_loses_and_doubles_nothing(
+        point: str, view: ViewStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crash at ``point`` at every third call (six times); each time a fresh instance takes
+    over."""
+    log = _log(_history(participants=15, days=150))
+    calls = {"n": 0, "crashes": 0}
+
+    def crash_sometimes(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] % 3 == 0 and calls["crashes"] < 6:
+                calls["crashes"] += 1
+                if point == "commit":
+                    original(*args, **kwargs)
+                    raise SimulatedCrash(point)  # after the writes, before COMMIT
+                raise SimulatedCrash(point)
+            return original(*args, **kwargs)
+        return wrapped
+
+    targets = {"load": (ProjectionStore, "load"), "due": (ProjectionStore, "due"),
+               "advance_tracking": (ProjectionStore, "advance_tracking"),
+               "write_batch": (ProjectionStore, "write_batch"),
+               "write_changes": (ViewStore, "write_view_changes"),
+               "commit": (ProjectionStore, "write_batch")}
+    owner, name = targets[point]
+    monkeypatch.setattr(owner, name, crash_sometimes(getattr(owner, name)))
+    crashes = 0
+    total = sum(len(r) for r in log.partitions.values())
+    for _ in range(total * 3):
+        projector = _projector(view, log)  # a fresh process: empty cache, tracking rows only
+        try:
+            _drain(projector, log)
+            break
+        except SimulatedCrash:
+            crashes += 1
+    else:
+        raise AssertionError("never finished")
+    monkeypatch.undo()
+    assert crashes >= 2, "the crash point was never reached"
+    assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
+    with view.engine.connect() as connection:
+        held = connection.execute(select(func.count()).select_from(participant_events)).scalar()
+    assert held == len({(e.participant_id, e.event_id) for e in _history(15, 150)}) + _derived(
+        view)
+
+
+def _derived(view: ViewStore) -> int:
+    """How many hub-derived events the projector holds (missed deadlines)."""
+    with view.engine.connect() as connection:
+        return int(connection.execute(
+            select(func.count()).select_from(participant_events).where(
+                participant_events.c.event_json.like('%"source_partner":"hub"%'))).scalar() or 0)
+
+
+def test_random_crashes_and_two_instances_sharing_partitions(view: ViewStore,
+                                                             tmp_path: Path) -> None:
+    """Two instances split the partitions, then swap them, with random crashes in between."""
+    log = _log(_history(participants=20, days=120))
+    rng = random.Random(7)
+    for round_ in range(60):
+        owned = [p for p in range(PARTITIONS) if (p + round_) % 2 == 0] or [0]
+        projector = _projector(view, log, owned=owned, batch_size=rng.randint(1, 30))
+        for _ in range(rng.randint(1, 6)):
+            projector.run_once()
+    _drain(_projector(view, log), log)
+    assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
+
+
+def test_a_zombie_cannot_commit_over_the_new_owner(view: ViewStore) -> None:
+    log = _log(_history(participants=5, days=30))
+    zombie = _projector(view, log, batch_size=5)
+    zombie.run_once()
+    owner = _projector(view, log, batch_size=5)
+    owner.run_once()
+    assert zombie.counters.fenced == 0
+    zombie.run_once()  # its tracking rows are stale: fenced, nothing written
+    assert zombie.counters.fenced == 1
+    store = ProjectionStore(view)
+    with pytest.raises(TrackingConflict), view.engine.begin() as connection:
+        store.advance_tracking(connection, TOPICS.events, {0: (0, 1)})
+
+
+def test_an_event_id_reused_with_other_content_is_dead_lettered(view: ViewStore) -> None:
+    person = participant_id("reuse")
+    first = Event(str(uuid.uuid4()), "ContactLogged", person, START,
+                  {"contact_method": "OUTREACH", "successful": True}, "harbor-cm")
+    again = replace(first)  # a redelivery: same content, no dead letter
+    other = replace(first, payload={"contact_method": "PHONE", "successful": False})
+    log = FakeLog()
+    for n, event in enumerate((first, again, other)):
+        record = CanonicalRecord("EVENT", START + timedelta(minutes=n), "harbor-cm", "in", 0, n,
+                                 encode(event, CATALOG))
+        log.append(_partition(event.participant_id), event.participant_id.encode(),
+                   encode_canonical(record))
+    producer = FakeProducer()
+    _drain(_projector(view, log, producer), log)
+    assert producer.reasons() == ["EVENT_ID_REUSED"]
+    assert len(view.rows_for("harbor-cm", person)) == 1
+
+
+def test_a_record_that_is_not_canonical_is_dead_lettered_and_passed(view: ViewStore) -> None:
+    log = _log(_history(participants=3, days=20))
+    log.partitions[1].insert(0, FakeRecord(0, b"x", b"not a canonical record"))
+    log.partitions[1] = [FakeRecord(n, r.key, r.value) for n, r in enumerate(log.partitions[1])]
+    producer = FakeProducer()
+    _drain(_projector(view, log, producer), log)
+    assert producer.reasons() == ["NOT_CANONICAL"]
+    assert view.committed_offsets(TOPICS.events)[1] == len(log.partitions[1])
+
+
+def test_a_record_that_keeps_failing_goes_to_the_dlq_never_silently(
+        view: ViewStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = _log(_history(participants=4, days=30))
+    poison_offset = 3
+    original = Projector.project
+
+    def project(self: Projector, state: Any, event: Event, now: datetime) -> Any:
+        if event.event_id == _event_at(log, 0, poison_offset):
+            raise RuntimeError("a bug in the core")
+        return original(self, state, event, now)
+
+    monkeypatch.setattr(Projector, "project", project)
+    monkeypatch.setattr("consumers.live_projector.time.sleep", lambda s: None)
+    producer = FakeProducer()
+    projector = _projector(view, log, producer)
+    _drain(projector, log)
+    assert producer.reasons() == ["PROCESSING_FAILED"]
+    assert dict(producer.sent[0][3])["lead.source.offset"] == str(poison_offset).encode()
+    assert view.committed_offsets(TOPICS.events)[0] == len(log.partitions[0])
+
+
+def _event_at(log: FakeLog, partition: int, offset: int) -> str | None:
+    from schemas.canonical import decode_canonical
+    from schemas.codec import decode
+
+    record = decode_canonical(log.partitions[partition][offset].value)
+    return decode(record.event, CATALOG).event_id if record.kind == "EVENT" else None
