@@ -374,7 +374,10 @@ class Projector:
 
         Recipients whose answer rests on no consent get a shape worked out once per kind of
         event (type, row category, source, payload keys); only the others are decided here,
-        with ``memo`` remembering consent answers for this one set of ``active`` consents.
+        with ``memo`` remembering consent answers for this one set of ``active`` consents. The
+        key is exactly what a consent-free decision reads: the type's schema, the row category
+        (which carries the one value-dependent input, ``value_categories``, and through it every
+        field's category), the source, and which fields are present; never time or consents.
         """
         event_type = self._event_type(event.type)
         payload = event.payload

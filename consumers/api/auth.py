@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from consumers.api.errors import CredentialError, Forbidden, ServiceUnavailable, Unauthorized
 from consumers.api.tables import api_credentials
 from processors.site import Partner, SitePolicy
+from processors.timefmt import format_instant
 
 Kind = Literal["partner", "staff"]
 KINDS: tuple[Kind, ...] = ("partner", "staff")
@@ -99,7 +100,7 @@ def parse_bearer(header: str | None) -> str:
 
 
 def _iso(value: datetime) -> str:
-    return _utc(value).isoformat().replace("+00:00", "Z")
+    return format_instant(_utc(value))
 
 
 def _utc(value: datetime) -> datetime:

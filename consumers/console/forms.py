@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from schemas.catalog import EventType
+from schemas.event import format_timestamp
 
 #: Types never recorded from a form: links go through the crosswalk (POST /v1/participants).
 NOT_FROM_FORMS = frozenset({"IdentifierLinked", "IdentifierUnlinked"})
@@ -100,8 +101,7 @@ def _datetime(text: str, field: str) -> str:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
         raise FormProblem(field, "enter a date and time (YYYY-MM-DD HH:MM, UTC)") from exc
-    utc = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    return utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return format_timestamp(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
 
 
 def parse_value(spec: FormField, raw: str) -> Any:

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from consumers.api.errors import CredentialError, ServiceUnavailable, Unauthorized
 from consumers.api.tables import console_sessions, console_users
 from processors.site import Partner, SitePolicy
+from processors.timefmt import format_instant
 
 USER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 MAX_DISPLAY_NAME = 128
@@ -69,7 +70,7 @@ class StaffUser:
         return {"user": self.user_name, "name": self.display_name, "partner": self.partner,
                 "totp": self.has_totp, "failures": self.failures, "locked": self.locked,
                 "disabled": self.disabled,
-                "created_at": self.created_at.isoformat().replace("+00:00", "Z")}
+                "created_at": format_instant(self.created_at)}
 
 
 @dataclass(frozen=True, slots=True)
