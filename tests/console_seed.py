@@ -17,6 +17,7 @@ import pyotp
 from consumers.api.access_log import MemoryAccessLog
 from consumers.api.app import create_api
 from consumers.api.context import ApiConfig
+from consumers.api.ingest import MemoryInbound
 from consumers.console.users import IssuedPassword
 from consumers.console.web import users_of
 from consumers.store import RowChange, ViewStore
@@ -24,7 +25,6 @@ from processors.offline import project_events, rows_for
 from processors.projector import Projector
 from producers.simulator import simulate
 from schemas.catalog import load_catalog
-from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from tests.factories import SITE
 
@@ -47,19 +47,6 @@ ANA_AS_CASE_MANAGER = "Ana"
 ACTIVE_CONSENT = "c-seed-active"
 REVOKED_CONSENT = "c-seed-revoked"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-class RecordingInbound:
-    """Inbound publisher that keeps what it was given (partner, event)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Event]] = []
-
-    def publish(self, partner_id: str, events: Any) -> None:
-        self.sent.extend((partner_id, e) for e in events)
-
-    def close(self) -> None:
-        pass
 
 
 def _row(type_: str, participant: str, at: datetime, fields: dict[str, Any],
@@ -130,7 +117,7 @@ class Console:
             store.apply([RowChange(partner, r["event_id"], r) for r in rows], {})
         store.close()
         self.log = MemoryAccessLog()
-        self.inbound = RecordingInbound()
+        self.inbound = MemoryInbound()
         self.app = create_api(ApiConfig(url, KafkaConnection("127.0.0.1:1")), site=SITE,
                               catalog=CATALOG, access_log=self.log, inbound=self.inbound,
                               accounts_engine=None)

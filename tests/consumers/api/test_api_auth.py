@@ -16,9 +16,9 @@ from consumers.api.app import create_api
 from consumers.api.auth import CredentialStore, hash_secret
 from consumers.api.context import ApiConfig
 from consumers.api.errors import CredentialError, Unauthorized
+from consumers.api.ingest import MemoryInbound
 from consumers.api.tables import api_credentials
 from leadhub.cli import main
-from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from tests.factories import SITE, participant_id
 
@@ -27,19 +27,6 @@ with warnings.catch_warnings():  # starlette's note about httpx2, at import time
     from fastapi.testclient import TestClient
 
 STAFF = {"X-Purpose": "care_coordination"}
-
-
-class NullInbound:
-    """Inbound publisher that keeps what it was given."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Event]] = []
-
-    def publish(self, partner_id: str, events: Any) -> None:
-        self.sent.extend((partner_id, e) for e in events)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -104,7 +91,7 @@ def test_create_checks_partner_kind_and_user(store: CredentialStore) -> None:
 def client(tmp_path: Path) -> Iterator[tuple[TestClient, CredentialStore]]:
     app = create_api(ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}",
                                KafkaConnection("127.0.0.1:1")), site=SITE,
-                     access_log=MemoryAccessLog(), inbound=NullInbound())
+                     access_log=MemoryAccessLog(), inbound=MemoryInbound())
     with TestClient(app) as http:
         yield http, app.state.context.credentials
 

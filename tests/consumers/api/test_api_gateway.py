@@ -18,9 +18,10 @@ from kafka import KafkaConsumer
 from consumers.api.access_log import MemoryAccessLog
 from consumers.api.app import create_api
 from consumers.api.context import ApiConfig
+from consumers.api.ingest import MemoryInbound
 from schemas.catalog import load_catalog
 from schemas.codec import decode, encode
-from schemas.event import Event, event_from_json
+from schemas.event import event_from_json
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 from tests.factories import SITE, participant_id
@@ -33,19 +34,6 @@ CATALOG = load_catalog()
 AVRO = "application/vnd.leadhub.avro"
 
 
-class RecordingInbound:
-    """Inbound publisher that keeps what it was given (or fails like a down broker)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Event]] = []
-
-    def publish(self, partner_id: str, events: Any) -> None:
-        self.sent.extend((partner_id, e) for e in events)
-
-    def close(self) -> None:
-        pass
-
-
 def contact(participant: str = participant_id(1), **overrides: Any) -> dict[str, Any]:
     event = {"event_id": str(uuid.uuid4()), "type": "ContactLogged",
              "participant_id": participant, "occurred_at": "2026-03-02T15:04:05Z",
@@ -55,8 +43,8 @@ def contact(participant: str = participant_id(1), **overrides: Any) -> dict[str,
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[TestClient, RecordingInbound, dict[str, str]]]:
-    inbound = RecordingInbound()
+def gateway(tmp_path: Path) -> Iterator[tuple[TestClient, MemoryInbound, dict[str, str]]]:
+    inbound = MemoryInbound()
     config = ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}", KafkaConnection("127.0.0.1:1"),
                        max_event_bytes=4096, max_batch_bytes=16384, max_batch_items=20)
     app = create_api(config, site=SITE, access_log=MemoryAccessLog(), inbound=inbound)

@@ -37,6 +37,7 @@ from consumers.api.access_log import MemoryAccessLog
 from consumers.api.app import create_api
 from consumers.api.context import ApiConfig
 from consumers.api.crosswalk import link_participant
+from consumers.api.ingest import MemoryInbound
 from consumers.api.models import LOCAL_ID_EXAMPLE, PARTICIPANT_EXAMPLE
 from consumers.store import RowChange, ViewStore
 from processors.offline import project_events, rows_for
@@ -54,19 +55,6 @@ DAYS = 90
 NOW = START + timedelta(days=DAYS)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
-
-
-class RecordingInbound:
-    """Inbound publisher that keeps what it was given."""
-
-    def __init__(self) -> None:
-        self.sent: list[Event] = []
-
-    def publish(self, partner_id: str, events: Any) -> None:
-        self.sent.extend(events)
-
-    def close(self) -> None:
-        pass
 
 
 def _site_events() -> Iterator[Event]:
@@ -99,7 +87,7 @@ def _build_app() -> tuple[Any, dict[str, str], dict[str, Reader], dict[str, list
         known[partner] = sorted({r.participant_id for r in rows})
     store.close()
     app = create_api(ApiConfig(url, KafkaConnection("127.0.0.1:1")), site=SITE, catalog=CATALOG,
-                     access_log=MemoryAccessLog(), inbound=RecordingInbound())
+                     access_log=MemoryAccessLog(), inbound=MemoryInbound())
     app.state.context.clock = lambda: NOW
     creds = app.state.context.credentials
     partner_key = {"Authorization": f"Bearer {creds.create('harbor-cm', 'partner').secret}"}

@@ -16,6 +16,7 @@ import pytest
 from consumers.api.access_log import MemoryAccessLog
 from consumers.api.app import create_api
 from consumers.api.context import ApiConfig
+from consumers.api.ingest import MemoryInbound
 from processors.validate import Accepted, DeadLetter, validate_inbound
 from schemas.catalog import load_catalog
 from schemas.codec import decode, encode
@@ -109,22 +110,9 @@ def test_a_v1_consent_decodes_and_one_marked_part2_is_refused_for_its_missing_pr
     assert b"payload.disclosing_programs:" in dict(outcome.headers)["lead.message"]
 
 
-class RecordingInbound:
-    """Inbound publisher that keeps what it was given."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Event]] = []
-
-    def publish(self, partner_id: str, events: Any) -> None:
-        self.sent.extend((partner_id, e) for e in events)
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[TestClient, RecordingInbound, dict[str, str]]]:
-    inbound = RecordingInbound()
+def gateway(tmp_path: Path) -> Iterator[tuple[TestClient, MemoryInbound, dict[str, str]]]:
+    inbound = MemoryInbound()
     config = ApiConfig(f"sqlite:///{tmp_path / 'v.sqlite'}", "127.0.0.1:1")
     app = create_api(config, site=SITE, access_log=MemoryAccessLog(), inbound=inbound)
     key = app.state.context.credentials.create("harbor-cm", "partner").secret
