@@ -73,18 +73,16 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import (
-    CommitFailedError,
-    FencedInstanceIdError,
-    IllegalGenerationError,
-    InvalidProducerEpochError,
-    KafkaError,
-    ProducerFencedError,
-    RebalanceInProgressError,
-    UnknownMemberIdError,
-)
-from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import MemberState
 
+from processors.kafka_facts import (
+    FENCING_ERRORS,
+    MEMBERSHIP_ERRORS,
+    describe,
+    is_transient,
+    next_offsets,
+)
 from processors.membership import JOINING_POLL_MS, MembershipWatch
 from processors.site import SitePolicy
 from processors.validate import (
@@ -127,9 +125,6 @@ FLUSH_TIMEOUT_S = 60.0
 BACKOFF_S = 0.1
 BACKOFF_MAX_S = 2.0
 
-_MEMBERSHIP_ERRORS = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError,
-                      RebalanceInProgressError, FencedInstanceIdError)
-_FENCING_ERRORS = (ProducerFencedError, InvalidProducerEpochError)
 
 
 def group_id(topics: TopicNames) -> str:
@@ -252,7 +247,7 @@ class TransactionalValidator:
             self.membership = MembershipWatch(log, "validate", self._consumer)
         except (KafkaError, OSError) as exc:
             self.close()
-            if isinstance(exc, _FENCING_ERRORS):
+            if isinstance(exc, FENCING_ERRORS):
                 raise ValidatorFenced(
                     f"transactional id {self.transactional_id} was taken over while starting"
                 ) from exc
@@ -277,7 +272,7 @@ class TransactionalValidator:
             polled: dict[Any, list[Any]] = self._consumer.poll(
                 timeout_ms=self._poll_timeout_ms(), max_records=MAX_POLL_RECORDS)
         except KafkaError as exc:
-            log.warning("validate: poll failed (%s); retrying", _describe(exc))
+            log.warning("validate: poll failed (%s); retrying", describe(exc))
             self._rewind_needed = True
             self._back_off()
             return 0
@@ -332,7 +327,7 @@ class TransactionalValidator:
             try:
                 client.close()
             except (KafkaError, OSError) as exc:
-                log.warning("validate: closing a Kafka client failed (%s)", _describe(exc))
+                log.warning("validate: closing a Kafka client failed (%s)", describe(exc))
         self._consumer = None
         self._producer = None
 
@@ -341,7 +336,7 @@ class TransactionalValidator:
     def _transact(self, records: Sequence[Any], ticks: Sequence[int], group: Any) -> None:
         """One transaction: the records' outcomes, the ticks, the records' next offsets."""
         self._in_transaction(lambda tally: self._batch_outputs(records, ticks, tally),
-                             _next_offsets(records), group)
+                             next_offsets(records), group)
 
     def _in_transaction(self, outputs: Callable[[_Tally], list[_Outgoing]],
                         offsets: dict[Any, Any], group: Any) -> None:
@@ -374,7 +369,7 @@ class TransactionalValidator:
             producer.commit_transaction()
         except BaseException as exc:
             self._abort(exc)
-            if isinstance(exc, _MEMBERSHIP_ERRORS):
+            if isinstance(exc, MEMBERSHIP_ERRORS):
                 raise _MembershipLost(type(exc).__name__) from exc
             raise
         self._book(tally)
@@ -388,7 +383,7 @@ class TransactionalValidator:
         except KafkaError as exc:
             self._raise_if_fatal(exc)
             raise ValidatorError(
-                f"aborting a transaction failed ({_describe(exc)}); restart the validator"
+                f"aborting a transaction failed ({describe(exc)}); restart the validator"
             ) from exc
 
     def _raise_if_fatal(self, cause: BaseException) -> None:
@@ -400,7 +395,7 @@ class TransactionalValidator:
         errors = [cause, *(a for a in getattr(cause, "args", ()) if isinstance(a, BaseException))]
         if manager is not None and manager.last_error is not None:
             errors.append(manager.last_error)
-        if any(isinstance(e, _FENCING_ERRORS) for e in errors):
+        if any(isinstance(e, FENCING_ERRORS) for e in errors):
             raise ValidatorFenced(
                 f"the producer of transactional id {self.transactional_id} was fenced: another "
                 "instance took over (or a transaction outlived the transaction timeout); this "
@@ -408,7 +403,7 @@ class TransactionalValidator:
             ) from cause
         if fatal:
             raise ValidatorError(
-                f"the transactional producer failed fatally ({_describe(cause)}); "
+                f"the transactional producer failed fatally ({describe(cause)}); "
                 "restart the validator"
             ) from cause
 
@@ -479,7 +474,7 @@ class TransactionalValidator:
                     "records", self._failures, len(records))
         handled = 0
         for record in records:
-            offsets = _next_offsets([record])
+            offsets = next_offsets([record])
             try:
                 self._in_transaction(self._single(record), offsets, group)
             except _MembershipLost as exc:
@@ -488,7 +483,7 @@ class TransactionalValidator:
             except ValidatorError:
                 raise
             except Exception as exc:
-                if _is_transient(exc):
+                if is_transient(exc):
                     self._failed(exc, f"record {record.topic}[{record.partition}]"
                                       f"@{record.offset}")
                     return handled
@@ -504,7 +499,7 @@ class TransactionalValidator:
             except ValidatorError:
                 raise
             except Exception as exc:  # the ticks are due again on the next loop
-                log.warning("validate: tick transaction failed (%s)", _describe(exc))
+                log.warning("validate: tick transaction failed (%s)", describe(exc))
         return handled
 
     def _dead_letter_failure(self, record: Any, failure: BaseException,
@@ -538,7 +533,7 @@ class TransactionalValidator:
         """After an aborted transaction: rewind, count the failure, pause a little."""
         self._failures += 1
         log.warning("validate: transaction for %s aborted (%s); attempt %d, retrying from the "
-                    "committed offsets", what, _describe(exc), self._failures)
+                    "committed offsets", what, describe(exc), self._failures)
         self._rewind_needed = True
         self._rewind()
         self._back_off()
@@ -565,7 +560,7 @@ class TransactionalValidator:
                     consumer.seek(tp, committed)
         except KafkaError as exc:
             log.warning("validate: reading committed offsets failed (%s); will retry",
-                        _describe(exc))
+                        describe(exc))
             self._back_off()
             return False
         self._rewind_needed = False
@@ -585,25 +580,3 @@ class TransactionalValidator:
             return POLL_TIMEOUT_MS
         until_tick = self._next_tick - time.monotonic()
         return max(0, min(POLL_TIMEOUT_MS, int(until_tick * 1000)))
-
-
-def _next_offsets(records: Iterable[Any]) -> dict[Any, Any]:
-    """``{TopicPartition: OffsetAndMetadata}`` one past the last of ``records`` per partition."""
-    offsets: dict[Any, Any] = {}
-    for record in records:
-        epoch = record.leader_epoch if isinstance(record.leader_epoch, int) else -1
-        offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(
-            record.offset + 1, "", epoch)
-    return offsets
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """True for Kafka trouble that is no record's fault (timeouts, connections, leaders)."""
-    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
-
-
-def _describe(exc: BaseException) -> str:
-    """An exception for a log line: Kafka's errors carry no data; others only their class."""
-    if isinstance(exc, KafkaError):
-        return f"{type(exc).__name__}: {exc}"
-    return type(exc).__name__
