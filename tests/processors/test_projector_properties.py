@@ -10,153 +10,42 @@ SUD_TREATMENT, or anything a Part 2 program records) reaches another partner onl
 active Part 2 consent that names the recipient, names the record's source among its disclosing
 programs and has an expiry; an ``always`` rule or an ordinary consent never opens it.
 
-The last property is the one the live pipeline rests on: whatever order a participant's events
-arrive in, each at a receive time at or after its occurred_at, the view after a final tick at T
-is exactly the offline projection of the same events in (occurred_at, event_id) order at T.
+The property the live pipeline rests on (arrival order) is in test_projector_arrival_order.py.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from processors.consent import Consent, consent_from_event
 from processors.floor import floor_forbids
-from processors.offline import project_events
 from processors.projector import ParticipantState, Projector, ViewChange
 from processors.site import Access, Partner, SitePolicy
 from processors.view import apply_changes
-from schemas.catalog import CATEGORIES, ROLES, load_catalog
+from schemas.catalog import CATEGORIES
 from schemas.event import Event
-from tests.factories import participant_id
-
-PERSON = participant_id("P1")  # the participant of these tests
-CATALOG = load_catalog()
-T0 = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
-PURPOSES = ("care_coordination", "legal_defense")
-CONSENT_IDS = ("C0", "C1")
-PARTNER_IDS = ("p0", "p1", "p2", "p3", "p4")
-ALL_RECIPIENTS = (*PARTNER_IDS, *(f"role:{r}" for r in ROLES if r != "hub"))
-BIASED_ACCESS = (Access.NEVER, Access.WITH_CONSENT, Access.WITH_CONSENT, Access.ALWAYS)
-PARTNER_ROLES = tuple(role for role in ROLES if role != "hub")
-PROPERTY_SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+from tests.processors.projector_strategies import (
+    ALL_RECIPIENTS,
+    CATALOG,
+    EXPIRY_EVENTS,
+    PERSON,
+    PROPERTY_SETTINGS,
+    PURPOSES,
+    T0,
+    Step,
+    histories,
+    hours_after,
+    part2_elements,
+    payload_for,
+    sites,
 )
-
-DATA_TYPES = (
-    "ReferralMade", "IntakeCompleted", "ServiceEncounter", "ServiceEnrolled",
-    "HousingStatusChanged", "ChargesFiled", "AssessmentCompleted", "ContactLogged",
-    "IdentifierLinked", "BenefitsEnrolled", "ParticipantExited",
-)
-#: Who a consent names as disclosing programs: mostly the SUD role, sometimes partners.
-DISCLOSERS = ("role:sud_treatment", "role:sud_treatment", *PARTNER_IDS, "role:case_management",
-              "role:medical")
-EXPIRY_EVENTS = (None, None, "PROGRAM_EXIT")
-
-
-def part2_elements(draw: st.DrawFn, broad: bool) -> dict[str, Any]:
-    """The Part 2 keys of a grant: complete, partial or absent (as a v1 grant decodes)."""
-    if draw(st.integers(0, 5)) == 0:
-        return {}  # a payload built without the v2 keys
-    return {
-        "part2": draw(st.booleans()) or broad,
-        "disclosing_programs": list(DISCLOSERS) if broad else draw(
-            st.lists(st.sampled_from(DISCLOSERS), max_size=2, unique=True)),
-        "expires_on_event": draw(st.sampled_from(EXPIRY_EVENTS)),
-    }
-SERVICE_TYPES = ("HOUSING", "SUD_TREATMENT", "MENTAL_HEALTH", "MEDICAL", "BENEFITS")
-
-
-@st.composite
-def sites(draw: st.DrawFn) -> SitePolicy:
-    """Random sites, built past the loader: they may even try to open health data to police."""
-    roles = ["case_management", *[draw(st.sampled_from(PARTNER_ROLES)) for _ in PARTNER_IDS[1:]]]
-    partners = tuple(
-        Partner(pid, role, pid.upper(), draw(st.sampled_from(PURPOSES)),
-                part2_program=pid != "p0" and draw(st.integers(0, 4)) == 0)
-        for pid, role in zip(PARTNER_IDS, roles, strict=True)
-    )
-    access = {
-        role: {category: draw(st.sampled_from(BIASED_ACCESS)) for category in CATEGORIES}
-        for role in sorted(set(roles))
-    }
-    return SitePolicy("random", partners, access, draw(st.integers(7, 30)), PURPOSES)
-
-
-def payload_for(type_name: str, draw: st.DrawFn) -> dict[str, Any]:
-    payload: dict[str, Any] = {spec.name: "x" for spec in CATALOG.latest(type_name).fields}
-    if type_name == "ReferralMade":
-        payload["door"] = draw(st.sampled_from(("ARREST_DIVERSION", "SOCIAL_CONTACT")))
-        payload["charges_held"] = draw(st.booleans())
-    if type_name == "IntakeCompleted":
-        payload["referral_event_id"] = None
-    if "service_type" in payload:
-        payload["service_type"] = draw(st.sampled_from(SERVICE_TYPES))
-    return payload
-
-
-def hours_after(start: datetime, low: int, high: int) -> st.SearchStrategy[datetime]:
-    return st.builds(lambda hours: start + timedelta(hours=hours), st.integers(low, high))
-
-
-@dataclass(frozen=True)
-class Step:
-    event: Event | None  # None: a clock tick
-    now: datetime
-
-
-@st.composite
-def histories(draw: st.DrawFn, length: int = 14) -> list[Step]:
-    steps: list[Step] = []
-    at = T0
-    events: list[Event] = []
-    for index in range(draw(st.integers(1, length))):
-        at += timedelta(hours=draw(st.integers(0, 240)))
-        kind = draw(st.sampled_from(("data", "data", "grant", "revoke", "redeliver", "tick")))
-        source = draw(st.sampled_from((*PARTNER_IDS, "p0", "p0", "stranger")))
-        event_id = str(uuid.UUID(int=index + 1, version=4))
-        if kind == "tick":
-            steps.append(Step(None, at))
-            continue
-        if kind == "redeliver" and events:
-            steps.append(Step(draw(st.sampled_from(events)), at))
-            continue
-        if kind == "grant":
-            broad = draw(st.booleans())  # broad grants make consent-dependent rows common
-            subset = st.lists(st.sampled_from(CATEGORIES), max_size=5, unique=True)
-            who = st.lists(st.sampled_from(ALL_RECIPIENTS), max_size=4, unique=True)
-            payload: dict[str, Any] = {
-                "consent_id": draw(st.sampled_from(CONSENT_IDS)),
-                "recipients": list(ALL_RECIPIENTS) if broad else draw(who),
-                "categories": list(CATEGORIES) if broad else draw(subset),
-                "purposes": list(PURPOSES) if broad else draw(
-                    st.lists(st.sampled_from(PURPOSES), max_size=2, unique=True)),
-                "valid_from": at + timedelta(hours=draw(st.integers(-48, 96))),
-                "expires_at": draw(st.one_of(st.none(), hours_after(at, 1, 600))),
-                "exceptions": [] if broad else draw(st.lists(
-                    st.fixed_dictionaries({"recipients": who, "categories": subset}), max_size=1)),
-                "part2": draw(st.booleans()),
-                "form_sha256": "ab" * 32,
-                **part2_elements(draw, broad),
-            }
-            event = Event(event_id, "ConsentGranted", PERSON, at, payload, source)
-        elif kind == "revoke":
-            consent_id = draw(st.sampled_from(CONSENT_IDS))
-            event = Event(event_id, "ConsentRevoked", PERSON, at, {"consent_id": consent_id},
-                          source)
-        else:
-            type_name = draw(st.sampled_from(DATA_TYPES))
-            event = Event(event_id, type_name, PERSON, at, payload_for(type_name, draw), source)
-        events.append(event)
-        steps.append(Step(event, at))
-    return steps
-
 
 # -- the reference ------------------------------------------------------------------------------
 
@@ -485,160 +374,3 @@ def test_revoke_then_regrant_restores_exactly_what_the_new_consent_covers(
         assert all("OLD" not in row.consent_ids for row in rows.values())
 
 
-# -- the view is a function of the set of events and the final instant -------------------------
-
-#: Mostly the case manager p0 (may emit everything a participant history needs), sometimes a
-#: partner whose role may not emit the type, or one the site does not know.
-SOURCES = (*["p0"] * 8, *PARTNER_IDS[1:], "stranger")
-
-
-def _source(draw: st.DrawFn) -> str:
-    return draw(st.sampled_from(SOURCES))
-
-
-@st.composite
-def participant_events(draw: st.DrawFn, deadline_days: int, size: int = 12) -> list[Event]:
-    """A small set of one participant's events, occurred_at anywhere in a couple of months.
-
-    Referrals (arrest diversion with or without charges held, other doors), intakes on time,
-    late, before the referral or linked elsewhere, consents with expiry, exceptions and reused
-    consent_ids, revocations (also of consents never granted), data events of several
-    categories, sources that may not emit, and different events reusing an event_id.
-    """
-    events: list[Event] = []
-    referrals: list[Event] = []
-    for index in range(draw(st.integers(1, size))):
-        event_id = str(uuid.UUID(int=50_000 + index, version=4))
-        at = T0 + timedelta(hours=draw(st.integers(0, 24 * 60)))
-        kind = draw(st.sampled_from(
-            ("referral", "referral", "intake", "intake", "intake", "grant", "grant", "revoke",
-             "data", "data", "reuse")))
-        if kind == "referral":
-            payload = payload_for("ReferralMade", draw)
-            payload["door"] = draw(st.sampled_from(
-                ("ARREST_DIVERSION", "ARREST_DIVERSION", "SOCIAL_CONTACT")))
-            payload["charges_held"] = draw(st.integers(0, 3)) > 0
-            event = Event(event_id, "ReferralMade", PERSON, at, payload, _source(draw))
-            referrals.append(event)
-        elif kind == "intake":
-            payload = payload_for("IntakeCompleted", draw)
-            if referrals and draw(st.integers(0, 3)):
-                ref = draw(st.sampled_from(referrals))
-                hours = draw(st.sampled_from((
-                    st.integers(0, 24 * deadline_days),  # on time
-                    st.just(24 * deadline_days),  # exactly at the due instant
-                    st.integers(24 * deadline_days + 1, 24 * (deadline_days + 10)),  # late
-                    st.integers(-48, -1),  # before the referral
-                )))
-                at = ref.occurred_at + timedelta(hours=draw(hours))
-                payload["referral_event_id"] = draw(
-                    st.sampled_from((ref.event_id, ref.event_id, None, "some-other-referral")))
-            event = Event(event_id, "IntakeCompleted", PERSON, at, payload, _source(draw))
-        elif kind == "grant":
-            broad = draw(st.booleans())
-            subset = st.lists(st.sampled_from(CATEGORIES), max_size=5, unique=True)
-            who = st.lists(st.sampled_from(ALL_RECIPIENTS), max_size=4, unique=True)
-            payload = {
-                "consent_id": draw(st.sampled_from(CONSENT_IDS)),
-                "recipients": list(ALL_RECIPIENTS) if broad else draw(who),
-                "categories": list(CATEGORIES) if broad else draw(subset),
-                "purposes": list(PURPOSES),
-                "valid_from": at + timedelta(hours=draw(st.integers(-48, 96))),
-                "expires_at": draw(st.one_of(st.none(), hours_after(at, 1, 24 * 40))),
-                "exceptions": draw(st.lists(
-                    st.fixed_dictionaries({"recipients": who, "categories": subset}),
-                    max_size=1)),
-                "part2": draw(st.booleans()),
-                "form_sha256": "ab" * 32,
-                **part2_elements(draw, broad),
-            }
-            event = Event(event_id, "ConsentGranted", PERSON, at, payload, _source(draw))
-        elif kind == "revoke":
-            payload = {"consent_id": draw(st.sampled_from((*CONSENT_IDS, "C9")))}
-            event = Event(event_id, "ConsentRevoked", PERSON, at, payload, _source(draw))
-        else:
-            type_name = draw(st.sampled_from(DATA_TYPES))
-            if kind == "reuse" and events:  # a different event under an id already used
-                reused = draw(st.sampled_from(events))
-                event_id = reused.event_id
-                at = reused.occurred_at + timedelta(hours=draw(st.integers(-24, 24)))
-            event = Event(event_id, type_name, PERSON, at, payload_for(type_name, draw),
-                          _source(draw))
-        events.append(event)
-    return events
-
-
-@dataclass(frozen=True)
-class Arrival:
-    event: Event | None  # None: a clock tick
-    now: datetime
-
-
-@st.composite
-def arrivals(draw: st.DrawFn, events: list[Event]) -> tuple[list[Arrival], datetime]:
-    """A random arrival order (with redeliveries and clock ticks) and non-decreasing nows, each
-    at or after its event's occurred_at; plus a final instant T at or after every now."""
-    redelivered = draw(st.lists(st.sampled_from(events), max_size=3))
-    order = draw(st.permutations([*events, *redelivered]))
-    gap = st.one_of(st.just(0), st.integers(0, 24 * 40))
-    steps: list[Arrival] = []
-    now = T0 - timedelta(days=1)
-    for event in order:
-        if draw(st.integers(0, 4)) == 0:
-            now += timedelta(hours=draw(gap))
-            steps.append(Arrival(None, now))
-        now = max(now, event.occurred_at) + timedelta(hours=draw(gap))
-        steps.append(Arrival(event, now))
-    return steps, now + timedelta(hours=draw(st.integers(0, 24 * 100)))
-
-
-def live(site: SitePolicy, steps: list[Arrival],
-         end: datetime) -> tuple[ParticipantState, list[ViewChange]]:
-    projector = Projector(site, CATALOG)
-    state: ParticipantState | None = None
-    changes: list[ViewChange] = []
-    for step in steps:
-        if step.event is None:
-            if state is not None:
-                state, new = projector.tick(state, step.now)
-                changes.extend(new)
-            continue
-        state, new = projector.project(state, step.event, step.now)
-        changes.extend(new)
-    assert state is not None
-    state, new = projector.tick(state, end)
-    return state, [*changes, *new]
-
-
-ORDER_SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-
-
-@ORDER_SETTINGS
-@given(site=sites(), data=st.data())
-def test_the_view_is_a_function_of_the_set_of_events_and_the_final_instant(
-    site: SitePolicy, data: st.DataObject
-) -> None:
-    events = data.draw(participant_events(site.intake_deadline_days), label="events")
-    steps, end = data.draw(arrivals(events), label="arrivals")
-    state, changes = live(site, steps, end)
-    in_order = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
-    offline = project_events(in_order, Projector(site, CATALOG), at=end)
-    assert state.view_rows() == offline
-    assert apply_changes({}, changes) == offline
-    # and the state the live path keeps agrees with the replay's, so later steps agree too
-    replayed = projector_state(site, in_order, end)
-    assert dict(state.consents) == dict(replayed.consents)
-    assert dict(state.deadlines) == dict(replayed.deadlines)
-    assert set(state.events) == set(replayed.events)
-
-
-def projector_state(site: SitePolicy, events: list[Event], end: datetime) -> ParticipantState:
-    projector = Projector(site, CATALOG)
-    state: ParticipantState | None = None
-    for event in events:
-        state, _ = projector.project(state, event, event.occurred_at)
-    assert state is not None
-    state, _ = projector.tick(state, end)
-    return state

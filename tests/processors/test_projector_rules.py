@@ -5,110 +5,40 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from processors.deadlines import MISSED_NAMESPACE
 from processors.errors import PolicyError, StateError
-from processors.offline import project_events
 from processors.policy import REDISCLOSURE_NOTICE
-from processors.projector import ParticipantState, Projector, ViewChange
-from processors.site import load_site
+from processors.projector import ParticipantState
 from processors.view import apply_changes
-from schemas.catalog import load_catalog
-from schemas.codec import encode
-from schemas.errors import InvalidField
-from schemas.event import Event, derived_event_id
-from tests.factories import SITE_FILE, participant_id
-
-PERSON = participant_id("P1")  # the participant of these tests
-EXAMPLE = SITE_FILE
-SITE = load_site(EXAMPLE)
-CATALOG = load_catalog()
-T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
-DAY = timedelta(days=1)
-
-PD, PAO, PDA, CM = "evergreen-pd", "county-pao", "defender-assoc", "harbor-cm"
-HOUSE, SUD, MH, COORD = "cedar-housing", "riverbend-sud", "northside-mh", "lead-coordinator"
-
-_counter = iter(range(1, 10**9))
-
-
-def event(type_: str, source: str | None, at: datetime, **payload: Any) -> Event:
-    event_id = str(uuid.UUID(int=next(_counter), version=4))
-    return Event(event_id, type_, PERSON, at, payload, source)
-
-
-def referral(at: datetime, door: str = "ARREST_DIVERSION", held: bool = True) -> Event:
-    return event("ReferralMade", PD, at, door=door, offense_category="DRUG_POSSESSION",
-                 charges_held=held, referring_officer="4411", area="East", warm_handoff_at=None)
-
-
-def intake(at: datetime, referral_event_id: str | None = None) -> Event:
-    return event("IntakeCompleted", CM, at, referral_event_id=referral_event_id,
-                 intake_site="Harbor St", preferred_name="Sam Sample", date_of_birth=None,
-                 phone="555-0100")
-
-
-def encounter(at: datetime, service_type: str, source: str) -> Event:
-    return event("ServiceEncounter", source, at, service_type=service_type, provider="Riverbend",
-                 duration_minutes=50, notes="engaged, on plan")
-
-
-def grant(at: datetime, consent_id: str = "C1", **changes: Any) -> Event:
-    payload: dict[str, Any] = {
-        "consent_id": consent_id,
-        "recipients": [PDA, "role:case_management"],
-        "categories": ["SUD_TREATMENT", "HOUSING"],
-        "purposes": ["legal_defense", "care_coordination"],
-        "valid_from": at,
-        "expires_at": at + 90 * DAY,
-        "exceptions": [],
-        "part2": True,
-        "disclosing_programs": [SUD],
-        "expires_on_event": None,
-        "form_sha256": "ab" * 32,
-    }
-    payload.update(changes)
-    return event("ConsentGranted", CM, at, **payload)
-
-
-def exit_(at: datetime) -> Event:
-    return event("ParticipantExited", CM, at, reason="GRADUATED")
-
-
-def revoke(at: datetime, consent_id: str = "C1") -> Event:
-    return event("ConsentRevoked", CM, at, consent_id=consent_id)
-
-
-class Run:
-    """Feeds events through one projector, keeping the state and every change."""
-
-    def __init__(self) -> None:
-        self.projector = Projector(SITE, CATALOG)
-        self.state: ParticipantState | None = None
-        self.changes: list[ViewChange] = []
-
-    def project(self, ev: Event, now: datetime | None = None) -> list[ViewChange]:
-        self.state, changes = self.projector.project(self.state, ev, now or ev.occurred_at)
-        self.changes.extend(changes)
-        return changes
-
-    def tick(self, now: datetime) -> list[ViewChange]:
-        assert self.state is not None
-        self.state, changes = self.projector.tick(self.state, now)
-        self.changes.extend(changes)
-        return changes
-
-    def rows(self, recipient: str) -> dict[str, Any]:
-        assert self.state is not None
-        return self.state.view_rows().get(recipient, {})
-
-
-def recipients(changes: list[ViewChange], kind: str = "upsert") -> set[str]:
-    return {change.recipient for change in changes if change.kind == kind}
+from schemas.event import Event
+from tests.factories import participant_id
+from tests.processors.projector_story import (
+    CM,
+    COORD,
+    DAY,
+    HOUSE,
+    MH,
+    PAO,
+    PD,
+    PDA,
+    PERSON,
+    SITE,
+    SUD,
+    T0,
+    Run,
+    encounter,
+    event,
+    exit_,
+    grant,
+    intake,
+    recipients,
+    referral,
+    revoke,
+)
 
 
 def test_source_always_sees_its_own_event() -> None:
@@ -424,149 +354,6 @@ def test_a_reused_event_id_resolves_to_the_same_event_in_either_arrival_order() 
         views.append(run.state.view_rows())
     assert views[0] == views[1]
     assert views[0][PD][first.event_id].type == "ContactLogged"
-
-
-def test_deadline_missed_derives_a_deterministic_hub_event_for_the_prosecutor() -> None:
-    run = Run()
-    ref = referral(T0)
-    run.project(ref)
-    due = T0 + SITE.intake_deadline_days * DAY
-    assert run.tick(due) == []
-    changes = run.tick(due + timedelta(seconds=1))
-    missed_id = derived_event_id(MISSED_NAMESPACE, ref.event_id)
-    assert {c.event_id for c in changes} == {missed_id}
-    row = run.rows(PAO)[missed_id]
-    assert row.source_partner == "hub"
-    assert row.type == "IntakeDeadlineMissed"
-    assert row.fields == {"referral_event_id": ref.event_id, "due_at": due}
-    assert run.tick(due + 2 * DAY) == []  # fires once
-
-
-def test_no_partner_event_can_carry_a_derived_event_id() -> None:
-    ref = referral(T0)
-    missed_id = derived_event_id(MISSED_NAMESPACE, ref.event_id)
-    assert uuid.UUID(missed_id).version == 8
-    assert derived_event_id(MISSED_NAMESPACE, ref.event_id) == missed_id  # deterministic
-    forged = Event(event_id=missed_id, type="ContactLogged", participant_id=ref.participant_id,
-                   occurred_at=T0, payload={"contact_method": "OUTREACH", "successful": True})
-    with pytest.raises(InvalidField) as caught:
-        encode(forged, CATALOG)
-    assert caught.value.field_path == "event_id"
-    assert "reserved" in str(caught.value)
-
-
-def test_deadline_met_by_intake_linked_or_not() -> None:
-    for linked in (True, False):
-        run = Run()
-        ref = referral(T0)
-        run.project(ref)
-        due = T0 + SITE.intake_deadline_days * DAY
-        run.project(intake(due, ref.event_id if linked else None))  # exactly at due: met
-        assert all(c.row is None or c.row.type != "IntakeDeadlineMissed"
-                   for c in run.tick(due + 30 * DAY))
-
-
-def test_deadline_met_late_shows_both_the_miss_and_the_late_intake() -> None:
-    run = Run()
-    ref = referral(T0)
-    run.project(ref)
-    late = intake(T0 + (SITE.intake_deadline_days + 3) * DAY, ref.event_id)
-    changes = run.project(late)
-    types = [c.row.type for c in changes if c.row is not None and c.recipient == PAO]
-    assert types == ["IntakeCompleted", "IntakeDeadlineMissed"]
-
-
-DUE_DAYS = SITE.intake_deadline_days
-
-
-@pytest.mark.parametrize(
-    ("steps", "intake_day", "link", "missed_at_end", "retracted"),
-    [
-        # steps: (what, day it reaches the hub); the referral occurred on day 0
-        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), 3, "ref", False, True),
-        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), 3, None, False, True),
-        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), DUE_DAYS, "ref", False,
-         True),
-        ((("ref", DUE_DAYS + 2), ("intake", DUE_DAYS + 3)), 3, "ref", False, True),
-        ((("intake", 4), ("ref", DUE_DAYS + 2)), 3, "ref", False, False),
-        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), DUE_DAYS + 1, "ref",
-         True, False),
-        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), 3, "other", True,
-         False),
-        ((("ref", 0), ("tick", DUE_DAYS + 1), ("intake", DUE_DAYS + 5)), -1, None, True, False),
-        ((("ref", 0), ("intake", 3), ("tick", DUE_DAYS + 5)), 3, "ref", False, False),
-    ],
-    ids=[
-        "on-time linked intake entered after the miss",
-        "on-time unlinked intake entered after the miss",
-        "intake exactly at the due instant entered after the miss",
-        "referral reported after its due date, then its on-time intake",
-        "intake before the late-reported referral: never missed",
-        "intake after the due instant does not undo the miss",
-        "intake linked to another referral does not undo the miss",
-        "unlinked intake before the referral does not undo the miss",
-        "intake in time, in order: never missed",
-    ],
-)
-def test_a_late_reported_on_time_intake_retracts_the_miss(
-    steps: tuple[tuple[str, int], ...], intake_day: int, link: str | None, missed_at_end: bool,
-    retracted: bool,
-) -> None:
-    ref = referral(T0)
-    linked = {"ref": ref.event_id, "other": "some-other-referral", None: None}[link]
-    taken = intake(T0 + intake_day * DAY, linked)
-    missed_id = derived_event_id(MISSED_NAMESPACE, ref.event_id)
-    end = T0 + (DUE_DAYS + 10) * DAY
-    run = Run()
-    for what, day in steps:
-        now = T0 + day * DAY
-        if what == "tick":
-            run.tick(now)
-        else:
-            run.project(ref if what == "ref" else taken, now=now)
-    run.tick(end)
-    assert run.state is not None
-    view = run.state.view_rows()
-    shown_to = {r for r, rows in view.items() if missed_id in rows}
-    assert bool(shown_to) == missed_at_end
-    if missed_at_end:
-        assert PAO in shown_to and view[PAO][missed_id].fields["due_at"] == ref.occurred_at + (
-            DUE_DAYS * DAY)
-    upserted = {c.recipient for c in run.changes if c.event_id == missed_id and c.kind == "upsert"}
-    retracts = {c.recipient for c in run.changes if c.event_id == missed_id and c.kind == "retract"}
-    assert bool(retracts) == retracted
-    if retracted:
-        assert PAO in retracts and retracts == upserted  # every recipient that had it
-        assert missed_id not in run.state.events and not run.state.deadlines
-    assert apply_changes({}, run.changes) == view
-    offline = project_events(sorted((ref, taken), key=lambda e: (e.occurred_at, e.event_id)),
-                             Projector(SITE, CATALOG), at=end)
-    assert view == offline
-
-
-def test_intake_linked_to_another_referral_does_not_meet_the_deadline() -> None:
-    run = Run()
-    run.project(referral(T0))
-    run.project(intake(T0 + DAY, "some-other-referral"))
-    changes = run.tick(T0 + 40 * DAY)
-    assert any(c.row is not None and c.row.type == "IntakeDeadlineMissed" for c in changes)
-
-
-@pytest.mark.parametrize(("door", "held"), [("SOCIAL_CONTACT", False), ("ARREST_DIVERSION", False),
-                                            ("COMMUNITY", False)])
-def test_no_deadline_without_arrest_diversion_and_charges_held(door: str, held: bool) -> None:
-    run = Run()
-    run.project(referral(T0, door=door, held=held))
-    assert run.tick(T0 + 60 * DAY) == []
-
-
-def test_referral_arriving_after_its_intake_starts_no_deadline() -> None:
-    run = Run()
-    ref = referral(T0)
-    run.project(intake(T0 + DAY, ref.event_id))
-    run.project(ref, now=T0 + 2 * DAY)
-    assert run.state is not None and not run.state.deadlines
-    assert run.tick(T0 + 60 * DAY) == []
 
 
 def test_time_never_runs_backwards_for_a_participant() -> None:
