@@ -4,15 +4,21 @@ One run, under a topic prefix of its own (``bench<random>.``) and a fresh SQLite
 fresh database on the PostgreSQL server given by ``--database-url``):
 
 1. starts ``--validators`` ``leadhub run validator`` **child processes** (Kafka transactions,
-   tick 1 s) and runs the projector, :class:`consumers.live_projector.LiveProjector` (the class
-   ``leadhub run projector`` runs), **in a thread of this process**: its ``on_commit`` hook,
-   called after each batch's database transaction committed, timestamps the moment each
-   event's own row (the row of its source partner) and each retraction became visible;
+   tick 1 s) and ``--projectors`` projector **child processes** (``pipeline_projector_child``,
+   one consumer group: they split ``lead.events``' partitions), each running
+   :class:`consumers.live_projector.LiveProjector` (the class ``leadhub run projector`` runs)
+   in a process of its own, as deployed. Each child's ``on_commit`` hook, called after each
+   batch's database transaction committed, writes one line to its stdout with the moment the
+   batch's own rows (the row of each event's source partner) and retractions became visible;
+   a thread of this process per child reads them. This process holds only the SDK publishers
+   (and those reader threads). The warm-up waits until every projector has committed a batch
+   (all have joined the group);
 2. **sustained throughput**: publishes a simulated site as fast as the SDK goes (one
    :class:`producers.sdk.PartnerPublisher` per partner, ``send`` then ``flush``) and measures
    events/s from the first send until the last event's own row is committed, and the CPU
-   seconds every process spent meanwhile (validators, the local broker, this process split
-   into the projector thread and the rest, PostgreSQL's backends for the view database);
+   seconds every process spent meanwhile (validators, projectors, the local broker, this
+   process's SDK publishers and main thread, PostgreSQL's backends for the view database; the
+   threads reading the projectors' lines are shown apart and not counted in the total);
 3. **latency at a fixed rate** (default 500 events/s for 20 s, other participants): p50, p99
    and max of send -> own row committed;
 4. **revocation latency**: consents sharing HOUSING rows with ``defender-assoc`` are revoked
@@ -21,13 +27,14 @@ fresh database on the PostgreSQL server given by ``--database-url``):
    ``KafkaConsumer`` over every inbound message (no decoding); the **pure core** (the
    projection step over in-memory states, as the auditor's replay) over the sustained phase's
    ``lead.events`` records, best of ``--core-runs``, and the ratio end-to-end / core; the
-   projector alone over the whole ``lead.events`` as a backlog into a fresh view;
+   projector alone over the whole ``lead.events`` as a backlog into a fresh view (one
+   ``LiveProjector`` in this process's main thread: nothing else runs by then);
 6. **peak memory** of every process (``VmHWM``; ``ru_maxrss`` for this one), the per-stage
    breakdown (inbound record timestamp -> ``lead.events`` record timestamp -> projector poll
    -> row committed) and a table (``--json`` for JSON).
 
 On the secured broker (SASL/SCRAM, ACLs) the bench sets up, publishes and reads back as the
-admin principal; the validators and the projector connect as their own roles
+admin principal; the validators and the projectors connect as their own roles
 (``kafka_setup``).
 
 Progress goes to stderr. Every wait has a timeout and the whole run a budget (``--budget``).
@@ -35,10 +42,12 @@ Exit codes: 0 figures printed (targets met or not), 1 the run failed, 2 setup er
 broker is not running).
 
     .venv/bin/python bench/pipeline.py [--participants 1000] [--days 180] [--rate 500]
+        [--validators 1] [--projectors 1]
 
 This file is the entry point (flags and the run's order); the parts live beside it:
 ``pipeline_harness`` (child processes, publishers, broker, view database, topics, /proc),
-``pipeline_tracker`` (the projector thread and what it committed when), ``pipeline_phases``
+``pipeline_tracker`` (the projector children, their output, what they committed when),
+``pipeline_projector_child`` (one projector child process), ``pipeline_phases``
 (the phases and baselines), ``pipeline_stages`` (reading ``lead.events`` back, per-stage
 breakdown), ``pipeline_report`` (the figures, targets, the table, the profiles) and
 ``machine`` (what machine the run was on), ``kafka_setup`` (the principals).
@@ -101,7 +110,7 @@ from pipeline_phases import (
 )
 from pipeline_report import Results, print_profiles, render, targets
 from pipeline_stages import read_events_log, stage_breakdown
-from pipeline_tracker import CommitTracker, ProjectorThread
+from pipeline_tracker import CommitTracker, ProjectorChildren
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:39092"
 
@@ -143,6 +152,7 @@ def run(args: argparse.Namespace) -> Results:
             state_dir = Path(tmp)
             backend = make_url(database_url).get_backend_name()
             results.config = {"backend": backend, "validators": args.validators,
+                              "projectors": args.projectors,
                               "partitions": args.partitions, "tick_s": 1,
                               "participants": args.participants, "days": args.days,
                               "seed": args.seed, "rate": args.rate}
@@ -157,26 +167,25 @@ def run(args: argparse.Namespace) -> Results:
             if broker is not None:
                 children.watched["broker"] = broker
             store = ViewStore(database_url)
-            store.create_schema()
+            store.create_schema()  # before the projectors start, not by them at once
+            store.close()
             tracker = CommitTracker()
-            projector = ProjectorThread(bench_connection(args.bootstrap, "projector"), topics,
-                                        store, site, catalog, tracker, profile=args.profile)
+            projectors = ProjectorChildren(children, args.projectors, tracker)
             # Throughput, not isolation: the publishers write as the admin principal.
             publishers = Publishers(admin, topics, site, catalog)
             validators = [f"validator-{n + 1}" for n in range(args.validators)]
             stopped = False
 
-            def alive() -> None:
-                children.check_alive()
-                projector.check_alive()
+            alive = projectors.check_alive  # every child: the validators too
 
             try:
                 for name in validators:
                     children.start("validator", name)
-                projector.start()
-                progress(f"started {len(validators)} validator(s) and the projector thread; "
-                         "waiting for the hub")
-                ready = wait_ready(publishers, tracker, alive, children, budget, 120.0)
+                projectors.start()
+                progress(f"started {len(validators)} validator(s) and "
+                         f"{len(projectors.names)} projector(s); waiting for the hub")
+                ready = wait_ready(publishers, tracker, alive, projectors.all_projecting,
+                                   children, budget, 120.0)
                 progress(f"hub ready after {ready:.1f}s")
                 if backend == "postgresql":
                     database = make_url(database_url).database or ""
@@ -205,15 +214,16 @@ def run(args: argparse.Namespace) -> Results:
 
                 results.memory_mib = {f"{k} (VmHWM)": v for k, v in children.vm_hwm_mib().items()}
                 results.thread_cpu_s = children.thread_cpu_seconds()
-                counters = projector.projector.counters
-                results.projector = {"batches": counters.batches, "records": counters.records,
-                                     "changes": counters.rows_changed,
-                                     "rollbacks": counters.rollbacks, "fenced": counters.fenced,
-                                     "dead_letters": dict(counters.dead_letters_by_reason)}
+                results.memory_mib["bench process: SDK publishers (ru_maxrss)"] = (
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
                 codes = children.stop_all()
-                projector.close()
+                projectors.close()
                 stopped = True
                 progress(f"children stopped: {codes}")
+                results.projector = projectors.totals(codes)
+                unclean = {n: codes.get(n) for n in projectors.names if codes.get(n) != 0}
+                for name, code in unclean.items():
+                    progress(f"{name} exited with {code}:\n{children.log_tail(name, 15)}")
 
                 progress("baseline: raw KafkaConsumer over the inbound topics")
                 results.ceiling, inbound_sent = raw_ceiling(admin, topics, site,
@@ -226,33 +236,30 @@ def run(args: argparse.Namespace) -> Results:
                 results.core = core_alone(log, sustained_ids, site, catalog, args.core_runs)
                 progress(f"core: {results.core['events_per_s']:,.0f} events/s")
                 results.stages = stage_breakdown(
-                    log, inbound_sent, projector.clock,
+                    log, inbound_sent, projectors.clock,
                     {"sustained": sustained_ids, "paced": set(paced_sent)}, revoke_sent,
                     tracker.visible, tracker.retracted, results.sustained["first_send"],
                     sustained_ids)
                 results.topics_mib = topic_sizes_mib(admin, prefix)
                 if not args.skip_projector_alone:
                     progress(f"baseline: the projector alone over {len(log):,} lead.events "
-                             "records into a fresh view")
+                             "records into a fresh view (in this process)")
                     replay_dir = state_dir / "alone"
                     replay_dir.mkdir()
                     with view_database(args.database_url, replay_dir) as alone_url:
                         results.projector_alone = projector_alone(
                             bench_connection(args.bootstrap, "projector"), topics, alone_url,
                             site, catalog, len(log), budget, 120.0)
-                results.memory_mib["bench process: SDK + projector thread (ru_maxrss)"] = (
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
                 results.machine["load_after"] = os.getloadavg()
                 results.targets = targets(results)
                 if args.profile:
-                    print_profiles(projector.profiler, state_dir, validators,
+                    print_profiles(state_dir, [*projectors.names, *validators],
                                    args.profile_lines, args.profile_out)
             finally:
                 if not stopped:
                     children.stop_all()
-                    projector.close()
+                    projectors.close()
                 publishers.close()
-                store.close()
     finally:
         if not args.keep_topics:
             delete_prefix_topics(admin, prefix)
@@ -261,8 +268,8 @@ def run(args: argparse.Namespace) -> Results:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark the running leadhub pipeline (validator child processes, the "
-                    "live projector in a thread) on the local Kafka broker: sustained "
+        description="Benchmark the running leadhub pipeline (validator and live projector "
+                    "child processes) on the local Kafka broker: sustained "
                     "events/s, the pure core's events/s on the same events, CPU per event of "
                     "every process, latency at a fixed rate, revocation latency, a raw-consumer "
                     "baseline and peak memory.")
@@ -286,6 +293,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="partitions of every topic (%(default)s)")
     parser.add_argument("--validators", type=int, default=1,
                         help="validator child processes (%(default)s)")
+    parser.add_argument("--projectors", type=int, default=1,
+                        help="live projector child processes, one consumer group "
+                             "(%(default)s)")
     parser.add_argument("--core-runs", type=int, default=3,
                         help="runs of the pure-core baseline, best kept (%(default)s)")
     parser.add_argument("--skip-projector-alone", action="store_true",
@@ -294,7 +304,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="upper bound of the whole run in seconds (%(default)s)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--profile", action="store_true",
-                        help="cProfile the projector thread and the validators (slower; "
+                        help="cProfile the projectors and the validators (slower; "
                              "figures are then not representative) and print the top functions")
     parser.add_argument("--profile-lines", type=int, default=25,
                         help="functions listed per profile (%(default)s)")
@@ -302,7 +312,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="with --profile: also keep the .prof files in this directory")
     parser.add_argument("--keep-topics", action="store_true",
                         help="do not delete the bench's topics at the end")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 1 <= args.projectors <= args.partitions:
+        parser.error("--projectors must be between 1 and --partitions (a projector without "
+                     "a partition never commits)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

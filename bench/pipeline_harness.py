@@ -1,9 +1,10 @@
 """The benchmarks' harness: errors, progress, budget, child processes, publishers, topics.
 
 Plumbing around the hub under test, shared by ``pipeline.py``, ``history.py`` and ``scale.py``:
-``leadhub run validator|projector`` as child processes (:class:`Children`), one SDK publisher
-per partner (:class:`Publishers`), the broker check, a fresh view database, the bench's own
-topic prefix (sizes, deletion), and what /proc says about a process (CPU, peak memory).
+``leadhub run validator|projector`` and the benches' own child scripts as child processes
+(:class:`Children`), one SDK publisher per partner (:class:`Publishers`), the broker check, a
+fresh view database, the bench's own topic prefix (sizes, deletion), and what /proc says about
+a process (CPU, peak memory).
 Every Kafka client here takes a :class:`KafkaConnection` (``kafka_setup.bench_connection``).
 """
 
@@ -67,9 +68,10 @@ class Budget:
 
 
 class Children:
-    """``leadhub run validator|projector`` under the bench's prefix, logs in the state dir.
+    """``leadhub run validator|projector`` (or a bench's own script) under the bench's prefix,
+    logs in the state dir.
 
-    Each child has a name (``validator-1``, ``projector``, ...); ``watched`` adds processes not
+    Each child has a name (``validator-1``, ``projector-1``, ...); ``watched`` adds processes not
     started here whose CPU and memory are reported too (the local broker, PostgreSQL backends).
     """
 
@@ -84,17 +86,22 @@ class Children:
 
     def start(self, step: str, name: str | None = None,
               extra_env: dict[str, str] | None = None,
-              argv: list[str] | None = None) -> None:
+              argv: list[str] | None = None, *, pipes: bool = False) -> None:
         """Start ``leadhub run STEP`` as child ``name`` (default: the step's name); ``argv``
-        replaces ``-m leadhub.cli run STEP`` (a bench's own child process)."""
+        replaces ``-m leadhub.cli run STEP`` (a bench's own child process). With ``pipes``
+        the child's stdin and stdout are pipes (``procs[name].stdin``/``.stdout``) and only
+        its stderr goes to the log."""
         name = name or step
         command = [sys.executable]
         if self.profile_dir is not None:
             command += ["-m", "cProfile", "-o", str(self.profile_dir / f"{name}.prof")]
         command += argv if argv is not None else ["-m", "leadhub.cli", "run", step]
         with (self.logs / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(command, env=self.env | (extra_env or {}),
-                                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            self.procs[name] = subprocess.Popen(
+                command, env=self.env | (extra_env or {}), cwd=ROOT,
+                stdin=subprocess.PIPE if pipes else None,
+                stdout=subprocess.PIPE if pipes else log, stderr=log if pipes
+                else subprocess.STDOUT)
 
     def check_alive(self) -> None:
         """Raise BenchError (with the log tail) if a child has exited."""
@@ -143,25 +150,30 @@ class Children:
             out[step] = [main, *sorted(others, reverse=True)[:3]]
         return out
 
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int | None:
-        """Send ``sig`` to child ``name``, wait for it (SIGKILL after ``timeout_s``), forget it;
-        return its exit code."""
+    def stop(self, name: str, sig: int | None = signal.SIGTERM,
+             timeout_s: float = 30.0) -> int | None:
+        """Send ``sig`` to child ``name`` (None: it was sent already), wait for it (SIGKILL
+        after ``timeout_s``), forget it; return its exit code."""
         proc = self.procs.pop(name)
-        if proc.poll() is None:
+        if sig is not None and proc.poll() is None:
             proc.send_signal(sig)
         try:
             return proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            progress(f"{name} ignored signal {sig} for {timeout_s:.0f}s; killing it")
+            progress(f"{name} ignored its stop signal for {timeout_s:.0f}s; killing it")
             proc.kill()
             return proc.wait(timeout=10)
 
     def stop_all(self, timeout_s: float = 30.0) -> dict[str, int | None]:
-        """SIGTERM every child, wait, SIGKILL stragglers; return each exit code."""
+        """SIGTERM every child once, wait, SIGKILL stragglers; return each exit code.
+
+        Once: a second SIGTERM could reach a child while its interpreter shuts down (the
+        handlers reset to the default), which would end a clean stop with -15.
+        """
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        return {name: self.stop(name, timeout_s=timeout_s) for name in list(self.procs)}
+        return {name: self.stop(name, None, timeout_s) for name in list(self.procs)}
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logs / f"{name}.log"

@@ -5,7 +5,8 @@ Each phase publishes through :class:`pipeline_harness.Publishers`, waits on the
 returns its figures as a dict (see :class:`pipeline_report.Results`). The baselines run after
 the hub is stopped, over what the run left in Kafka: a raw ``KafkaConsumer`` over the inbound
 topics, the pure projection step over the sustained phase's ``lead.events`` records, and the
-projector alone on the whole ``lead.events`` backlog into a fresh view.
+projector alone on the whole ``lead.events`` backlog into a fresh view (in the bench process:
+the hub, its projector children included, is stopped by then).
 """
 
 from __future__ import annotations
@@ -38,31 +39,38 @@ from schemas.topics import TopicNames
 from pipeline_harness import BenchError, Budget, Children, Publishers, make_event, progress
 from pipeline_report import summary
 from pipeline_stages import LogRecord
-from pipeline_tracker import CommitTracker, own_cpu
+from pipeline_tracker import READERS_CPU, CommitTracker, own_cpu
 
 #: Raises BenchError if a part of the hub under test has died.
 AliveCheck = Callable[[], None]
 
 
 def wait_ready(publishers: Publishers, tracker: CommitTracker, alive: AliveCheck,
-               children: Children, budget: Budget, timeout_s: float) -> float:
-    """Publish probes for a few participants and wait for their rows: the hub is up and
-    every partition is assigned."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    probes = [make_event("ContactLogged", mint_participant_id(), now,
-                         "harbor-cm", contact_method="OUTREACH", successful=True,
-                         duration_minutes=None)
-              for _ in range(16)]
-    tracker.expect(e.event_id for e in probes)
+               all_projecting: Callable[[], bool], children: Children, budget: Budget,
+               timeout_s: float) -> float:
+    """Publish probes for a few participants and wait for their rows, a new round until every
+    projector has committed a batch: the hub is up, every projector has joined the group (no
+    rebalance left to come) and every partition is assigned."""
     started = time.monotonic()
-    for probe in probes:
-        publishers.send(probe)
-    publishers.flush()
-    deadline = time.monotonic() + budget.cap(timeout_s)
+    deadline = started + budget.cap(timeout_s)
     while time.monotonic() < deadline:
-        alive()
-        if tracker.wait_all_visible(min(5.0, deadline - time.monotonic()), "warm-up"):
+        now = datetime.now(UTC).replace(microsecond=0)
+        probes = [make_event("ContactLogged", mint_participant_id(), now,
+                             "harbor-cm", contact_method="OUTREACH", successful=True,
+                             duration_minutes=None)
+                  for _ in range(16)]
+        tracker.expect(e.event_id for e in probes)
+        for probe in probes:
+            publishers.send(probe)
+        publishers.flush()
+        visible = False
+        while not visible and time.monotonic() < deadline:
+            alive()
+            visible = tracker.wait_all_visible(min(5.0, deadline - time.monotonic()),
+                                               "warm-up")
+        if visible and all_projecting():
             return time.monotonic() - started
+        time.sleep(0.5)
     tails = "\n".join(f"--- {name}\n{children.log_tail(name)}" for name in children.procs)
     raise BenchError(f"the hub did not become ready within {timeout_s:.0f}s; logs:\n{tails}")
 
@@ -77,12 +85,14 @@ def _machine_busy() -> tuple[float, float]:
 
 
 def cpu_by_process(children: Children) -> dict[str, float]:
-    """CPU seconds so far of every process the run counts: the children, the watched ones
-    (broker, PostgreSQL) and the bench process, split into its projector and the rest."""
+    """CPU seconds so far of every process the run counts: the children (validators,
+    projectors), the watched ones (broker, PostgreSQL) and the bench process, split into the
+    SDK publishers with the main thread and the threads reading the projectors' output
+    (:data:`pipeline_tracker.READERS_CPU`, measurement only)."""
     used = children.cpu_seconds()
     own = own_cpu()
-    used["bench process: projector thread + its Kafka I/O threads"] = own["projector"]
-    used["bench process: SDK publishers + main thread"] = own["total"] - own["projector"]
+    used["bench process: SDK publishers + main thread"] = own["total"] - own["readers"]
+    used[READERS_CPU] = own["readers"]
     return used
 
 
@@ -117,7 +127,8 @@ def sustained_phase(events: list[Event], publishers: Publishers, tracker: Commit
         "elapsed_s": elapsed,
         "events_per_s": len(visible) / elapsed if visible else math.nan,
         "cpu_s": cpu,
-        "cpu_total_s": sum(v for v in cpu.values() if not math.isnan(v)),
+        "cpu_total_s": sum(v for k, v in cpu.items() if k != READERS_CPU
+                           and not math.isnan(v)),
         "machine_busy": (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]),
         "machine_cpu_s": (busy_after[0] - busy_before[0]) / os.sysconf("SC_CLK_TCK"),
     }
@@ -290,10 +301,12 @@ def projector_alone(kafka: KafkaConnection, topics: TopicNames, database_url: st
                     timeout_s: float) -> dict[str, Any]:
     """The projector over the whole ``lead.events`` of the run, as a backlog, into a fresh view.
 
-    In the live run the projector only ever sees what the validator has committed; here it
-    works in full batches as after an outage, alone in the process, in this thread. Same
-    consumer group as the live one (stopped by now), which it leaves at the end; a fresh view
-    has no tracking rows, so it starts from offset 0.
+    In the live run the projectors only ever see what the validators have committed; here one
+    works in full batches as after an outage. It runs in this thread of the bench process, not
+    in a child: the hub is stopped by now, so nothing else works in the process (the SDK
+    publishers sit idle), and its CPU is the process's own over the timed calls. Same consumer
+    group as the live ones (stopped by now), which it leaves at the end; a fresh view has no
+    tracking rows, so it starts from offset 0.
     """
     store = ViewStore(database_url)
     store.create_schema()

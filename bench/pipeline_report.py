@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
 import io
 import math
 import pstats
@@ -89,31 +88,27 @@ def targets(results: Results) -> dict[str, bool]:
     }
 
 
-def print_profiles(projector_profiler: cProfile.Profile | None, state_dir: Path,
-                   children: Sequence[str], lines: int, keep_in: Path | None) -> None:
-    """Top functions by own time of the projector thread and of each child, on stderr.
+def print_profiles(state_dir: Path, children: Sequence[str], lines: int,
+                   keep_in: Path | None) -> None:
+    """Top functions by own time of each child (``NAME.prof`` in ``state_dir``, written by
+    cProfile when the child exited), on stderr; copied to ``keep_in`` if given.
 
-    The children's profiles cover their main thread (the validator's loop); kafka-python's
-    I/O runs in a thread of its own (see the per-thread CPU figures).
+    The profiles cover the children's main thread (the validator's loop, the projector's
+    loop); kafka-python's I/O runs in a thread of its own (see the per-thread CPU figures).
     """
-    sources: list[tuple[str, cProfile.Profile | str]] = []
-    if projector_profiler is not None:
-        projector_profiler.dump_stats(str(state_dir / "projector.prof"))
-        sources.append(("projector thread", projector_profiler))
-    names = ["projector", *children]
     if keep_in is not None:
         keep_in.mkdir(parents=True, exist_ok=True)
-        for name in names:
+        for name in children:
             with contextlib.suppress(OSError):
                 (keep_in / f"{name}.prof").write_bytes(
                     (state_dir / f"{name}.prof").read_bytes())
     for name in children:
         path = state_dir / f"{name}.prof"
-        if path.exists():
-            sources.append((name, str(path)))
-    for name, source in sources:
+        if not path.exists():
+            print(f"\n===== profile: {name}: none written =====", file=sys.stderr)
+            continue
         buffer = io.StringIO()
-        pstats.Stats(source, stream=buffer).sort_stats("tottime").print_stats(lines)
+        pstats.Stats(str(path), stream=buffer).sort_stats("tottime").print_stats(lines)
         print(f"\n===== profile: {name} (by own time) =====", file=sys.stderr)
         print(buffer.getvalue(), file=sys.stderr)
 
@@ -172,9 +167,14 @@ def render(results: Results, args: argparse.Namespace) -> str:
                      f"{alone['cpu_s'] / max(1, alone['records']) * 1000:.3f} ms CPU each"))
     p = results.projector
     if p:
+        codes = p.get("exit_codes", {})
+        failed = {name: code for name, code in codes.items() if code != 0}
         rows.append(("live projector batches / records / row changes",
                      f"{p['batches']:,} / {p['records']:,} / {p['changes']:,}",
-                     f"{p['records'] / max(1, p['batches']):,.0f} records per batch"))
+                     f"{p['records'] / max(1, p['batches']):,.0f} records per batch"
+                     + (f"; counters of {len(p['reported'])} of {len(codes)} only"
+                        if len(p.get("reported", ())) < len(codes) else "")
+                     + (f"; exit codes {failed}" if failed else "")))
     rows += [(f"peak memory, {k}", f"{v:,.0f} MiB", "") for k, v in results.memory_mib.items()]
     rows += [(f"CPU by thread at the end, {k} (main, then busiest others)",
               " / ".join(f"{x:.0f}" for x in v) + " s", "")
@@ -200,7 +200,8 @@ def render(results: Results, args: argparse.Namespace) -> str:
              f"load {results.machine['load_before'][0]:.2f} before / "
              f"{results.machine.get('load_after', (math.nan,))[0]:.2f} after",
              f"view: {cfg.get('backend')}; {cfg.get('validators')} validator process(es), "
-             f"projector in a thread of the bench process; {cfg.get('partitions')} partitions",
+             f"{cfg.get('projectors')} projector process(es); {cfg.get('partitions')} "
+             "partitions",
              f"{'figure':<{width}}  {'value':>18}  note", "-" * (width + 40)]
     lines += [f"{a:<{width}}  {b:>18}  {c}" for a, b, c in rows]
     return "\n".join(lines)

@@ -6,9 +6,10 @@ Every event's way through the hub, all on one host clock:
    ``send``), found through the ``lead.events`` record's ingest topic, partition and offset;
 2. **validated**: the ``lead.events`` record's timestamp (CreateTime, set by the validator's
    transactional producer; readers see the record only once the transaction commits);
-3. **polled**: when the projector's ``poll`` returned the record (``PollClock``);
+3. **polled**: when a projector child's ``poll`` returned the record (its poll lines,
+   ``PollIndex``; the first poll if several projectors read it, e.g. across a rebalance);
 4. **committed**: when the projector's database transaction holding the event's own row (or
-   the retraction) committed (``CommitTracker``).
+   the retraction) committed (its commit lines, ``CommitTracker``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from schemas.topics import TopicNames
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
 from pipeline_harness import Budget
 from pipeline_report import summary
-from pipeline_tracker import PollClock
+from pipeline_tracker import PollIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ def read_events_log(kafka: KafkaConnection, topics: TopicNames, catalog: Catalog
 
 
 def stage_breakdown(log: list[LogRecord], inbound_sent: dict[tuple[str, int, int], float],
-                    polled: PollClock, phases: dict[str, set[str]],
+                    polled: PollIndex, phases: dict[str, set[str]],
                     revocations: dict[tuple[str, str], tuple[float, str]],
                     visible: dict[str, float], retracted: dict[tuple[str, str], float],
                     sustained_start: float, sustained_ids: set[str]) -> dict[str, Any]:

@@ -214,8 +214,10 @@ class ViewStore:
         final: dict[tuple[str, str], ViewRow | None] = {}
         for change in changes:
             final[(change.recipient, change.event_id)] = change.row
+        memo: dict[tuple[Any, ...], tuple[Mapping[str, Any], str]] = {}
         self._write(connection,
-                    [view_row_values(r, row) for (r, _), row in final.items() if row is not None],
+                    [view_row_values(r, row, memo) for (r, _), row in final.items()
+                     if row is not None],
                     [{"r": r, "e": e} for (r, e), row in final.items() if row is None])
 
     def _write(self, connection: Connection, upserts: list[dict[str, Any]],
@@ -272,22 +274,50 @@ def upsert_statement(engine: Engine, table: Table, key: tuple[str, ...]) -> Any:
     return statement.on_conflict_do_update(index_elements=list(key), set_=updates)
 
 
+#: Pages (4 KiB) the write-ahead log may hold before a commit checkpoints it into the database:
+#: 64 MiB instead of SQLite's 4 MiB. A projector batch writes several MiB, so at the default
+#: nearly every commit copied the log back into the database (measured: the projector's CPU per
+#: record fell by about a fifth with the larger log; BENCHMARKS.md "Pipeline").
+WAL_CHECKPOINT_PAGES = 16384
+
+
 def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
     """Write-ahead log, synced at checkpoints: readers never block the projector, and a commit
     does not wait for the disk. A power loss may drop the last commits, but rows and offsets go in
-    the same transaction, so the projector simply re-reads what was lost."""
+    the same transaction, so the projector simply re-reads what was lost. The log is checkpointed
+    every :data:`WAL_CHECKPOINT_PAGES` pages and truncated back to that size afterwards."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
     cursor.close()
 
 
-def view_row_values(recipient: str, row: ViewRow) -> dict[str, Any]:
-    """The ``view_rows`` values of one row: every view writer (live and replay) uses this."""
+def view_row_values(recipient: str, row: ViewRow,
+                    memo: dict[tuple[Any, ...], tuple[Mapping[str, Any], str]] | None = None,
+                    ) -> dict[str, Any]:
+    """The ``view_rows`` values of one row: every view writer (live and replay) uses this.
+
+    A row's JSON does not name its recipient, and most recipients of an event see the same row
+    (three rows in four, on the simulated site). With a ``memo`` (one per batch) the JSON of such
+    a row is encoded once and reused when everything in it compares equal.
+    """
+    if memo is None:
+        text = encode_row_json(row.to_json())
+    else:
+        key = (row.event_id, row.type, row.participant_id, row.occurred_at, row.source_partner,
+               row.categories, row.consent_ids, row.notice, tuple(row.fields))
+        held = memo.get(key)
+        if held is not None and held[0] == row.fields:
+            text = held[1]
+        else:
+            text = encode_row_json(row.to_json())
+            memo[key] = (row.fields, text)
     return {"recipient": recipient, "event_id": row.event_id,
             "participant_id": row.participant_id, "type": row.type,
             "occurred_at": row.occurred_at, "source_partner": row.source_partner,
-            "row_json": encode_row_json(row.to_json())}
+            "row_json": text}
 
 
 def _row_values(recipient: str, event_id: str, row: Mapping[str, Any]) -> dict[str, Any]:

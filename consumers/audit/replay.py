@@ -256,7 +256,9 @@ class ViewWriter:
             return
         written = self._written
         stale = [{"r": r, "e": e} for (r, e) in self._pending if (r, e) in written]
-        rows = [view_row_values(r, row) for (r, _), row in self._pending.items() if row is not None]
+        memo: dict[tuple[Any, ...], tuple[Mapping[str, Any], str]] = {}
+        rows = [view_row_values(r, row, memo) for (r, _), row in self._pending.items()
+                if row is not None]
         try:
             with self.store.engine.begin() as connection:
                 if stale:
