@@ -44,6 +44,18 @@ class KafkaConnection:
             )
         return options
 
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The same settings as configuration properties of librdkafka (confluent-kafka)."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        if self.username is not None:
+            config.update({
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": SASL_MECHANISM,
+                "sasl.username": self.username,
+                "sasl.password": self.password,
+            })
+        return config
+
     def describe(self) -> str:
         """``bootstrap`` and the principal, for messages (never the password)."""
         who = f" as {self.username}" if self.username else ""

@@ -55,6 +55,6 @@ def test_every_kafka_compression_codec_is_read(hub: Any, topics: TopicNames,
         occurred_at=datetime(2026, 11, 21, 10, 0, tzinfo=UTC),
         payload={"contact_method": "OUTREACH", "successful": True, "duration_minutes": 15})
     with PartnerPublisher("harbor-cm", kafka, catalog=load_catalog(), topics=topics,
-                          compression_type=codec) as publisher:
+                          compression=codec) as publisher:
         publisher.publish(contact)
     live_view.wait_for(lambda: live_view.rows("harbor-cm", participant), what=codec)
