@@ -44,6 +44,7 @@ demo: setup services  ## the hub running with a simulated LEAD site streaming th
 bench: setup services
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/project.py
+	$(BIN)/python bench/kafka_clients.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/history.py
 

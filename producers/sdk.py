@@ -64,8 +64,8 @@ class PartnerPublisher:
         self.catalog = catalog or load_catalog()
         self.topic = (topics or TopicNames()).inbound(partner_id)
         self.timeout_s = timeout_s
-        #: event_id of every event sent since the last flush, and the failed ones' errors.
-        self._pending: list[str] = []
+        #: Events sent since the last flush, and the failed ones' ids and errors.
+        self._queued = 0
         self._failed: list[tuple[str, KafkaError]] = []
         timeout_ms = int(timeout_s * 1000)
         config: dict[str, Any] = {
@@ -122,7 +122,7 @@ class PartnerPublisher:
             except KafkaException as exc:
                 raise PublishError(f"event {event_id} was not queued for {self.topic}: "
                                    f"{_describe(exc)}") from exc
-        self._pending.append(event_id)
+        self._queued += 1
         self._producer.poll(0)
         return event_id
 
@@ -143,18 +143,18 @@ class PartnerPublisher:
 
     def flush(self) -> None:
         """Block until every queued event is acknowledged; raise PublishError if any failed."""
-        pending, self._pending = self._pending, []
+        queued, self._queued = self._queued, 0
         left = self._producer.flush(self.timeout_s * 3)
         failed, self._failed = self._failed, []
         if left:
             raise PublishError(
-                f"{left} of {len(pending)} events for {self.topic} were not acknowledged within "
+                f"{left} of {queued} events for {self.topic} were not acknowledged within "
                 f"{self.timeout_s * 3:.0f}s; is the broker running?"
             )
         if failed:
             event_id, error = failed[0]
             raise PublishError(
-                f"{len(failed)} of {len(pending)} events for {self.topic} failed, first "
+                f"{len(failed)} of {queued} events for {self.topic} failed, first "
                 f"{event_id}: {error.name()}"
             )
 
@@ -163,11 +163,10 @@ class PartnerPublisher:
         self._producer.flush(self.timeout_s)
 
     def _delivery_report(self, event_id: str) -> Callable[[KafkaError | None, Message], None]:
-        failed = self._failed
-
+        """The delivery callback of one event: librdkafka calls it from ``poll``/``flush``."""
         def report(error: KafkaError | None, message: Message) -> None:
             if error is not None:
-                failed.append((event_id, error))
+                self._failed.append((event_id, error))
         return report
 
 
