@@ -46,12 +46,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.kafka_connection import SASL_MECHANISM, KafkaConnection
+from schemas.kafka_connection import KafkaConnection
 
 # isort: split
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
 from kafka_setup import bench_connection
 from machine import machine_info
+from pipeline_harness import BenchError, progress
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:39092"
 CLIENTS = ("kafka-python", "confluent-kafka")
@@ -65,19 +66,6 @@ PARTICIPANTS = 1_000
 PHASES = ("produce", "consume", "transact")
 
 Messages = list[tuple[bytes, bytes]]
-
-
-class BenchError(Exception):
-    """The run cannot go on; ``exit_code`` 2 for setup errors, 1 otherwise."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def progress(message: str) -> None:
-    """One progress line on stderr, prefixed with the wall-clock time."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,11 +213,7 @@ class Confluent:
 
         self.ck = confluent_kafka
         self.version = f"{self.ck.__version__} (librdkafka {self.ck.libversion()[0]})"
-        self.config: dict[str, Any] = {"bootstrap.servers": conn.bootstrap}
-        if conn.username is not None:  # what conn.client_options() says to kafka-python
-            self.config.update({"security.protocol": "SASL_PLAINTEXT",
-                                "sasl.mechanism": SASL_MECHANISM,
-                                "sasl.username": conn.username, "sasl.password": conn.password})
+        self.config: dict[str, Any] = conn.librdkafka_config()
 
     def producer(self, topic: str, transactional_id: str | None = None) -> Any:
         """A producer as the hub's (acks=all, idempotent, lz4) with ``topic``'s metadata, its
