@@ -45,7 +45,7 @@ from consumers.projection_store import (
 )
 from consumers.store import ViewStore
 from processors.deadlines import MISSED_NAMESPACE
-from processors.membership import JOINING_POLL_MS, MembershipWatch
+from processors.membership import JOINING_POLL_MS, MembershipWatch, await_partitions
 from processors.projection_step import ProjectionStep
 from processors.projector import Projector
 from processors.state import ParticipantState
@@ -258,8 +258,13 @@ class LiveProjector:
             )
             self.dlq = KafkaProducer(**kafka.client_options(), client_id=f"{client_id}-dlq",
                                      acks="all", linger_ms=5, bootstrap_timeout_ms=10000)
+            unknown = await_partitions(self.consumer, [self.topic])
         except (KafkaError, OSError) as exc:
             raise ConsumerError(f"{STEP}: cannot reach Kafka at {kafka.describe()}") from exc
+        if unknown:
+            self.close()
+            raise ConsumerError(f"{STEP}: {self.topic} has no partitions on {kafka.describe()}; "
+                                "create the topics with `leadhub topics create`")
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         self.membership = MembershipWatch(log, STEP, self.consumer)
 

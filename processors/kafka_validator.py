@@ -83,7 +83,7 @@ from processors.kafka_facts import (
     is_transient,
     next_offsets,
 )
-from processors.membership import JOINING_POLL_MS, MembershipWatch
+from processors.membership import JOINING_POLL_MS, MembershipWatch, await_partitions
 from processors.site import SitePolicy
 from processors.validate import (
     PROCESSING_FAILED,
@@ -243,6 +243,12 @@ class TransactionalValidator:
                 max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
                 max_poll_records=MAX_POLL_RECORDS,
             )
+            unknown = await_partitions(self._consumer, self.inbound_topics)
+            if unknown:
+                self.close()
+                raise ValidatorError(
+                    f"{len(unknown)} inbound topics have no partitions on {kafka.describe()} "
+                    f"(first {unknown[0]}); create them with `leadhub topics create`")
             self._consumer.subscribe(topics=self.inbound_topics)
             self.membership = MembershipWatch(log, "validate", self._consumer)
         except (KafkaError, OSError) as exc:

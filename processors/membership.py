@@ -18,11 +18,22 @@ member is not stable: the next poll then awaits the join in flight (it never sta
 one while one is pending), and the flag is cleared by the join's completion as usual. While
 joining, the steps poll with the longer :data:`JOINING_POLL_MS`, so that a join mostly completes
 inside a poll: one that completes between polls is dropped by kafka-python and started again.
+
+The steps are static members (a stable ``group_instance_id``): a member restarted after a kill
+takes its predecessor's assignment without a rebalance. The broker then names the old leader as
+leader (KIP-345), so a restarted leader does not know it leads, and kafka-python 3.0.12 never
+rebalances for metadata it learns later. An assignment made before the subscribed topics'
+metadata arrived (empty) would then stay empty for good: a validator killed in its first
+seconds came back owning nothing (a CI run of ``tests/e2e/test_pipeline_site.py``). So a step
+subscribes only once :func:`await_partitions` found every topic's partitions, and the group's
+first assignment covers them all.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from kafka.structs import MemberState
@@ -31,6 +42,22 @@ from kafka.structs import MemberState
 JOINING_POLL_MS = 2000
 #: Joining longer than this is logged as a warning (and again each time this long passes).
 SLOW_JOIN_S = 20.0
+#: How long a step waits at start for its topics' partitions before it gives up.
+TOPICS_WAIT_S = 60.0
+
+
+def await_partitions(consumer: Any, topics: Sequence[str], timeout_s: float = TOPICS_WAIT_S,
+                     pause_s: float = 0.2) -> list[str]:
+    """Wait until ``consumer`` knows the partitions of every one of ``topics`` (asking the
+    broker for metadata while it does not); return those still unknown after ``timeout_s``
+    (none when all are known)."""
+    deadline = time.monotonic() + timeout_s
+    missing = list(topics)
+    while True:
+        missing = [topic for topic in missing if not consumer.partitions_for_topic(topic)]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(pause_s)
 
 
 class MembershipWatch:

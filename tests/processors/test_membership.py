@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kafka.structs import ConsumerGroupMetadata, MemberState, TopicPartition
 
-from processors.membership import MembershipWatch
+from processors.membership import MembershipWatch, await_partitions
 
 
 class _Coordinator:
@@ -75,3 +75,32 @@ def test_while_joining_the_rejoin_flag_is_kept_set_and_a_long_join_is_warned_abo
     watch.observe(75.0)
     assert not [r for r in caplog.records[3:] if r.levelno == logging.WARNING], (
         "the slow-join clock starts again with each join")
+
+
+class _Metadata:
+    """partitions_for_topic as kafka-python answers it: an empty set until the topic is known;
+    ``known_after`` calls per topic before it is."""
+
+    def __init__(self, known_after: dict[str, int]) -> None:
+        self.known_after = dict(known_after)
+        self.calls: list[str] = []
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        self.calls.append(topic)
+        left = self.known_after.get(topic, 0)
+        if left > 0:
+            self.known_after[topic] = left - 1
+            return set()
+        return {0, 1, 2, 3}
+
+
+def test_await_partitions_waits_until_every_topic_is_known() -> None:
+    metadata = _Metadata({"a": 0, "b": 3})
+    assert await_partitions(metadata, ["a", "b"], timeout_s=5, pause_s=0) == []
+    assert metadata.calls.count("a") == 1  # a known topic is not asked again
+    assert metadata.calls.count("b") == 4
+
+
+def test_await_partitions_names_what_is_still_unknown_at_the_deadline() -> None:
+    metadata = _Metadata({"a": 0, "b": 10**9})
+    assert await_partitions(metadata, ["a", "b"], timeout_s=0.05, pause_s=0.01) == ["b"]
