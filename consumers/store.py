@@ -276,8 +276,8 @@ def upsert_statement(engine: Engine, table: Table, key: tuple[str, ...]) -> Any:
 
 #: Pages (4 KiB) the write-ahead log may hold before a commit checkpoints it into the database:
 #: 64 MiB instead of SQLite's 4 MiB. A projector batch writes several MiB, so at the default
-#: nearly every commit copied the log back into the database (measured: the projector's CPU per
-#: record fell by about a fifth with the larger log; BENCHMARKS.md "Pipeline").
+#: nearly every commit copied the log back into the database (measured over a fake consumer:
+#: the projector's CPU per record fell by 5-25 % with the larger log, on a noisy machine).
 WAL_CHECKPOINT_PAGES = 16384
 
 

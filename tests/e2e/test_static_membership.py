@@ -49,21 +49,14 @@ def _contacts(count: int) -> tuple[str, list[Event]]:
                      {"contact_method": "OUTREACH", "successful": True}) for i in range(count)]
 
 
-def test_a_validator_killed_after_its_first_join_validates_after_restart(
-        hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any) -> None:
-    hub.start("projector")
-    _kill_after_first_join(hub, "validator")
+@pytest.mark.parametrize(("killed", "other"), [("validator", "projector"),
+                                               ("projector", "validator")])
+def test_a_step_killed_after_its_first_join_works_after_restart(
+        hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any, killed: str,
+        other: str) -> None:
+    hub.start(other)
+    _kill_after_first_join(hub, killed)
     participant, events = _contacts(5)
     publish_as(kafka, topics, "harbor-cm", *events)
     live_view.wait_for(lambda: len(live_view.rows("harbor-cm", participant)) == 5,
-                       timeout_s=60, what=hub.log_tail("validator"))
-
-
-def test_a_projector_killed_after_its_first_join_projects_after_restart(
-        hub: Any, topics: TopicNames, kafka: KafkaConnection, live_view: Any) -> None:
-    hub.start("validator")
-    _kill_after_first_join(hub, "projector")
-    participant, events = _contacts(5)
-    publish_as(kafka, topics, "harbor-cm", *events)
-    live_view.wait_for(lambda: len(live_view.rows("harbor-cm", participant)) == 5,
-                       timeout_s=60, what=hub.log_tail("projector"))
+                       timeout_s=60, what=hub.log_tail(killed))
