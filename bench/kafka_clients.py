@@ -148,15 +148,12 @@ def make_messages(count: int, seed: int) -> Messages:
 
 
 class KafkaPython:
-    """kafka-python 3, the hub's client, used as processors/kafka_validator.py uses it."""
+    """kafka-python 3, the hub's first client (the validator's loop before decision 0003)."""
 
     def __init__(self, conn: KafkaConnection) -> None:
         import kafka
 
-        from processors.kafka_facts import next_offsets
-
         self.kafka, self.options, self.version = kafka, conn.client_options(), kafka.__version__
-        self.next_offsets = next_offsets  # the validator's: one past each partition's last
 
     def producer(self, topic: str, transactional_id: str | None = None) -> Any:
         """A producer as the hub's (acks=all, idempotent, lz4) with ``topic``'s metadata, its
@@ -201,7 +198,9 @@ class KafkaPython:
         producer.flush(timeout=60)
         for future in futures:
             future.get(timeout=60)
-        producer.send_offsets_to_transaction(self.next_offsets(records), group)
+        offsets = {self.kafka.TopicPartition(r.topic, r.partition):
+                   self.kafka.OffsetAndMetadata(r.offset + 1, "", -1) for r in records}
+        producer.send_offsets_to_transaction(offsets, group)
         producer.commit_transaction()
 
 

@@ -1,52 +1,113 @@
-"""What the validator needs to know of kafka-python's errors and offsets, apart from its loop.
+"""What the validator needs to know of librdkafka (confluent-kafka), apart from its loop.
 
-Which errors mean this member lost its group (the batch's transaction must be aborted and the
-records re-read) or this producer was fenced (another instance took its transactional id),
-which are transient, how an error is written in a log line (never record data), and the offsets
-a batch commits.
+The records a batch handles (:class:`InboundRecord`, read once from librdkafka's messages), the
+offsets it commits, which errors mean this member lost its group (the batch's transaction must
+be aborted and the records re-read), this instance was fenced (another instance took its
+transactional or group instance id), Kafka is in trouble (wait and retry) or a record's output
+was refused (its own fault: dead-letter it), how an error is written in a log line (never
+record data), and the member a group-metadata snapshot names.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
 
-from kafka.errors import (
-    CommitFailedError,
-    FencedInstanceIdError,
-    IllegalGenerationError,
-    InvalidProducerEpochError,
-    KafkaError,
-    ProducerFencedError,
-    RebalanceInProgressError,
-    UnknownMemberIdError,
-)
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 #: The group moved on without this member: its transaction cannot commit.
-MEMBERSHIP_ERRORS = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError,
-                     RebalanceInProgressError, FencedInstanceIdError)
-#: Another producer took this transactional id: this one must stop.
-FENCING_ERRORS = (ProducerFencedError, InvalidProducerEpochError)
+MEMBERSHIP_CODES = frozenset({
+    KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.FENCED_INSTANCE_ID,
+})
+#: Another producer took this producer's transactional id: it must stop.
+PRODUCER_FENCED_CODES = frozenset({
+    KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+})
+#: ... or another consumer took this consumer's group instance id (static membership).
+FENCING_CODES = PRODUCER_FENCED_CODES | {KafkaError.FENCED_INSTANCE_ID}
+#: Kafka refused one record's output for what the record is: dead-letter it, do not retry.
+RECORD_FAULT_CODES = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
+    KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG,
+})
+#: librdkafka's serialized group metadata (``rd_kafka_consumer_group_metadata_write``):
+#: this magic, the generation id (int32, host byte order), then NUL-terminated group id and
+#: member id, then the group instance id's null flag and value.
+GROUP_METADATA_MAGIC = b"CGMDv2:"
 
 
-def next_offsets(records: Iterable[Any]) -> dict[Any, Any]:
-    """``{TopicPartition: OffsetAndMetadata}`` one past the last of ``records`` per partition."""
-    offsets: dict[Any, Any] = {}
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    """One consumed record: where it was, its key and value."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    leader_epoch: int | None
+
+    @classmethod
+    def of(cls, message: Message) -> InboundRecord:
+        """The record of a librdkafka message (one without an error)."""
+        return cls(message.topic() or "", message.partition() or 0, message.offset() or 0,
+                   message.key(), message.value(), message.leader_epoch())
+
+    def where(self) -> str:
+        """``topic[partition]@offset``, for log lines."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+def next_offsets(records: Iterable[InboundRecord]) -> list[TopicPartition]:
+    """One past the last of ``records`` per partition (records come in offset order)."""
+    last: dict[tuple[str, int], InboundRecord] = {}
     for record in records:
-        epoch = record.leader_epoch if isinstance(record.leader_epoch, int) else -1
-        offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(
-            record.offset + 1, "", epoch)
-    return offsets
+        last[(record.topic, record.partition)] = record
+    return [TopicPartition(r.topic, r.partition, r.offset + 1,
+                           leader_epoch=-1 if r.leader_epoch is None else r.leader_epoch)
+            for r in last.values()]
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for Kafka trouble that is no record's fault (timeouts, connections, leaders)."""
-    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    """The librdkafka error ``exc`` carries, if any."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def is_membership_lost(exc: BaseException) -> bool:
+    """True when the broker refused the offsets because the group moved on without us."""
+    error = kafka_error(exc)
+    return error is not None and error.code() in MEMBERSHIP_CODES
+
+
+def is_record_fault(exc: BaseException) -> bool:
+    """True when the record itself failed: not a Kafka error (the validation code raised), or
+    Kafka refused its output for what it is. False for Kafka's own trouble (retry later)."""
+    error = kafka_error(exc)
+    if error is None:
+        return not isinstance(exc, KafkaException)
+    return error.code() in RECORD_FAULT_CODES
 
 
 def describe(exc: BaseException) -> str:
     """An exception for a log line: Kafka's errors carry no data; others only their class."""
-    if isinstance(exc, KafkaError):
-        return f"{type(exc).__name__}: {exc}"
+    error = kafka_error(exc)
+    if error is not None:
+        return f"{error.name()}: {error.str()}"
     return type(exc).__name__
+
+
+def group_member(metadata: object) -> tuple[int, str] | None:
+    """``(generation id, member id)`` of a ``consumer_group_metadata()`` snapshot, or None when
+    it is not in the format above (then nothing can be told about the member)."""
+    if not isinstance(metadata, bytes) or not metadata.startswith(GROUP_METADATA_MAGIC):
+        return None
+    head = len(GROUP_METADATA_MAGIC)
+    generation = int.from_bytes(metadata[head:head + 4], sys.byteorder, signed=True)
+    names = metadata[head + 4:].split(b"\x00", 2)
+    if len(names) < 3:
+        return None
+    return generation, names[1].decode("utf-8", "replace")

@@ -1,7 +1,7 @@
 """The ``validate`` step on Kafka transactions: consume, decide, produce, commit as one.
 
-A plain kafka-python loop replaces the faust agent for this step. :mod:`processors.validate`
-still decides each message; this adapter only moves bytes and keeps the books.
+A confluent-kafka (librdkafka) loop, decision 0003 (docs/decisions). :mod:`processors.validate`
+decides each message; this adapter only moves bytes and keeps the books.
 
 Per polled batch, ONE Kafka transaction: every accepted event to ``lead.events``, every dead
 letter to ``lead.dlq``, any CLOCK ticks that are due, and the batch's next input offsets
@@ -13,32 +13,30 @@ rebalance at any point neither drops an inbound record nor doubles an output.
 Failures:
 
 * Any error inside a transaction aborts it, every assigned partition is sought back to its
-  committed offset (the beginning when none) and the records are polled and tried again. After
-  :data:`MAX_BATCH_ATTEMPTS` failed attempts in a row the next batch goes record by record, one
-  transaction each; a record that still fails (validation raised, or Kafka refused its output
-  for a reason that is not transient) goes to ``lead.dlq`` as ``PROCESSING_FAILED`` with the
-  exception's class name, in the transaction that commits its offset. No offset is ever
-  committed past a record without its output or its dead letter.
-* Lost group membership (the broker moved the group to a new generation while this member
-  was busy): KIP-447 makes the broker refuse the transaction's offset commit, the transaction
-  aborts, and the next poll rejoins the group.
-* A fenced producer (``ProducerFencedError``/``InvalidProducerEpochError``: another producer
-  took this transactional id, or the coordinator aborted a transaction that outlived
-  :data:`TRANSACTION_TIMEOUT_MS`) or any other fatal producer error raises
+  committed offset (the beginning when none) and the records are consumed and tried again.
+  After :data:`MAX_BATCH_ATTEMPTS` failed attempts in a row the next batch goes record by
+  record, one transaction each; a record that still fails (validation raised, or Kafka refused
+  its output for what it is: too large, invalid) goes to ``lead.dlq`` as ``PROCESSING_FAILED``
+  with the exception's class name, in the transaction that commits its offset. No offset is
+  ever committed past a record without its output or its dead letter; Kafka's own trouble
+  (timeouts, leaders, connections) is retried, never dead-lettered.
+* Lost group membership (the group moved to a new generation without this member): KIP-447
+  makes the broker refuse the transaction's offsets (``ILLEGAL_GENERATION``,
+  ``UNKNOWN_MEMBER_ID``, ``FENCED_INSTANCE_ID``), the transaction aborts, and the next consume
+  rejoins the group.
+* A fenced producer (another producer took this transactional id, or the coordinator aborted a
+  transaction that outlived :data:`TRANSACTION_TIMEOUT_MS`), a consumer fenced by a newer
+  static member with the same instance id, or any other fatal librdkafka error raises
   :class:`ValidatorFenced` / :class:`ValidatorError`: the process must exit non-zero and its
   supervisor restart it.
 
-Zombie fencing (kafka-python 3.0.12): ``KafkaConsumer.group_metadata()`` returns a
-``ConsumerGroupMetadata`` (group id, generation id, member id, group instance id) and
-``KafkaProducer.send_offsets_to_transaction`` sends it in ``TxnOffsetCommit`` v3 (KIP-447).
-The group coordinator checks member and generation; a member that lost its partitions gets
-``ILLEGAL_GENERATION``/``UNKNOWN_MEMBER_ID``, which the client reports as an abortable
-``CommitFailedError``. The snapshot is taken right after the poll that returned the batch; a
-snapshot without a generation (kafka-python resets it when a heartbeat learns the member is
-out) is refused here, because the broker accepts a transactional offset commit that names no
-member at all. A new owner of the partitions reads committed offsets with ``require_stable``
-(kafka-python sets it for read_committed consumers), so it waits for an open transaction of
-the old owner to end instead of reading offsets that are about to move.
+Zombie fencing: the group metadata (group id, generation, member id, instance id) is
+snapshotted right after the consume that returned the batch and sent with its offsets; the
+group coordinator checks member and generation. A snapshot without a generation (librdkafka
+resets it when it learns the member is out, before the application is told) is refused here,
+because the broker accepts a transactional offset commit that names no member at all. A new
+owner of the partitions reads committed offsets with ``require_stable`` (librdkafka sets it
+for read_committed consumers), so it waits for an open transaction of the old owner to end.
 
 Transactional ids: ``f"{group}-{client_id}"`` when ``client_id`` is given, which must then be
 unique among running validators and stable across restarts of one worker (a restarted worker
@@ -48,14 +46,14 @@ the transactional id, fences zombies, so a unique id per process is safe; a kill
 open transaction is then aborted by the coordinator once it is older than
 :data:`TRANSACTION_TIMEOUT_MS` (checked every second by the local launcher and compose, every
 10 s by Kafka's default), which bounds how long readers of ``lead.events`` wait behind it. A
-given ``client_id`` is also the consumer's ``group_instance_id`` (static membership): a
+given ``client_id`` is also the consumer's ``group.instance.id`` (static membership): a
 restarted worker takes its predecessor's partitions without a rebalance.
 
 CLOCK ticks: every ``tick_interval_s``, one CLOCK record to each partition *p* of
 ``lead.events`` for every partition number *p* this member holds of any inbound topic (the
-RangePartitionAssignor gives partition *p* of every inbound topic to the same member). They
-ride in the batch's transaction, or in one of their own when the poll returned nothing. Two
-members may both tick a partition around a rebalance; duplicate ticks are harmless.
+range assignor gives partition *p* of every inbound topic to the same member). They ride in
+the batch's transaction, or in one of their own when the consume returned nothing. Two members
+may both tick a partition around a rebalance; duplicate ticks are harmless.
 """
 
 from __future__ import annotations
@@ -71,19 +69,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import KafkaError
-from kafka.structs import MemberState
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from processors.inbound_consumer import InboundConsumer
 from processors.kafka_facts import (
-    FENCING_ERRORS,
-    MEMBERSHIP_ERRORS,
+    FENCING_CODES,
+    PRODUCER_FENCED_CODES,
+    InboundRecord,
     describe,
-    is_transient,
+    group_member,
+    is_membership_lost,
+    is_record_fault,
+    kafka_error,
     next_offsets,
 )
-from processors.membership import JOINING_POLL_MS, MembershipWatch, await_partitions
 from processors.site import SitePolicy
 from processors.validate import (
     PROCESSING_FAILED,
@@ -99,16 +98,15 @@ from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 log = logging.getLogger("leadhub.validate")
+#: librdkafka's own log lines (broker and topic names, never content).
+KAFKA_LOG = logging.getLogger("leadhub.validate.kafka")
 
 Clock = Callable[[], datetime]
 
-#: Records per poll, hence per transaction.
+#: Records per consume, hence per transaction.
 MAX_POLL_RECORDS = 500
-#: A SIGKILLed member is out of the group this long after its last heartbeat.
-SESSION_TIMEOUT_MS = 10_000
-HEARTBEAT_INTERVAL_MS = 3_000
-#: A member whose loop has not polled for this long leaves the group (its heartbeat thread
-#: sends LeaveGroup), so a stuck validator does not hold its partitions.
+#: A member whose loop has not consumed for this long leaves the group (librdkafka's
+#: background thread says so), so a stuck validator does not hold its partitions.
 MAX_POLL_INTERVAL_MS = 60_000
 #: The coordinator aborts (and fences) a transaction older than this. A batch's transaction
 #: takes well under a second; the bound is how long a killed process's open transaction can
@@ -117,14 +115,15 @@ MAX_POLL_INTERVAL_MS = 60_000
 TRANSACTION_TIMEOUT_MS = 5_000
 #: Failed transactions in a row before a batch is retried record by record.
 MAX_BATCH_ATTEMPTS = 5
-#: The longest a poll waits for records (shorter when a tick is due sooner).
+#: The longest a consume waits for records (shorter when a tick is due sooner).
 POLL_TIMEOUT_MS = 500
-#: How long to wait for Kafka to acknowledge a transaction's records.
+#: How long to wait for Kafka to acknowledge a transaction's records, offsets and commit.
 FLUSH_TIMEOUT_S = 60.0
+#: How long to wait at start for the broker to initialize the transactional producer.
+START_TIMEOUT_S = 60.0
 #: Pause after the n-th failure in a row: BACKOFF_S * 2**(n-1), at most BACKOFF_MAX_S.
 BACKOFF_S = 0.1
 BACKOFF_MAX_S = 2.0
-
 
 
 def group_id(topics: TopicNames) -> str:
@@ -142,7 +141,7 @@ class ValidatorError(HubError):
 
 
 class ValidatorFenced(ValidatorError):
-    """This instance's producer was fenced: it is a zombie, another instance owns its work."""
+    """This instance was fenced: it is a zombie, another instance owns its work."""
 
 
 class _MembershipLost(HubError):
@@ -166,7 +165,7 @@ class _Outgoing:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
-    partition: int | None = None
+    partition: int = -1  # librdkafka's "unassigned": the partitioner picks one by the key
 
 
 @dataclass(slots=True)
@@ -182,9 +181,10 @@ class TransactionalValidator:
     """The ``validate`` step as one member of the ``<prefix>leadhub-validator`` group.
 
     Construction connects, initializes the transactional producer (fencing an earlier
-    producer with the same transactional id) and subscribes to every site partner's inbound
-    topic. Raises :class:`ValidatorError` if Kafka cannot be reached or refuses.
-    Not thread-safe: one thread calls :meth:`run_once` / :meth:`run`, then :meth:`close`.
+    producer with the same transactional id), waits for the inbound topics' partitions and
+    subscribes to every site partner's inbound topic. Raises :class:`ValidatorError` if Kafka
+    cannot be reached or refuses. Not thread-safe: one thread calls :meth:`run_once` /
+    :meth:`run`, then :meth:`close`.
     """
 
     def __init__(
@@ -210,91 +210,53 @@ class TransactionalValidator:
         self.counters = ValidatorCounters()
         self.inbound_topics = [topics.inbound(p) for p in site.partner_ids()]
         self._failures = 0
-        self._rewind_needed = False
         self._next_tick = time.monotonic() + tick_interval_s
+        self._fatal: KafkaError | None = None
         self._producer: Any = None
         self._consumer: Any = None
+        common = {"client.id": self.client_id, "logger": KAFKA_LOG, "error_cb": self._on_error}
         try:
-            self._producer = KafkaProducer(
-                **kafka.client_options(),
-                client_id=self.client_id,
-                transactional_id=self.transactional_id,
-                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-                acks="all",
-                enable_idempotence=True,
-                compression_type="lz4",
-                linger_ms=5,
-            )
-            self._producer.init_transactions()
-            self._consumer = KafkaConsumer(
-                **kafka.client_options(),
-                client_id=self.client_id,
-                group_id=self.group_id,
-                # A stable client id makes this a static member (KIP-345): restarted after a
-                # kill, it takes its predecessor's place and partitions at once, without a
-                # rebalance or waiting for the dead member's session to expire.
-                group_instance_id=client_id,
-                isolation_level="read_committed",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                partition_assignment_strategy=(RangePartitionAssignor,),
-                session_timeout_ms=SESSION_TIMEOUT_MS,
-                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-                max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
-                max_poll_records=MAX_POLL_RECORDS,
-            )
-            unknown = await_partitions(self._consumer, self.inbound_topics)
-            if unknown:
-                self.close()
-                raise ValidatorError(
-                    f"{len(unknown)} inbound topics have no partitions on {kafka.describe()} "
-                    f"(first {unknown[0]}); create them with `leadhub topics create`")
-            self._consumer.subscribe(topics=self.inbound_topics)
-            self.membership = MembershipWatch(log, "validate", self._consumer)
-        except (KafkaError, OSError) as exc:
+            self._producer = Producer({
+                **kafka.librdkafka_producer_config(), **common,
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                "compression.type": "lz4",
+                "linger.ms": 5,
+            })
+            self._producer.init_transactions(START_TIMEOUT_S)
+            self._consumer = InboundConsumer(
+                {**kafka.librdkafka_config(), **common}, self.group_id, self.inbound_topics,
+                instance_id=client_id, max_poll_interval_ms=MAX_POLL_INTERVAL_MS)
+        except LookupError as exc:
             self.close()
-            if isinstance(exc, FENCING_ERRORS):
+            raise ValidatorError(
+                f"inbound topic {exc.args[0]} has no partitions on {kafka.describe()}; "
+                "create the topics with `leadhub topics create`") from exc
+        except (KafkaException, ValueError, OSError) as exc:
+            self.close()
+            if self._fenced(exc):
                 raise ValidatorFenced(
                     f"transactional id {self.transactional_id} was taken over while starting"
                 ) from exc
             raise ValidatorError(
                 f"cannot start the validator against Kafka at {kafka.describe()} "
-                f"({type(exc).__name__}); is the broker running? (leadhub services status)"
+                f"({describe(exc)}); is the broker running? (leadhub services status)"
             ) from exc
 
     # -- public surface ----------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Poll once and process what came in one transaction; return the records handled.
+        """Consume once and process what came in one transaction; return the records handled.
 
         "Handled" means committed with their outputs: 0 when nothing came, when the
         transaction failed (the records will come again) or when membership was lost.
-        Raises :class:`ValidatorFenced` or :class:`ValidatorError` when this producer cannot
+        Raises :class:`ValidatorFenced` or :class:`ValidatorError` when this instance cannot
         go on; every other failure is absorbed here (aborted, rewound, retried later).
         """
-        if self._rewind_needed and self._stable() and not self._rewind():
+        if self._consumer.rewind_needed and not self._rewind():
             return 0
-        try:
-            polled: dict[Any, list[Any]] = self._consumer.poll(
-                timeout_ms=self._poll_timeout_ms(), max_records=MAX_POLL_RECORDS)
-        except KafkaError as exc:
-            log.warning("validate: poll failed (%s); retrying", describe(exc))
-            self._rewind_needed = True
-            self._back_off()
-            return 0
-        self.membership.observe(time.monotonic())
-        group = self._consumer.group_metadata()
-        if group.state is not MemberState.STABLE:
-            # Joining the group: poll again at once. kafka-python 3.0.12 drops a JoinGroup/
-            # SyncGroup round that completes while no poll is waiting for it and starts another
-            # one, which sends the whole group into a new rebalance; so no work (no tick, no
-            # rewind: the coordinator answers nothing else while our JoinGroup waits there)
-            # is done between polls until the member is stable. Records are not expected here;
-            # if any came, they are read again from the committed offsets.
-            if polled:
-                self._rewind_needed = True
-            return 0
-        records = [r for tp in sorted(polled) for r in polled[tp]]
+        records, group = self._consumer.consume(MAX_POLL_RECORDS, self._poll_timeout_ms() / 1000,
+                                                self._raise_if_fatal)
         ticks = self._due_tick_partitions()
         if not records and not ticks:
             return 0
@@ -319,99 +281,122 @@ class TransactionalValidator:
         """Call :meth:`run_once` until ``stop`` is set.
 
         Returns after the batch in progress when ``stop`` is set; raises
-        :class:`ValidatorFenced` / :class:`ValidatorError` if the producer cannot go on, and
+        :class:`ValidatorFenced` / :class:`ValidatorError` if the instance cannot go on, and
         the caller should then exit non-zero.
         """
         while not stop.is_set():
             self.run_once()
 
     def close(self) -> None:
-        """Leave the group and close both clients (an open transaction is aborted by Kafka)."""
-        for client in (self._consumer, self._producer):
-            if client is None:
-                continue
-            try:
-                client.close()
-            except (KafkaError, OSError) as exc:
-                log.warning("validate: closing a Kafka client failed (%s)", describe(exc))
+        """Leave the group (a static member keeps its place until its session times out) and
+        close both clients; an open transaction is aborted by Kafka."""
+        if self._consumer is not None:
+            self._consumer.close()
         self._consumer = None
         self._producer = None
 
+    # -- Kafka callbacks and fatal errors ----------------------------------------------------
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback: remember a fatal error (the reason of later _FATALs)."""
+        if error.fatal():
+            self._fatal = error
+        KAFKA_LOG.warning("%s: %s", error.name(), error.str())
+
     # -- transactions ------------------------------------------------------------------------
 
-    def _transact(self, records: Sequence[Any], ticks: Sequence[int], group: Any) -> None:
+    def _transact(self, records: Sequence[InboundRecord], ticks: Sequence[int],
+                  group: Any) -> None:
         """One transaction: the records' outcomes, the ticks, the records' next offsets."""
         self._in_transaction(lambda tally: self._batch_outputs(records, ticks, tally),
                              next_offsets(records), group)
 
     def _in_transaction(self, outputs: Callable[[_Tally], list[_Outgoing]],
-                        offsets: dict[Any, Any], group: Any) -> None:
+                        offsets: list[TopicPartition], group: Any) -> None:
         """Begin; produce ``outputs``; add ``offsets`` for ``group``; commit. Book on commit.
 
         Any failure aborts the transaction and is re-raised (as :class:`_MembershipLost`
         for a lost membership, :class:`ValidatorFenced`/:class:`ValidatorError` when the
-        producer cannot go on).
+        instance cannot go on).
         """
-        if offsets and (group.generation_id < 0 or not group.member_id):
-            raise _MembershipLost(f"no group generation to commit offsets under ({group})")
+        if offsets:
+            member = group_member(group)
+            if member is None or member[0] < 0 or not member[1]:
+                raise _MembershipLost(f"no group generation to commit offsets under {member}")
         producer = self._producer
         try:
             producer.begin_transaction()
-        except KafkaError as exc:
+        except KafkaException as exc:
             self._raise_if_fatal(exc)
             raise
         tally = _Tally()
+        refused: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _message: Any) -> None:
+            if error is not None:
+                refused.append(error)
+
         try:
-            futures = [
-                producer.send(out.topic, value=out.value, key=out.key,
-                              headers=list(out.headers) or None, partition=out.partition)
-                for out in outputs(tally)
-            ]
-            producer.flush(timeout=FLUSH_TIMEOUT_S)
-            for future in futures:
-                future.get(timeout=FLUSH_TIMEOUT_S)
+            for out in outputs(tally):
+                self._produce(out, delivered)
+            if producer.flush(FLUSH_TIMEOUT_S):
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))
+            if refused:
+                raise KafkaException(refused[0])
             if offsets:
-                producer.send_offsets_to_transaction(offsets, group)
-            producer.commit_transaction()
+                producer.send_offsets_to_transaction(offsets, group, FLUSH_TIMEOUT_S)
+            producer.commit_transaction(FLUSH_TIMEOUT_S)
         except BaseException as exc:
             self._abort(exc)
-            if isinstance(exc, MEMBERSHIP_ERRORS):
-                raise _MembershipLost(type(exc).__name__) from exc
+            if is_membership_lost(exc):
+                raise _MembershipLost(describe(exc)) from exc
             raise
         self._book(tally)
 
+    def _produce(self, out: _Outgoing, delivered: Callable[[Any, Any], None]) -> None:
+        """Hand one output to the producer, waiting while its local queue is full."""
+        while True:
+            try:
+                self._producer.produce(out.topic, value=out.value, key=out.key,
+                                       partition=out.partition,
+                                       headers=list(out.headers) or None,
+                                       on_delivery=delivered)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
     def _abort(self, cause: BaseException) -> None:
-        """Abort the open transaction; raise if the producer cannot go on."""
+        """Abort the open transaction; raise if the instance cannot go on."""
         self.counters.aborts += 1
         self._raise_if_fatal(cause)
         try:
-            self._producer.abort_transaction()
-        except KafkaError as exc:
+            self._producer.abort_transaction(FLUSH_TIMEOUT_S)
+        except KafkaException as exc:
             self._raise_if_fatal(exc)
             raise ValidatorError(
                 f"aborting a transaction failed ({describe(exc)}); restart the validator"
             ) from exc
 
+    def _fenced(self, cause: BaseException) -> bool:
+        """True when ``cause`` (or the fatal error behind it) says another instance took over."""
+        errors = [kafka_error(cause), self._fatal]
+        return any(e is not None and e.code() in FENCING_CODES for e in errors)
+
     def _raise_if_fatal(self, cause: BaseException) -> None:
-        """Raise ValidatorFenced/ValidatorError if ``cause`` left the producer unusable."""
-        # kafka-python wraps the first error of a failed transaction in a generic KafkaError
-        # ("... in an error state: <error>"); its transaction manager knows the state.
-        manager = getattr(self._producer, "_transaction_manager", None)
-        fatal = bool(manager is not None and manager.has_fatal_error())
-        errors = [cause, *(a for a in getattr(cause, "args", ()) if isinstance(a, BaseException))]
-        if manager is not None and manager.last_error is not None:
-            errors.append(manager.last_error)
-        if any(isinstance(e, FENCING_ERRORS) for e in errors):
+        """Raise ValidatorFenced/ValidatorError if ``cause`` left a client unusable."""
+        error = kafka_error(cause)
+        if error is None or not (error.fatal() or error.code() in PRODUCER_FENCED_CODES):
+            return
+        if self._fenced(cause):
             raise ValidatorFenced(
-                f"the producer of transactional id {self.transactional_id} was fenced: another "
-                "instance took over (or a transaction outlived the transaction timeout); this "
-                "process is a zombie and must exit"
+                f"validator {self.transactional_id} was fenced: another instance took over "
+                "(or a transaction outlived the transaction timeout); this process is a "
+                "zombie and must exit"
             ) from cause
-        if fatal:
-            raise ValidatorError(
-                f"the transactional producer failed fatally ({describe(cause)}); "
-                "restart the validator"
-            ) from cause
+        raise ValidatorError(
+            f"a Kafka client of the validator failed fatally ({describe(cause)}); "
+            "restart the validator"
+        ) from cause
 
     def _book(self, tally: _Tally) -> None:
         """Count a committed transaction's outcomes and log its dead letters."""
@@ -426,7 +411,7 @@ class TransactionalValidator:
 
     # -- outputs -----------------------------------------------------------------------------
 
-    def _batch_outputs(self, records: Sequence[Any], ticks: Sequence[int],
+    def _batch_outputs(self, records: Sequence[InboundRecord], ticks: Sequence[int],
                        tally: _Tally) -> list[_Outgoing]:
         """Decide every record (one hub instant for the batch) and add the due ticks."""
         now = self.clock()
@@ -434,7 +419,7 @@ class TransactionalValidator:
         outputs.extend(self._ticks(ticks, now, tally))
         return outputs
 
-    def _outcome(self, record: Any, now: datetime, tally: _Tally) -> _Outgoing:
+    def _outcome(self, record: InboundRecord, now: datetime, tally: _Tally) -> _Outgoing:
         outcome = validate_inbound(
             topic=record.topic, partition=record.partition, offset=record.offset,
             key=record.key, value=record.value, received_at=now,
@@ -445,11 +430,11 @@ class TransactionalValidator:
             return _Outgoing(self.topics.events, outcome.key, outcome.value)
         return self._dead(outcome, record, tally)
 
-    def _single(self, record: Any) -> Callable[[_Tally], list[_Outgoing]]:
+    def _single(self, record: InboundRecord) -> Callable[[_Tally], list[_Outgoing]]:
         """The outputs of a one-record transaction: the record's outcome."""
         return lambda tally: [self._outcome(record, self.clock(), tally)]
 
-    def _dead(self, letter: DeadLetter, record: Any, tally: _Tally) -> _Outgoing:
+    def _dead(self, letter: DeadLetter, record: InboundRecord, tally: _Tally) -> _Outgoing:
         tally.dead.append((letter.reason, record.topic, record.partition, record.offset))
         return _Outgoing(self.topics.dlq, letter.key, letter.value, letter.headers)
 
@@ -470,7 +455,8 @@ class TransactionalValidator:
 
     # -- failure handling --------------------------------------------------------------------
 
-    def _one_by_one(self, records: Sequence[Any], ticks: Sequence[int], group: Any) -> int:
+    def _one_by_one(self, records: Sequence[InboundRecord], ticks: Sequence[int],
+                    group: Any) -> int:
         """Process ``records`` one transaction each; dead-letter what still fails.
 
         Stops (rewinding to the last committed record) at a lost membership or when Kafka
@@ -489,9 +475,8 @@ class TransactionalValidator:
             except ValidatorError:
                 raise
             except Exception as exc:
-                if is_transient(exc):
-                    self._failed(exc, f"record {record.topic}[{record.partition}]"
-                                      f"@{record.offset}")
+                if not is_record_fault(exc):
+                    self._failed(exc, f"record {record.where()}")
                     return handled
                 if not self._dead_letter_failure(record, exc, offsets, group):
                     return handled
@@ -501,19 +486,22 @@ class TransactionalValidator:
         if ticks:
             try:
                 self._in_transaction(lambda tally: self._ticks(ticks, self.clock(), tally),
-                                     {}, group)
+                                     [], group)
             except ValidatorError:
                 raise
             except Exception as exc:  # the ticks are due again on the next loop
                 log.warning("validate: tick transaction failed (%s)", describe(exc))
         return handled
 
-    def _dead_letter_failure(self, record: Any, failure: BaseException,
-                             offsets: dict[Any, Any], group: Any) -> bool:
+    def _dead_letter_failure(self, record: InboundRecord, failure: BaseException,
+                             offsets: list[TopicPartition], group: Any) -> bool:
         """Commit a PROCESSING_FAILED dead letter with the record's offset; False if not."""
         name = type(failure).__name__
-        log.error("validate: %s for %s[%d]@%d (%s); dead-lettering it", PROCESSING_FAILED,
-                  record.topic, record.partition, record.offset, name)
+        error = kafka_error(failure)
+        if error is not None:
+            name = f"{name} {error.name()}"
+        log.error("validate: %s for %s (%s); dead-lettering it", PROCESSING_FAILED,
+                  record.where(), name)
 
         def letter(tally: _Tally) -> list[_Outgoing]:
             dead = dead_letter(topic=record.topic, partition=record.partition,
@@ -530,8 +518,7 @@ class TransactionalValidator:
         except ValidatorError:
             raise
         except Exception as exc:
-            self._failed(exc, f"dead letter for {record.topic}[{record.partition}]"
-                              f"@{record.offset}")
+            self._failed(exc, f"dead letter for {record.where()}")
             return False
         return True
 
@@ -540,48 +527,35 @@ class TransactionalValidator:
         self._failures += 1
         log.warning("validate: transaction for %s aborted (%s); attempt %d, retrying from the "
                     "committed offsets", what, describe(exc), self._failures)
-        self._rewind_needed = True
+        self._consumer.rewind_needed = True
         self._rewind()
         self._back_off()
 
     def _lost_membership(self, exc: BaseException) -> None:
-        # A _MembershipLost names only Kafka error classes and group metadata.
+        # A _MembershipLost names only Kafka error codes and group metadata.
         log.warning("validate: the group moved on without this member (%s); transaction "
                     "aborted, rejoining", exc)
-        self._rewind_needed = True
+        self._consumer.rewind_needed = True
         self._rewind()
 
     def _rewind(self) -> bool:
-        """Seek every assigned partition to its committed offset (the beginning when none).
-
-        Returns False (and keeps the rewind pending) if the committed offsets cannot be read.
-        """
-        consumer = self._consumer
+        """Seek back to the committed offsets; False (the rewind stays pending, so nothing is
+        consumed until it is done) if they cannot be read or sought."""
         try:
-            for tp in consumer.assignment():
-                committed = consumer.committed(tp)
-                if committed is None:
-                    consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, committed)
-        except KafkaError as exc:
-            log.warning("validate: reading committed offsets failed (%s); will retry",
-                        describe(exc))
+            self._consumer.rewind()
+        except KafkaException as exc:
+            self._raise_if_fatal(exc)
+            log.warning("validate: rewinding to the committed offsets failed (%s); will "
+                        "retry", describe(exc))
             self._back_off()
             return False
-        self._rewind_needed = False
         return True
 
     def _back_off(self) -> None:
         attempt = max(self._failures, 1)
         time.sleep(min(BACKOFF_S * 2 ** (attempt - 1), BACKOFF_MAX_S))
 
-    def _stable(self) -> bool:
-        return bool(self._consumer.group_metadata().state is MemberState.STABLE)
-
     def _poll_timeout_ms(self) -> int:
-        if not self._stable():
-            return JOINING_POLL_MS
         if not self._consumer.assignment():
             return POLL_TIMEOUT_MS
         until_tick = self._next_tick - time.monotonic()

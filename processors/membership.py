@@ -1,6 +1,7 @@
-"""A hub process's consumer-group membership: logged, and unstuck when kafka-python loses it.
+"""The projector's consumer-group membership: logged, and unstuck when kafka-python loses it.
 
-A validator or projector that never becomes a stable member of its group does no work and,
+(The validator is on librdkafka, which joins in its own thread: processors/inbound_consumer.py.)
+A projector that never becomes a stable member of its group does no work and,
 without this, says nothing. :class:`MembershipWatch` logs each new generation joined (with the
 partitions it holds) at INFO, and a WARNING when the member has been joining for longer than a
 bound, then again each time that long has passed.
@@ -16,16 +17,18 @@ never joined.
 :meth:`MembershipWatch.observe` therefore keeps the coordinator's rejoin flag set while the
 member is not stable: the next poll then awaits the join in flight (it never starts a second
 one while one is pending), and the flag is cleared by the join's completion as usual. While
-joining, the steps poll with the longer :data:`JOINING_POLL_MS`, so that a join mostly completes
-inside a poll: one that completes between polls is dropped by kafka-python and started again.
+joining, the projector polls with the longer :data:`JOINING_POLL_MS`, so that a join mostly
+completes inside a poll: one that completes between polls is dropped by kafka-python and
+started again.
 
-The steps are static members (a stable ``group_instance_id``): a member restarted after a kill
-takes its predecessor's assignment without a rebalance. The broker then names the old leader as
-leader (KIP-345), so a restarted leader does not know it leads, and kafka-python 3.0.12 never
-rebalances for metadata it learns later. An assignment made before the subscribed topics'
-metadata arrived (empty) would then stay empty for good: a validator killed in its first
-seconds came back owning nothing (a CI run of ``tests/e2e/test_pipeline_site.py``). So a step
-subscribes only once :func:`await_partitions` found every topic's partitions, and the group's
+The projector is a static member (a stable ``group_instance_id``): a member restarted after a
+kill takes its predecessor's assignment without a rebalance. The broker then names the old
+leader as leader (KIP-345), so a restarted leader does not know it leads, and kafka-python
+3.0.12 never rebalances for metadata it learns later. An assignment made before the subscribed
+topics' metadata arrived (empty) would then stay empty for good: a validator killed in its
+first seconds came back owning nothing (a CI run of ``tests/e2e/test_pipeline_site.py``, when
+the validator was on kafka-python). So the projector subscribes only once
+:func:`await_partitions` found every topic's partitions, and the group's
 first assignment covers them all.
 """
 

@@ -69,14 +69,8 @@ class PartnerPublisher:
         self._failed: list[tuple[str, KafkaError]] = []
         timeout_ms = int(timeout_s * 1000)
         config: dict[str, Any] = {
-            **kafka.librdkafka_config(),
+            **kafka.librdkafka_producer_config(),
             "client.id": f"leadhub-sdk-{partner_id}",
-            # Java's (and kafka-python's) partitioner, murmur2 of the key: docs/wire-format.md
-            # "Partitioner". librdkafka's default (CRC32) would put a participant's events on
-            # another partition than a partner's Java client does.
-            "partitioner": "murmur2_random",
-            "acks": "all",
-            "enable.idempotence": True,
             "linger.ms": 5,
             "compression.type": compression,
             "request.timeout.ms": timeout_ms,

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SASL_MECHANISM = "SCRAM-SHA-512"
+#: librdkafka's name for the Java client's (and kafka-python's) partitioner: murmur2 of the key
+#: (docs/wire-format.md "Partitioner"). librdkafka's default, CRC32, would put a participant's
+#: events on another partition than a partner's Java client does.
+LIBRDKAFKA_PARTITIONER = "murmur2_random"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,12 @@ class KafkaConnection:
                 "sasl.password": self.password,
             })
         return config
+
+    def librdkafka_producer_config(self) -> dict[str, Any]:
+        """librdkafka settings every hub producer shares: these connection settings, the Java
+        client's partitioner, ``acks=all`` and idempotence."""
+        return {**self.librdkafka_config(), "partitioner": LIBRDKAFKA_PARTITIONER,
+                "acks": "all", "enable.idempotence": True}
 
     def describe(self) -> str:
         """``bootstrap`` and the principal, for messages (never the password)."""

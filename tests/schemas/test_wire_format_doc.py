@@ -35,6 +35,7 @@ from schemas.codec import decode, encode
 from schemas.errors import DeadLetterReason, RejectReason
 from schemas.event import PARTICIPANT_ID_PATTERN, event_from_json, is_participant_id
 from schemas.hub_formats import HUB_SCHEMA_DIR, hub_formats
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 from tests.factories import ROOT
 
@@ -191,10 +192,11 @@ def test_key_and_partition_example() -> None:
     assert code(row(partitioner, f"partition of {partitions}")[0]) == [
         str((hashed & 0x7FFFFFFF) % partitions)]
     assert f"`{key.encode().hex(' ')}`" in section("Key")
-    # The validator uses kafka-python's default partitioner, the murmur2 one above; the SDK
-    # asks librdkafka for the same (tests/producers/test_sdk.py checks it on the broker).
-    assert "partitioner" not in (ROOT / "processors/kafka_validator.py").read_text()
-    assert '"partitioner": "murmur2_random"' in (ROOT / "producers/sdk.py").read_text()
+    # The validator and the SDK ask librdkafka for the murmur2 one above, through the config
+    # every hub producer shares (tests/producers/test_sdk.py checks it on the broker).
+    assert KafkaConnection("b").librdkafka_producer_config()["partitioner"] == "murmur2_random"
+    for producer in ("processors/kafka_validator.py", "producers/sdk.py"):
+        assert "librdkafka_producer_config()" in (ROOT / producer).read_text()
 
 
 def test_participant_id_format_is_the_codes() -> None:
