@@ -30,9 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import MemberState, OffsetAndMetadata
+from confluent_kafka import KafkaError, KafkaException, Producer
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,7 +43,8 @@ from consumers.projection_store import (
 )
 from consumers.store import ViewStore
 from processors.deadlines import MISSED_NAMESPACE
-from processors.membership import JOINING_POLL_MS, MembershipWatch, await_partitions
+from processors.group_consumer import GroupConsumer
+from processors.kafka_facts import describe
 from processors.projection_step import ProjectionStep
 from processors.projector import Projector
 from processors.state import ParticipantState
@@ -58,6 +57,8 @@ from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
 log = logging.getLogger("leadhub.project")
+#: librdkafka's own log lines (broker and topic names, never content).
+KAFKA_LOG = logging.getLogger("leadhub.project.kafka")
 
 STEP = "project"
 #: Failures of one batch before the projector isolates records, and of one record before it
@@ -74,6 +75,9 @@ CACHE_WEIGHT = 1_500_000
 #: bench run, pauses up to 227 ms. With these: 0.27 s, pauses up to 67 ms (BENCHMARKS.md
 #: "Pipeline"). Garbage without cycles is freed at once whatever the thresholds.
 GC_THRESHOLDS = (10_000, 50, 1_000)
+#: A projector whose loop has not polled for this long leaves the group (a batch on a slow
+#: database may take long; a dead process's session timeout is what frees its partitions).
+MAX_POLL_INTERVAL_MS = 300_000
 #: The projector's dead-letter reasons (all of them: ``schemas.errors.DeadLetterReason``).
 NOT_CANONICAL = DeadLetterReason.NOT_CANONICAL.value
 EVENT_ID_REUSED = DeadLetterReason.EVENT_ID_REUSED.value
@@ -194,19 +198,54 @@ class ProjectorCounters:
     lag: dict[int, int] = field(default_factory=dict)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance:
+    """The projector's rebalance listener: resync partitions assigned, forget those taken."""
+
     def __init__(self, owner: LiveProjector) -> None:
         self.owner = owner
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.owner.forget([tp.partition for tp in revoked])
+    def revoked(self, partitions: Sequence[tuple[str, int]]) -> None:
+        self.owner.forget([partition for _, partition in partitions])
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.owner.forget([tp.partition for tp in assigned])
+    def assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
+        self.owner.forget([partition for _, partition in partitions])
         try:
-            self.owner.sync([tp.partition for tp in assigned])
+            self.owner.sync([partition for _, partition in partitions])
         except HubError as exc:  # retried before the partition's records are used
             log.warning("project: reading tracking rows on assignment failed: %s", exc)
+
+
+class DeadLetterProducer:
+    """The projector's producer of dead letters: ``flush`` returns once Kafka acknowledged
+    every one (``acks=all``) and raises ``KafkaException`` if any was refused or timed out."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config)
+        self._refused: list[KafkaError] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             headers: list[tuple[str, str | bytes | None]]) -> None:
+        """Queue one record."""
+        self._producer.produce(topic, value=value, key=key, headers=headers,
+                               on_delivery=self._delivered)
+
+    def flush(self, timeout: float) -> None:
+        """Wait for every queued record's acknowledgement; raise if one was not delivered."""
+        remaining = self._producer.flush(timeout)
+        refused, self._refused = self._refused, []
+        if refused:
+            raise KafkaException(refused[0])
+        if remaining:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
+                                            f"{remaining} dead letters not acknowledged"))
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is queued, up to ``timeout`` seconds."""
+        self._producer.flush(timeout)
+
+    def _delivered(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            self._refused.append(error)
 
 
 class LiveProjector:
@@ -243,30 +282,33 @@ class LiveProjector:
         self._failures = 0
         if consumer is not None and dlq is not None:  # tests: in-process fakes
             self.consumer, self.dlq = consumer, dlq
-            self.consumer.subscribe([self.topic], listener=_Rebalance(self))
-            self.membership: MembershipWatch | None = None
-            return
+        else:
+            self.consumer, self.dlq = self._connect(kafka, client_id, session_timeout_ms,
+                                                    instance_id)
+        self.consumer.subscribe(_Rebalance(self))
+
+    def _connect(self, kafka: KafkaConnection, client_id: str, session_timeout_ms: int,
+                 instance_id: str | None) -> tuple[GroupConsumer, DeadLetterProducer]:
+        """The librdkafka clients: a member of the projector group, a dead-letter producer."""
+        common = {"client.id": client_id, "logger": KAFKA_LOG}
         try:
-            self.consumer = KafkaConsumer(
-                **kafka.client_options(), group_id=projector_group(topics),
-                client_id=client_id, enable_auto_commit=False, auto_offset_reset="earliest",
-                isolation_level="read_committed", max_poll_records=batch_size,
-                group_instance_id=instance_id,
-                session_timeout_ms=session_timeout_ms,
-                heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
-                max_partition_fetch_bytes=4 * 1024 * 1024, bootstrap_timeout_ms=10000,
-            )
-            self.dlq = KafkaProducer(**kafka.client_options(), client_id=f"{client_id}-dlq",
-                                     acks="all", linger_ms=5, bootstrap_timeout_ms=10000)
-            unknown = await_partitions(self.consumer, [self.topic])
-        except (KafkaError, OSError) as exc:
-            raise ConsumerError(f"{STEP}: cannot reach Kafka at {kafka.describe()}") from exc
-        if unknown:
-            self.close()
+            dlq = DeadLetterProducer({**kafka.librdkafka_producer_config(), **common,
+                                      "client.id": f"{client_id}-dlq", "linger.ms": 5})
+            consumer = GroupConsumer(
+                {**common, **kafka.librdkafka_config(),
+                 "max.partition.fetch.bytes": 4 * 1024 * 1024,
+                 # Fetched ahead while a batch is processed: a bound on that memory.
+                 "queued.max.messages.kbytes": 16 * 1024},
+                projector_group(self.topics), [self.topic], step=STEP,
+                instance_id=instance_id, session_timeout_ms=session_timeout_ms,
+                max_poll_interval_ms=MAX_POLL_INTERVAL_MS)
+        except KafkaException as exc:
+            raise ConsumerError(f"{STEP}: cannot reach Kafka at {kafka.describe()} "
+                                f"({describe(exc)})") from exc
+        except LookupError as exc:
             raise ConsumerError(f"{STEP}: {self.topic} has no partitions on {kafka.describe()}; "
-                                "create the topics with `leadhub topics create`")
-        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
-        self.membership = MembershipWatch(log, STEP, self.consumer)
+                                "create the topics with `leadhub topics create`") from exc
+        return consumer, dlq
 
     # -- partitions ----------------------------------------------------------------------------
 
@@ -288,12 +330,8 @@ class LiveProjector:
         except SQLAlchemyError as exc:
             raise ConsumerError(f"{STEP}: cannot read the tracking rows") from exc
         for partition, offset in offsets.items():
-            self.consumer.seek(TopicPartition(self.topic, partition), offset)
+            self.consumer.seek(self.topic, partition, offset)
             self.expected[partition] = offset
-
-    def _stable(self) -> bool:
-        metadata = getattr(self.consumer, "group_metadata", None)
-        return metadata is None or bool(metadata().state is MemberState.STABLE)
 
     def _sync_unsynced(self) -> None:
         assigned = {tp.partition for tp in self.consumer.assignment()}
@@ -305,30 +343,15 @@ class LiveProjector:
         """Poll one batch and commit it in one transaction; return how many records it held."""
         limit = 1 if self._failures >= ATTEMPTS else self.batch_size
         try:
-            timeout_ms = self.poll_timeout_ms if self._stable() else JOINING_POLL_MS
-            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=limit)
-        except KafkaError as exc:  # e.g. a position lost in a rebalance: re-read the tracking
-            log.warning("project: poll failed (%s); re-reading the tracking rows",
-                        type(exc).__name__)
-            self.forget(list(self.expected))
-            time.sleep(0.2)
-            return 0
-        if self.membership is not None:
-            self.membership.observe(time.monotonic())
-        if not self._stable():
-            # Joining the group: poll again at once. kafka-python 3.0.12 drops a JoinGroup/
-            # SyncGroup round that completes while no poll is waiting and starts another, which
-            # sends the whole group into a new rebalance; so no work is done between polls
-            # until the member is stable. Records polled meanwhile are read again.
-            if polled:
-                self._rewind(all_partitions=False)
-            return 0
+            polled = self.consumer.poll(limit, self.poll_timeout_ms / 1000)
+        except KafkaException as exc:  # fatal: fenced by a newer member with our instance id
+            raise ConsumerError(f"{STEP}: the Kafka consumer failed ({describe(exc)}); "
+                                "restart the projector") from exc
         self._sync_unsynced()
-        batch = [
-            (tp.partition, record) for tp, records in polled.items()
-            if tp.partition in self.expected
-            for record in records if record.offset >= self.expected[tp.partition]
-        ]
+        expected = self.expected
+        batch = [(record.partition, record) for record in polled
+                 if record.partition in expected
+                 and record.offset >= expected[record.partition]]
         if not batch:
             return 0
         started = time.perf_counter()
@@ -355,7 +378,7 @@ class LiveProjector:
             return
         lag: dict[int, int] = {}
         for partition, offset in self.expected.items():
-            end = highwater(TopicPartition(self.topic, partition))
+            end = highwater(self.topic, partition)
             if end is not None:
                 lag[partition] = max(0, int(end) - offset)
         self.counters.lag = lag
@@ -389,7 +412,11 @@ class LiveProjector:
                 log.warning("project: %s", exc)
             return
         for partition, offset in self.expected.items():
-            self.consumer.seek(TopicPartition(self.topic, partition), offset)
+            try:
+                self.consumer.seek(self.topic, partition, offset)
+            except KafkaException as exc:  # re-read the tracking rows before the next batch
+                log.warning("project: seeking back failed (%s)", describe(exc))
+                self.forget([partition])
 
     def _commit_batch(self, batch: list[tuple[int, Any]]) -> None:
         dead: list[tuple[int, Any, str, str]] = []
@@ -492,12 +519,10 @@ class LiveProjector:
 
     def _commit_advisory(self) -> None:
         """Tell Kafka how far the projector is (lag monitoring only; never read back)."""
-        offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
-                   for p, o in self.expected.items()}
         try:
-            self.consumer.commit_async(offsets)
-        except KafkaError as exc:  # a rebalance under way: the next batch commits again
-            log.debug("project: advisory commit skipped (%s)", type(exc).__name__)
+            self.consumer.commit_async(self.topic, dict(self.expected))
+        except KafkaException as exc:  # a rebalance under way: the next batch commits again
+            log.debug("project: advisory commit skipped (%s)", describe(exc))
 
     def run(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
         """Project batches until ``stop`` is set; the batch under way completes first.

@@ -1,6 +1,6 @@
 """What the validator needs to know of librdkafka (confluent-kafka), apart from its loop.
 
-The records a batch handles (:class:`InboundRecord`, read once from librdkafka's messages), the
+The records a batch handles (:class:`ConsumedRecord`, read once from librdkafka's messages), the
 offsets it commits, which errors mean this member lost its group (the batch's transaction must
 be aborted and the records re-read), this instance was fenced (another instance took its
 transactional or group instance id), Kafka is in trouble (wait and retry) or a record's output
@@ -39,7 +39,7 @@ GROUP_METADATA_MAGIC = b"CGMDv2:"
 
 
 @dataclass(frozen=True, slots=True)
-class InboundRecord:
+class ConsumedRecord:
     """One consumed record: where it was, its key and value."""
 
     topic: str
@@ -50,7 +50,7 @@ class InboundRecord:
     leader_epoch: int | None
 
     @classmethod
-    def of(cls, message: Message) -> InboundRecord:
+    def of(cls, message: Message) -> ConsumedRecord:
         """The record of a librdkafka message (one without an error)."""
         return cls(message.topic() or "", message.partition() or 0, message.offset() or 0,
                    message.key(), message.value(), message.leader_epoch())
@@ -60,9 +60,9 @@ class InboundRecord:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-def next_offsets(records: Iterable[InboundRecord]) -> list[TopicPartition]:
+def next_offsets(records: Iterable[ConsumedRecord]) -> list[TopicPartition]:
     """One past the last of ``records`` per partition (records come in offset order)."""
-    last: dict[tuple[str, int], InboundRecord] = {}
+    last: dict[tuple[str, int], ConsumedRecord] = {}
     for record in records:
         last[(record.topic, record.partition)] = record
     return [TopicPartition(r.topic, r.partition, r.offset + 1,

@@ -71,11 +71,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from processors.inbound_consumer import InboundConsumer
+from processors.group_consumer import GroupConsumer
 from processors.kafka_facts import (
     FENCING_CODES,
     PRODUCER_FENCED_CODES,
-    InboundRecord,
+    ConsumedRecord,
     describe,
     group_member,
     is_membership_lost,
@@ -105,6 +105,8 @@ Clock = Callable[[], datetime]
 
 #: Records per consume, hence per transaction.
 MAX_POLL_RECORDS = 500
+#: A SIGKILLed member is out of the group this long after its last heartbeat.
+SESSION_TIMEOUT_MS = 10_000
 #: A member whose loop has not consumed for this long leaves the group (librdkafka's
 #: background thread says so), so a stuck validator does not hold its partitions.
 MAX_POLL_INTERVAL_MS = 60_000
@@ -224,9 +226,11 @@ class TransactionalValidator:
                 "linger.ms": 5,
             })
             self._producer.init_transactions(START_TIMEOUT_S)
-            self._consumer = InboundConsumer(
+            self._consumer = GroupConsumer(
                 {**kafka.librdkafka_config(), **common}, self.group_id, self.inbound_topics,
-                instance_id=client_id, max_poll_interval_ms=MAX_POLL_INTERVAL_MS)
+                step="validate", instance_id=client_id, session_timeout_ms=SESSION_TIMEOUT_MS,
+                max_poll_interval_ms=MAX_POLL_INTERVAL_MS)
+            self._consumer.subscribe()
         except LookupError as exc:
             self.close()
             raise ValidatorError(
@@ -255,8 +259,12 @@ class TransactionalValidator:
         """
         if self._consumer.rewind_needed and not self._rewind():
             return 0
-        records, group = self._consumer.consume(MAX_POLL_RECORDS, self._poll_timeout_ms() / 1000,
-                                                self._raise_if_fatal)
+        try:
+            records = self._consumer.poll(MAX_POLL_RECORDS, self._poll_timeout_ms() / 1000)
+        except KafkaException as exc:  # fatal: fenced by a newer static member, say
+            self._raise_if_fatal(exc)
+            raise
+        group = self._consumer.group_metadata()
         ticks = self._due_tick_partitions()
         if not records and not ticks:
             return 0
@@ -305,7 +313,7 @@ class TransactionalValidator:
 
     # -- transactions ------------------------------------------------------------------------
 
-    def _transact(self, records: Sequence[InboundRecord], ticks: Sequence[int],
+    def _transact(self, records: Sequence[ConsumedRecord], ticks: Sequence[int],
                   group: Any) -> None:
         """One transaction: the records' outcomes, the ticks, the records' next offsets."""
         self._in_transaction(lambda tally: self._batch_outputs(records, ticks, tally),
@@ -411,7 +419,7 @@ class TransactionalValidator:
 
     # -- outputs -----------------------------------------------------------------------------
 
-    def _batch_outputs(self, records: Sequence[InboundRecord], ticks: Sequence[int],
+    def _batch_outputs(self, records: Sequence[ConsumedRecord], ticks: Sequence[int],
                        tally: _Tally) -> list[_Outgoing]:
         """Decide every record (one hub instant for the batch) and add the due ticks."""
         now = self.clock()
@@ -419,7 +427,7 @@ class TransactionalValidator:
         outputs.extend(self._ticks(ticks, now, tally))
         return outputs
 
-    def _outcome(self, record: InboundRecord, now: datetime, tally: _Tally) -> _Outgoing:
+    def _outcome(self, record: ConsumedRecord, now: datetime, tally: _Tally) -> _Outgoing:
         outcome = validate_inbound(
             topic=record.topic, partition=record.partition, offset=record.offset,
             key=record.key, value=record.value, received_at=now,
@@ -430,11 +438,11 @@ class TransactionalValidator:
             return _Outgoing(self.topics.events, outcome.key, outcome.value)
         return self._dead(outcome, record, tally)
 
-    def _single(self, record: InboundRecord) -> Callable[[_Tally], list[_Outgoing]]:
+    def _single(self, record: ConsumedRecord) -> Callable[[_Tally], list[_Outgoing]]:
         """The outputs of a one-record transaction: the record's outcome."""
         return lambda tally: [self._outcome(record, self.clock(), tally)]
 
-    def _dead(self, letter: DeadLetter, record: InboundRecord, tally: _Tally) -> _Outgoing:
+    def _dead(self, letter: DeadLetter, record: ConsumedRecord, tally: _Tally) -> _Outgoing:
         tally.dead.append((letter.reason, record.topic, record.partition, record.offset))
         return _Outgoing(self.topics.dlq, letter.key, letter.value, letter.headers)
 
@@ -455,7 +463,7 @@ class TransactionalValidator:
 
     # -- failure handling --------------------------------------------------------------------
 
-    def _one_by_one(self, records: Sequence[InboundRecord], ticks: Sequence[int],
+    def _one_by_one(self, records: Sequence[ConsumedRecord], ticks: Sequence[int],
                     group: Any) -> int:
         """Process ``records`` one transaction each; dead-letter what still fails.
 
@@ -493,7 +501,7 @@ class TransactionalValidator:
                 log.warning("validate: tick transaction failed (%s)", describe(exc))
         return handled
 
-    def _dead_letter_failure(self, record: InboundRecord, failure: BaseException,
+    def _dead_letter_failure(self, record: ConsumedRecord, failure: BaseException,
                              offsets: list[TopicPartition], group: Any) -> bool:
         """Commit a PROCESSING_FAILED dead letter with the record's offset; False if not."""
         name = type(failure).__name__

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import TopicPartition
+from confluent_kafka import TopicPartition
 from sqlalchemy import func, select
 
 from consumers.audit.digest import digest_rows
@@ -47,10 +47,10 @@ class SimulatedCrash(BaseException):
 
 @dataclass(frozen=True)
 class FakeRecord:
+    partition: int
     offset: int
     key: bytes | None
     value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class FakeLog:
@@ -61,11 +61,12 @@ class FakeLog:
 
     def append(self, partition: int, key: bytes | None, value: bytes) -> None:
         records = self.partitions[partition]
-        records.append(FakeRecord(len(records), key, value))
+        records.append(FakeRecord(partition, len(records), key, value))
 
 
 class FakeConsumer:
-    """The consumer methods the projector uses, over a :class:`FakeLog`; owns every partition."""
+    """The GroupConsumer methods the projector uses, over a :class:`FakeLog`; owns every
+    partition."""
 
     def __init__(self, log: FakeLog, owned: list[int] | None = None) -> None:
         self.log = log
@@ -74,33 +75,30 @@ class FakeConsumer:
         self.listener: Any = None
         self.committed: dict[int, int] = {}
 
-    def subscribe(self, topics: list[str], listener: Any) -> None:
+    def subscribe(self, listener: Any) -> None:
         self.listener = listener
 
-    def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition(TOPICS.events, p) for p in self.owned}
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(TOPICS.events, p) for p in self.owned]
 
-    def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[FakeRecord]]:
+    def poll(self, max_records: int, timeout_s: float) -> list[FakeRecord]:
         if self.listener is not None and not self.position:
-            self.listener.on_partitions_assigned(self.assignment())
-        out: dict[TopicPartition, list[FakeRecord]] = {}
-        budget = max_records
+            self.listener.assigned([(TOPICS.events, p) for p in self.owned])
+        out: list[FakeRecord] = []
         for p in self.owned:
             at = self.position.get(p, 0)
-            take = self.log.partitions[p][at:at + budget]
-            if take:
-                out[TopicPartition(TOPICS.events, p)] = take
-                self.position[p] = at + len(take)
-                budget -= len(take)
-            if budget <= 0:
+            take = self.log.partitions[p][at:at + max_records - len(out)]
+            out.extend(take)
+            self.position[p] = at + len(take)
+            if len(out) >= max_records:
                 break
         return out
 
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.position[tp.partition] = offset
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self.position[partition] = offset
 
-    def commit_async(self, offsets: Any) -> None:
-        self.committed.update({tp.partition: o.offset for tp, o in offsets.items()})
+    def commit_async(self, topic: str, offsets: dict[int, int]) -> None:
+        self.committed.update(offsets)
 
     def close(self) -> None:
         pass
@@ -309,8 +307,8 @@ def test_an_event_id_reused_with_other_content_is_dead_lettered(view: ViewStore)
 
 def test_a_record_that_is_not_canonical_is_dead_lettered_and_passed(view: ViewStore) -> None:
     log = _log(_history(participants=3, days=20))
-    log.partitions[1].insert(0, FakeRecord(0, b"x", b"not a canonical record"))
-    log.partitions[1] = [FakeRecord(n, r.key, r.value) for n, r in enumerate(log.partitions[1])]
+    log.partitions[1].insert(0, FakeRecord(1, 0, b"x", b"not a canonical record"))
+    log.partitions[1] = [FakeRecord(1, n, r.key, r.value) for n, r in enumerate(log.partitions[1])]
     producer = FakeProducer()
     _drain(_projector(view, log, producer), log)
     assert producer.reasons() == ["NOT_CANONICAL"]

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from processors.kafka_facts import (
-    InboundRecord,
+    ConsumedRecord,
     describe,
     group_member,
     is_membership_lost,
@@ -50,8 +50,8 @@ def test_an_unknown_snapshot_format_tells_nothing(snapshot: object) -> None:
 
 
 def test_next_offsets_are_one_past_each_partitions_last_record() -> None:
-    records = [InboundRecord("a", 0, 5, None, b"", 3), InboundRecord("a", 1, 9, None, b"", None),
-               InboundRecord("a", 0, 6, None, b"", 3), InboundRecord("b", 0, 0, None, b"", 1)]
+    records = [ConsumedRecord("a", 0, 5, None, b"", 3), ConsumedRecord("a", 1, 9, None, b"", None),
+               ConsumedRecord("a", 0, 6, None, b"", 3), ConsumedRecord("b", 0, 0, None, b"", 1)]
     assert sorted((tp.topic, tp.partition, tp.offset, tp.leader_epoch)
                   for tp in next_offsets(records)) == [
         ("a", 0, 7, 3), ("a", 1, 10, None), ("b", 0, 1, 1)]

@@ -26,7 +26,7 @@ from kafka.errors import MessageSizeTooLargeError
 from kafka.structs import TopicPartition
 
 from leadhub.topics_admin import create_topics
-from processors import inbound_consumer, kafka_validator
+from processors import kafka_validator
 from processors.kafka_validator import TransactionalValidator, ValidatorFenced, utc_now
 from processors.validate import validate_inbound
 from producers.sdk import PartnerPublisher
@@ -355,8 +355,7 @@ def test_a_member_that_lost_its_partitions_cannot_commit(
     # A member that does not poll for 6 s leaves the group (its heartbeat thread says so);
     # librdkafka wants the session timeout no longer than that, the broker at least 6 s.
     monkeypatch.setattr(kafka_validator, "MAX_POLL_INTERVAL_MS", 6000)
-    monkeypatch.setattr(inbound_consumer, "SESSION_TIMEOUT_MS", 6000)
-    monkeypatch.setattr(inbound_consumer, "HEARTBEAT_INTERVAL_MS", 2000)
+    monkeypatch.setattr(kafka_validator, "SESSION_TIMEOUT_MS", 6000)
     events = [_referral(participant_id(i)) for i in range(20)]
     _publish(kafka, topics, "evergreen-pd", *events)
 
