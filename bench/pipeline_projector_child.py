@@ -115,10 +115,10 @@ class Reporter:
 
 
 class PollStamps:
-    """Wraps the projector's KafkaConsumer: tells the reporter what each ``poll`` returned.
+    """Wraps the projector's GroupConsumer: tells the reporter what each ``poll`` returned.
 
     Every other attribute is the consumer's own. The cost is one ``time.time()`` per poll and
-    a list append per partition.
+    a dict update per record.
     """
 
     def __init__(self, consumer: Any, reporter: Reporter) -> None:
@@ -129,9 +129,9 @@ class PollStamps:
         polled = self._consumer.poll(*args, **kwargs)
         if polled:
             now = time.time()
-            for tp, records in polled.items():
-                if records:
-                    self._reporter.polled(tp.partition, records[-1].offset, now)
+            last = {record.partition: record.offset for record in polled}
+            for partition, offset in last.items():
+                self._reporter.polled(partition, offset, now)
         return polled
 
     def __getattr__(self, name: str) -> Any:

@@ -58,20 +58,29 @@ def test_disclosures_list_consented_rows_and_staff_reads(hub: Any, topics: Topic
                    expires_at=T0 + timedelta(days=3650), exceptions=[], part2=False,
                    form_sha256="0" * 64)
     revoke = make_event("ConsentRevoked", p, T0 + timedelta(hours=2), consent_id="c-1")
+
+    def validated(count: int) -> None:  # the participant's records in lead.events (its end
+        deadline = time.monotonic() + 60  # offsets count ticks and commit markers too)
+        while True:
+            with TopicReader(kafka, topics.events) as reader:
+                if sum(1 for r in reader.read(reader.end_offsets())
+                       if r.key == p.encode()) >= count:
+                    return
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+
     with PartnerPublisher("cedar-housing", kafka, catalog=CATALOG,
                           topics=topics) as pub:
         pub.publish(housing)
+    # Validated before the consent: the validator orders nothing across partners' topics.
+    validated(1)
     with PartnerPublisher("harbor-cm", kafka, catalog=CATALOG, topics=topics) as pub:
         pub.publish_many([grant, revoke])
     raw = KafkaProducer(**kafka.client_options())
     raw.send(topics.audit_access, key=b"defender-assoc", value=_access(p, housing.event_id))
     raw.send(topics.audit_access, key=b"x", value=b"\x00garbage").get(30)
     raw.close()
-    with TopicReader(kafka, topics.events) as reader:
-        deadline = time.monotonic() + 60
-        while sum(reader.end_offsets().values()) < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+    validated(3)
 
     done = hub.leadhub("audit", "disclosures", "--participant", p, "--json")
     assert done.returncode == 0, done.stderr
