@@ -43,7 +43,7 @@ from consumers.projection_store import (
 )
 from consumers.store import ViewStore
 from processors.deadlines import MISSED_NAMESPACE
-from processors.group_consumer import GroupConsumer
+from processors.group_consumer import SESSION_TIMEOUT_MS, GroupConsumer
 from processors.kafka_facts import describe
 from processors.projection_step import ProjectionStep
 from processors.projector import Projector
@@ -262,7 +262,7 @@ class LiveProjector:
     def __init__(self, kafka: KafkaConnection, topics: TopicNames, view: ViewStore,
                  projector: Projector, catalog: Catalog, *, batch_size: int = 2000,
                  poll_timeout_ms: int = 200,
-                 session_timeout_ms: int = 10000, cache_weight: int = CACHE_WEIGHT,
+                 session_timeout_ms: int = SESSION_TIMEOUT_MS, cache_weight: int = CACHE_WEIGHT,
                  client_id: str = "leadhub-projector",
                  on_commit: Callable[[Sequence[ViewChange]], None] | None = None,
                  consumer: Any | None = None, dlq: Any | None = None,

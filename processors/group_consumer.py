@@ -35,6 +35,10 @@ from confluent_kafka import (
 
 from processors.kafka_facts import ConsumedRecord, describe, group_member
 
+#: A SIGKILLed member is out of its group this long after its last heartbeat: the broker's
+#: minimum (``group.min.session.timeout.ms``). librdkafka heartbeats from a thread of its own
+#: that the step's Python work does not hold up (kafka-python's needed the GIL: 10 s).
+SESSION_TIMEOUT_MS = 6_000
 #: Holding no partitions longer than this is logged as a warning (and again each time).
 SLOW_JOIN_S = 20.0
 #: How long a start waits for the topics' partitions; a rewind for the committed offsets.
@@ -58,8 +62,8 @@ class GroupConsumer:
     """
 
     def __init__(self, config: dict[str, Any], group: str, topics: Sequence[str], *,
-                 step: str, instance_id: str | None, session_timeout_ms: int,
-                 max_poll_interval_ms: int, assignor: str = "range") -> None:
+                 step: str, instance_id: str | None, max_poll_interval_ms: int,
+                 session_timeout_ms: int = SESSION_TIMEOUT_MS, assignor: str = "range") -> None:
         self.group = group
         self.topics = list(topics)
         self.step = step
@@ -80,7 +84,7 @@ class GroupConsumer:
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": assignor,
             "session.timeout.ms": session_timeout_ms,
-            "heartbeat.interval.ms": max(1000, session_timeout_ms // 3),
+            "heartbeat.interval.ms": max(1000, session_timeout_ms // 4),
             "max.poll.interval.ms": max_poll_interval_ms,
         }
         if instance_id:

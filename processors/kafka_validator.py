@@ -105,8 +105,6 @@ Clock = Callable[[], datetime]
 
 #: Records per consume, hence per transaction.
 MAX_POLL_RECORDS = 500
-#: A SIGKILLed member is out of the group this long after its last heartbeat.
-SESSION_TIMEOUT_MS = 10_000
 #: A member whose loop has not consumed for this long leaves the group (librdkafka's
 #: background thread says so), so a stuck validator does not hold its partitions.
 MAX_POLL_INTERVAL_MS = 60_000
@@ -228,8 +226,7 @@ class TransactionalValidator:
             self._producer.init_transactions(START_TIMEOUT_S)
             self._consumer = GroupConsumer(
                 {**kafka.librdkafka_config(), **common}, self.group_id, self.inbound_topics,
-                step="validate", instance_id=client_id, session_timeout_ms=SESSION_TIMEOUT_MS,
-                max_poll_interval_ms=MAX_POLL_INTERVAL_MS)
+                step="validate", instance_id=client_id, max_poll_interval_ms=MAX_POLL_INTERVAL_MS)
             self._consumer.subscribe()
         except LookupError as exc:
             self.close()

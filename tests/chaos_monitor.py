@@ -9,6 +9,7 @@ timelines, stalls and transactions that held back read_committed readers.
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -340,14 +341,16 @@ def _keys(samples: Sequence[Sample]) -> list[Key]:
 
 def _dead_member(samples: Sequence[Sample], kill: Kill, taken: set[str]) -> Member | None:
     """The killed process's member at the kill: for a validator the one whose client id names
-    its pid; for a projector (all share one client id) the member present at the kill, not
+    its instance (``leadhub run`` with ``LEADHUB_INSTANCE_ID``, as the harness starts it) or its
+    pid; for a projector (all share one client id) the member present at the kill, not
     taken by an earlier kill, that vanished from the group first afterwards."""
     before = [s for s in samples if s.at_s <= kill.at_s and kill.step in s.groups]
     if not before:
         return None
     members = before[-1].groups[kill.step].members
-    if kill.step == "validator":
-        return next((m for m in members if m.client_id == f"leadhub-validator-{kill.pid}"), None)
+    if kill.step == "validator":  # a static member's client id names its instance
+        names = {f"leadhub-validator-{kill.pid}", f"{socket.gethostname()}-validator-{kill.name}"}
+        return next((m for m in members if m.client_id in names), None)
     after = [s for s in samples if s.at_s > kill.at_s and kill.step in s.groups]
     vanished: list[tuple[float, Member]] = []
     for member in members:
