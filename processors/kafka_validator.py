@@ -297,7 +297,7 @@ class TransactionalValidator:
         close both clients; an open transaction is aborted by Kafka."""
         if self._consumer is not None:
             self._consumer.close()
-        self._consumer = None
+        self._consumer = self._producer = None  # librdkafka's producer closes when released
         self._producer = None
 
     # -- Kafka callbacks and fatal errors ----------------------------------------------------
