@@ -1,4 +1,4 @@
-"""What the validator needs to know of librdkafka (confluent-kafka), apart from its loop.
+"""What the hub's steps need to know of librdkafka (confluent-kafka), apart from their loops.
 
 The records a batch handles (:class:`ConsumedRecord`, read once from librdkafka's messages), the
 offsets it commits, which errors mean this member lost its group (the batch's transaction must

@@ -15,7 +15,7 @@ running until it settles, then:
 4. recovery: after each kill, how long until the partitions the killed process held were
    processed again (measured and reported; asserted to be within 15 s, counted from the last
    overlapping kill in the same group, only with ``LEADHUB_CHAOS_ASSERT_RECOVERY=1``: with a
-   10 s session timeout, transactions a dead validator left open and kills 2-5 s apart it
+   6 s session timeout, transactions a dead validator left open and kills 2-5 s apart it
    does not hold reliably yet).
 
 Two regimes: low volume (every partner, 60 participants, ~40 events/s: a handful of records per
