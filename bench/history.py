@@ -80,7 +80,7 @@ from schemas.topics import TopicNames
 
 # isort: split
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
-from kafka_setup import bench_connection
+from kafka_setup import add_bootstrap_argument, bench_connection
 from machine import machine_info
 from pipeline_harness import (
     SITE_FILE,
@@ -94,7 +94,6 @@ from pipeline_harness import (
     view_database,
 )
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:39092"
 TARGET_RATIO = 1.5
 START = datetime(2024, 1, 1, tzinfo=UTC)
 #: Time between one participant's consecutive events (100,000 events span about a year).
@@ -477,8 +476,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Benchmark the live projector's cost per event at growing per-participant "
                     "histories (real Kafka topic, real SQLite or PostgreSQL), the reload of a "
                     "state from SQL, and a 100,000-event participant.")
-    parser.add_argument("--bootstrap", default=os.environ.get("LEADHUB_KAFKA_BOOTSTRAP")
-                        or DEFAULT_BOOTSTRAP, help="Kafka bootstrap (default %(default)s)")
+    add_bootstrap_argument(parser)
     parser.add_argument("--database-url", default=None,
                         help="PostgreSQL server URL: each size gets a fresh database there "
                              "(default: fresh SQLite files)")

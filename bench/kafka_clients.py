@@ -50,11 +50,10 @@ from schemas.kafka_connection import KafkaConnection
 
 # isort: split
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
-from kafka_setup import bench_connection
+from kafka_setup import add_bootstrap_argument, bench_connection
 from machine import machine_info
 from pipeline_harness import BenchError, progress
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:39092"
 CLIENTS = ("kafka-python", "confluent-kafka")
 #: The validator's MAX_POLL_RECORDS: records per poll, hence per transaction.
 BATCH = 500
@@ -473,8 +472,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "(one transaction per polled batch of up to 500). Per phase: msg/s, CPU µs "
                     "per message of the client's process (each client in a child process) "
                     "and of the broker; peak RSS per client.")
-    parser.add_argument("--bootstrap", default=os.environ.get("LEADHUB_KAFKA_BOOTSTRAP")
-                        or DEFAULT_BOOTSTRAP, help="Kafka bootstrap (default %(default)s)")
+    add_bootstrap_argument(parser)
     parser.add_argument("--messages", type=int, default=30_000,
                         help="messages per client and phase (%(default)s)")
     parser.add_argument("--partitions", type=int, default=4,

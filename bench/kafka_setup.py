@@ -16,11 +16,21 @@ Without a stored password (an unsecured external broker) the connection is plain
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from leadhub.kafka_credentials import kafka_connection
 from leadhub.settings import load_settings
 from schemas.kafka_connection import KafkaConnection
+
+#: The local broker's address (``leadhub services start``).
+DEFAULT_BOOTSTRAP = "127.0.0.1:39092"
+
+
+def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
+    """``--bootstrap``: the broker, ``LEADHUB_KAFKA_BOOTSTRAP`` or the local one by default."""
+    parser.add_argument("--bootstrap", default=os.environ.get("LEADHUB_KAFKA_BOOTSTRAP")
+                        or DEFAULT_BOOTSTRAP, help="Kafka bootstrap (default %(default)s)")
 
 
 def bench_connection(bootstrap: str, role: str = "admin") -> KafkaConnection:

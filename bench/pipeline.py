@@ -83,7 +83,7 @@ from schemas.topics import TopicNames
 
 # isort: split
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
-from kafka_setup import bench_connection, child_credentials_env
+from kafka_setup import add_bootstrap_argument, bench_connection, child_credentials_env
 from machine import machine_info
 from pipeline_harness import (
     SITE_FILE,
@@ -111,8 +111,6 @@ from pipeline_phases import (
 from pipeline_report import Results, print_profiles, render, targets
 from pipeline_stages import read_events_log, stage_breakdown
 from pipeline_tracker import CommitTracker, ProjectorChildren
-
-DEFAULT_BOOTSTRAP = "127.0.0.1:39092"
 
 
 def run(args: argparse.Namespace) -> Results:
@@ -273,8 +271,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "events/s, the pure core's events/s on the same events, CPU per event of "
                     "every process, latency at a fixed rate, revocation latency, a raw-consumer "
                     "baseline and peak memory.")
-    parser.add_argument("--bootstrap", default=os.environ.get("LEADHUB_KAFKA_BOOTSTRAP")
-                        or DEFAULT_BOOTSTRAP, help="Kafka bootstrap (default %(default)s)")
+    add_bootstrap_argument(parser)
     parser.add_argument("--database-url", default=None,
                         help="PostgreSQL server URL: the view goes to a fresh database there "
                              "(default: a fresh SQLite file)")

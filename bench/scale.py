@@ -82,7 +82,7 @@ from schemas.topics import TopicNames
 
 # isort: split
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
-from kafka_setup import bench_connection, child_credentials_env
+from kafka_setup import add_bootstrap_argument, bench_connection, child_credentials_env
 from machine import machine_info
 from pipeline_harness import (
     SITE_FILE,
@@ -97,7 +97,6 @@ from pipeline_harness import (
     vm_hwm_mib,
 )
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:39092"
 TARGET_RSS_MIB = 512.0
 TARGET_RESTART_GROWTH = 1.5
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -504,8 +503,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "over a simulated site's year written straight to lead.events: its peak "
                     "memory, and the time from a restart to its first committed batch after "
                     "half the log and after all of it.")
-    parser.add_argument("--bootstrap", default=os.environ.get("LEADHUB_KAFKA_BOOTSTRAP")
-                        or DEFAULT_BOOTSTRAP, help="Kafka bootstrap (default %(default)s)")
+    add_bootstrap_argument(parser)
     parser.add_argument("--database-url", default=None,
                         help="PostgreSQL server URL: the view goes to a fresh database there "
                              "(default: a fresh SQLite file)")
