@@ -1,11 +1,11 @@
 """Benchmark: per-message CPU of two Python Kafka clients doing the validator's work (issue 13).
 
-kafka-python (the hub's client, pure Python) against confluent-kafka (librdkafka), on the local
-broker as its admin principal (SASL/SCRAM-SHA-512, ``kafka_setup``), on fresh 4-partition topics
-under a prefix of the run's own (deleted at the end). The same ``--messages`` random values of
-200-400 bytes (the size of the hub's inbound Avro events), keyed by 1,000 participant ids. Per
-client, in a **child process of its own** (this script with ``--child``) so that the CPU
-(``getrusage(RUSAGE_SELF)``: every thread, the clients' I/O threads too) and the memory (RSS
+kafka-python (the hub's first client, pure Python) against confluent-kafka (librdkafka), on the
+local broker as its admin principal (SASL/SCRAM-SHA-512, ``kafka_setup``), on fresh 4-partition
+topics under a prefix of the run's own (deleted at the end). The same ``--messages`` random
+values of 200-400 bytes (the size of the hub's inbound Avro events), keyed by 1,000 participant
+ids. Per client, in a **child process of its own** (this script with ``--child``) so that the
+CPU (``getrusage(RUSAGE_SELF)``: every thread, the clients' I/O threads too) and the memory (RSS
 once the library is imported and the messages made, and the peak: ``ru_maxrss``) are the
 client's alone:
 
@@ -24,7 +24,8 @@ printed, 1 the run failed, 2 setup error (e.g. no broker).
 
     .venv/bin/python bench/kafka_clients.py [--messages 30000] [--clients kafka-python ...]
 
-confluent-kafka is a dependency of the project (the partner SDK's producer, decision 0002).
+confluent-kafka is a dependency of the project (the partner SDK, the validator and the
+projector: decisions 0002 and 0003).
 """
 
 from __future__ import annotations
@@ -212,14 +213,16 @@ class Confluent:
         self.ck = confluent_kafka
         self.version = f"{self.ck.__version__} (librdkafka {self.ck.libversion()[0]})"
         self.config: dict[str, Any] = conn.librdkafka_config()
+        #: The hub's producer settings (acks=all, idempotence, murmur2 partitioner).
+        self.producer_config: dict[str, Any] = conn.librdkafka_producer_config()
 
     def producer(self, topic: str, transactional_id: str | None = None) -> Any:
         """A producer as the hub's (acks=all, idempotent, lz4) with ``topic``'s metadata, its
         transactions initialized if ``transactional_id``."""
         txn = ({"transactional.id": transactional_id,
                 "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS} if transactional_id else {})
-        producer = self.ck.Producer({**self.config, "acks": "all", "enable.idempotence": True,
-                                     "compression.type": "lz4", "linger.ms": LINGER_MS, **txn})
+        producer = self.ck.Producer({**self.producer_config, "compression.type": "lz4",
+                                     "linger.ms": LINGER_MS, **txn})
         producer.list_topics(topic, timeout=10)
         if transactional_id:
             producer.init_transactions(30)

@@ -6,8 +6,8 @@ then produces it to ``lead.in.<partner>`` keyed by participant_id with an idempo
 ``acks=all`` producer. The hub stamps the source from the topic; the SDK never claims one.
 
 The producer is confluent-kafka's (librdkafka, a C client): per event it costs about a tenth
-of kafka-python's CPU (docs/decisions/0002-partner-sdk-on-librdkafka.md). The hub's own steps
-still use kafka-python.
+of kafka-python's CPU (docs/decisions/0002-partner-sdk-on-librdkafka.md); the hub's validator
+and projector use it too (0003).
 """
 
 from __future__ import annotations

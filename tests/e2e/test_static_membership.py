@@ -1,9 +1,10 @@
 """A step killed right after its first join comes back owning its partitions.
 
 The steps are static members: a restarted member takes its predecessor's assignment without a
-rebalance, and a restarted leader does not know it leads (processors/membership.py). The
-first assignment must therefore already cover every partition; one made before the topics'
-metadata arrived stayed empty for good (a CI run of tests/e2e/test_pipeline_site.py).
+rebalance, and a restarted leader does not know it leads (docs/architecture.md "Group
+membership"). The first assignment must therefore already cover every partition; one made
+before the topics' metadata arrived stayed empty for good (a CI run of
+tests/e2e/test_pipeline_site.py, when the steps were on kafka-python).
 """
 
 from __future__ import annotations
@@ -24,15 +25,14 @@ from tests.factories import new_participant_id, publish_as
 pytestmark = pytest.mark.integration
 
 
-#: What a step's log says once its group made a first assignment: kafka-python's warning when
-#: it assigned without the topics' metadata (the empty assignment; before the fix, always at
-#: a new member's first join), or the step's own line for a generation joined.
-FIRST_ASSIGNMENT = ("No partition metadata", "member of group")
+#: What a step's log says once its group made a first assignment (processors/group_consumer.py).
+FIRST_ASSIGNMENT = ("member of group",)
 
 
 def _kill_after_first_join(hub: Any, step: str) -> None:
     """Start ``step``, SIGKILL it as soon as its group made a first assignment, start it
-    again. Without the fix this reproduced the empty assignment in every run (4 of 4)."""
+    again. On kafka-python, without the fix, this reproduced the empty assignment in every run
+    (4 of 4)."""
     hub.start(step)
     deadline = time.monotonic() + 60
     while not any(mark in hub.log_tail(step, 200) for mark in FIRST_ASSIGNMENT):
