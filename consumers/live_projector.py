@@ -527,14 +527,23 @@ class LiveProjector:
     def run(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
         """Project batches until ``stop`` is set; the batch under way completes first.
 
-        Tunes the process's cyclic garbage collector first (:data:`GC_THRESHOLDS`).
+        Tunes the process's cyclic garbage collector first (:data:`GC_THRESHOLDS`) and, on a
+        SQLite view, checkpoints its write-ahead log from a thread of its own meanwhile
+        (:mod:`consumers.sqlite_wal`), so no batch's commit waits for a checkpoint.
         """
         gc.set_threshold(*GC_THRESHOLDS)
         self.view.create_schema()
-        while not stop.is_set():
-            count = self.run_once()
-            if count and on_batch is not None:
-                on_batch(count)
+        checkpointer = self.view.wal_checkpointer()
+        if checkpointer is not None:
+            checkpointer.start()
+        try:
+            while not stop.is_set():
+                count = self.run_once()
+                if count and on_batch is not None:
+                    on_batch(count)
+        finally:
+            if checkpointer is not None:
+                checkpointer.stop()
 
     def close(self) -> None:
         """Leave the group and release the clients."""

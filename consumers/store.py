@@ -42,6 +42,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.errors import ProjectionVersionMismatch, ViewStoreError
+from consumers.sqlite_wal import WalCheckpointer, configure_wal
 from processors.view import ViewChange, ViewRow
 
 #: Bump when the projection's output changes: an older view must be rebuilt by replay.
@@ -120,7 +121,7 @@ class ViewStore:
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise ViewStoreError(f"cannot open view database: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_wal)
+            event.listen(self.engine, "connect", configure_wal)
         self._upsert_rows = upsert_statement(self.engine, view_rows, ("recipient", "event_id"))
         self._upsert_offsets = upsert_statement(self.engine, tracking, ("topic", "partition"))
 
@@ -245,6 +246,14 @@ class ViewStore:
             for recipient, text in connection.execution_options(yield_per=1000).execute(query):
                 yield recipient, json.loads(text)
 
+    def wal_checkpointer(self) -> WalCheckpointer | None:
+        """A background checkpointer of a SQLite file view's write-ahead log (not started), for
+        the view's writer (:mod:`consumers.sqlite_wal`); None for PostgreSQL or in-memory SQLite."""
+        database = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+            return None
+        return WalCheckpointer(self.engine)
+
     def close(self) -> None:
         """Release the connection pool."""
         self.engine.dispose()
@@ -272,26 +281,6 @@ def upsert_statement(engine: Engine, table: Table, key: tuple[str, ...]) -> Any:
         raise ViewStoreError(f"unsupported view database {dialect!r}: use SQLite or PostgreSQL")
     updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in key}
     return statement.on_conflict_do_update(index_elements=list(key), set_=updates)
-
-
-#: Pages (4 KiB) the write-ahead log may hold before a commit checkpoints it into the database:
-#: 64 MiB instead of SQLite's 4 MiB. A projector batch writes several MiB, so at the default
-#: nearly every commit copied the log back into the database (measured over a fake consumer:
-#: the projector's CPU per record fell by 5-25 % with the larger log, on a noisy machine).
-WAL_CHECKPOINT_PAGES = 16384
-
-
-def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
-    """Write-ahead log, synced at checkpoints: readers never block the projector, and a commit
-    does not wait for the disk. A power loss may drop the last commits, but rows and offsets go in
-    the same transaction, so the projector simply re-reads what was lost. The log is checkpointed
-    every :data:`WAL_CHECKPOINT_PAGES` pages and truncated back to that size afterwards."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-    cursor.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
-    cursor.close()
 
 
 def view_row_values(recipient: str, row: ViewRow,

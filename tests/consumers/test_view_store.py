@@ -1,7 +1,9 @@
-"""Contract tests of the SQL view store; every test runs on SQLite and on PostgreSQL."""
+"""Contract tests of the SQL view store: on SQLite and on PostgreSQL, but for the write-ahead
+log's checkpoints, which are SQLite's."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -74,3 +76,37 @@ def test_other_projection_version_demands_a_rebuild(database_url: str) -> None:
     engine.dispose()
     with pytest.raises(ProjectionVersionMismatch, match="rebuild"):
         ViewStore(database_url).create_schema()
+
+
+def test_background_checkpoint_copies_the_log_while_the_writer_goes_on(tmp_path: Any) -> None:
+    """A SQLite file view: the checkpointer copies every committed frame of the write-ahead log
+    into the database from its own thread, and the writer's next transaction starts the log
+    over (so the log stays short without the writer ever checkpointing)."""
+    store = ViewStore(f"sqlite:///{tmp_path / 'view.sqlite'}")
+    store.create_schema()
+    checkpointer = store.wal_checkpointer()
+    assert checkpointer is not None
+    changes = [RowChange("r", f"e{n}", _row(f"e{n}", note="x" * 200)) for n in range(300)]
+    store.apply(changes, {("changes", 0): 300})
+    busy, frames, copied = checkpointer.checkpoint()
+    assert (busy, copied) == (0, frames) and frames > 10
+    store.apply([RowChange("r", "late", _row("late"))], {("changes", 0): 301})
+    _, frames_after_restart, _ = checkpointer.checkpoint()
+    assert 0 < frames_after_restart < frames  # the log started over from its first frame
+
+    checkpointer.interval_s = 0.05
+    checkpointer.start()
+    for n in range(20):
+        store.apply([RowChange("r", f"x{n}", _row(f"x{n}"))], {("changes", 0): 302 + n})
+    deadline = time.monotonic() + 10
+    while checkpointer.runs < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    checkpointer.stop()
+    assert checkpointer.runs >= 4
+    assert len(store.rows_for("r")) == 321
+    store.close()
+
+
+def test_no_background_checkpoint_without_a_sqlite_file(tmp_path: Any) -> None:
+    assert ViewStore("sqlite://").wal_checkpointer() is None
+    assert ViewStore("postgresql+psycopg://nobody@127.0.0.1:1/none").wal_checkpointer() is None
