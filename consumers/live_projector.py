@@ -271,6 +271,7 @@ class LiveProjector:
         self.topic = topics.events
         self.view = view
         self.store = ProjectionStore(view)
+        view.tune_for_writing()
         self.step = ProjectionStep(projector, catalog)
         self.batch_size = batch_size
         self.poll_timeout_ms = poll_timeout_ms

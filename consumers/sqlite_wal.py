@@ -31,6 +31,12 @@ log = logging.getLogger("leadhub.view")
 #: nearly every commit copied the log back into the database (measured over a fake consumer:
 #: the projector's CPU per record fell by 5-25 % with the larger log, on a noisy machine).
 WAL_CHECKPOINT_PAGES = 16384
+#: Page cache of the view writer's connections, KiB (SQLite's default is 2,000). The projector's
+#: inserts land at random places of the view's indexes; with the default cache most of them read
+#: their page back from the file. Measured (200-row upserts into ``view_rows``, 10,000
+#: participants, a 100-135 MiB view): 62 -> 36 µs of CPU per row outside the commit. Readers
+#: keep the default: a cache is per connection, and the staff API holds several.
+WRITER_CACHE_KIB = 65536
 #: Seconds between two background checkpoints: at 500 events/s about 40 MiB of log each.
 CHECKPOINT_INTERVAL_S = 1.0
 
@@ -45,6 +51,13 @@ def configure_wal(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     cursor.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
+    cursor.close()
+
+
+def configure_writer_cache(dbapi_connection: Any, connection_record: Any) -> None:
+    """The view writer's page cache (:data:`WRITER_CACHE_KIB`)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
     cursor.close()
 
 

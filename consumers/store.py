@@ -42,7 +42,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.errors import ProjectionVersionMismatch, ViewStoreError
-from consumers.sqlite_wal import WalCheckpointer, configure_wal
+from consumers.sqlite_wal import WalCheckpointer, configure_wal, configure_writer_cache
 from processors.view import ViewChange, ViewRow
 
 #: Bump when the projection's output changes: an older view must be rebuilt by replay.
@@ -246,13 +246,22 @@ class ViewStore:
             for recipient, text in connection.execution_options(yield_per=1000).execute(query):
                 yield recipient, json.loads(text)
 
+    def tune_for_writing(self) -> None:
+        """Give the SQLite view's connections the writer's larger page cache from now on
+        (:mod:`consumers.sqlite_wal`); idle pooled connections are closed. Nothing on PostgreSQL or
+        in-memory SQLite."""
+        if self._is_sqlite_file():
+            event.listen(self.engine, "connect", configure_writer_cache)
+            self.engine.pool.dispose()
+
     def wal_checkpointer(self) -> WalCheckpointer | None:
         """A background checkpointer of a SQLite file view's write-ahead log (not started), for
         the view's writer (:mod:`consumers.sqlite_wal`); None for PostgreSQL or in-memory SQLite."""
-        database = self.engine.url.database
-        if self.engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
-            return None
-        return WalCheckpointer(self.engine)
+        return WalCheckpointer(self.engine) if self._is_sqlite_file() else None
+
+    def _is_sqlite_file(self) -> bool:
+        return (self.engine.dialect.name == "sqlite"
+                and self.engine.url.database not in (None, "", ":memory:"))
 
     def close(self) -> None:
         """Release the connection pool."""
