@@ -42,7 +42,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.errors import ProjectionVersionMismatch, ViewStoreError
-from consumers.sqlite_wal import WalCheckpointer, configure_wal, configure_writer_cache
+from consumers.sqlite_wal import (
+    WalCheckpointer,
+    configure_fallback_checkpoint,
+    configure_wal,
+    configure_writer_cache,
+)
 from processors.view import ViewChange, ViewRow
 
 #: Bump when the projection's output changes: an older view must be rebuilt by replay.
@@ -256,8 +261,14 @@ class ViewStore:
 
     def wal_checkpointer(self) -> WalCheckpointer | None:
         """A background checkpointer of a SQLite file view's write-ahead log (not started), for
-        the view's writer (:mod:`consumers.sqlite_wal`); None for PostgreSQL or in-memory SQLite."""
-        return WalCheckpointer(self.engine) if self._is_sqlite_file() else None
+        the view's writer (:mod:`consumers.sqlite_wal`); None for PostgreSQL or in-memory SQLite.
+        From now on the view's connections leave checkpoints to it (their own run only past
+        ``FALLBACK_PAGES``); idle pooled connections are closed."""
+        if not self._is_sqlite_file():
+            return None
+        event.listen(self.engine, "connect", configure_fallback_checkpoint)
+        self.engine.pool.dispose()
+        return WalCheckpointer(self.engine)
 
     def _is_sqlite_file(self) -> bool:
         return (self.engine.dialect.name == "sqlite"

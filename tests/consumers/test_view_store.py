@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from consumers import sqlite_wal
 from consumers.errors import ProjectionVersionMismatch
 from consumers.store import RowChange, ViewStore
 
@@ -78,32 +79,39 @@ def test_other_projection_version_demands_a_rebuild(database_url: str) -> None:
         ViewStore(database_url).create_schema()
 
 
-def test_background_checkpoint_copies_the_log_while_the_writer_goes_on(tmp_path: Any) -> None:
+def test_background_checkpoint_copies_the_log_while_the_writer_goes_on(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A SQLite file view: the checkpointer copies every committed frame of the write-ahead log
-    into the database from its own thread, and the writer's next transaction starts the log
-    over (so the log stays short without the writer ever checkpointing)."""
+    into the database from its own thread; past RESTART_PAGES it starts the log over itself, and
+    the writer's own checkpoints wait for FALLBACK_PAGES."""
     store = ViewStore(f"sqlite:///{tmp_path / 'view.sqlite'}")
     store.create_schema()
     checkpointer = store.wal_checkpointer()
     assert checkpointer is not None
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql(
+            "PRAGMA wal_autocheckpoint").scalar() == sqlite_wal.FALLBACK_PAGES
     changes = [RowChange("r", f"e{n}", _row(f"e{n}", note="x" * 200)) for n in range(300)]
     store.apply(changes, {("changes", 0): 300})
     busy, frames, copied = checkpointer.checkpoint()
     assert (busy, copied) == (0, frames) and frames > 10
+    assert checkpointer.restarts == 0  # passive only: the writer's next transaction restarts
     store.apply([RowChange("r", "late", _row("late"))], {("changes", 0): 301})
     _, frames_after_restart, _ = checkpointer.checkpoint()
-    assert 0 < frames_after_restart < frames  # the log started over from its first frame
+    assert 0 < frames_after_restart < frames
 
+    monkeypatch.setattr(sqlite_wal, "RESTART_PAGES", 1)
     checkpointer.interval_s = 0.05
     checkpointer.start()
     for n in range(20):
         store.apply([RowChange("r", f"x{n}", _row(f"x{n}"))], {("changes", 0): 302 + n})
     deadline = time.monotonic() + 10
-    while checkpointer.runs < 4 and time.monotonic() < deadline:
+    while checkpointer.restarts < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     checkpointer.stop()
-    assert checkpointer.runs >= 4
+    assert checkpointer.runs >= 2 and checkpointer.restarts >= 2
     assert len(store.rows_for("r")) == 321
+    assert store.committed_offsets("changes") == {0: 321}
     store.close()
 
 
