@@ -46,6 +46,7 @@ bench: setup services
 	$(BIN)/python bench/project.py
 	$(BIN)/python bench/kafka_clients.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/projector_writes.py
 	$(BIN)/python bench/history.py
 
 clean:
