@@ -321,7 +321,7 @@ class KafkaService:
             shutil.rmtree(self.data_dir)
         admin = principal(ADMIN_ROLE)
         admin_password = self._stored_or_new(admin)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         run_checked(
             [
                 shutil.which("java") or "java",
@@ -340,6 +340,16 @@ class KafkaService:
             what="formatting the Kafka storage directory",
         )
         marker.write_text("SCRAM-SHA-512 + StandardAuthorizer\n")
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64, never starting with ``-``, which
+    the storage tool's argument parser takes for an option (as Kafka's own ``Uuid.randomUuid``
+    avoids; a clean-clone CI run failed on one)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _port_open(port: int) -> bool:

@@ -131,3 +131,18 @@ def test_a_bad_setting_is_exit_2_naming_the_variable(variable: str, value: str) 
     assert result.returncode == 2, result.stderr
     assert variable in result.stderr and "Traceback" not in result.stderr
     assert "this is a bug" not in result.stderr
+
+
+def test_kafka_cluster_ids_never_look_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage tool reads ``-t -x...`` as a missing id: a leading dash must be redrawn."""
+    import uuid
+
+    from leadhub.services import kafka as kafka_service
+
+    # b"\xf8" encodes to "-" first in URL-safe base64; the second draw does not.
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x10" + bytes(15))])
+    monkeypatch.setattr(kafka_service.uuid, "uuid4", lambda: next(draws))
+    cluster_id = kafka_service.new_cluster_id()
+    assert cluster_id == "EAAAAAAAAAAAAAAAAAAAAA"
+    monkeypatch.undo()
+    assert not any(kafka_service.new_cluster_id().startswith("-") for _ in range(2000))
