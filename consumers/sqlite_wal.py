@@ -15,8 +15,8 @@ or readers, and once the log holds :data:`RESTART_PAGES` pages a ``RESTART`` one
 the log over. The passive one alone is not enough: a writer that commits every few tens of
 milliseconds nearly always appends while it runs, so the log is seldom found copied whole and
 the writer's own checkpoint still ran. The restart makes the writer wait while it copies the
-little the passive one left (measured in the pipeline bench at 500 events/s: about 80 ms, a
-few times a minute, against 116-162 ms every second or two for the writer's own checkpoints).
+little the passive one left (measured in the pipeline bench at 500 events/s: about 80 ms every
+second or two, where without the thread commits that checkpointed took 116-218 ms as often).
 While a checkpointer runs, the writer's own checkpoint is only the bound for when the thread
 falls behind, at :data:`FALLBACK_PAGES`.
 """
