@@ -33,7 +33,6 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -241,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="SQLite's default page cache instead of the writer's")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    threading.current_thread().name = "bench"
     try:
         figures = run(args)
     except Exception as exc:  # a benchmark reports, it does not trace back

@@ -256,8 +256,7 @@ class ViewStore:
         (:mod:`consumers.sqlite_wal`); idle pooled connections are closed. Nothing on PostgreSQL or
         in-memory SQLite."""
         if self._is_sqlite_file():
-            event.listen(self.engine, "connect", configure_writer_cache)
-            self.engine.pool.dispose()
+            self._configure_new_connections(configure_writer_cache)
 
     def wal_checkpointer(self) -> WalCheckpointer | None:
         """A background checkpointer of a SQLite file view's write-ahead log (not started), for
@@ -266,9 +265,13 @@ class ViewStore:
         ``FALLBACK_PAGES``); idle pooled connections are closed."""
         if not self._is_sqlite_file():
             return None
-        event.listen(self.engine, "connect", configure_fallback_checkpoint)
-        self.engine.pool.dispose()
+        self._configure_new_connections(configure_fallback_checkpoint)
         return WalCheckpointer(self.engine)
+
+    def _configure_new_connections(self, configure: Any) -> None:
+        """Run ``configure`` on every connection opened from now on; close the idle ones."""
+        event.listen(self.engine, "connect", configure)
+        self.engine.pool.dispose()
 
     def _is_sqlite_file(self) -> bool:
         return (self.engine.dialect.name == "sqlite"

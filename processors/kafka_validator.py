@@ -298,7 +298,6 @@ class TransactionalValidator:
         if self._consumer is not None:
             self._consumer.close()
         self._consumer = self._producer = None  # librdkafka's producer closes when released
-        self._producer = None
 
     # -- Kafka callbacks and fatal errors ----------------------------------------------------
 
