@@ -43,6 +43,7 @@ from sqlalchemy import (
     update,
 )
 
+from consumers.driver_statement import DriverStatement, Values
 from consumers.errors import ConsumerError
 from consumers.store import ViewStore, metadata, tracking, upsert_statement, view_rows
 from processors.state import (
@@ -65,6 +66,8 @@ participant_heads = Table(
 )
 Index("ix_participant_heads_timer", participant_heads.c.partition, participant_heads.c.next_due_us)
 
+_HEAD_COLUMNS = ("participant_id", "partition", "next_due_us", "next_seq", "head_json")
+
 participant_events = Table(
     "participant_events",
     metadata,
@@ -73,6 +76,8 @@ participant_events = Table(
     Column("seq", BigInteger, nullable=False),
     Column("event_json", Text, nullable=False),
 )
+
+_EVENT_COLUMNS = ("participant_id", "event_id", "seq", "event_json")
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
@@ -106,9 +111,14 @@ class ProjectionStore:
     def __init__(self, view: ViewStore) -> None:
         self.view = view
         self.engine = view.engine
-        self._upsert_heads = upsert_statement(self.engine, participant_heads, ("participant_id",))
-        self._upsert_events = upsert_statement(self.engine, participant_events,
-                                      ("participant_id", "event_id"))
+        self._upsert_heads = DriverStatement(
+            self.engine, upsert_statement(self.engine, participant_heads, ("participant_id",)),
+            _HEAD_COLUMNS)
+        self._upsert_events = DriverStatement(
+            self.engine,
+            upsert_statement(self.engine, participant_events, ("participant_id", "event_id")),
+            _EVENT_COLUMNS)
+        self._remove_events = DriverStatement(self.engine, _REMOVE_EVENT, ("p", "e"))
         self._insert_tracking = insert(tracking)
 
     # -- tracking ------------------------------------------------------------------------------
@@ -203,9 +213,9 @@ class ProjectionStore:
         projected or derived or may have removed) the ones added, replaced or removed. Then the
         view ``changes`` in order. Returns each participant's next arrival number.
         """
-        heads: list[dict[str, object]] = []
-        upserts: list[dict[str, object]] = []
-        removals: list[dict[str, str]] = []
+        heads: list[Values] = []
+        upserts: list[Values] = []
+        removals: list[Values] = []
         next_seqs: dict[str, int] = {}
         for write in writes:
             state = write.after
@@ -216,21 +226,16 @@ class ProjectionStore:
                 new = state.events.get(event_id)
                 old = old_events.get(event_id)
                 if new is None and old is not None:
-                    removals.append({"p": pid, "e": event_id})
+                    removals.append((pid, event_id))
                 elif new is not None and new is not old:
-                    upserts.append({"participant_id": pid, "event_id": event_id, "seq": seq,
-                                    "event_json": _encode(event_to_state_json(new))})
+                    upserts.append((pid, event_id, seq, _encode(event_to_state_json(new))))
                     seq += 1
             next_seqs[pid] = seq
-            heads.append({"participant_id": pid, "partition": write.partition,
-                          "next_due_us": write.next_due_us, "next_seq": seq,
-                          "head_json": _encode(head_to_json(state))})
-        if removals:
-            connection.execute(_REMOVE_EVENT, removals)
-        if upserts:
-            connection.execute(self._upsert_events, upserts)
-        if heads:
-            connection.execute(self._upsert_heads, heads)
+            heads.append((pid, write.partition, write.next_due_us, seq,
+                          _encode(head_to_json(state))))
+        self._remove_events.execute(connection, removals)
+        self._upsert_events.execute(connection, upserts)
+        self._upsert_heads.execute(connection, heads)
         self.view.write_view_changes(connection, changes)
         return next_seqs
 

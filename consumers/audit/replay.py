@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,11 +31,11 @@ from consumers.audit.digest import Row
 from consumers.audit.errors import ReplayError, SetupError
 from consumers.audit.kafka_log import TopicReader
 from consumers.errors import ViewStoreError
-from consumers.store import ViewStore, view_row_values, view_rows
+from consumers.store import ViewStore, view_rows
 from processors.projection_step import ProjectionStep
 from processors.projector import Projector
 from processors.state import ParticipantState
-from processors.view import ViewChange, ViewRow
+from processors.view import ViewChange
 from schemas.canonical import CanonicalRecord, decode_canonical
 from schemas.catalog import Catalog
 from schemas.codec import decode
@@ -230,23 +230,20 @@ class LogReplay:
 class ViewWriter:
     """Buffers the replay's final rows and writes them to a fresh :class:`ViewStore` in batches.
 
-    ``row_json`` is spelled as the live projector spells it
-    (:data:`consumers.store.encode_row_json`).
-    Keys never written before are
-    plainly inserted; a key written by an earlier batch is deleted first (by primary key), so a
-    flush costs about one INSERT per row.
+    Rows are written as the live projector writes them (:meth:`ViewStore.write_view_changes`):
+    the same ``row_json`` spelling, a row upserted or retracted by its key. Memory holds one
+    batch of changes, never the view.
     """
 
     def __init__(self, store: ViewStore, batch: int = 50000) -> None:
         self.store = store
         self.batch = batch
-        self._pending: dict[tuple[str, str], ViewRow | None] = {}
-        self._written: set[tuple[str, str]] = set()
+        self._pending: dict[tuple[str, str, str], ViewChange] = {}
 
     def __call__(self, partition: int, received_at: datetime, changes: list[ViewChange]) -> None:
         pending = self._pending
         for change in changes:
-            pending[(change.recipient, change.event_id)] = change.row
+            pending[(change.participant_id, change.event_id, change.recipient)] = change
         if len(pending) >= self.batch:
             self.flush()
 
@@ -254,27 +251,12 @@ class ViewWriter:
         """Write the buffered rows (one transaction). Raises ViewStoreError on failure."""
         if not self._pending:
             return
-        written = self._written
-        stale = [{"r": r, "e": e} for (r, e) in self._pending if (r, e) in written]
-        memo: dict[tuple[Any, ...], tuple[Mapping[str, Any], str]] = {}
-        rows = [view_row_values(r, row, memo) for (r, _), row in self._pending.items()
-                if row is not None]
+        changes = list(self._pending.values())
         try:
             with self.store.engine.begin() as connection:
-                if stale:
-                    connection.execute(
-                        delete(view_rows).where(view_rows.c.recipient == bindparam("r"),
-                                                view_rows.c.event_id == bindparam("e")),
-                        stale)
-                if rows:
-                    connection.execute(insert(view_rows), rows)
+                self.store.write_view_changes(connection, changes)
         except SQLAlchemyError as exc:
-            raise ViewStoreError(f"writing {len(rows)} replayed rows failed") from exc
-        for key, row in self._pending.items():
-            if row is None:
-                written.discard(key)
-            else:
-                written.add(key)
+            raise ViewStoreError(f"writing {len(changes)} replayed rows failed") from exc
         self._pending = {}
 
 
