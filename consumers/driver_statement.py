@@ -47,7 +47,9 @@ class DriverStatement:
         """The driver's parameters for ``rows``: tuples for a positional paramstyle (SQLite),
         dicts for a named one (psycopg)."""
         if self._processors:
-            memo: dict[tuple[int, Any], Any] = {}  # the rows of one event share their instant
+            # the rows of one event share their instant's object; by identity, as equal values
+            # may convert differently (the same instant in two time zones)
+            memo: dict[tuple[int, int], Any] = {}
             rows = [self._converted(row, memo) for row in rows]
         positions = self._positions
         if positions is None:
@@ -57,11 +59,11 @@ class DriverStatement:
             return [tuple(row) for row in rows]
         return [tuple(row[i] for i in positions) for row in rows]
 
-    def _converted(self, row: Values, memo: dict[tuple[int, Any], Any]) -> Values:
+    def _converted(self, row: Values, memo: dict[tuple[int, int], Any]) -> Values:
         values = list(row)
         for index, processor in self._processors:
             value = values[index]
-            key = (index, value)
+            key = (index, id(value))
             if key in memo:
                 values[index] = memo[key]
             else:

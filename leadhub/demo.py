@@ -29,7 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from consumers.store import ViewStore
+from consumers.errors import ProjectionVersionMismatch
+from consumers.store import PROJECTION_VERSION, ViewStore
 from leadhub.demo_feed import HTTP_ROLES, FeedCounts, GatewayPublisher, feed_site
 from leadhub.demo_showcase import (
     STAFF_USERS,
@@ -106,6 +107,7 @@ def run_demo(settings: Settings, options: DemoOptions, now: datetime) -> int:
     events = list(simulate(site, catalog, options.participants, options.days, options.seed,
                            now - timedelta(days=options.days)))
     showcase = pick_showcase(events, Projector(site, catalog), site)
+    set_aside_stale_view(settings)
     supervisor = DemoSupervisor(settings.state_dir / "demo-logs")
     store: ViewStore | None = None
     gateway: GatewayPublisher | None = None
@@ -277,6 +279,30 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def set_aside_stale_view(settings: Settings) -> None:
+    """Move the demo's own SQLite view aside when an older projection version built it, so the
+    projector re-projects ``lead.events`` into a new one; a view that ``LEADHUB_DATABASE_URL``
+    names is never touched (the projector then refuses it, saying what to do)."""
+    path = settings.state_dir / "view.sqlite"
+    if settings.database_url or not path.exists():
+        return
+    store = ViewStore(settings.view_database_url)
+    try:
+        store.create_schema()
+        return
+    except ProjectionVersionMismatch:
+        pass
+    finally:
+        store.close()
+    aside = path.with_name(f"{path.name}.before-v{PROJECTION_VERSION}")
+    for suffix in ("", "-wal", "-shm"):
+        old = path.with_name(path.name + suffix)
+        if old.exists():
+            old.replace(aside.with_name(aside.name + suffix))
+    _say(f"view database: built by an older projection version, moved to {aside}; "
+         "the projector re-projects the demo's events into a new one")
 
 
 def _describe_database(url: str) -> str:
