@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from consumers.errors import ViewStoreError
+
 Values = tuple[Any, ...]
 
 
@@ -30,7 +32,8 @@ class DriverStatement:
         compiled = statement.compile(dialect=dialect)
         binds = compiled.binds
         if sorted(binds) != sorted(columns):
-            raise ValueError(f"statement parameters {sorted(binds)} are not {sorted(columns)}")
+            raise ViewStoreError(
+                f"statement parameters {sorted(binds)} are not the columns {sorted(columns)}")
         self.sql = str(compiled)
         self.columns = tuple(columns)
         processors: list[tuple[int, Callable[[Any], Any]]] = []

@@ -69,6 +69,12 @@ ATTEMPTS = 3
 #: history (``LEADHUB_PROJECTOR_CACHE``). A participant that does not fit is read back from
 #: SQL when its next event comes (about 85 ms per 1,000 events of history).
 CACHE_WEIGHT = 1_500_000
+#: Records of the first batch after partitions are assigned (a start, a restart, a rebalance);
+#: each committed batch may then be twice as large, up to the batch size. The first batch reads
+#: back the state of every participant it touches, a few milliseconds per year of history each:
+#: a small one commits soon however long those histories are (BENCHMARKS.md "Projector at
+#: scale"), and a full batch follows within a few more.
+FIRST_BATCH = 50
 #: The cyclic collector's thresholds in a projector process (Python's default is 700, 10, 10).
 #: Its heap is mostly the state cache, long-lived and free of cycles; at the default a full
 #: collection walked it every few thousand records: 1.9 s of collector time in a 17,000-record
@@ -87,6 +93,13 @@ PROCESSING_FAILED = DeadLetterReason.PROCESSING_FAILED.value
 def projector_group(topics: TopicNames) -> str:
     """The projector's consumer group (its Kafka offsets are advisory: lag monitoring)."""
     return f"{topics.prefix}leadhub-projector"
+
+
+def state_weight(stored: StoredParticipant) -> int:
+    """What a state counts against the cache's capacity: 1 + its events + its rows (what its
+    memory grows with)."""
+    state = stored.state
+    return 1 + len(state.events) + sum(len(rows) for rows in state.rows.values())
 
 
 class StateCache:
@@ -111,11 +124,17 @@ class StateCache:
 
     def put(self, participant_id: str, partition: int, stored: StoredParticipant) -> None:
         self._drop(participant_id)
-        state = stored.state
-        weight = 1 + len(state.events) + sum(len(rows) for rows in state.rows.values())
+        weight = state_weight(stored)
         self._items[participant_id] = (partition, stored, weight)
         self.weight += weight
         while self.weight > self.capacity and len(self._items) > 1:
+            self._drop(next(iter(self._items)))
+
+    def make_room(self, weight: int) -> None:
+        """Drop least recently used states until ``weight`` more fits: a batch that reads states
+        back from SQL holds them beside the cache until it commits, and the process's memory
+        is bounded by the capacity, not by the capacity plus a batch."""
+        while self._items and self.weight + weight > self.capacity:
             self._drop(next(iter(self._items)))
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:
@@ -156,6 +175,7 @@ class BatchStates:
                 missing.append(pid)
         if missing:
             loaded = self.sql.load(self.connection, missing)
+            self.cache.make_room(sum(state_weight(stored) for stored in loaded.values()))
             for pid in missing:
                 self.before[pid] = loaded.get(pid)
 
@@ -209,6 +229,7 @@ class _Rebalance:
 
     def assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
         self.owner.forget([partition for _, partition in partitions])
+        self.owner.batch_limit = FIRST_BATCH
         try:
             self.owner.sync([partition for _, partition in partitions])
         except HubError as exc:  # retried before the partition's records are used
@@ -274,6 +295,9 @@ class LiveProjector:
         view.tune_for_writing()
         self.step = ProjectionStep(projector, catalog)
         self.batch_size = batch_size
+        #: Records the next poll may return: :data:`FIRST_BATCH` after an assignment, doubling
+        #: with each committed batch up to ``batch_size``.
+        self.batch_limit = FIRST_BATCH
         self.poll_timeout_ms = poll_timeout_ms
         self.cache = StateCache(cache_weight)
         self.on_commit = on_commit
@@ -342,7 +366,7 @@ class LiveProjector:
 
     def run_once(self) -> int:
         """Poll one batch and commit it in one transaction; return how many records it held."""
-        limit = 1 if self._failures >= ATTEMPTS else self.batch_size
+        limit = 1 if self._failures >= ATTEMPTS else min(self.batch_limit, self.batch_size)
         try:
             polled = self.consumer.poll(limit, self.poll_timeout_ms / 1000)
         except KafkaException as exc:  # fatal: fenced by a newer member with our instance id
@@ -366,6 +390,7 @@ class LiveProjector:
         except Exception as exc:  # any failure, a bug in the core included: retried, then
             return self._failed(batch, exc)  # dead-lettered; never passed silently
         self._failures = 0
+        self.batch_limit = min(self.batch_limit * 2, self.batch_size)
         self.counters.batches += 1
         self.counters.records += len(batch)
         self.counters.batch_seconds += time.perf_counter() - started

@@ -54,6 +54,7 @@ from processors.state import (
     state_from_parts,
 )
 from processors.view import RowShape, ViewChange, shape_of_row
+from schemas.event import Event
 
 participant_heads = Table(
     "participant_heads",
@@ -175,12 +176,15 @@ class ProjectionStore:
         if not heads:
             return {}
         known = list(heads)
-        events: dict[str, list[str]] = {pid: [] for pid in known}
+        events: dict[str, list[Event]] = {pid: [] for pid in known}
         for pid, text in connection.execute(
                 select(participant_events.c.participant_id, participant_events.c.event_json)
                 .where(participant_events.c.participant_id.in_(known))
                 .order_by(participant_events.c.participant_id, participant_events.c.seq)):
-            events[pid].append(text)
+            events[pid].append(event_from_state_json(orjson.loads(text)))
+        # A row names its event by the event's own id object, as in a state built live: a
+        # cached state then holds each id once, not once per recipient too (decision 0005).
+        same = {event.event_id: event.event_id for held in events.values() for event in held}
         rows: dict[str, dict[str, dict[str, RowShape]]] = {pid: {} for pid in known}
         shapes: dict[RowShape, RowShape] = {}  # one object per distinct shape, as built live
         for pid, recipient, event_id, text in connection.execute(
@@ -188,12 +192,10 @@ class ProjectionStore:
                        view_rows.c.row_json)
                 .where(view_rows.c.participant_id.in_(known))):
             shape = shape_of_row(orjson.loads(text))
-            rows[pid].setdefault(recipient, {})[event_id] = shapes.setdefault(shape, shape)
+            rows[pid].setdefault(recipient, {})[same.get(event_id, event_id)] = \
+                shapes.setdefault(shape, shape)
         return {
-            pid: StoredParticipant(
-                state_from_parts(head, (event_from_state_json(orjson.loads(text))
-                                        for text in events[pid]), rows[pid]),
-                next_seq)
+            pid: StoredParticipant(state_from_parts(head, events[pid], rows[pid]), next_seq)
             for pid, (head, next_seq) in heads.items()
         }
 

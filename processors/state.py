@@ -20,6 +20,7 @@ next event or clock tick into a *difference* of the view:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -226,13 +227,18 @@ def event_to_state_json(event: Event) -> dict[str, Any]:
     }
 
 
+def _interned(text: str | None) -> str | None:
+    return None if text is None else sys.intern(text)
+
+
 def event_from_state_json(obj: Mapping[str, Any]) -> Event:
-    """Invert :func:`event_to_state_json`."""
+    """Invert :func:`event_to_state_json`. The names every event of a participant repeats (its
+    type, participant id, source) are interned, so a state read back holds each of them once."""
     return Event(
         event_id=obj["event_id"],
-        type=obj["type"],
-        participant_id=obj["participant_id"],
+        type=sys.intern(obj["type"]),
+        participant_id=sys.intern(obj["participant_id"]),
         occurred_at=parse_instant(obj["occurred_at"]),
         payload={name: value_from_json(value) for name, value in obj["payload"].items()},
-        source_partner=obj["source_partner"],
+        source_partner=_interned(obj["source_partner"]),
     )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 
 from consumers.audit.digest import digest_rows
 from consumers.audit.replay import Replayer, ViewWriter, open_fresh_store, ordered_rows
-from consumers.live_projector import LiveProjector
+from consumers.live_projector import FIRST_BATCH, LiveProjector, StateCache
 from consumers.projection_store import ProjectionStore, TrackingConflict, participant_events
 from consumers.store import ViewStore
 from processors.projector import Projector
@@ -342,3 +343,32 @@ def _event_at(log: FakeLog, partition: int, offset: int) -> str | None:
 
     record = decode_canonical(log.partitions[partition][offset].value)
     return decode(record.event, CATALOG).event_id if record.kind == "EVENT" else None
+
+
+def test_batches_start_small_after_an_assignment_and_then_double(view: ViewStore) -> None:
+    log = _log(_history(participants=25, days=200))
+    assert sum(len(r) for r in log.partitions.values()) > 800
+    projector = _projector(view, log, batch_size=4 * FIRST_BATCH)
+    sizes = [projector.run_once() for _ in range(5)]
+    assert sizes == [FIRST_BATCH, 2 * FIRST_BATCH, 4 * FIRST_BATCH, 4 * FIRST_BATCH,
+                     4 * FIRST_BATCH]
+    projector.consumer.listener.assigned([(TOPICS.events, 0)])  # a rebalance
+    assert projector.run_once() <= FIRST_BATCH
+
+
+def _stored(events: int, rows: int) -> Any:
+    state = SimpleNamespace(events=dict.fromkeys(range(events)),
+                            rows={"police": dict.fromkeys(range(rows))})
+    return SimpleNamespace(state=state)
+
+
+def test_the_cache_makes_room_for_what_a_batch_reads_back() -> None:
+    cache = StateCache(capacity=100)
+    for n in range(4):
+        cache.put(f"p{n}", 0, _stored(events=9, rows=10))  # 20 each
+    assert cache.weight == 80 and len(cache) == 4
+    cache.get("p0")  # p1 is now the least recently used
+    cache.make_room(45)
+    assert cache.weight + 45 <= 100
+    assert cache.get("p1") is None and cache.get("p2") is None
+    assert cache.get("p0") is not None and cache.get("p3") is not None
