@@ -322,8 +322,10 @@ class LiveProjector:
             consumer = GroupConsumer(
                 {**common, **kafka.librdkafka_config(),
                  "max.partition.fetch.bytes": 4 * 1024 * 1024,
-                 # Fetched ahead while a batch is processed: a bound on that memory.
-                 "queued.max.messages.kbytes": 16 * 1024},
+                 # Fetched ahead while a batch is processed: a bound on that memory, in
+                 # bytes and in messages (each one costs librdkafka more than its bytes).
+                 "queued.max.messages.kbytes": 16 * 1024,
+                 "queued.min.messages": 10 * 2000},
                 projector_group(self.topics), [self.topic], step=STEP,
                 instance_id=instance_id, session_timeout_ms=session_timeout_ms,
                 max_poll_interval_ms=MAX_POLL_INTERVAL_MS)
