@@ -64,11 +64,13 @@ STEP = "project"
 #: Failures of one batch before the projector isolates records, and of one record before it
 #: is dead-lettered as PROCESSING_FAILED.
 ATTEMPTS = 3
-#: The state cache's default capacity in events plus rows held (about 100-200 bytes each): a
-#: bound on the projector's memory that does not depend on how many participants or how long a
-#: history (``LEADHUB_PROJECTOR_CACHE``). A participant that does not fit is read back from
-#: SQL when its next event comes (about 85 ms per 1,000 events of history).
-CACHE_WEIGHT = 1_500_000
+#: The state cache's default capacity in events plus rows held (about 100-150 bytes each:
+#: ``bench/state_memory.py``): a bound on the projector's memory that does not depend on how
+#: many participants or how long a history (``LEADHUB_PROJECTOR_CACHE``). A participant that
+#: does not fit is read back from SQL when its next event comes (about 85 ms per 1,000 events
+#: of history). Sized for the 512 MiB of a site of 100,000 participants-years with the SQLite
+#: page cache and the consumer's buffers (BENCHMARKS.md "Projector at scale").
+CACHE_WEIGHT = 1_000_000
 #: Records of the first batch after partitions are assigned (a start, a restart, a rebalance);
 #: each committed batch may then be twice as large, up to the batch size. The first batch reads
 #: back the state of every participant it touches, a few milliseconds per year of history each:
@@ -321,11 +323,14 @@ class LiveProjector:
                                       "client.id": f"{client_id}-dlq", "linger.ms": 5})
             consumer = GroupConsumer(
                 {**common, **kafka.librdkafka_config(),
-                 "max.partition.fetch.bytes": 4 * 1024 * 1024,
-                 # Fetched ahead while a batch is processed: a bound on that memory, in
-                 # bytes and in messages (each one costs librdkafka more than its bytes).
-                 "queued.max.messages.kbytes": 16 * 1024,
-                 "queued.min.messages": 10 * 2000},
+                 # Fetched ahead while a batch is processed: a bound on that memory. A
+                 # consumer of a backlog held 140 MiB with librdkafka's fetch sizes and a
+                 # 16 MiB queue, 62 MiB with these, polling as fast (BENCHMARKS.md "Projector
+                 # at scale"); a record larger than a fetch still comes whole.
+                 "max.partition.fetch.bytes": 1024 * 1024,
+                 "fetch.max.bytes": 8 * 1024 * 1024,
+                 "queued.max.messages.kbytes": 4 * 1024,
+                 "queued.min.messages": 5000},
                 projector_group(self.topics), [self.topic], step=STEP,
                 instance_id=instance_id, session_timeout_ms=session_timeout_ms,
                 max_poll_interval_ms=MAX_POLL_INTERVAL_MS)
