@@ -183,7 +183,7 @@ class ProjectionStore:
                 .order_by(participant_events.c.participant_id, participant_events.c.seq)):
             events[pid].append(event_from_state_json(orjson.loads(text)))
         # A row names its event by the event's own id object, as in a state built live: a
-        # cached state then holds each id once, not once per recipient too (decision 0005).
+        # cached state then holds each id once, not once per recipient too (decision 0006).
         same = {event.event_id: event.event_id for held in events.values() for event in held}
         rows: dict[str, dict[str, dict[str, RowShape]]] = {pid: {} for pid in known}
         shapes: dict[RowShape, RowShape] = {}  # one object per distinct shape, as built live
