@@ -51,16 +51,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         loaded: dict[str, StoredParticipant] = {}
+        states = ProjectionStore(store)
         with store.engine.connect() as connection:
             for start in range(0, len(participants), 200):
-                loaded.update(ProjectionStore(store).load(connection,
-                                                          participants[start:start + 200]))
+                loaded.update(states.load(connection, participants[start:start + 200]))
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
         store.close()
     events = sum(len(stored.state.events) for stored in loaded.values())
-    rows = sum(len(held) for stored in loaded.values() for held in stored.state.rows.values())
+    rows = sum(len(shapes) for stored in loaded.values()
+               for shapes in stored.state.rows.values())
     units = len(loaded) + events + rows  # what the cache counts (live_projector.state_weight)
     return {"participants": len(loaded), "events": events, "rows": rows,
             "units": units, "loaded_mib": held / 2**20, "bytes_per_unit": held / units,
