@@ -29,6 +29,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_INVALID,
     Consumer,
+    KafkaError,
     KafkaException,
     TopicPartition,
 )
@@ -74,6 +75,8 @@ class GroupConsumer:
         #: While an assignment is being made: the start offsets the listener chose.
         self._starts: dict[tuple[str, int], int] | None = None
         self._unassigned_since: float | None = time.monotonic()
+        #: Set by :meth:`close`: an assignment arriving now is declined (see :meth:`_assigned`).
+        self._closing = False
         self._warned_at: float | None = None
         settings = {
             **config,
@@ -108,8 +111,8 @@ class GroupConsumer:
         """Up to ``max_records`` records: waits up to ``timeout_s`` for the first, then takes
         what is already fetched (librdkafka's own ``consume`` would wait for all of them).
 
-        Raises ``KafkaException`` for a fatal error (this static member was fenced, say);
-        other errors are informational and logged.
+        Raises ``KafkaException`` for a fatal error (this static member was fenced, say; see
+        :func:`fatal_cause`); other errors are informational and logged.
         """
         first = self._consumer.poll(timeout_s)
         messages = [] if first is None else [first, *self._consumer.consume(
@@ -119,8 +122,8 @@ class GroupConsumer:
             error = message.error()
             if error is None:
                 records.append(ConsumedRecord.of(message))
-            elif error.fatal():
-                raise KafkaException(error)
+            elif error.fatal() or error.code() == KafkaError._FATAL:
+                raise KafkaException(fatal_cause(error))
             else:  # a broker went away, the poll interval passed: librdkafka goes on
                 self.log.warning("%s: consumer reports %s: %s", self.step, error.name(),
                                  error.str())
@@ -169,6 +172,7 @@ class GroupConsumer:
 
     def close(self) -> None:
         """Close the consumer (a static member keeps its place until its session expires)."""
+        self._closing = True
         try:
             self._consumer.close()
         except (KafkaException, RuntimeError) as exc:
@@ -186,7 +190,17 @@ class GroupConsumer:
             time.sleep(0.2)
 
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Rebalance callback: let the listener choose start offsets, assign, log."""
+        """Rebalance callback: let the listener choose start offsets, assign, log.
+
+        While closing, the assignment is declined with an unassign: librdkafka's ``assign`` of
+        partitions from inside ``close`` can wait for ever (confluentinc/librdkafka#4884; it
+        hung a test's teardown here), and a closing member has no use for partitions.
+        """
+        if self._closing:
+            consumer.unassign()
+            self.log.info("%s: declined %d partitions of group %s while closing", self.step,
+                          len(partitions), self.group)
+            return
         self.rewind_needed = False
         self._unassigned_since = None if partitions else time.monotonic()
         self._starts = {}
@@ -223,3 +237,20 @@ class GroupConsumer:
             self._warned_at = now
             self.log.warning("%s: still joining group %s: no partitions for %.0f s",
                              self.step, self.group, now - since)
+
+
+_FENCED_INSTANCE_TEXT = KafkaError(KafkaError.FENCED_INSTANCE_ID).str()
+
+
+def fatal_cause(error: KafkaError) -> KafkaError:
+    """The fatal error behind a consumer's ``_FATAL`` message, as far as it says.
+
+    librdkafka hands a consumer's fatal error to the poll as a ``_FATAL`` message (whose own
+    ``fatal()`` is false) naming the cause only in its text, and the Python client has no call
+    for the underlying code. The one a member of a classic group meets is being fenced by a
+    newer static member with its instance id: that is returned as ``FENCED_INSTANCE_ID``
+    (fatal); any other error is returned as it came.
+    """
+    if error.code() == KafkaError._FATAL and _FENCED_INSTANCE_TEXT in error.str():
+        return KafkaError(KafkaError.FENCED_INSTANCE_ID, error.str(), fatal=True)
+    return error

@@ -389,7 +389,8 @@ class TransactionalValidator:
     def _raise_if_fatal(self, cause: BaseException) -> None:
         """Raise ValidatorFenced/ValidatorError if ``cause`` left a client unusable."""
         error = kafka_error(cause)
-        if error is None or not (error.fatal() or error.code() in PRODUCER_FENCED_CODES):
+        if error is None or not (error.fatal() or error.code() == KafkaError._FATAL
+                                 or error.code() in PRODUCER_FENCED_CODES):
             return
         if self._fenced(cause):
             raise ValidatorFenced(

@@ -12,6 +12,7 @@ import sys
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
+from processors.group_consumer import fatal_cause
 from processors.kafka_facts import (
     ConsumedRecord,
     describe,
@@ -76,3 +77,13 @@ def test_a_log_line_names_the_error_never_the_exception_text() -> None:
     assert describe(ValueError("participant p-123 said ...")) == "ValueError"
     assert describe(KafkaException(KafkaError(KafkaError.UNKNOWN_MEMBER_ID))).startswith(
         "UNKNOWN_MEMBER_ID: ")
+
+
+def test_a_fenced_static_members_fatal_message_names_its_cause() -> None:
+    fenced = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by "
+                        "other consumer with same group.instance.id: Fatal consumer error: Broker: "
+                        "Static consumer fenced by other consumer with same group.instance.id")
+    cause = fatal_cause(fenced)
+    assert cause.code() == KafkaError.FENCED_INSTANCE_ID and cause.fatal()
+    other = KafkaError(KafkaError._FATAL, "Fatal error: something else")
+    assert fatal_cause(other) is other
