@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -26,14 +25,6 @@ WHEN = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
 
 def _values(recipient: str, event_id: str, when: datetime, text: str = "{}") -> tuple[object, ...]:
     return (recipient, event_id, "P1", "ContactLogged", when, "casemgmt", text)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[ViewStore]:
-    view = ViewStore(database_url)
-    view.create_schema()
-    yield view
-    view.close()
 
 
 def _upsert(store: ViewStore) -> DriverStatement:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,11 +187,9 @@ def _drain(projector: LiveProjector, log: FakeLog) -> None:
 
 
 @pytest.fixture
-def view(database_url: str) -> Iterator[ViewStore]:
-    store = ViewStore(database_url)
-    store.create_schema()
-    yield store
-    store.close()
+def view(store: ViewStore) -> ViewStore:
+    """The view database the projector writes (conftest's ``store``)."""
+    return store
 
 
 def test_the_live_view_equals_the_replay(view: ViewStore, tmp_path: Path) -> None:

@@ -23,14 +23,6 @@ def _row(event_id: str, participant: str = "P1", when: str = "2026-01-02T03:04:0
             "categories": ["PROGRAM_STATUS"], "consent_ids": [], "notice": None}
 
 
-@pytest.fixture
-def store(database_url: str) -> Any:
-    view = ViewStore(database_url)
-    view.create_schema()
-    yield view
-    view.close()
-
-
 def test_upsert_then_retract_leaves_only_live_rows(store: ViewStore) -> None:
     store.apply([RowChange("police", "e1", _row("e1")),
                  RowChange("police", "e2", _row("e2", when="2026-01-03T00:00:00Z")),
