@@ -34,7 +34,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processors.kafka_facts import ConsumedRecord, describe, group_member
+from processors.kafka_facts import ConsumedRecord, describe, fatal_cause, group_member
 
 #: A SIGKILLed member is out of its group this long after its last heartbeat: the broker's
 #: minimum (``group.min.session.timeout.ms``). librdkafka heartbeats from a thread of its own
@@ -238,19 +238,3 @@ class GroupConsumer:
             self.log.warning("%s: still joining group %s: no partitions for %.0f s",
                              self.step, self.group, now - since)
 
-
-_FENCED_INSTANCE_TEXT = KafkaError(KafkaError.FENCED_INSTANCE_ID).str()
-
-
-def fatal_cause(error: KafkaError) -> KafkaError:
-    """The fatal error behind a consumer's ``_FATAL`` message, as far as it says.
-
-    librdkafka hands a consumer's fatal error to the poll as a ``_FATAL`` message (whose own
-    ``fatal()`` is false) naming the cause only in its text, and the Python client has no call
-    for the underlying code. The one a member of a classic group meets is being fenced by a
-    newer static member with its instance id: that is returned as ``FENCED_INSTANCE_ID``
-    (fatal); any other error is returned as it came.
-    """
-    if error.code() == KafkaError._FATAL and _FENCED_INSTANCE_TEXT in error.str():
-        return KafkaError(KafkaError.FENCED_INSTANCE_ID, error.str(), fatal=True)
-    return error

@@ -4,8 +4,9 @@ The records a batch handles (:class:`ConsumedRecord`, read once from librdkafka'
 offsets it commits, which errors mean this member lost its group (the batch's transaction must
 be aborted and the records re-read), this instance was fenced (another instance took its
 transactional or group instance id), Kafka is in trouble (wait and retry) or a record's output
-was refused (its own fault: dead-letter it), how an error is written in a log line (never
-record data), and the member a group-metadata snapshot names.
+was refused (its own fault: dead-letter it), the cause behind a consumer's ``_FATAL``, how an
+error is written in a log line (never record data), and the member a group-metadata snapshot
+names.
 """
 
 from __future__ import annotations
@@ -111,3 +112,20 @@ def group_member(metadata: object) -> tuple[int, str] | None:
     if len(names) < 3:
         return None
     return generation, names[1].decode("utf-8", "replace")
+
+
+_FENCED_INSTANCE_TEXT = KafkaError(KafkaError.FENCED_INSTANCE_ID).str()
+
+
+def fatal_cause(error: KafkaError) -> KafkaError:
+    """The fatal error behind a consumer's ``_FATAL`` message, as far as it says.
+
+    librdkafka hands a consumer's fatal error to the poll as a ``_FATAL`` message (whose own
+    ``fatal()`` is false) naming the cause only in its text, and the Python client has no call
+    for the underlying code. The one the hub's static members meet is being fenced by a newer
+    member with their instance id: that is returned as ``FENCED_INSTANCE_ID``
+    (fatal); any other error is returned as it came.
+    """
+    if error.code() == KafkaError._FATAL and _FENCED_INSTANCE_TEXT in error.str():
+        return KafkaError(KafkaError.FENCED_INSTANCE_ID, error.str(), fatal=True)
+    return error

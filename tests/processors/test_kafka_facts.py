@@ -12,10 +12,10 @@ import sys
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from processors.group_consumer import fatal_cause
 from processors.kafka_facts import (
     ConsumedRecord,
     describe,
+    fatal_cause,
     group_member,
     is_membership_lost,
     is_record_fault,
