@@ -66,10 +66,12 @@ STEP = "project"
 ATTEMPTS = 3
 #: The state cache's default capacity in events plus rows held (about 100-150 bytes each:
 #: ``bench/state_memory.py``): a bound on the projector's memory that does not depend on how
-#: many participants or how long a history (``LEADHUB_PROJECTOR_CACHE``). A participant that
-#: does not fit is read back from SQL when its next event comes (about 85 ms per 1,000 events
-#: of history). Sized for the 512 MiB of a site of 100,000 participants-years with the SQLite
-#: page cache and the consumer's buffers (BENCHMARKS.md "Projector at scale").
+#: many participants or how long a history (``LEADHUB_PROJECTOR_CACHE``, whose default in
+#: ``leadhub.settings`` is this). A participant that does not fit is read back from SQL when its
+#: next event comes (3.3 ms for a year's history at 100,000 participants). Meant for the 512
+#: MiB of a site of 100,000 participants-years with the SQLite page cache and the consumer's
+#: buffers; measured: 492 MiB through half that year, then a creep to 515 MiB at 56 % of its
+#: log (BENCHMARKS.md "Projector at scale").
 CACHE_WEIGHT = 1_000_000
 #: Records of the first batch after partitions are assigned (a start, a restart, a rebalance);
 #: each committed batch may then be twice as large, up to the batch size. The first batch reads

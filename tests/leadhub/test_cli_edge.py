@@ -24,11 +24,12 @@ from consumers.audit.errors import (
     SetupError,
 )
 from consumers.errors import ConsumerError, ProjectionVersionMismatch, ViewStoreError
+from consumers.live_projector import CACHE_WEIGHT
 from leadhub import cli
 from leadhub.demo_feed import DemoFeedError
 from leadhub.errors import DemoSetupError, UsageError
 from leadhub.services import PrerequisiteMissing, ServiceError
-from leadhub.settings import SettingsError
+from leadhub.settings import SettingsError, load_settings
 from processors.errors import PolicyError, SiteError, StateError
 from processors.kafka_validator import ValidatorError, ValidatorFenced
 from producers.sdk import PublishError
@@ -177,3 +178,7 @@ def test_the_help_names_only_variables_the_hub_reads() -> None:
              for variable in re.findall(r"\bLEADHUB_[A-Z0-9_]+", text)}
     assert named, "no help text names a variable"
     assert [(where, variable) for where, variable in sorted(named) if variable not in read] == []
+
+
+def test_the_projector_cache_setting_defaults_to_the_projectors_own_default() -> None:
+    assert load_settings({}).projector_cache == CACHE_WEIGHT
