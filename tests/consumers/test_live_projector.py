@@ -24,7 +24,13 @@ from sqlalchemy import func, select
 
 from consumers.audit.digest import digest_rows
 from consumers.audit.replay import Replayer, ViewWriter, open_fresh_store, ordered_rows
-from consumers.live_projector import FIRST_BATCH, LiveProjector, StateCache
+from consumers.live_projector import (
+    FIRST_BATCH,
+    READ_BACK_CHUNK,
+    BatchStates,
+    LiveProjector,
+    StateCache,
+)
 from consumers.projection_store import ProjectionStore, TrackingConflict, participant_events
 from consumers.store import ViewStore
 from processors.projector import Projector
@@ -370,3 +376,28 @@ def test_the_cache_makes_room_for_what_a_batch_reads_back() -> None:
     assert cache.weight + 45 <= 100
     assert cache.get("p1") is None and cache.get("p2") is None
     assert cache.get("p0") is not None and cache.get("p3") is not None
+
+
+def test_a_batch_reads_states_back_in_chunks_and_makes_room_for_each() -> None:
+    """What a batch reads back never sits beside a full cache: at most one chunk of it does."""
+    capacity = 10_000
+    cache = StateCache(capacity)
+    for n in range(500):
+        cache.put(f"cached{n}", 0, _stored(events=9, rows=10))  # 20 each: the cache is full
+    assert cache.weight == capacity
+    held_when_read: list[int] = []
+
+    class CountingStore:
+        def load(self, _connection: Any, ids: list[str]) -> dict[str, Any]:
+            read_back_so_far = 20 * sum(pid.startswith("new") for pid in states.before)
+            held_when_read.append(cache.weight + read_back_so_far)
+            assert len(ids) <= READ_BACK_CHUNK
+            return {pid: _stored(events=9, rows=10) for pid in ids}
+
+    states = BatchStates(CountingStore(), None, cache)  # type: ignore[arg-type]
+    wanted = [f"new{n}" for n in range(2 * READ_BACK_CHUNK + 7)]
+    states.prefetch(wanted)
+    assert len(held_when_read) == 3  # chunks of 100, 100 and 7
+    assert max(held_when_read) <= capacity
+    assert cache.weight + 20 * len(wanted) <= capacity
+    assert all(states.state(pid) is not None for pid in wanted)
