@@ -71,7 +71,7 @@ ATTEMPTS = 3
 #: next event comes (3.3 ms for a year's history at 100,000 participants). Meant for the 512
 #: MiB of a site of 100,000 participants-years with the SQLite page cache and the consumer's
 #: buffers; measured: 492 MiB through half that year, then a creep to 515 MiB at 56 % of its
-#: log (BENCHMARKS.md "Projector at scale").
+#: log, whose cause was since found (:data:`READ_BACK_CHUNK`; BENCHMARKS.md "Projector at scale").
 CACHE_WEIGHT = 1_000_000
 #: Records of the first batch after partitions are assigned (a start, a restart, a rebalance);
 #: each committed batch may then be twice as large, up to the batch size. The first batch reads
@@ -82,8 +82,8 @@ FIRST_BATCH = 50
 #: Participants whose states are read back from SQL at a time. The cache makes room for each
 #: chunk as it is read, so the states a batch reads back never sit beside a full cache: at most
 #: one chunk does. Read back all at once, a batch's whole read-back did, and that grew with the
-#: participants' histories: the full-size projector crept from 490 to 515 MiB between 36 % and
-#: 56 % of a year (BENCHMARKS.md "Projector at scale").
+#: participants' histories: at 20,000 participants the second half of a year peaked at 462 MiB
+#: that way, 387 MiB in chunks (BENCHMARKS.md "Projector at scale").
 READ_BACK_CHUNK = 100
 #: The cyclic collector's thresholds in a projector process (Python's default is 700, 10, 10).
 #: Its heap is mostly the state cache, long-lived and free of cycles; at the default a full
