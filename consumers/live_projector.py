@@ -176,7 +176,8 @@ class BatchStates:
         self.read_back = 0
 
     def prefetch(self, participant_ids: Iterable[str]) -> None:
-        """Load, in one round trip, the states of those participants not known yet."""
+        """Load the states of those participants not known yet, :data:`READ_BACK_CHUNK` per
+        round trip, the cache making room for all this batch has read back before the next."""
         wanted = [pid for pid in dict.fromkeys(participant_ids) if pid not in self.before]
         missing = []
         for pid in wanted:

@@ -396,8 +396,9 @@ def test_a_batch_reads_states_back_in_chunks_and_makes_room_for_each() -> None:
 
     states = BatchStates(CountingStore(), None, cache)  # type: ignore[arg-type]
     wanted = [f"new{n}" for n in range(2 * READ_BACK_CHUNK + 7)]
-    states.prefetch(wanted)
-    assert len(held_when_read) == 3  # chunks of 100, 100 and 7
+    states.prefetch(wanted[:-30])
+    states.prefetch(wanted[-30:])  # later in the batch: the participants a CLOCK found due
+    assert len(held_when_read) == 3  # chunks of 100 and 77, then 30
     assert max(held_when_read) <= capacity
     assert cache.weight + 20 * len(wanted) <= capacity
     assert all(states.state(pid) is not None for pid in wanted)
