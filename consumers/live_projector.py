@@ -70,8 +70,8 @@ ATTEMPTS = 3
 #: ``leadhub.settings`` is this). A participant that does not fit is read back from SQL when its
 #: next event comes (3.3 ms for a year's history at 100,000 participants). Meant for the 512
 #: MiB of a site of 100,000 participants-years with the SQLite page cache and the consumer's
-#: buffers; measured: 492 MiB through half that year, then a creep to 515 MiB at 56 % of its
-#: log, whose cause was since found (:data:`READ_BACK_CHUNK`; BENCHMARKS.md "Projector at scale").
+#: buffers; measured: 428 MiB at most through half that year, 394 MiB from there to 63 % of its
+#: log (BENCHMARKS.md "Projector at scale").
 CACHE_WEIGHT = 1_000_000
 #: Records of the first batch after partitions are assigned (a start, a restart, a rebalance);
 #: each committed batch may then be twice as large, up to the batch size. The first batch reads
