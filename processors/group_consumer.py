@@ -44,6 +44,8 @@ SESSION_TIMEOUT_MS = 6_000
 SLOW_JOIN_S = 20.0
 #: How long a start waits for the topics' partitions; a rewind for the committed offsets.
 WAIT_S = 60.0
+#: How long :meth:`GroupConsumer.close` serves its revocation before closing regardless.
+REVOKE_BEFORE_CLOSE_S = 10.0
 
 
 class RebalanceListener(Protocol):
@@ -171,8 +173,28 @@ class GroupConsumer:
         return None if high is None or high < 0 else int(high)
 
     def close(self) -> None:
-        """Close the consumer (a static member keeps its place until its session expires)."""
+        """Leave the group and close the consumer; returns within about
+        :data:`REVOKE_BEFORE_CLOSE_S` plus librdkafka's own close.
+
+        It unsubscribes and serves the revocation in polls first, so that librdkafka's
+        ``close`` finds nothing to revoke: a revocation served inside ``close`` could wait for
+        ever in whatever call into the group it made, confluent-kafka's own ``unassign`` or
+        its ``rebalance_protocol`` question alike (confluentinc/librdkafka#4041, #4884; it hung
+        the suite). So a member stopped cleanly leaves its group, static or not, and its
+        partitions move at once; a killed static member keeps its place until its session
+        expires.
+        """
         self._closing = True
+        try:
+            self._consumer.unsubscribe()
+            deadline = time.monotonic() + REVOKE_BEFORE_CLOSE_S
+            while True:  # records polled here are dropped: uncommitted, read again elsewhere
+                self._consumer.poll(0.05)
+                if not self._consumer.assignment() or time.monotonic() >= deadline:
+                    break
+        except (KafkaException, RuntimeError) as exc:  # fenced, say: close regardless
+            self.log.info("%s: unsubscribing before close failed (%s)", self.step,
+                          describe(exc))
         try:
             self._consumer.close()
         except (KafkaException, RuntimeError) as exc:
