@@ -293,8 +293,8 @@ class TransactionalValidator:
             self.run_once()
 
     def close(self) -> None:
-        """Leave the group (a static member keeps its place until its session times out) and
-        close both clients; an open transaction is aborted by Kafka."""
+        """Leave the group (:meth:`GroupConsumer.close`) and close both clients; an open
+        transaction is aborted by Kafka."""
         if self._consumer is not None:
             self._consumer.close()
         self._consumer = self._producer = None  # librdkafka's producer closes when released
