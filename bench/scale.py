@@ -25,6 +25,14 @@ file, or a fresh database on the PostgreSQL server given by ``--database-url``):
 ``--cache-weight N`` runs the projectors with ``LEADHUB_PROJECTOR_CACHE=N`` (the state cache's
 capacity in events plus rows), to see what the cache's capacity does to memory and speed.
 
+``--run-dir DIR`` keeps the run in ``DIR`` (the view, the projectors' state and logs, and
+``run.json``) and its topics on the broker, so that a run stopped once its whole log is written
+(SIGTERM or Ctrl-C to the bench: it stops its projector cleanly and exits 3) goes on later with
+``--resume DIR``, the broker and ``DIR`` as they were. The resumed run starts a new projector,
+timed as a restart after the log it finds ("after an interruption"), which projects the rest
+of the second half; then steps 4 and 5 as usual, over every projector of the run. A run
+stopped before its log is written cannot be resumed.
+
 Target: peak RSS of the projector process <= 512 MiB; restart-to-first-commit after the whole
 log not longer than after half of it (the bench says "met" when it is within 1.5x).
 
@@ -35,7 +43,8 @@ with ``--participants`` and ``--days``.
     .venv/bin/python bench/scale.py [--participants 100000] [--days 365] [--database-url URL]
 
 Progress goes to stderr; ``--json`` prints the figures as JSON. Exit codes: 0 figures printed
-(targets met or not), 1 the run failed, 2 setup error (no broker, no database server).
+(targets met or not), 1 the run failed, 2 setup error (no broker, no database server), 3
+stopped and resumable (``--run-dir``).
 """
 
 from __future__ import annotations
@@ -43,10 +52,12 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
 import os
+import pickle
 import resource
 import signal
 import sys
@@ -188,7 +199,7 @@ class Instance:
     vm_hwm_mib: float = math.nan
     rss_samples_mib: list[float] = field(default_factory=list)
     cpu_s: float = math.nan
-    log_at_stop: int = 0
+    records_at_stop: int = 0
 
 
 class Watcher:
@@ -315,10 +326,10 @@ class Scale:
         instance = self.current
         assert instance is not None
         instance.vm_hwm_mib = vm_hwm_mib(instance.pid) or math.nan
-        instance.log_at_stop = self.writer.events + self.writer.ticks
         instance.cpu_s = cpu_seconds_of(instance.pid) or math.nan
         sig = signal.SIGKILL if self.args.restart_signal == "kill" else signal.SIGTERM
         code = self.children.stop(instance.name, sig)
+        instance.records_at_stop = sum(self.watcher.tracked().values())  # its last batch too
         progress(f"{instance.name} stopped ({code}); peak RSS {instance.vm_hwm_mib:,.0f} MiB, "
                  f"CPU {instance.cpu_s:,.1f} s")
         self.current = None
@@ -336,6 +347,47 @@ class Results:
     wall_s: float = 0.0
 
 
+class RunDir:
+    """A run kept in a folder (``--run-dir``) to be resumed once its log is written: ``run.json``
+    (the arguments, the topic prefix, the writer's position, the projectors and restarts so far),
+    ``tail.pickle`` (the last ``--probe`` events, not yet written), the view, the logs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.state_file = path / "run.json"
+        self.tail_file = path / "tail.pickle"
+
+    def load(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"{self.state_file} cannot be resumed: {exc}", exit_code=2) from exc
+
+    def save(self, state: dict[str, Any], tail: Sequence[Event]) -> None:
+        """Write the tail, then the state (renamed into place: a run.json is always whole)."""
+        self.tail_file.write_bytes(pickle.dumps(list(tail)))
+        scratch = self.state_file.with_suffix(".tmp")
+        scratch.write_text(json.dumps(state, default=str))
+        scratch.replace(self.state_file)
+
+    def tail(self) -> list[Event]:
+        return list(pickle.loads(self.tail_file.read_bytes()))
+
+
+class Interrupted(BenchError):
+    """The bench was stopped; with ``resumable`` the run goes on with ``--resume``."""
+
+    resumable = False
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+RESUMED_ARGS = ("participants", "days", "seed", "partitions", "probe", "tick_hours",
+                "restart_signal", "cache_weight")
+
+
 def run(args: argparse.Namespace) -> Results:
     began = time.monotonic()
     budget = Budget(args.budget)
@@ -344,16 +396,31 @@ def run(args: argparse.Namespace) -> Results:
     results = Results(machine=machine_info())
     site = load_site(SITE_FILE)
     catalog = load_catalog()
-    prefix = f"benchscale{uuid.uuid4().hex[:10]}."
+    run_dir = RunDir(Path(args.resume or args.run_dir)) if (args.resume or args.run_dir) else None
+    saved = run_dir.load() if args.resume and run_dir else None
+    if saved is not None:
+        vars(args).update({name: saved["args"][name] for name in RESUMED_ARGS})
+        prefix = saved["prefix"]
+    else:
+        prefix = f"benchscale{uuid.uuid4().hex[:10]}."
+        if run_dir is not None:
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            if any(run_dir.path.iterdir()):
+                raise BenchError(f"{run_dir.path} is not empty; --resume it or choose another",
+                                 exit_code=2)
     topics = TopicNames(prefix)
     progress(f"topic prefix {prefix}; load average {results.machine['load_before']}")
+    if saved is None:
+        try:
+            create_topics(admin, topics, site, args.partitions)
+        except ServiceError as exc:
+            raise BenchError(f"{exc}; is the broker running? (`.venv/bin/leadhub services "
+                             "start`)", exit_code=2) from exc
+    keep_topics = args.keep_topics
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        create_topics(admin, topics, site, args.partitions)
-    except ServiceError as exc:
-        raise BenchError(f"{exc}; is the broker running? (`.venv/bin/leadhub services "
-                         "start`)", exit_code=2) from exc
-    try:
-        with tempfile.TemporaryDirectory(prefix="leadhub-bench-scale-") as tmp, \
+        with (contextlib.nullcontext(str(run_dir.path)) if run_dir else
+              tempfile.TemporaryDirectory(prefix="leadhub-bench-scale-")) as tmp, \
                 view_database(args.database_url, Path(tmp)) as database_url:
             backend = make_url(database_url).get_backend_name()
             projector = "child process `leadhub run projector`" + (
@@ -377,21 +444,29 @@ def run(args: argparse.Namespace) -> Results:
             watcher = Watcher(database_url, topics.events)
             scale = Scale(args, admin, children, writer, watcher, budget)
             try:
-                _run_year(args, scale, site, catalog, results)
+                if saved is None or run_dir is None:
+                    _run_year(args, scale, site, catalog, results, run_dir, prefix)
+                else:
+                    _resume_year(args, scale, results, run_dir, saved)
                 if backend == "sqlite":
                     path = Path(make_url(database_url).database or "")
                     results.view["sqlite_mib"] = sum(
                         p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
                 results.view.update(watcher.counts())
+            except Interrupted as exc:
+                keep_topics = keep_topics or exc.resumable
+                raise
             finally:
                 children.stop_all()
                 writer.close()
                 watcher.close()
     finally:
-        if not args.keep_topics:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if not keep_topics:
             delete_prefix_topics(admin, prefix)
     peak = max((i["vm_hwm_mib"] for i in results.instances), default=math.nan)
-    first, second = (r["first_commit_s"] for r in results.restarts)
+    by_label = {r["after"]: r["first_commit_s"] for r in results.restarts}
+    first, second = by_label["half the log"], by_label["the whole log"]
     results.targets = {
         f"projector peak RSS <= {TARGET_RSS_MIB:.0f} MiB": peak <= TARGET_RSS_MIB,
         "restart-to-first-commit does not grow with the log "
@@ -400,51 +475,78 @@ def run(args: argparse.Namespace) -> Results:
     results.machine["load_after"] = os.getloadavg()
     results.machine["bench_process_max_rss_mib"] = (
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    results.wall_s = time.monotonic() - began
+    results.wall_s = time.monotonic() - began + (saved or {}).get("wall_s", 0.0)
     return results
 
 
 def _run_year(args: argparse.Namespace, scale: Scale, site: SitePolicy, catalog: Catalog,
-              results: Results) -> None:
+              results: Results, run_dir: RunDir | None, prefix: str) -> None:
     writer = scale.writer
     events = simulate(site, catalog, args.participants, args.days, args.seed, START)
     middle = START + timedelta(days=args.days / 2)
     progress(f"simulating {args.participants:,} participants x {args.days} days; the first "
              "projector runs while the first half is written")
-    scale.start()
-    held: list[Event] = []
-    writer.write(until(events, middle, held), "first half")
-    rest = itertools.chain(held, events)
-    progress(f"first half written: {writer.events:,} events, {writer.ticks:,} CLOCK records "
-             f"in {writer.seconds:.0f} s; waiting for the projector")
-    scale.wait_caught_up("first half")
-    halves = [writer.events + writer.ticks]
-    scale.stop()
+    began = time.monotonic()
+    try:
+        scale.start()
+        held: list[Event] = []
+        writer.write(until(events, middle, held), "first half")
+        rest = itertools.chain(held, events)
+        progress(f"first half written: {writer.events:,} events, {writer.ticks:,} CLOCK "
+                 f"records in {writer.seconds:.0f} s; waiting for the projector")
+        scale.wait_caught_up("first half")
+        halves = [writer.events + writer.ticks]
+        scale.stop()
+        writer.write(take(rest, args.probe), "probe")
+        _restart(scale, results, "half the log", probe=True)
+        tail: collections.deque[Event] = collections.deque(maxlen=args.probe)
+        writer.write(all_but_last(rest, args.probe, tail), "second half")
+    except KeyboardInterrupt:
+        raise Interrupted("stopped before the log was written: the run cannot be resumed",
+                          exit_code=1) from None
+    progress(f"second half written: {writer.events:,} events in total; waiting for the "
+             "projector")
+    _finish_year(args, scale, results, run_dir, {
+        "prefix": prefix, "args": {name: getattr(args, name) for name in RESUMED_ARGS},
+        "halves": halves, "tail": list(tail), "began": began})
 
-    for label in ("half the log", "the whole log"):
-        if label == "the whole log":
-            tail: collections.deque[Event] = collections.deque(maxlen=args.probe)
-            writer.write(all_but_last(rest, args.probe, tail), "second half")
-            progress(f"second half written: {writer.events:,} events in total; waiting for "
-                     "the projector")
-            scale.wait_caught_up("second half")
-            halves.append(writer.events + writer.ticks)
-            scale.stop()
-            writer.write(iter(tail), "probe")
-        else:
-            writer.write(take(rest, args.probe), "probe")
-        length = writer.events + writer.ticks
-        progress(f"restart after {label} ({length:,} records): starting a new projector")
-        instance = scale.start()
-        first = scale.wait_first_commit(300.0)
-        progress(f"restart after {label}: first commit {first:.2f} s after the start")
-        caught = scale.wait_caught_up(f"probe after {label}")
-        results.restarts.append({"after": label, "log_records": length,
-                                 "first_commit_s": first, "probe_projected_s": caught,
-                                 "first_batch_records": instance.first_batch_records,
-                                 "rss_after_probe_mib": instance.rss_samples_mib[-1]
-                                 if instance.rss_samples_mib else math.nan,
-                                 "instance": instance.name})
+
+def _resume_year(args: argparse.Namespace, scale: Scale, results: Results, run_dir: RunDir,
+                 saved: dict[str, Any]) -> None:
+    """Restore the writer and the projectors so far; restart; finish the year."""
+    writer = scale.writer
+    writer.events, writer.ticks = saved["writer"]["events"], saved["writer"]["ticks"]
+    writer.seconds = saved["writer"]["seconds"]
+    writer.next_tick = datetime.fromisoformat(saved["writer"]["next_tick"])
+    scale.instances = [Instance(**i) for i in saved["instances"]]
+    results.restarts = saved["restarts"]
+    try:
+        _restart(scale, results, "an interruption", probe=False)
+    except KeyboardInterrupt:
+        saved["restarts"] = results.restarts
+        _save_interrupted(scale, run_dir, saved)
+    _finish_year(args, scale, results, run_dir, {**saved, "tail": run_dir.tail(),
+                                                 "began": time.monotonic()})
+
+
+def _finish_year(args: argparse.Namespace, scale: Scale, results: Results,
+                 run_dir: RunDir | None, state: dict[str, Any]) -> None:
+    """Project the rest of the second half; restart after the whole log; fill ``results``."""
+    writer, halves = scale.writer, state["halves"]
+    try:
+        scale.wait_caught_up("second half")
+    except KeyboardInterrupt:
+        if run_dir is None:
+            raise Interrupted("stopped (no --run-dir: the run cannot be resumed)",
+                              exit_code=1) from None
+        wall = state.get("wall_s", 0.0) + time.monotonic() - state["began"]
+        _save_interrupted(scale, run_dir, {
+            **{k: v for k, v in state.items() if k not in ("tail", "began")},
+            "wall_s": wall, "restarts": results.restarts}, state["tail"])
+    halves.append(writer.events + writer.ticks)
+    scale.stop()
+    writer.write(iter(state["tail"]), "probe")
+    _restart(scale, results, "the whole log", probe=True)
     scale.stop()
     results.log = {"events": writer.events, "clock_records": writer.ticks,
                    "records": writer.events + writer.ticks, "write_s": writer.seconds,
@@ -456,7 +558,42 @@ def _run_year(args: argparse.Namespace, scale: Scale, site: SitePolicy, catalog:
             "first_commit_s": instance.first_commit_s, "caught_up_s": instance.caught_up_s,
             "rss_last_mib": samples[-1] if samples else math.nan,
             "rss_samples": len(samples),
-            "records_projected": instance.log_at_stop - instance.records_at_start})
+            "records_projected": instance.records_at_stop - instance.records_at_start})
+
+
+def _save_interrupted(scale: Scale, run_dir: RunDir, state: dict[str, Any],
+                      tail: Sequence[Event] | None = None) -> None:
+    """Stop the running projector, keep the run in ``run_dir``; raise :class:`Interrupted`."""
+    if scale.current is not None:
+        scale.stop()
+    writer = scale.writer
+    state = {**state, "writer": {"events": writer.events, "ticks": writer.ticks,
+                                 "seconds": writer.seconds,
+                                 "next_tick": writer.next_tick.isoformat()},
+             "instances": [dataclasses.asdict(i) for i in scale.instances]}
+    run_dir.save(state, run_dir.tail() if tail is None else tail)
+    error = Interrupted(f"stopped; {sum(scale.watcher.tracked().values()):,} of "
+                        f"{writer.events + writer.ticks:,} records projected. "
+                        f"Go on with: bench/scale.py --resume {run_dir.path}", exit_code=3)
+    error.resumable = True
+    raise error from None
+
+
+def _restart(scale: Scale, results: Results, label: str, *, probe: bool) -> None:
+    """Start a projector after ``label``: the time to its first commit and, with ``probe``,
+    to having projected the log's end (the probe)."""
+    length = scale.writer.events + scale.writer.ticks
+    progress(f"restart after {label} ({length:,} records): starting a new projector")
+    instance = scale.start()
+    first = scale.wait_first_commit(300.0)
+    progress(f"restart after {label}: first commit {first:.2f} s after the start")
+    caught = scale.wait_caught_up(f"probe after {label}") if probe else math.nan
+    results.restarts.append({"after": label, "log_records": length,
+                             "first_commit_s": first, "probe_projected_s": caught,
+                             "first_batch_records": instance.first_batch_records,
+                             "rss_after_probe_mib": instance.rss_samples_mib[-1]
+                             if probe and instance.rss_samples_mib else math.nan,
+                             "instance": instance.name})
 
 
 def render(results: Results) -> str:
@@ -475,9 +612,11 @@ def render(results: Results) -> str:
              f"(written in {log['write_s']:.0f} s); whole run {results.wall_s / 60:.1f} min",
              "", "| projector process | projected | records | CPU s | CPU ms/record | peak RSS "
              "(VmHWM) | RSS at its end |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    after = {"half the log": "probe 1, then the second half while it was written",
+             "an interruption": "the rest of the second half",
+             "the whole log": "probe 2"}
     spans = {"projector-1": "the first half, while it was written",
-             "projector-2": "probe 1, then the second half while it was written",
-             "projector-3": "probe 2"}
+             **{r["instance"]: after[r["after"]] for r in results.restarts}}
     for inst in results.instances:
         what, records = spans.get(inst["name"], ""), inst["records_projected"]
         per = inst["cpu_s"] / records * 1000 if records else math.nan
@@ -489,7 +628,7 @@ def render(results: Results) -> str:
     for r in results.restarts:
         lines.append(f"| {r['after']} | {r['log_records']:,} | {r['first_commit_s']:.2f} s "
                      f"({r.get('first_batch_records', 0):,}) | "
-                     f"{r['probe_projected_s']:.2f} s |")
+                     f"{num(r['probe_projected_s'], ' s', 2)} |")
     view = results.view
     lines += ["", "view: " + ", ".join(f"{k} {v:,.0f}" if isinstance(v, int) else
                                       f"{k} {v:,.1f}" for k, v in view.items())]
@@ -529,7 +668,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--keep-topics", action="store_true",
                         help="do not delete the bench's topics at the end")
+    kept = parser.add_mutually_exclusive_group()
+    kept.add_argument("--run-dir", metavar="DIR",
+                      help="keep the run in DIR (SQLite view) and its topics, so that once "
+                           "its log is written it can be stopped and resumed")
+    kept.add_argument("--resume", metavar="DIR",
+                      help="go on with the run kept in DIR (its arguments are the run's own)")
     args = parser.parse_args(argv)
+    if (args.run_dir or args.resume) and args.database_url:
+        parser.error("--run-dir and --resume keep a SQLite view; drop --database-url")
     if args.participants < 1 or args.days < 2 or args.probe < 1:
         parser.error("--participants and --probe must be >= 1, --days >= 2")
     return args
