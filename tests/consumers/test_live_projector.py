@@ -39,6 +39,7 @@ from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import load_catalog
 from schemas.codec import encode
 from schemas.event import Event
+from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 from tests.factories import SITE, participant_id
 
@@ -178,8 +179,8 @@ def _replayed_digest(log: FakeLog, tmp_path: Path) -> Any:
 
 def _projector(store: ViewStore, log: FakeLog, producer: FakeProducer | None = None,
                owned: list[int] | None = None, batch_size: int = 40) -> LiveProjector:
-    return LiveProjector("unused:0", TOPICS, store, Projector(SITE, CATALOG), CATALOG,
-                         batch_size=batch_size, consumer=FakeConsumer(log, owned),
+    return LiveProjector(KafkaConnection("unused:0"), TOPICS, store, Projector(SITE, CATALOG),
+                         CATALOG, batch_size=batch_size, consumer=FakeConsumer(log, owned),
                          dlq=producer or FakeProducer())
 
 
