@@ -63,7 +63,7 @@ from kafka.errors import KafkaError
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from consumers.live_projector import LiveProjector
+from consumers.live_projector import CACHE_WEIGHT, LiveProjector
 from consumers.projection_store import ProjectionStore, participant_heads
 from consumers.store import ViewStore
 from leadhub.services import ServiceError
@@ -293,7 +293,8 @@ def run_size(args: argparse.Namespace, size: int, count: int, waves: int, site: 
             store.create_schema()
             projector = LiveProjector(bench_connection(args.bootstrap, "projector"), topics,
                                       store, Projector(site, catalog), catalog,
-                                      client_id="leadhub-bench-history")
+                                      client_id="leadhub-bench-history",
+                                      cache_weight=args.cache_weight)
             try:
                 database = (make_url(url).database or "") if url.startswith("postgresql") else ""
                 return _measure_size(projector, store, log, people, size, waves, budget,
@@ -407,7 +408,8 @@ def run(args: argparse.Namespace) -> Results:
                    else make_url(args.database_url).get_backend_name())
         results.config = {"backend": backend, "sizes": args.sizes,
                           "participants": args.participants, "waves": args.waves,
-                          "big": args.big, "consumer": "real Kafka topic, 1 partition"}
+                          "big": args.big, "consumer": "real Kafka topic, 1 partition",
+                          "cache_weight": args.cache_weight}
         progress(f"view: {backend}; load average {results.machine['load_before']}")
         for n, size in enumerate(args.sizes):
             folder = Path(tmp) / f"size-{n}"
@@ -434,7 +436,8 @@ def render(results: Results) -> str:
     lines = [f"leadhub projector cost vs history - {m['nproc']} cores ({m['cpu']}), Python "
              f"{m['python']}, load {m['load_before'][0]:.2f} before / "
              f"{m['load_after'][0]:.2f} after",
-             f"view: {cfg['backend']}; LiveProjector over a {cfg['consumer']}; "
+             f"view: {cfg['backend']}; LiveProjector (state cache {cfg['cache_weight']:,} "
+             f"events + rows) over a {cfg['consumer']}; "
              f"{cfg['participants']} participants per size, {cfg['waves']} waves of one event "
              "each", "",
              "| events of history | build events/s | CPU µs/event (median wave / mean) | "
@@ -488,6 +491,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="measured waves of one event per participant (%(default)s)")
     parser.add_argument("--big", type=int, default=100_000,
                         help="events of the one big participant, 0 to skip (%(default)s)")
+    parser.add_argument("--cache-weight", type=int, default=CACHE_WEIGHT,
+                        help="the projector's state-cache capacity in events + rows "
+                             "(LEADHUB_PROJECTOR_CACHE; %(default)s)")
     parser.add_argument("--budget", type=float, default=3600.0,
                         help="upper bound of the whole run in seconds (%(default)s)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
