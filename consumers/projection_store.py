@@ -53,7 +53,7 @@ from processors.state import (
     head_to_json,
     state_from_parts,
 )
-from processors.view import RowShape, ViewChange, shape_of_row
+from processors.view import RowShape, ShapeKey, ViewChange, shape_key_of_row
 from schemas.event import Event
 
 participant_heads = Table(
@@ -186,14 +186,21 @@ class ProjectionStore:
         # cached state then holds each id once, not once per recipient too (decision 0006).
         same = {event.event_id: event.event_id for held in events.values() for event in held}
         rows: dict[str, dict[str, dict[str, RowShape]]] = {pid: {} for pid in known}
-        shapes: dict[RowShape, RowShape] = {}  # one object per distinct shape, as built live
+        shapes: dict[ShapeKey, RowShape] = {}  # one object per distinct shape, as built live
+        last_text, shape = "", None
         for pid, recipient, event_id, text in connection.execute(
                 select(view_rows.c.participant_id, view_rows.c.recipient, view_rows.c.event_id,
                        view_rows.c.row_json)
                 .where(view_rows.c.participant_id.in_(known))):
-            shape = shape_of_row(orjson.loads(text))
-            rows[pid].setdefault(recipient, {})[same.get(event_id, event_id)] = \
-                shapes.setdefault(shape, shape)
+            # An event's rows come together (in key order on SQLite), and its recipients mostly
+            # share one JSON (consumers.store.view_row_values): such a row is not parsed again.
+            if shape is None or text != last_text:
+                key = shape_key_of_row(orjson.loads(text))
+                shape = shapes.get(key)
+                if shape is None:
+                    shape = shapes[key] = RowShape(*key)
+                last_text = text
+            rows[pid].setdefault(recipient, {})[same.get(event_id, event_id)] = shape
         return {
             pid: StoredParticipant(state_from_parts(head, events[pid], rows[pid]), next_seq)
             for pid, (head, next_seq) in heads.items()

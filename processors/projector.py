@@ -433,7 +433,7 @@ class Projector:
 
 def _shape(decision: RowDecision) -> RowShape:
     """The row's shape; field names sorted, as a stored row's JSON lists them, so a shape read
-    back from the view (:func:`processors.view.shape_of_row`) equals the one decided."""
+    back from the view (:func:`processors.view.shape_key_of_row`) equals the one decided."""
     return RowShape(
         tuple(sorted(decision.fields)), decision.categories, decision.consent_ids,
         decision.needs_notice,

@@ -36,10 +36,14 @@ class RowShape:
         return cls(tuple(fields), tuple(categories), tuple(consent_ids), bool(notice))
 
 
-def shape_of_row(row: Mapping[str, Any]) -> RowShape:
-    """The shape of a row read back from the view (its JSON form, :meth:`ViewRow.to_json`)."""
-    return RowShape(tuple(sorted(row["fields"])), tuple(row["categories"]),
-                    tuple(row["consent_ids"]), row["notice"] is not None)
+ShapeKey = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+
+
+def shape_key_of_row(row: Mapping[str, Any]) -> ShapeKey:
+    """The fields of the :class:`RowShape` of a row read back from the view (its JSON form,
+    :meth:`ViewRow.to_json`), as a plain tuple: cheaper to hash than the shape itself."""
+    return (tuple(sorted(row["fields"])), tuple(row["categories"]), tuple(row["consent_ids"]),
+            row["notice"] is not None)
 
 
 @dataclass(frozen=True)

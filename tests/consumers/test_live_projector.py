@@ -207,6 +207,28 @@ def test_the_live_view_equals_the_replay(view: ViewStore, tmp_path: Path) -> Non
         p: len(r) for p, r in log.partitions.items()}
 
 
+def test_a_state_read_back_equals_the_state_built_live(view: ViewStore) -> None:
+    """What the store rebuilds from SQL (a fresh instance's read back) is the state the projector
+    held in its cache, and the rows share one object per distinct shape, as built live."""
+    events = _history(participants=12, days=150)
+    log = _log(events)
+    projector = _projector(view, log)
+    _drain(projector, log)
+    pids = sorted({event.participant_id for event in events})
+    with view.engine.connect() as connection:
+        loaded = ProjectionStore(view).load(connection, pids)
+    assert sorted(loaded) == pids
+    for pid in pids:
+        held = projector.cache.get(pid)
+        assert held is not None
+        assert loaded[pid].state == held.state
+        assert loaded[pid].next_seq == held.next_seq
+    shapes = [shape for stored in loaded.values() for shapes_of in stored.state.rows.values()
+              for shape in shapes_of.values()]
+    assert len(shapes) > len(set(shapes)) > 1
+    assert len({id(shape) for shape in shapes}) == len(set(shapes))
+
+
 CRASH_POINTS = ["load", "due", "advance_tracking", "write_batch", "write_changes", "commit"]
 
 
