@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from consumers.errors import ProjectionVersionMismatch
 from consumers.store import PROJECTION_VERSION, ViewStore
@@ -263,9 +263,9 @@ def _wait_for_api(api_url: str, stop: threading.Event, supervisor: Supervisor) -
     deadline = time.monotonic() + API_START_TIMEOUT_S
     while time.monotonic() < deadline and not stop.is_set():
         try:
-            if httpx.get(f"{api_url}/openapi.json", timeout=2.0).status_code == 200:
+            if httpx2.get(f"{api_url}/openapi.json", timeout=2.0).status_code == 200:
                 return True
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         supervisor.restart_dead()
         time.sleep(0.5)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-import httpx
+import httpx2
 
 from producers.sdk import publish_by_source
 from schemas.catalog import Catalog
@@ -66,7 +66,7 @@ class GatewayPublisher:
     oldest: float = 0.0
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.api_url, timeout=30.0)
+        self.http = httpx2.Client(base_url=self.api_url, timeout=30.0)
 
     def handles(self, partner: str) -> bool:
         """True if ``partner`` publishes over HTTP in the demo."""
@@ -104,11 +104,11 @@ class GatewayPublisher:
         for result in response.json()["results"]:
             self._count(int(result["status"]), result.get("error"))
 
-    def _post(self, partner: str, path: str, content_type: str, body: bytes) -> httpx.Response:
+    def _post(self, partner: str, path: str, content_type: str, body: bytes) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {self.keys[partner]}", "Content-Type": content_type}
         try:
             response = self.http.post(path, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise DemoFeedError(f"the gateway at {self.api_url} did not answer "
                                 f"({type(exc).__name__}); see the api log") from exc
         if response.status_code not in (200, 202, 409):
@@ -116,7 +116,7 @@ class GatewayPublisher:
                                 f"{partner}: {response.text[:300]}")
         return response
 
-    def _count_single(self, response: httpx.Response) -> None:
+    def _count_single(self, response: httpx2.Response) -> None:
         error = response.json().get("error") if response.status_code == 409 else None
         self._count(response.status_code, error)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 
 from consumers.api.caseload import parse_instant
 from consumers.api.errors import ApiError
@@ -18,7 +18,7 @@ class StaffClient:
     """Reads the caller's view rows through the staff API (with the partner's purpose)."""
 
     def __init__(self, base_url: str, token: str, timeout_s: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s,
+        self.http = httpx2.Client(base_url=base_url.rstrip("/"), timeout=timeout_s,
                                  headers={"Authorization": f"Bearer {token}"})
         self.purpose: str | None = None
 
@@ -33,7 +33,7 @@ class StaffClient:
         headers = {"X-Purpose": self.purpose} if self.purpose else {}
         try:
             response = self.http.get(path, params=params, headers=headers)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise ApiClientError(f"cannot reach the API at {self.http.base_url} "
                                  f"({type(exc).__name__})") from exc
         try:

@@ -325,7 +325,7 @@ def test_the_demo_console_users_sign_in(demo: Demo) -> None:
     """The demo prints the console's URL and a user per role of the site; the case manager
     signs in with the printed password and finds the showcase participant assigned to them;
     the officer needs the printed TOTP secret and sees no consent panel."""
-    import httpx
+    import httpx2
     import pyotp
 
     from processors.site import load_site
@@ -345,7 +345,7 @@ def test_the_demo_console_users_sign_in(demo: Demo) -> None:
         assert users[name]["uri"].startswith(f"otpauth://totp/leadhub:{name}?secret=")
     manager = next(name for name, u in users.items() if u["role"] == "case_management")
     assert users[manager].get("name"), "the case manager has the showcase's case manager's name"
-    with httpx.Client(base_url=demo.api, timeout=30) as http:
+    with httpx2.Client(base_url=demo.api, timeout=30) as http:
         home = sign_in(http, manager, users[manager]["password"])
         assert home.status_code == 200 and "<h1>Caseload</h1>" in home.text, home.text[-500:]
         mine = http.get("/", params={"mine": "1"}).text
@@ -353,7 +353,7 @@ def test_the_demo_console_users_sign_in(demo: Demo) -> None:
         person = http.get(f"/participants/{values['P']}").text
         assert 'id="consents-heading"' in person and "Consent " in person
     officer = next(name for name, u in users.items() if u["role"] == "police")
-    with httpx.Client(base_url=demo.api, timeout=30) as http:
+    with httpx2.Client(base_url=demo.api, timeout=30) as http:
         refused = sign_in(http, officer, users[officer]["password"], "", purpose=None)
         assert refused.status_code == 401
         code = pyotp.TOTP(users[officer]["secret"]).now()
