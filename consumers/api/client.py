@@ -19,7 +19,7 @@ class StaffClient:
 
     def __init__(self, base_url: str, token: str, timeout_s: float = 30.0) -> None:
         self.http = httpx2.Client(base_url=base_url.rstrip("/"), timeout=timeout_s,
-                                 headers={"Authorization": f"Bearer {token}"})
+                                  headers={"Authorization": f"Bearer {token}"})
         self.purpose: str | None = None
 
     def __enter__(self) -> StaffClient:
