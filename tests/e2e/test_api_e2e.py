@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import uuid
-import warnings
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from kafka import KafkaConsumer
 
 from consumers.api.app import create_api
@@ -18,10 +18,6 @@ from consumers.api.context import ApiConfig
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 from tests.factories import SITE, new_participant_id, participant_id
-
-with warnings.catch_warnings():  # starlette's note about httpx2, at import time
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from fastapi.testclient import TestClient
 
 pytestmark = pytest.mark.integration
 
