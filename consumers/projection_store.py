@@ -21,7 +21,6 @@ owner's work: its transaction fails with :class:`TrackingConflict` and changes n
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -80,7 +79,11 @@ participant_events = Table(
 
 _EVENT_COLUMNS = ("participant_id", "event_id", "seq", "event_json")
 
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+def _encode(obj: object) -> str:
+    """A state part's JSON: sorted keys, no spaces, UTF-8 (orjson; the parts hold only JSON-native
+    values, :func:`processors.timefmt.value_to_json`)."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
 
 
 class TrackingConflict(ConsumerError):
