@@ -44,7 +44,14 @@ from sqlalchemy import (
 
 from consumers.driver_statement import DriverStatement, Values
 from consumers.errors import ConsumerError
-from consumers.store import ViewStore, metadata, tracking, upsert_statement, view_rows
+from consumers.store import (
+    ViewStore,
+    encode_row_json,
+    metadata,
+    tracking,
+    upsert_statement,
+    view_rows,
+)
 from processors.state import (
     ParticipantState,
     event_from_state_json,
@@ -78,12 +85,9 @@ participant_events = Table(
 )
 
 _EVENT_COLUMNS = ("participant_id", "event_id", "seq", "event_json")
-
-
-def _encode(obj: object) -> str:
-    """A state part's JSON: sorted keys, no spaces, UTF-8 (orjson; the parts hold only JSON-native
-    values, :func:`processors.timefmt.value_to_json`)."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+#: A state part's JSON is spelled as a view row's: sorted keys, no spaces, UTF-8 (the parts hold
+#: only JSON-native values, :func:`processors.timefmt.value_to_json`).
+_encode = encode_row_json
 
 
 class TrackingConflict(ConsumerError):
