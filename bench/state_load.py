@@ -35,7 +35,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from consumers.live_projector import READ_BACK_CHUNK
+from consumers.batch_states import READ_BACK_CHUNK
 from consumers.projection_store import ProjectionStore, participant_heads
 from consumers.store import ViewStore
 

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     events = sum(len(stored.state.events) for stored in loaded.values())
     rows = sum(len(shapes) for stored in loaded.values()
                for shapes in stored.state.rows.values())
-    units = len(loaded) + events + rows  # what the cache counts (live_projector.state_weight)
+    units = len(loaded) + events + rows  # what the cache counts (batch_states.state_weight)
     return {"participants": len(loaded), "events": events, "rows": rows,
             "units": units, "loaded_mib": held / 2**20, "bytes_per_unit": held / units,
             "kib_per_participant": held / len(loaded) / 1024}

@@ -25,15 +25,14 @@ import gc
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from consumers.batch_states import BatchStates, StateCache
 from consumers.errors import ConsumerError
 from consumers.projection_store import (
     ParticipantWrite,
@@ -47,12 +46,12 @@ from processors.group_consumer import SESSION_TIMEOUT_MS, GroupConsumer
 from processors.kafka_facts import describe
 from processors.projection_step import ProjectionStep
 from processors.projector import Projector
-from processors.state import ParticipantState
 from processors.view import ViewChange
-from schemas.canonical import decode_canonical
+from schemas.canonical import CanonicalRecord, decode_canonical
 from schemas.catalog import Catalog
+from schemas.codec import decode
 from schemas.errors import ContractError, DeadLetterReason, HubError
-from schemas.event import derived_event_id
+from schemas.event import Event, derived_event_id
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
 
@@ -79,12 +78,6 @@ CACHE_WEIGHT = 1_000_000
 #: a small one commits soon however long those histories are (BENCHMARKS.md "Projector at
 #: scale"), and a full batch follows within a few more.
 FIRST_BATCH = 50
-#: Participants whose states are read back from SQL at a time. The cache makes room for each
-#: chunk as it is read, so the states a batch reads back never sit beside a full cache: at most
-#: one chunk does. Read back all at once, a batch's whole read-back did, and that grew with the
-#: participants' histories: at 20,000 participants the second half of a year peaked at 462 MiB
-#: that way, 387 MiB in chunks (BENCHMARKS.md "Projector at scale").
-READ_BACK_CHUNK = 100
 #: The cyclic collector's thresholds in a projector process (Python's default is 700, 10, 10).
 #: Its heap is mostly the state cache, long-lived and free of cycles; at the default a full
 #: collection walked it every few thousand records: 1.9 s of collector time in a 17,000-record
@@ -103,118 +96,6 @@ PROCESSING_FAILED = DeadLetterReason.PROCESSING_FAILED.value
 def projector_group(topics: TopicNames) -> str:
     """The projector's consumer group (its Kafka offsets are advisory: lag monitoring)."""
     return f"{topics.prefix}leadhub-projector"
-
-
-def state_weight(stored: StoredParticipant) -> int:
-    """What a state counts against the cache's capacity: 1 + its events + its rows (what its
-    memory grows with)."""
-    state = stored.state
-    return 1 + len(state.events) + sum(len(rows) for rows in state.rows.values())
-
-
-class StateCache:
-    """Committed participant states by id, least recently used dropped past ``capacity``.
-
-    The capacity counts a state's events plus its rows (what its memory grows with), so the
-    cache's memory is bounded whatever the participants' histories: a few long-time
-    participants take the room of many new ones.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.weight = 0
-        self._items: OrderedDict[str, tuple[int, StoredParticipant, int]] = OrderedDict()
-
-    def get(self, participant_id: str) -> StoredParticipant | None:
-        found = self._items.get(participant_id)
-        if found is None:
-            return None
-        self._items.move_to_end(participant_id)
-        return found[1]
-
-    def put(self, participant_id: str, partition: int, stored: StoredParticipant) -> None:
-        self._drop(participant_id)
-        weight = state_weight(stored)
-        self._items[participant_id] = (partition, stored, weight)
-        self.weight += weight
-        while self.weight > self.capacity and len(self._items) > 1:
-            self._drop(next(iter(self._items)))
-
-    def make_room(self, weight: int) -> None:
-        """Drop least recently used states until ``weight`` more fits: a batch that reads states
-        back from SQL holds them beside the cache until it commits, and the process's memory
-        is bounded by the capacity, not by the capacity plus a batch."""
-        while self._items and self.weight + weight > self.capacity:
-            self._drop(next(iter(self._items)))
-
-    def drop_partitions(self, partitions: Iterable[int]) -> None:
-        """Forget the participants of ``partitions`` (another instance may change them)."""
-        gone = set(partitions)
-        for pid in [pid for pid, (p, _, _) in self._items.items() if p in gone]:
-            self._drop(pid)
-
-    def _drop(self, participant_id: str) -> None:
-        found = self._items.pop(participant_id, None)
-        if found is not None:
-            self.weight -= found[2]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class BatchStates:
-    """The :class:`~processors.projection_step.StateSource` of one batch: the batch's new
-    states over the cache over SQL (read on ``connection``, inside the batch's transaction)."""
-
-    def __init__(self, store: ProjectionStore, connection: Connection, cache: StateCache) -> None:
-        self.sql = store
-        self.connection = connection
-        self.cache = cache
-        self.before: dict[str, StoredParticipant | None] = {}
-        self.after: dict[str, tuple[int, ParticipantState, int | None]] = {}
-        #: The weight of the states this batch read back from SQL (held beside the cache).
-        self.read_back = 0
-
-    def prefetch(self, participant_ids: Iterable[str]) -> None:
-        """Load the states of those participants not known yet, :data:`READ_BACK_CHUNK` per
-        round trip, the cache making room for all this batch has read back before the next."""
-        wanted = [pid for pid in dict.fromkeys(participant_ids) if pid not in self.before]
-        missing = []
-        for pid in wanted:
-            cached = self.cache.get(pid)
-            if cached is not None:
-                self.before[pid] = cached
-            else:
-                missing.append(pid)
-        for start in range(0, len(missing), READ_BACK_CHUNK):
-            chunk = missing[start:start + READ_BACK_CHUNK]
-            loaded = self.sql.load(self.connection, chunk)
-            self.read_back += sum(state_weight(stored) for stored in loaded.values())
-            self.cache.make_room(self.read_back)
-            for pid in chunk:
-                self.before[pid] = loaded.get(pid)
-
-    def state(self, participant_id: str) -> ParticipantState | None:
-        if participant_id in self.after:
-            return self.after[participant_id][1]
-        if participant_id not in self.before:
-            self.prefetch([participant_id])
-        stored = self.before[participant_id]
-        return stored.state if stored is not None else None
-
-    def due(self, partition: int, now_us: int) -> list[str]:
-        due = [pid for pid, (p, _, next_due) in self.after.items()
-               if p == partition and next_due is not None and next_due <= now_us]
-        committed = [pid for pid in self.sql.due(self.connection, partition, now_us)
-                     if pid not in self.after]
-        self.prefetch(committed)
-        return due + committed
-
-    def store(self, participant_id: str, partition: int, state: ParticipantState,
-              next_due_us: int | None) -> None:
-        if participant_id not in self.before:
-            self.prefetch([participant_id])
-        self.after[participant_id] = (partition, state, next_due_us)
 
 
 @dataclass
@@ -472,7 +353,7 @@ class LiveProjector:
         last: dict[int, int] = {}
         with self.view.engine.begin() as connection:
             states = BatchStates(self.store, connection, self.cache)
-            states.prefetch(r.key.decode() for _, r in batch if r.key)
+            decoded: list[tuple[int, Any, CanonicalRecord, Event | None]] = []
             for partition, record in batch:
                 last[partition] = record.offset
                 try:
@@ -480,11 +361,17 @@ class LiveProjector:
                 except HubError as exc:
                     dead.append((partition, record, NOT_CANONICAL, str(exc)))
                     continue
-                try:
-                    result = self.step.apply(states, partition, canonical)
-                except ContractError as exc:
-                    dead.append((partition, record, str(exc.reason.value), str(exc)))
-                    continue
+                event = None
+                if canonical.kind == "EVENT":
+                    try:  # the validator encoded it, strictly checked: no need to again
+                        event = decode(canonical.event, self.step.catalog, strict=False)
+                    except ContractError as exc:
+                        dead.append((partition, record, str(exc.reason.value), str(exc)))
+                        continue
+                decoded.append((partition, record, canonical, event))
+            self._prefetch(states, [event for *_, event in decoded if event is not None])
+            for partition, record, canonical, event in decoded:
+                result = self.step.apply(states, partition, canonical, event)
                 changes.extend(result.changes)
                 if result.participant_id is not None and result.event_id is not None:
                     touched.setdefault(result.participant_id, set()).add(result.event_id)
@@ -511,6 +398,18 @@ class LiveProjector:
         self._commit_advisory()
         if self.on_commit is not None:
             self.on_commit(changes)
+
+    def _prefetch(self, states: BatchStates, events: list[Event]) -> None:
+        """Read the batch's participants: whole if one of their events will re-project their
+        history anyway, else their heads and the events the batch may repeat."""
+        whole = {e.participant_id for e in events if self.step.projector.reads_history(e)}
+        states.prefetch(pid for pid in dict.fromkeys(e.participant_id for e in events)
+                        if pid in whole)
+        heads: dict[str, list[str]] = {}
+        for event in events:
+            if event.participant_id not in whole:
+                heads.setdefault(event.participant_id, []).append(event.event_id)
+        states.prefetch_heads(heads)
 
     def _write_of(self, states: BatchStates, pid: str, ids: set[str],
                   rebuilt: bool) -> ParticipantWrite:

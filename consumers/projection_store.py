@@ -21,7 +21,7 @@ owner's work: its transaction fails with :class:`TrackingConflict` and changes n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -38,6 +38,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    or_,
     select,
     update,
 )
@@ -168,18 +169,38 @@ class ProjectionStore:
 
     # -- states --------------------------------------------------------------------------------
 
+    def load_heads(self, connection: Connection,
+                   wanted: Mapping[str, Collection[str]]) -> dict[str, StoredParticipant]:
+        """The committed heads of those of ``wanted``'s participants that have one, each
+        holding of its events only those whose ids ``wanted`` lists for it, and none of its
+        rows: states with ``complete`` False (:mod:`processors.state`). Costs the same whatever
+        the participants' histories."""
+        heads = self._heads(connection, list(wanted))
+        events = self.held_events(connection, {pid: wanted[pid] for pid in heads})
+        return {
+            pid: StoredParticipant(
+                state_from_parts(head, events.get(pid, ()), {}, complete=False), next_seq)
+            for pid, (head, next_seq) in heads.items()
+        }
+
+    def held_events(self, connection: Connection,
+                    wanted: Mapping[str, Collection[str]]) -> dict[str, list[Event]]:
+        """Of the event ids ``wanted`` lists per participant, the events each one holds."""
+        keys = [(pid, event_id) for pid, ids in wanted.items() for event_id in ids]
+        found: dict[str, list[Event]] = {}
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = keys[start:start + _KEYS_PER_QUERY]
+            chunk += [chunk[-1]] * (_KEYS_PER_QUERY - len(chunk))  # one statement, cached
+            params = {f"{part}{n}": value for n, key in enumerate(chunk)
+                      for part, value in zip("pe", key, strict=True)}
+            for pid, text in connection.execute(_HELD_EVENTS, params):
+                found.setdefault(pid, []).append(event_from_state_json(orjson.loads(text)))
+        return found
+
     def load(self, connection: Connection,
              participant_ids: Sequence[str]) -> dict[str, StoredParticipant]:
-        """The committed states of those of ``participant_ids`` that have one."""
-        if not participant_ids:
-            return {}
-        ids = list(participant_ids)
-        heads: dict[str, tuple[dict[str, object], int]] = {}
-        for pid, head_json, next_seq in connection.execute(
-                select(participant_heads.c.participant_id, participant_heads.c.head_json,
-                       participant_heads.c.next_seq)
-                .where(participant_heads.c.participant_id.in_(ids))):
-            heads[pid] = (orjson.loads(head_json), int(next_seq))
+        """The committed states of those of ``participant_ids`` that have one, whole."""
+        heads = self._heads(connection, list(participant_ids))
         if not heads:
             return {}
         known = list(heads)
@@ -211,6 +232,19 @@ class ProjectionStore:
         return {
             pid: StoredParticipant(state_from_parts(head, events[pid], rows[pid]), next_seq)
             for pid, (head, next_seq) in heads.items()
+        }
+
+    def _heads(self, connection: Connection,
+               participant_ids: list[str]) -> dict[str, tuple[dict[str, object], int]]:
+        """Participant id -> (head JSON, next arrival number), for those that have a head."""
+        if not participant_ids:
+            return {}
+        return {
+            pid: (orjson.loads(head_json), int(next_seq))
+            for pid, head_json, next_seq in connection.execute(
+                select(participant_heads.c.participant_id, participant_heads.c.head_json,
+                       participant_heads.c.next_seq)
+                .where(participant_heads.c.participant_id.in_(participant_ids)))
         }
 
     def due(self, connection: Connection, partition: int, now_us: int) -> list[str]:
@@ -255,6 +289,15 @@ class ProjectionStore:
         self.view.write_view_changes(connection, changes)
         return next_seqs
 
+
+#: Event keys looked up per statement: one key test per term of an OR, which SQLite and
+#: PostgreSQL answer by a search of the primary key each (a row-value ``IN (VALUES ...)`` made
+#: SQLite scan the whole table).
+_KEYS_PER_QUERY = 20
+_HELD_EVENTS = select(participant_events.c.participant_id, participant_events.c.event_json).where(
+    or_(*(and_(participant_events.c.participant_id == bindparam(f"p{n}"),
+               participant_events.c.event_id == bindparam(f"e{n}"))
+          for n in range(_KEYS_PER_QUERY))))
 
 _REMOVE_EVENT = delete(participant_events).where(and_(
     participant_events.c.participant_id == bindparam("p"),

@@ -33,3 +33,15 @@ class StateError(PolicyError):
         self.participant_id = participant_id
         self.problem = problem
         super().__init__(f"participant state {participant_id or '<unknown>'}: {problem}")
+
+
+class HistoryNeeded(PolicyError):
+    """A step needs the whole history of a participant whose state holds only its head.
+
+    Not a failure: the caller completes the state (reads its events and rows back) and applies
+    the same input again. Raised before anything is returned, so nothing is half applied.
+    """
+
+    def __init__(self, participant_id: str) -> None:
+        self.participant_id = participant_id
+        super().__init__(f"participant {participant_id}: the step needs its whole history")

@@ -10,7 +10,11 @@ nothing else dispatches EVENT and CLOCK records, so a replay reproduces the live
   :class:`StateSource`'s timer index (never by a scan of every participant).
 
 Where states live is the caller's business (:class:`StateSource`): dictionaries and heaps for a
-replay, a batch overlay over SQL for the live projector. Pure: no I/O here, no clock reads.
+replay, a batch overlay over SQL for the live projector, which may hand out states that hold only
+their heads (:mod:`processors.state`). When the projector needs such a participant's whole
+history it raises :class:`~processors.errors.HistoryNeeded` before anything changed; the step
+asks the source to complete that state and applies the input again. Pure: no I/O here, no clock
+reads.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from processors.errors import HistoryNeeded
 from processors.projector import Projector
 from processors.state import ParticipantState
 from processors.view import ViewChange
@@ -32,7 +37,14 @@ class StateSource(Protocol):
     """Where the step reads and keeps participant states (one partition's participants each)."""
 
     def state(self, participant_id: str) -> ParticipantState | None:
-        """The participant's current state, or None if it was never seen."""
+        """The participant's current state, or None if it was never seen.
+
+        A state that holds only its head must hold every event the step will project for it
+        whose event_id the participant already has.
+        """
+
+    def complete(self, participant_id: str) -> ParticipantState:
+        """The participant's current state with its whole history (it has a state)."""
 
     def due(self, partition: int, now_us: int) -> Iterable[str]:
         """The participants of ``partition`` whose next timer is at or before ``now_us``.
@@ -87,7 +99,11 @@ class ProjectionStep:
         pid = event.participant_id
         before = source.state(pid)
         held = before.events.get(event.event_id) if before is not None else None
-        state, changes = self.projector.project(before, event, record.received_at)
+        try:
+            state, changes = self.projector.project(before, event, record.received_at)
+        except HistoryNeeded:
+            before = source.complete(pid)
+            state, changes = self.projector.project(before, event, record.received_at)
         self._keep(source, partition, pid, state)
         reused = event if held is not None and held != event else None
         return StepResult(changes, pid, event.event_id, reused)
@@ -100,7 +116,10 @@ class ProjectionStep:
             state = source.state(pid)
             if state is None:
                 continue
-            state, ticked = self.projector.tick(state, now)
+            try:
+                state, ticked = self.projector.tick(state, now)
+            except HistoryNeeded:
+                state, ticked = self.projector.tick(source.complete(pid), now)
             self._keep(source, partition, pid, state)
             changes.extend(ticked)
         return changes

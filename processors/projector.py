@@ -66,7 +66,14 @@ from processors.policy import (
     admission,
 )
 from processors.site import HUB, Partner, SitePolicy
-from processors.state import ParticipantState, PendingDeadline, Rows, as_rows, build_row
+from processors.state import (
+    ParticipantState,
+    PendingDeadline,
+    Rows,
+    as_rows,
+    build_row,
+    require_history,
+)
 from processors.timefmt import value_to_json
 from processors.view import RowShape, ViewChange, ViewRow
 from schemas.catalog import Catalog, EventType
@@ -74,6 +81,9 @@ from schemas.event import Event
 
 GRANT_TYPE = "ConsentGranted"
 REVOKE_TYPE = "ConsentRevoked"
+
+#: Types whose projection reads the participant's history (besides deadline-starting referrals).
+_HISTORY_TYPES = frozenset({GRANT_TYPE, REVOKE_TYPE, INTAKE_TYPE, *EXPIRY_EVENT_TYPES})
 
 Step = tuple[ParticipantState, list[ViewChange]]
 #: Per kind of event: its field categories, and per recipient (partner, consent-free shape or
@@ -131,6 +141,18 @@ class Projector:
         """Apply the passage of time to ``now``: consents starting or ending, deadlines missed."""
         return self._advance(state, _effective_now(state, now))
 
+    def reads_history(self, event: Event) -> bool:
+        """Return True if projecting ``event`` will likely read its participant's whole history:
+        a consent grant or revocation, an event that may end consents, a referral that starts
+        an intake deadline, an intake. A hint for a reader of stored states (which it may read
+        whole at once); the projector itself raises
+        :class:`~processors.errors.HistoryNeeded` whenever a step needs what a state lacks.
+        """
+        return (
+            event.type in _HISTORY_TYPES
+            or deadline_for(event, self._site.intake_deadline_days) is not None
+        )
+
     def next_due(self, state: ParticipantState) -> datetime | None:
         """Return the earliest instant after ``state.as_of`` at which a tick may change the view.
 
@@ -153,6 +175,7 @@ class Projector:
     def _advance(self, state: ParticipantState, now: datetime) -> Step:
         changes: list[ViewChange] = []
         if _activity_changed(state, now):
+            require_history(state)
             rows, changes = self._reproject(
                 state.participant_id, state.events, state.consents, state.rows, now
             )
@@ -169,6 +192,7 @@ class Projector:
         changes: list[ViewChange] = []
         consents_changed = False
         if event.type == GRANT_TYPE:
+            require_history(state)
             consent = _ended_by_held(consent_from_event(event), events.values())
             current = consents.get(consent.consent_id)
             if current is None:
@@ -193,15 +217,19 @@ class Projector:
                 consents = ended
                 consents_changed = True
         started = deadline_for(event, self._site.intake_deadline_days)
-        if started is not None and not already_met(started, events.values()):
-            deadlines = {**deadlines, started.referral_event_id: started}
+        if started is not None:
+            require_history(state)
+            if not already_met(started, events.values()):
+                deadlines = {**deadlines, started.referral_event_id: started}
         if event.type == INTAKE_TYPE:
+            require_history(state)
             deadlines = {k: d for k, d in deadlines.items() if not intake_meets(event, d)}
             met = misses_met_by(event, events)
             if met:  # an on-time intake reported after the miss was derived: the miss goes
                 events = _without(events, met)
                 rows, changes = _drop(state.participant_id, rows, met)
         if consents_changed or _activity_changed(state, now):
+            require_history(state)
             rows, more = self._reproject(state.participant_id, events, consents, rows, now)
         else:
             rows, more = self._add_event_rows(state.participant_id, rows, event, consents, now)
@@ -214,6 +242,7 @@ class Projector:
             orphan_revocations=orphans,
             deadlines=deadlines,
             rows=rows,
+            complete=state.complete,
         )
         if deadlines:
             next_state, missed = self._fire_deadlines(next_state, now)
@@ -244,6 +273,7 @@ class Projector:
         worked out from ``events`` and ``now`` alone, and only the differences are emitted.
         Rows of ``replaced`` event ids are re-sent whether or not their shape changed.
         """
+        require_history(state)
         participant_id = state.participant_id
         outside = [event for event in events.values() if event.source_partner != HUB]
         consents, orphans = _derive_consents(outside, now)
@@ -278,6 +308,8 @@ class Projector:
 
     def _fire_deadlines(self, state: ParticipantState, now: datetime) -> Step:
         due = due_deadlines(state.deadlines.values(), now)
+        if due:
+            require_history(state)
         changes: list[ViewChange] = []
         for deadline in due:
             derived = missed_event(state.participant_id, deadline)

@@ -16,6 +16,15 @@ next event or clock tick into a *difference* of the view:
   derived event, a met one not at all);
 - ``rows``: per recipient, per event_id, the :class:`RowShape` that recipient currently has;
 - ``as_of``: the latest instant applied; a participant's time never runs backwards.
+
+A state is *complete* or holds only its head (``complete`` False): then it has every part above
+but, of ``events`` and ``rows``, only the events its reader looked up (each event_id it is about
+to project, found or not) or added since, and their rows. The projector works on such a state
+while a step needs nothing else (an ordinary event adds its rows) and raises
+:class:`~processors.errors.HistoryNeeded` when it would read the rest (a consent change, a
+deadline, a displaced event_id): the reader then completes it (:func:`with_history`) and applies
+the input again. So reading a participant back costs the same whatever its history, except for
+the steps that re-project that history anyway.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import Any
 from immutables import Map
 
 from processors.consent import Consent
-from processors.errors import StateError
+from processors.errors import HistoryNeeded, StateError
 from processors.policy import REDISCLOSURE_NOTICE
 from processors.timefmt import format_instant, parse_instant, value_from_json, value_to_json
 from processors.view import RowShape, ViewRow
@@ -79,6 +88,8 @@ class ParticipantState:
     orphan_revocations: Mapping[str, datetime] = field(default_factory=dict)
     deadlines: Mapping[str, PendingDeadline] = field(default_factory=dict)
     rows: Rows = field(default_factory=Map)
+    #: False: the state holds its head but only part of its events and rows (module docstring).
+    complete: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.events, Map):
@@ -88,6 +99,7 @@ class ParticipantState:
 
     def view_rows(self) -> dict[str, dict[str, ViewRow]]:
         """Return the participant's current rows: recipient -> event_id -> :class:`ViewRow`."""
+        require_history(self)
         view: dict[str, dict[str, ViewRow]] = {}
         for recipient, shapes in self.rows.items():
             view[recipient] = {
@@ -103,6 +115,7 @@ class ParticipantState:
 
         ``event_json`` converts one event (default :func:`event_to_state_json`).
         """
+        require_history(self)
         encode_event = event_json or event_to_state_json
         return {
             **head_to_json(self),
@@ -136,6 +149,37 @@ class ParticipantState:
         return state_from_parts(obj, events, rows)
 
 
+def require_history(state: ParticipantState) -> None:
+    """Raise :class:`HistoryNeeded` unless ``state`` holds the participant's whole history."""
+    if not state.complete:
+        raise HistoryNeeded(state.participant_id)
+
+
+def with_history(current: ParticipantState, committed: ParticipantState) -> ParticipantState:
+    """Complete ``current``, a state that holds only its head, with ``committed``: the whole
+    state it was read from, as stored. ``current`` may have moved on since (a head-only state
+    only gains events and rows, see the module docstring): its head stands, and its events and
+    rows are added to the stored ones.
+    """
+    if current.participant_id != committed.participant_id:
+        raise StateError(current.participant_id, "completed with another participant's state")
+    if current.complete:
+        return current
+    rows = committed.rows
+    for recipient, shapes in current.rows.items():
+        held = rows.get(recipient)
+        rows = rows.set(recipient, held.update(shapes) if held is not None else shapes)
+    return ParticipantState(
+        participant_id=current.participant_id,
+        as_of=current.as_of,
+        events=committed.events.update(current.events),
+        consents=current.consents,
+        orphan_revocations=current.orphan_revocations,
+        deadlines=current.deadlines,
+        rows=rows,
+    )
+
+
 def head_to_json(state: ParticipantState) -> dict[str, Any]:
     """The state's head: everything but its events and rows (small, rewritten every batch)."""
     return {
@@ -162,9 +206,11 @@ def state_from_parts(
     head: Mapping[str, Any],
     events: Iterable[Event],
     rows: Mapping[str, Mapping[str, RowShape]],
+    *,
+    complete: bool = True,
 ) -> ParticipantState:
     """Assemble a state from its head (:func:`head_to_json`), its events in arrival order and
-    its rows' shapes per recipient.
+    its rows' shapes per recipient; ``complete`` False if those are only part of them.
 
     Raises :class:`StateError` (naming the participant id only) if the head is not of a known
     format.
@@ -191,6 +237,7 @@ def state_from_parts(
             },
             deadlines=deadlines,
             rows=as_rows({recipient: shapes for recipient, shapes in rows.items() if shapes}),
+            complete=complete,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StateError(participant_id, f"malformed state ({type(exc).__name__})") from exc

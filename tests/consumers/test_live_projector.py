@@ -24,13 +24,8 @@ from sqlalchemy import func, select
 
 from consumers.audit.digest import digest_rows
 from consumers.audit.replay import Replayer, ViewWriter, open_fresh_store, ordered_rows
-from consumers.live_projector import (
-    FIRST_BATCH,
-    READ_BACK_CHUNK,
-    BatchStates,
-    LiveProjector,
-    StateCache,
-)
+from consumers.batch_states import READ_BACK_CHUNK, BatchStates, StateCache
+from consumers.live_projector import CACHE_WEIGHT, FIRST_BATCH, LiveProjector
 from consumers.projection_store import ProjectionStore, TrackingConflict, participant_events
 from consumers.store import ViewStore
 from processors.projector import Projector
@@ -178,10 +173,11 @@ def _replayed_digest(log: FakeLog, tmp_path: Path) -> Any:
 
 
 def _projector(store: ViewStore, log: FakeLog, producer: FakeProducer | None = None,
-               owned: list[int] | None = None, batch_size: int = 40) -> LiveProjector:
+               owned: list[int] | None = None, batch_size: int = 40,
+               cache_weight: int = CACHE_WEIGHT) -> LiveProjector:
     return LiveProjector(KafkaConnection("unused:0"), TOPICS, store, Projector(SITE, CATALOG),
                          CATALOG, batch_size=batch_size, consumer=FakeConsumer(log, owned),
-                         dlq=producer or FakeProducer())
+                         dlq=producer or FakeProducer(), cache_weight=cache_weight)
 
 
 def _drain(projector: LiveProjector, log: FakeLog) -> None:
@@ -229,14 +225,45 @@ def test_a_state_read_back_equals_the_state_built_live(view: ViewStore) -> None:
     assert len({id(shape) for shape in shapes}) == len(set(shapes))
 
 
-CRASH_POINTS = ["load", "due", "advance_tracking", "write_batch", "write_changes", "commit"]
+def test_states_read_back_by_their_heads_project_as_whole_ones(
+        view: ViewStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache far too small for the site: most events find their participant's state in SQL
+    and read back only its head; a consent change or a deadline reads the rest. The view is
+    still the replay's."""
+    reads = {"load_heads": 0, "load": 0}
+
+    def counted(name: str) -> Callable[..., Any]:
+        original = getattr(ProjectionStore, name)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            reads[name] += 1
+            return original(*args, **kwargs)
+        return wrapped
+
+    for name in reads:
+        monkeypatch.setattr(ProjectionStore, name, counted(name))
+    events = _history(participants=20, days=200)
+    ordinary = next(e for e in events[len(events) // 2:] if e.type == "ContactLogged")
+    # later: redeliveries (absorbed) and one event_id reused with other content (dead-lettered),
+    # both found only through the lookups a head-only read does
+    reused = replace(ordinary, occurred_at=ordinary.occurred_at - timedelta(minutes=1))
+    log = _log([*events, *events[::7], reused])
+    producer = FakeProducer()
+    _drain(_projector(view, log, producer, batch_size=15, cache_weight=60), log)
+    assert reads["load_heads"] > 20 and reads["load"] > 10
+    assert producer.reasons() == ["EVENT_ID_REUSED"]
+    assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
+
+
+CRASH_POINTS = ["load", "load_heads", "due", "advance_tracking", "write_batch", "write_changes",
+                "commit"]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_a_crash_at_any_step_of_a_batch_loses_and_doubles_nothing(
         point: str, view: ViewStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Crash at ``point`` at every third call (six times); each time a fresh instance takes
-    over."""
+    over. ``load_heads``: a state read back by its head; ``load``: whole."""
     log = _log(_history(participants=15, days=150))
     calls = {"n": 0, "crashes": 0}
 
@@ -253,6 +280,7 @@ def test_a_crash_at_any_step_of_a_batch_loses_and_doubles_nothing(
         return wrapped
 
     targets = {"load": (ProjectionStore, "load"), "due": (ProjectionStore, "due"),
+               "load_heads": (ProjectionStore, "load_heads"),
                "advance_tracking": (ProjectionStore, "advance_tracking"),
                "write_batch": (ProjectionStore, "write_batch"),
                "write_changes": (ViewStore, "write_view_changes"),
@@ -262,7 +290,9 @@ def test_a_crash_at_any_step_of_a_batch_loses_and_doubles_nothing(
     crashes = 0
     total = sum(len(r) for r in log.partitions.values())
     for _ in range(total * 3):
-        projector = _projector(view, log)  # a fresh process: empty cache, tracking rows only
+        # a fresh process: empty cache, tracking rows only; a cache too small for the site, so
+        # most states are read back from SQL, by their heads or whole
+        projector = _projector(view, log, cache_weight=100)
         try:
             _drain(projector, log)
             break
@@ -331,6 +361,36 @@ def test_an_event_id_reused_with_other_content_is_dead_lettered(view: ViewStore)
     _drain(_projector(view, log, producer), log)
     assert producer.reasons() == ["EVENT_ID_REUSED"]
     assert len(view.rows_for("harbor-cm", person)) == 1
+
+
+def test_a_state_cached_by_its_head_still_finds_the_events_it_does_not_hold(
+        view: ViewStore, tmp_path: Path) -> None:
+    """A fresh instance reads a participant back by its head and caches it so; a later batch
+    that repeats an older event_id with other content must still find the event it reuses."""
+    person = participant_id("head")
+    contact = Event(str(uuid.uuid4()), "ContactLogged", person, START,
+                    {"contact_method": "OUTREACH", "successful": True}, "harbor-cm")
+    later = replace(contact, event_id=str(uuid.uuid4()), occurred_at=START + timedelta(days=1))
+    newer = replace(contact, event_id=str(uuid.uuid4()), occurred_at=START + timedelta(days=2))
+    reused = replace(contact, occurred_at=START - timedelta(hours=1),
+                     payload={"contact_method": "PHONE", "successful": False})
+    log = FakeLog()
+
+    def append(*events: Event) -> None:
+        for event in events:
+            offset = len(log.partitions[_partition(person)])
+            record = CanonicalRecord("EVENT", START + timedelta(days=3, minutes=offset),
+                                     "harbor-cm", "in", 0, offset, encode(event, CATALOG))
+            log.append(_partition(person), person.encode(), encode_canonical(record))
+
+    append(contact, later)
+    _drain(_projector(view, log), log)
+    append(newer, reused)
+    producer = FakeProducer()
+    fresh = _projector(view, log, producer, batch_size=1)
+    _drain(fresh, log)
+    assert producer.reasons() == ["EVENT_ID_REUSED"]
+    assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
 
 
 def test_a_record_that_is_not_canonical_is_dead_lettered_and_passed(view: ViewStore) -> None:
