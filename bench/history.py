@@ -19,9 +19,10 @@ file, or a fresh database on the PostgreSQL server given by ``--database-url``):
    time while the projector polled and committed the wave, and the batches' own wall time
    (``LiveProjector.counters.batch_seconds``: decode, core, SQL, commit; not the poll).
    States stay in the projector's cache, as in steady operation;
-3. **reload**: one participant's state read back from SQL with
-   :meth:`consumers.projection_store.ProjectionStore.load` in a fresh connection (what a cache
-   miss or a restart costs: the whole history is read once), best of 3;
+3. **reload**: one participant's state read back from SQL in a fresh connection, best of 3:
+   whole (:meth:`consumers.projection_store.ProjectionStore.load`: what a cache miss costs
+   before a consent change, or a CLOCK tick that changes something), and by its head with one
+   event id looked up (``load_heads``: what an ordinary event's cache miss costs);
 4. **consent change**: one ``ConsentRevoked`` for one participant, which re-projects that
    participant's whole history (retracting the rows the consent shared): the batch's wall time.
 
@@ -258,8 +259,11 @@ def drain(projector: LiveProjector, end: int, budget: Budget, what: str,
     return out
 
 
-def reload_seconds(store: ViewStore, participant_id: str, runs: int = 3) -> float:
-    """Best time to load the participant's committed state from SQL in a fresh connection."""
+def reload_seconds(store: ViewStore, participant_id: str, runs: int = 3, *,
+                   head: bool = False) -> float:
+    """Best time to load the participant's committed state from SQL in a fresh connection:
+    whole, or (``head``) by its head and one event id looked up, as an ordinary event's cache
+    miss reads it (``ProjectionStore.load_heads``)."""
     sql = ProjectionStore(store)
     best = math.inf
     for _ in range(runs):
@@ -267,7 +271,8 @@ def reload_seconds(store: ViewStore, participant_id: str, runs: int = 3) -> floa
         with store.engine.connect() as connection:
             connection.execute(select(participant_heads.c.partition).limit(1)).all()  # schema
             started = time.perf_counter()
-            loaded = sql.load(connection, [participant_id])
+            loaded = (sql.load_heads(connection, {participant_id: [str(uuid.uuid4())]}) if head
+                      else sql.load(connection, [participant_id]))
             best = min(best, time.perf_counter() - started)
         if participant_id not in loaded:
             raise BenchError(f"participant {participant_id} has no committed state")
@@ -358,6 +363,7 @@ def _measure_size(projector: LiveProjector, store: ViewStore, log: Log,
         per_wave_server.append(part.server_cpu_s / len(people))
         wave_batches += part.batches
     reload_s = reload_seconds(store, people[0].participant_id)
+    reload_head_s = reload_seconds(store, people[0].participant_id, head=True)
     log.write([revocation_of(people[0])])
     people[0].sent += 1
     rows_before = projector.counters.rows_changed
@@ -378,13 +384,15 @@ def _measure_size(projector: LiveProjector, store: ViewStore, log: Log,
         "db_server_cpu_us_per_event": (statistics.fmean(per_wave_server) * 1e6
                                        if server else math.nan),
         "reload_s": reload_s,
+        "reload_head_s": reload_head_s,
         "revocation_batch_s": revoke.batch_s,
         "revocation_rows_changed": revoke_rows,
         "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     progress(f"{what}: {figures['cpu_us_per_event_median']:,.0f} us CPU per event (median "
              f"wave), batch work {figures['batch_us_per_event_median']:,.0f} us; reload "
-             f"{reload_s * 1000:,.1f} ms; consent change {revoke.batch_s * 1000:,.0f} ms")
+             f"{reload_s * 1000:,.1f} ms whole, {reload_head_s * 1000:,.2f} ms by its head; "
+             f"consent change {revoke.batch_s * 1000:,.0f} ms")
     return figures
 
 
@@ -441,7 +449,8 @@ def render(results: Results) -> str:
              f"{cfg['participants']} participants per size, {cfg['waves']} waves of one event "
              "each", "",
              "| events of history | build events/s | CPU µs/event (median wave / mean) | "
-             "batch work µs/event (median / mean) | reload one participant | consent change "
+             "batch work µs/event (median / mean) | reload one participant, whole / by its head "
+             "| consent change "
              "(re-projects the history) |",
              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     rows = [*results.sizes, *([results.big] if results.big else [])]
@@ -457,7 +466,8 @@ def render(results: Results) -> str:
             f"| {label} | {f['build_events_per_s']:,.0f} | "
             f"{f['cpu_us_per_event_median']:,.0f} / {f['cpu_us_per_event_mean']:,.0f} | "
             f"{f['batch_us_per_event_median']:,.0f} / {f['batch_us_per_event_mean']:,.0f} | "
-            f"{f['reload_s'] * 1000:,.1f} ms | {f['revocation_batch_s'] * 1000:,.0f} ms "
+            f"{f['reload_s'] * 1000:,.1f} / {f['reload_head_s'] * 1000:,.2f} ms | "
+            f"{f['revocation_batch_s'] * 1000:,.0f} ms "
             f"({f['revocation_rows_changed']:,} row changes) |")
         if with_server:
             lines[-1] += f" {server_us:,.0f} |"

@@ -26,6 +26,8 @@ from processors.state import ParticipantState, with_history
 #: participants' histories: at 20,000 participants the second half of a year peaked at 462 MiB
 #: that way, 387 MiB in chunks (BENCHMARKS.md "Projector at scale").
 READ_BACK_CHUNK = 100
+#: Where a batch found a participant's state (``leadhub_state_reads_total{source}``).
+STATE_READ_SOURCES = ("cache", "head", "whole")
 
 
 def state_weight(stored: StoredParticipant) -> int:
@@ -97,6 +99,8 @@ class BatchStates:
         self.after: dict[str, tuple[int, ParticipantState, int | None]] = {}
         #: The weight of the states this batch read back from SQL (held beside the cache).
         self.read_back = 0
+        #: Participants this batch read, by where from: the cache, SQL by the head, SQL whole.
+        self.reads = dict.fromkeys(STATE_READ_SOURCES, 0)
 
     def prefetch(self, participant_ids: Iterable[str]) -> None:
         """Load the whole states of those participants not known yet (or known by their heads
@@ -112,11 +116,12 @@ class BatchStates:
                 cached = self.cache.get(pid)
                 if cached is not None and cached.state.complete:
                     self.before[pid] = cached
+                    self.reads["cache"] += 1
                     continue
             missing.append(pid)
         for start in range(0, len(missing), READ_BACK_CHUNK):
             chunk = missing[start:start + READ_BACK_CHUNK]
-            self._read_back(chunk, self.sql.load(self.connection, chunk))
+            self._read_back(chunk, self.sql.load(self.connection, chunk), "whole")
 
     def prefetch_heads(self, wanted: Mapping[str, Collection[str]]) -> None:
         """Know each participant of ``wanted`` not known yet, holding at least the events whose
@@ -131,6 +136,7 @@ class BatchStates:
                 missing[pid] = event_ids
                 continue
             self.before[pid] = cached
+            self.reads["cache"] += 1
             unknown = [e for e in event_ids if e not in cached.state.events]
             if unknown and not cached.state.complete:
                 lookups[pid] = unknown
@@ -143,9 +149,11 @@ class BatchStates:
         pids = list(missing)
         for start in range(0, len(pids), READ_BACK_CHUNK):
             chunk = {pid: missing[pid] for pid in pids[start:start + READ_BACK_CHUNK]}
-            self._read_back(list(chunk), self.sql.load_heads(self.connection, chunk))
+            self._read_back(list(chunk), self.sql.load_heads(self.connection, chunk), "head")
 
-    def _read_back(self, chunk: list[str], loaded: dict[str, StoredParticipant]) -> None:
+    def _read_back(self, chunk: list[str], loaded: dict[str, StoredParticipant],
+                   source: str) -> None:
+        self.reads[source] += len(loaded)
         self.read_back += sum(state_weight(stored) for stored in loaded.values())
         self.cache.make_room(self.read_back)
         for pid in chunk:

@@ -109,6 +109,8 @@ class ProjectorCounters:
     fenced: int = 0
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
     batch_seconds: float = 0.0
+    #: Participants' states the committed batches read, by source (``STATE_READ_SOURCES``).
+    state_reads: dict[str, int] = field(default_factory=dict)
     #: Records behind the end, per partition (approximate: commit markers count), after the
     #: last batch.
     lag: dict[int, int] = field(default_factory=dict)
@@ -395,6 +397,8 @@ class LiveProjector:
         for partition, offset in last.items():
             self.expected[partition] = offset + 1
         self.counters.rows_changed += len(changes)
+        for source, count in states.reads.items():
+            self.counters.state_reads[source] = self.counters.state_reads.get(source, 0) + count
         self._commit_advisory()
         if self.on_commit is not None:
             self.on_commit(changes)

@@ -12,6 +12,10 @@ participant the view database holds
 - its rows in ``view_rows``: what each recipient sees *is* the view table, read back into row
   shapes when a state is loaded.
 
+A state is read back whole (:meth:`ProjectionStore.load`) or by its head and the events a batch
+may repeat (:meth:`ProjectionStore.load_heads`: the cost of an ordinary event's read-back does
+not grow with the participant's history).
+
 A batch writes only what changed: the heads of the participants it touched, their new, replaced
 or removed events, the view rows that changed, and the tracking row of each partition it read,
 in **one transaction**. The tracking update is conditional on the offset the projector sought

@@ -10,7 +10,11 @@ knows nothing of Prometheus. Rates (events/s) are Prometheus' ``rate()`` over th
 - ``leadhub_fenced_total{step}``: batches refused because another instance owns the partition;
 - ``leadhub_batch_seconds{step}`` (summary): time from poll to commit of a batch;
 - ``leadhub_lag_records{step, partition}``: records behind the partition's end (approximate:
-  commit markers count).
+  commit markers count);
+- ``leadhub_state_reads_total{step, source}`` (projector): participants' states its batches
+  read from the cache, from SQL by their head (an ordinary event), or whole (a consent change, a
+  deadline, a tick): many ``whole`` reads beside few ``cache`` ones say
+  ``LEADHUB_PROJECTOR_CACHE`` is small for the site.
 """
 
 from __future__ import annotations
@@ -62,6 +66,14 @@ class StepCollector(Collector):
         for partition, behind in sorted(dict(getattr(c, "lag", {})).items()):
             lag.add_metric([step, str(partition)], behind)
         yield lag
+        reads = getattr(c, "state_reads", None)
+        if reads is not None:
+            family = CounterMetricFamily(
+                "leadhub_state_reads", "Participants' states read: cache, SQL head, SQL whole.",
+                labels=["step", "source"])
+            for source, count in sorted(reads.items()):
+                family.add_metric([step, source], count)
+            yield family
 
 
 def _counter(name: str, text: str, step: str, value: float) -> CounterMetricFamily:

@@ -249,8 +249,10 @@ def test_states_read_back_by_their_heads_project_as_whole_ones(
     reused = replace(ordinary, occurred_at=ordinary.occurred_at - timedelta(minutes=1))
     log = _log([*events, *events[::7], reused])
     producer = FakeProducer()
-    _drain(_projector(view, log, producer, batch_size=15, cache_weight=60), log)
+    projector = _projector(view, log, producer, batch_size=15, cache_weight=60)
+    _drain(projector, log)
     assert reads["load_heads"] > 20 and reads["load"] > 10
+    assert projector.counters.state_reads["head"] > projector.counters.state_reads["whole"] > 0
     assert producer.reasons() == ["EVENT_ID_REUSED"]
     assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
 

@@ -33,7 +33,8 @@ def _scrape(step: str, counters: Any) -> str:
 def test_projector_metrics_name_records_dead_letters_batches_and_lag() -> None:
     counters = ProjectorCounters(records=120, batches=3, rollbacks=1, fenced=2,
                                  dead_letters_by_reason={"EVENT_ID_REUSED": 1},
-                                 batch_seconds=0.5, lag={0: 7, 1: 0})
+                                 batch_seconds=0.5, lag={0: 7, 1: 0},
+                                 state_reads={"cache": 90, "head": 25, "whole": 5})
     text = _scrape("project", counters)
     assert 'leadhub_records_total{step="project"} 120.0' in text
     assert 'leadhub_batches_total{step="project"} 3.0' in text
@@ -42,6 +43,7 @@ def test_projector_metrics_name_records_dead_letters_batches_and_lag() -> None:
     assert 'leadhub_dead_letters_total{reason="EVENT_ID_REUSED",step="project"} 1.0' in text
     assert 'leadhub_batch_seconds_sum{step="project"} 0.5' in text
     assert 'leadhub_lag_records{partition="0",step="project"} 7.0' in text
+    assert 'leadhub_state_reads_total{source="head",step="project"} 25.0' in text
 
 
 def test_validator_metrics_count_accepted_and_rejected_records() -> None:
