@@ -5,7 +5,8 @@ plus view rows held; this measures what one such unit costs in memory. The simul
 site's first ``--records`` events (``--participants``, ``--days``, seed 1) are projected by
 :class:`consumers.live_projector.LiveProjector` over an in-process consumer into a fresh SQLite
 file (as ``bench/projector_writes.py``); then every participant's state is read back with
-:meth:`consumers.projection_store.ProjectionStore.load`, in chunks of 200 as a batch would, with
+:meth:`consumers.projection_store.ProjectionStore.load` (``--heads``: by their heads, as
+``load_heads`` reads them for an ordinary event), in chunks of 200 as a batch would, with
 ``tracemalloc`` counting the bytes the loaded states hold (what a cache miss or a restart
 brings into the process).
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 from projector_writes import SITE_FILE, TOPICS, MemoryConsumer, NoDeadLetters, build_log
 
+from consumers.batch_states import HEAD_WEIGHT
 from consumers.live_projector import LiveProjector
 from consumers.projection_store import ProjectionStore, StoredParticipant
 from consumers.store import ViewStore
@@ -54,7 +56,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         states = ProjectionStore(store)
         with store.engine.connect() as connection:
             for start in range(0, len(participants), 200):
-                loaded.update(states.load(connection, participants[start:start + 200]))
+                chunk = participants[start:start + 200]
+                loaded.update(states.load_heads(connection, {pid: [f"new-{pid}"] for pid in chunk})
+                              if args.heads else states.load(connection, chunk))
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     events = sum(len(stored.state.events) for stored in loaded.values())
     rows = sum(len(shapes) for stored in loaded.values()
                for shapes in stored.state.rows.values())
-    units = len(loaded) + events + rows  # what the cache counts (batch_states.state_weight)
+    units = HEAD_WEIGHT * len(loaded) + events + rows  # what the cache counts (state_weight)
     return {"participants": len(loaded), "events": events, "rows": rows,
             "units": units, "loaded_mib": held / 2**20, "bytes_per_unit": held / units,
             "kib_per_participant": held / len(loaded) / 1024}
@@ -77,6 +81,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365, help="simulated days (%(default)s)")
     parser.add_argument("--records", type=int, default=60000,
                         help="events projected, from the start of the site (%(default)s)")
+    parser.add_argument("--heads", action="store_true",
+                        help="read the states back by their heads (as an ordinary event's cache "
+                             "miss does: ProjectionStore.load_heads), not whole")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     figures = run(args)

@@ -30,11 +30,19 @@ READ_BACK_CHUNK = 100
 STATE_READ_SOURCES = ("cache", "head", "whole")
 
 
+#: What a state's head (its consents, deadlines, the objects around them) counts against the
+#: cache's capacity, in events or rows: a head read back alone held 3.2 KiB on average, an
+#: event or a row about 145 bytes (``bench/state_memory.py --heads``, 1,000 participant-years).
+#: Counted as one, a cache of head-only states held far more participants than its capacity
+#: meant (a full-size run's projector passed 460 MiB early in the year, decision 0007).
+HEAD_WEIGHT = 24
+
+
 def state_weight(stored: StoredParticipant) -> int:
-    """What a state counts against the cache's capacity: 1 + its events + its rows (what its
-    memory grows with)."""
+    """What a state counts against the cache's capacity: its head, its events and its rows
+    (what its memory grows with)."""
     state = stored.state
-    return 1 + len(state.events) + sum(len(rows) for rows in state.rows.values())
+    return HEAD_WEIGHT + len(state.events) + sum(len(rows) for rows in state.rows.values())
 
 
 class StateCache:

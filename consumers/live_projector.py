@@ -63,11 +63,12 @@ STEP = "project"
 #: Failures of one batch before the projector isolates records, and of one record before it
 #: is dead-lettered as PROCESSING_FAILED.
 ATTEMPTS = 3
-#: The state cache's default capacity in events plus rows held (about 100-150 bytes each:
-#: ``bench/state_memory.py``): a bound on the projector's memory that does not depend on how
-#: many participants or how long a history (``LEADHUB_PROJECTOR_CACHE``, whose default in
-#: ``leadhub.settings`` is this). A participant that does not fit is read back from SQL when its
-#: next event comes (3.3 ms for a year's history at 100,000 participants). Meant for the 512
+#: The state cache's default capacity in events plus rows held, a head counting as
+#: ``batch_states.HEAD_WEIGHT`` (about 100-150 bytes each: ``bench/state_memory.py``): a bound on
+#: the projector's memory that does not depend on how many participants or how long a history
+#: (``LEADHUB_PROJECTOR_CACHE``, whose default in ``leadhub.settings`` is this). A participant
+#: that does not fit is read back from SQL when its next event comes, by its head unless the
+#: event needs its history (decision 0007). Meant for the 512
 #: MiB of a site of 100,000 participants-years with the SQLite page cache and the consumer's
 #: buffers; measured: 428 MiB at most through half that year, 394 MiB from there to 63 % of its
 #: log (BENCHMARKS.md "Projector at scale").

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from consumers.audit.digest import digest_rows
 from consumers.audit.replay import Replayer, ViewWriter, open_fresh_store, ordered_rows
-from consumers.batch_states import READ_BACK_CHUNK, BatchStates, StateCache
+from consumers.batch_states import HEAD_WEIGHT, READ_BACK_CHUNK, BatchStates, StateCache
 from consumers.live_projector import CACHE_WEIGHT, FIRST_BATCH, LiveProjector
 from consumers.projection_store import ProjectionStore, TrackingConflict, participant_events
 from consumers.store import ViewStore
@@ -445,39 +445,43 @@ def test_batches_start_small_after_an_assignment_and_then_double(view: ViewStore
     assert projector.run_once() <= FIRST_BATCH
 
 
-def _stored(events: int, rows: int) -> Any:
+def _stored(events: int = 9, rows: int = 10) -> Any:
     state = SimpleNamespace(events=dict.fromkeys(range(events)),
-                            rows={"police": dict.fromkeys(range(rows))})
+                            rows={"police": dict.fromkeys(range(rows))}, complete=True)
     return SimpleNamespace(state=state)
 
 
+#: What ``_stored()`` weighs: its head, 9 events and 10 rows.
+UNIT = HEAD_WEIGHT + 9 + 10
+
+
 def test_the_cache_makes_room_for_what_a_batch_reads_back() -> None:
-    cache = StateCache(capacity=100)
+    cache = StateCache(capacity=5 * UNIT - 1)
     for n in range(4):
-        cache.put(f"p{n}", 0, _stored(events=9, rows=10))  # 20 each
-    assert cache.weight == 80 and len(cache) == 4
+        cache.put(f"p{n}", 0, _stored())
+    assert cache.weight == 4 * UNIT and len(cache) == 4
     cache.get("p0")  # p1 is now the least recently used
-    cache.make_room(45)
-    assert cache.weight + 45 <= 100
+    cache.make_room(2 * UNIT)
+    assert cache.weight + 2 * UNIT <= cache.capacity
     assert cache.get("p1") is None and cache.get("p2") is None
     assert cache.get("p0") is not None and cache.get("p3") is not None
 
 
 def test_a_batch_reads_states_back_in_chunks_and_makes_room_for_each() -> None:
     """What a batch reads back never sits beside a full cache: at most one chunk of it does."""
-    capacity = 10_000
+    capacity = 500 * UNIT
     cache = StateCache(capacity)
     for n in range(500):
-        cache.put(f"cached{n}", 0, _stored(events=9, rows=10))  # 20 each: the cache is full
+        cache.put(f"cached{n}", 0, _stored())  # the cache is full
     assert cache.weight == capacity
     held_when_read: list[int] = []
 
     class CountingStore:
         def load(self, _connection: Any, ids: list[str]) -> dict[str, Any]:
-            read_back_so_far = 20 * sum(pid.startswith("new") for pid in states.before)
+            read_back_so_far = UNIT * sum(pid.startswith("new") for pid in states.before)
             held_when_read.append(cache.weight + read_back_so_far)
             assert len(ids) <= READ_BACK_CHUNK
-            return {pid: _stored(events=9, rows=10) for pid in ids}
+            return {pid: _stored() for pid in ids}
 
     states = BatchStates(CountingStore(), None, cache)  # type: ignore[arg-type]
     wanted = [f"new{n}" for n in range(2 * READ_BACK_CHUNK + 7)]
@@ -485,5 +489,5 @@ def test_a_batch_reads_states_back_in_chunks_and_makes_room_for_each() -> None:
     states.prefetch(wanted[-30:])  # later in the batch: the participants a CLOCK found due
     assert len(held_when_read) == 3  # chunks of 100 and 77, then 30
     assert max(held_when_read) <= capacity
-    assert cache.weight + 20 * len(wanted) <= capacity
+    assert cache.weight + UNIT * len(wanted) <= capacity
     assert all(states.state(pid) is not None for pid in wanted)
