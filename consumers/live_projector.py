@@ -75,9 +75,10 @@ ATTEMPTS = 3
 CACHE_WEIGHT = 1_000_000
 #: Records of the first batch after partitions are assigned (a start, a restart, a rebalance);
 #: each committed batch may then be twice as large, up to the batch size. The first batch reads
-#: back the state of every participant it touches, a few milliseconds per year of history each:
-#: a small one commits soon however long those histories are (BENCHMARKS.md "Projector at
-#: scale"), and a full batch follows within a few more.
+#: back the state of every participant it touches (by its head, under a millisecond; whole, a
+#: few milliseconds per year of history, when its event needs the history): a small one commits
+#: soon however long those histories are (BENCHMARKS.md "Projector at scale"), and a full batch
+#: follows within a few more.
 FIRST_BATCH = 50
 #: The cyclic collector's thresholds in a projector process (Python's default is 700, 10, 10).
 #: Its heap is mostly the state cache, long-lived and free of cycles; at the default a full
