@@ -77,17 +77,25 @@ def step_both_ways(projector: Projector, state: ParticipantState | None, event: 
     return whole, changes, True
 
 
+def run_both_ways(site: SitePolicy,
+                  steps: list[tuple[Event | None, datetime]]) -> tuple[Projector, ParticipantState]:
+    """Every step (an event, or None for a tick, and its instant) both ways."""
+    projector = Projector(site, CATALOG)
+    state: ParticipantState | None = None
+    for event, now in steps:
+        if event is not None or state is not None:
+            state, _, _ = step_both_ways(projector, state, event, now)
+    assert state is not None
+    return projector, state
+
+
 @PROPERTY_SETTINGS
 @given(site=sites(), steps=histories())
 def test_a_head_only_state_projects_as_the_whole_state(
     site: SitePolicy, steps: list[Step]
 ) -> None:
-    projector = Projector(site, CATALOG)
-    state: ParticipantState | None = None
-    for step in steps:
-        if step.event is None and state is None:
-            continue
-        state, _, _ = step_both_ways(projector, state, step.event, step.now)
+    if any(step.event is not None for step in steps):
+        run_both_ways(site, [(step.event, step.now) for step in steps])
 
 
 @ORDER_SETTINGS
@@ -97,14 +105,7 @@ def test_a_head_only_state_projects_as_the_whole_state_in_any_arrival_order(
 ) -> None:
     events = data.draw(participant_events(site.intake_deadline_days), label="events")
     steps, end = data.draw(arrivals(events), label="arrivals")
-    projector = Projector(site, CATALOG)
-    state: ParticipantState | None = None
-    for step in steps:
-        if step.event is None and state is None:
-            continue
-        state, _, _ = step_both_ways(projector, state, step.event, step.now)
-    assert state is not None
-    step_both_ways(projector, state, None, end)
+    run_both_ways(site, [(step.event, step.now) for step in steps] + [(None, end)])
 
 
 def test_ordinary_events_and_redeliveries_need_no_history() -> None:
