@@ -68,10 +68,9 @@ ATTEMPTS = 3
 #: the projector's memory that does not depend on how many participants or how long a history
 #: (``LEADHUB_PROJECTOR_CACHE``, whose default in ``leadhub.settings`` is this). A participant
 #: that does not fit is read back from SQL when its next event comes, by its head unless the
-#: event needs its history (decision 0007). Meant for the 512
-#: MiB of a site of 100,000 participants-years with the SQLite page cache and the consumer's
-#: buffers; measured: 428 MiB at most through half that year, 394 MiB from there to 63 % of its
-#: log (BENCHMARKS.md "Projector at scale").
+#: event needs its history (decision 0007). Meant for the 512 MiB of a site of 100,000
+#: participants-years with the SQLite page cache and the consumer's buffers; measured: 412 MiB
+#: at most through that year (BENCHMARKS.md "Projector at scale").
 CACHE_WEIGHT = 1_000_000
 #: Records of the first batch after partitions are assigned (a start, a restart, a rebalance);
 #: each committed batch may then be twice as large, up to the batch size. The first batch reads
