@@ -115,3 +115,22 @@ def due_deadlines(
         (d for d in deadlines if now > d.due_at),
         key=lambda d: (d.due_at, d.referral_event_id),
     )
+
+
+def derive_deadlines(
+    participant_id: str, events: list[Event], intake_deadline_days: int, now: datetime
+) -> tuple[dict[str, PendingDeadline], list[Event]]:
+    """Return (pending deadlines, derived misses) as the set of ``events`` determines them."""
+    intakes = [event for event in events if event.type == INTAKE_TYPE]
+    pending: dict[str, PendingDeadline] = {}
+    missed: list[PendingDeadline] = []
+    for event in events:
+        deadline = deadline_for(event, intake_deadline_days)
+        if deadline is None or already_met(deadline, intakes):
+            continue
+        if now > deadline.due_at:
+            missed.append(deadline)
+        else:
+            pending[deadline.referral_event_id] = deadline
+    missed.sort(key=lambda d: (d.due_at, d.referral_event_id))
+    return pending, [missed_event(participant_id, deadline) for deadline in missed]

@@ -51,6 +51,7 @@ from processors.deadlines import (
     INTAKE_TYPE,
     already_met,
     deadline_for,
+    derive_deadlines,
     due_deadlines,
     intake_meets,
     missed_event,
@@ -68,7 +69,6 @@ from processors.policy import (
 from processors.site import HUB, Partner, SitePolicy
 from processors.state import (
     ParticipantState,
-    PendingDeadline,
     Rows,
     as_rows,
     build_row,
@@ -277,7 +277,7 @@ class Projector:
         participant_id = state.participant_id
         outside = [event for event in events.values() if event.source_partner != HUB]
         consents, orphans = _derive_consents(outside, now)
-        deadlines, derived = _derive_deadlines(
+        deadlines, derived = derive_deadlines(
             participant_id, outside, self._site.intake_deadline_days, now
         )
         merged = {event.event_id: event for event in outside}
@@ -571,25 +571,6 @@ def _ended_by_held(consent: Consent, events: Iterable[Event]) -> Consent:
         if event.type in EXPIRY_EVENT_TYPES:
             consent = consent.ended_by(event.type, event.occurred_at)
     return consent
-
-
-def _derive_deadlines(
-    participant_id: str, events: list[Event], intake_deadline_days: int, now: datetime
-) -> tuple[dict[str, PendingDeadline], list[Event]]:
-    """Return (pending deadlines, derived misses) as the set of ``events`` determines them."""
-    intakes = [event for event in events if event.type == INTAKE_TYPE]
-    pending: dict[str, PendingDeadline] = {}
-    missed: list[PendingDeadline] = []
-    for event in events:
-        deadline = deadline_for(event, intake_deadline_days)
-        if deadline is None or already_met(deadline, intakes):
-            continue
-        if now > deadline.due_at:
-            missed.append(deadline)
-        else:
-            pending[deadline.referral_event_id] = deadline
-    missed.sort(key=lambda d: (d.due_at, d.referral_event_id))
-    return pending, [missed_event(participant_id, deadline) for deadline in missed]
 
 
 def _revoke(
