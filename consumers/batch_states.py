@@ -28,8 +28,6 @@ from processors.state import ParticipantState, with_history
 READ_BACK_CHUNK = 100
 #: Where a batch found a participant's state (``leadhub_state_reads_total{source}``).
 STATE_READ_SOURCES = ("cache", "head", "whole")
-
-
 #: What a state's head (its consents, deadlines, the objects around them) counts against the
 #: cache's capacity, in events or rows: a head read back alone held 3.2 KiB on average, an
 #: event or a row about 145 bytes (``bench/state_memory.py --heads``, 1,000 participant-years).
@@ -48,9 +46,9 @@ def state_weight(stored: StoredParticipant) -> int:
 class StateCache:
     """Committed participant states by id, least recently used dropped past ``capacity``.
 
-    The capacity counts a state's events plus its rows (what its memory grows with), so the
-    cache's memory is bounded whatever the participants' histories: a few long-time
-    participants take the room of many new ones.
+    The capacity counts a state's head, events and rows (:func:`state_weight`: what its memory
+    grows with), so the cache's memory is bounded whatever the participants' histories: a few
+    long-time participants take the room of many new ones.
     """
 
     def __init__(self, capacity: int) -> None:
