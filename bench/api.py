@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.engine import make_url
 
 from consumers.api.access_log import AccessRecord, KafkaAccessLog, disclosures_of
@@ -56,7 +56,14 @@ from consumers.api.auth import CredentialStore
 from consumers.api.caseload import CASELOAD_TYPES
 from consumers.api.cursors import encode_cursor
 from consumers.api.queries import ViewQueries
-from consumers.store import PROJECTION_VERSION, ViewStore, view_meta
+from consumers.store import (
+    LIST_PARTICIPANTS,
+    PROJECTION_VERSION,
+    ViewStore,
+    metadata,
+    recipient_participants,
+    view_meta,
+)
 from leadhub.cli_api import tune_gc
 from leadhub.settings import load_settings
 from processors.site import load_site
@@ -157,6 +164,7 @@ def prepare_database(server_url: str, rows: int, reuse: bool, database: str = DA
         with cursor.copy(copy_sql) as copy:
             for values in generate(rows, seed=6):
                 copy.write_row(values)
+        cursor.execute(LIST_PARTICIPANTS)
         raw.commit()
     finally:
         raw.close()
@@ -169,13 +177,17 @@ def prepare_database(server_url: str, rows: int, reuse: bool, database: str = DA
 
 
 def mark_current_projection(url: str) -> None:
-    """Label the reused synthetic view with this code's projection version.
+    """Label the reused synthetic view with this code's projection version, listing each
+    recipient's participants again (``recipient_participants``).
 
     Its rows are generated here, not projected, so no projection version made them; without
     this, a version bump elsewhere would make the API refuse the bench database.
     """
     engine = create_engine(url)
+    metadata.create_all(engine)
     with engine.begin() as connection:
+        connection.execute(delete(recipient_participants))
+        connection.execute(text(LIST_PARTICIPANTS))
         connection.execute(update(view_meta).where(view_meta.c.key == "projection_version")
                            .values(value=PROJECTION_VERSION))
     engine.dispose()

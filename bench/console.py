@@ -371,7 +371,7 @@ def participants_of(url: str) -> tuple[list[str], int]:
     try:
         with engine.connect() as connection:
             people = [r[0] for r in connection.execute(text(
-                "SELECT DISTINCT participant_id FROM view_rows WHERE recipient = :r "
+                "SELECT participant_id FROM recipient_participants WHERE recipient = :r "
                 "ORDER BY participant_id"), {"r": PARTNER})]
             rows = connection.execute(text(
                 "SELECT count(*) FROM view_rows WHERE recipient = :r"),

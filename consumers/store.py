@@ -10,6 +10,7 @@ lost, nothing applied twice (see :mod:`consumers.projection_store`).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,10 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     insert,
     select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -52,6 +55,8 @@ from consumers.sqlite_wal import (
 )
 from processors.view import ViewChange, ViewRow
 
+log = logging.getLogger("leadhub.view")
+
 #: Bump when the projection's output changes: an older view must be rebuilt by replay.
 #: 3: the projector writes SQL directly (participant heads, events, tracking rows in the view
 #: database); a view of version 2 came through lead.view.changes and has no projector state.
@@ -60,7 +65,10 @@ from processors.view import ViewChange, ViewRow
 #: v1 consent are gone); consents may end at a program exit (the projector's stored state).
 #: 5: ``view_rows`` keyed (participant_id, event_id, recipient), clustered on SQLite (decision
 #: 0005); the same rows.
-PROJECTION_VERSION = "5"
+#: 6: the caseload lists a recipient's participants from ``recipient_participants`` instead of an
+#: index of every row by recipient (decision 0008); the same rows. A view of version 5 is
+#: upgraded in place at start (:data:`UPGRADES_IN_PLACE`).
+PROJECTION_VERSION = "6"
 
 metadata = MetaData()
 
@@ -84,12 +92,37 @@ view_rows = Table(
 VIEW_ROW_COLUMNS = tuple(column.name for column in view_rows.columns)
 VIEW_ROW_KEY = ("participant_id", "event_id", "recipient")
 
-#: Read paths of the staff API (consumers.api.queries): a participant's rows in view order,
-#: the caseload's participant listing, and rows of one type in time order (intake deadlines).
-Index("ix_view_rows_recipient_participant_time", view_rows.c.recipient,
-      view_rows.c.participant_id, view_rows.c.occurred_at, view_rows.c.event_id)
+#: Read path of the staff API and the console (consumers.api.queries, consumers.console.listing):
+#: a recipient's rows of one type in time order (referrals, identifier links, names). A
+#: participant's rows are read through the key's prefix.
 Index("ix_view_rows_recipient_type_time", view_rows.c.recipient, view_rows.c.type,
       view_rows.c.occurred_at, view_rows.c.event_id)
+
+#: The participants a recipient has at least one row of: the caseload's listing. One row per
+#: (recipient, participant), added with the first row and removed with the last, by every view
+#: writer in the transaction that writes the rows (:meth:`ViewStore.write_view_changes`). It
+#: replaces an index of every row by (recipient, participant_id, ...): the rows of one event, one
+#: per recipient, landed in as many places of that index, and a batch wrote about 28 % more log
+#: for it (decision 0008).
+recipient_participants = Table(
+    "recipient_participants",
+    metadata,
+    Column("recipient", String(64), nullable=False),
+    Column("participant_id", String(64), nullable=False),
+    PrimaryKeyConstraint("recipient", "participant_id"),
+    sqlite_with_rowid=False,
+)
+#: Lists every recipient's participants from the rows (a view built in bulk, an upgrade).
+LIST_PARTICIPANTS = ("INSERT INTO recipient_participants (recipient, participant_id) "
+                     "SELECT DISTINCT recipient, participant_id FROM view_rows")
+#: Projection versions this code upgrades where they are: the version each becomes, and the
+#: statements that make it so (run in one transaction at start, by :meth:`ViewStore.create_schema`).
+UPGRADES_IN_PLACE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "5": ("6", (
+        LIST_PARTICIPANTS,
+        "DROP INDEX IF EXISTS ix_view_rows_recipient_participant_time",
+    )),
+}
 
 #: Next offset to read per (topic, partition), written with the rows it accounts for.
 tracking = Table(
@@ -142,6 +175,10 @@ class ViewStore:
         self._upsert_rows = DriverStatement(
             self.engine, upsert_statement(self.engine, view_rows, VIEW_ROW_KEY), VIEW_ROW_COLUMNS)
         self._retract_rows = DriverStatement(self.engine, RETRACT, ("p", "e", "r"))
+        self._add_pairs = DriverStatement(
+            self.engine, insert_new_statement(self.engine, recipient_participants),
+            ("recipient", "participant_id"))
+        self._drop_pairs = DriverStatement(self.engine, DROP_EMPTY_PAIR, ("r", "p"))
         self._upsert_offsets = upsert_statement(self.engine, tracking, ("topic", "partition"))
 
     def create_schema(self) -> None:
@@ -173,13 +210,22 @@ class ViewStore:
     def _create_schema_once(self) -> str | None:
         metadata.create_all(self.engine)
         with self.engine.begin() as connection:
+            version = view_meta.c.key == "projection_version"
             stored: str | None = connection.execute(
-                select(view_meta.c.value).where(view_meta.c.key == "projection_version")
+                select(view_meta.c.value).where(version).with_for_update()
             ).scalar_one_or_none()
             if stored is None:
                 connection.execute(
                     insert(view_meta).values(key="projection_version", value=PROJECTION_VERSION)
                 )
+            while stored in UPGRADES_IN_PLACE:
+                upgraded, statements = UPGRADES_IN_PLACE[stored]
+                for statement in statements:
+                    connection.exec_driver_sql(statement)
+                connection.execute(update(view_meta).where(version).values(value=upgraded))
+                log.warning("view upgraded in place from projection version %s to %s",
+                            stored, upgraded)
+                stored = upgraded
         return stored
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
@@ -228,20 +274,27 @@ class ViewStore:
         retracts = [{"r": r, "e": e} for (r, e), row in final.items() if row is None]
         if retracts:
             connection.execute(_RETRACT_BY_RECIPIENT, retracts)
-        self._upsert_rows.execute(connection, [_row_values(r, e, row)
-                                               for (r, e), row in final.items() if row is not None])
+        values = [_row_values(r, e, row) for (r, e), row in final.items() if row is not None]
+        self._upsert_rows.execute(connection, values)
+        self._add_pairs.execute(connection, sorted({(v[0], v[2]) for v in values}))
+        if retracts:
+            connection.execute(_DROP_EMPTY_PAIRS_OF, [{"r": r} for r in {x["r"] for x in retracts}])
 
     def write_view_changes(self, connection: Connection, changes: Sequence[ViewChange]) -> None:
         """Apply the projector's ``changes`` (the last change of a (recipient, event) wins) on
-        ``connection``, inside the caller's transaction. The row writer of the live projector and
-        of the audit replays."""
+        ``connection``, inside the caller's transaction, and keep ``recipient_participants`` in
+        step. The row writer of the live projector and of the audit replays."""
         final: dict[tuple[str, str, str], ViewRow | None] = {}
         for change in changes:
             final[(change.participant_id, change.event_id, change.recipient)] = change.row
         memo: dict[tuple[Any, ...], tuple[Mapping[str, Any], str]] = {}
-        self._retract_rows.execute(connection, [key for key, row in final.items() if row is None])
+        retracted = [key for key, row in final.items() if row is None]
+        self._retract_rows.execute(connection, retracted)
         self._upsert_rows.execute(connection, [view_row_values(key[2], row, memo)
                                                for key, row in final.items() if row is not None])
+        self._add_pairs.execute(connection, sorted({(r, p) for (p, _, r), row in final.items()
+                                                    if row is not None}))
+        self._drop_pairs.execute(connection, sorted({(r, p) for p, _, r in retracted}))
 
     def rows_for(self, recipient: str, participant_id: str | None = None) -> list[dict[str, Any]]:
         """The recipient's rows (JSON objects), ordered by occurred_at then event_id."""
@@ -304,17 +357,35 @@ RETRACT = delete(view_rows).where(and_(view_rows.c.participant_id == bindparam("
                                        view_rows.c.recipient == bindparam("r")))
 _RETRACT_BY_RECIPIENT = delete(view_rows).where(
     and_(view_rows.c.recipient == bindparam("r"), view_rows.c.event_id == bindparam("e")))
+_pairs = recipient_participants.c
+#: A (recipient ``r``, participant ``p``) pair, if no row of theirs is left.
+DROP_EMPTY_PAIR = delete(recipient_participants).where(
+    _pairs.recipient == bindparam("r"), _pairs.participant_id == bindparam("p"),
+    ~exists().where(view_rows.c.participant_id == bindparam("p"),
+                    view_rows.c.recipient == bindparam("r")))
+_DROP_EMPTY_PAIRS_OF = delete(recipient_participants).where(
+    _pairs.recipient == bindparam("r"),
+    ~exists().where(view_rows.c.participant_id == _pairs.participant_id,
+                    view_rows.c.recipient == _pairs.recipient))
+
+
+def _dialect_insert(engine: Engine, table: Table) -> Any:
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        return sqlite_insert(table)
+    if dialect == "postgresql":
+        return postgresql_insert(table)
+    raise ViewStoreError(f"unsupported view database {dialect!r}: use SQLite or PostgreSQL")
+
+
+def insert_new_statement(engine: Engine, table: Table) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` (SQLite, PostgreSQL): a row already there stays."""
+    return _dialect_insert(engine, table).on_conflict_do_nothing()
 
 
 def upsert_statement(engine: Engine, table: Table, key: tuple[str, ...]) -> Any:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` of every other column (SQLite, PostgreSQL)."""
-    dialect = engine.dialect.name
-    if dialect == "sqlite":
-        statement: Any = sqlite_insert(table)
-    elif dialect == "postgresql":
-        statement = postgresql_insert(table)
-    else:
-        raise ViewStoreError(f"unsupported view database {dialect!r}: use SQLite or PostgreSQL")
+    statement = _dialect_insert(engine, table)
     updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in key}
     return statement.on_conflict_do_update(index_elements=list(key), set_=updates)
 

@@ -46,6 +46,16 @@ SLOW_JOIN_S = 20.0
 WAIT_S = 60.0
 #: How long :meth:`GroupConsumer.close` serves its revocation before closing regardless.
 REVOKE_BEFORE_CLOSE_S = 10.0
+#: A fetch is answered once this much is there to read, or after :data:`FETCH_WAIT_MAX_MS`
+#: (librdkafka's defaults, 1 byte and 500 ms, answer as soon as one record is there). Under
+#: load the broker then serves a few large fetches instead of one per handful of records, and
+#: the validator's transactions and the projector's batches grow with them; a quiet site waits
+#: at most :data:`FETCH_WAIT_MAX_MS` more per step. Measured by ``bench/pipeline.py``: the
+#: broker's CPU per event fell by about a third and the p99 at 500 events/s did not rise
+#: (BENCHMARKS.md "Pipeline", decision 0008).
+FETCH_MIN_BYTES = 64 * 1024
+#: The longest a fetch waits for :data:`FETCH_MIN_BYTES` (ms).
+FETCH_WAIT_MAX_MS = 20
 
 
 class RebalanceListener(Protocol):
@@ -91,6 +101,8 @@ class GroupConsumer:
             "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(1000, session_timeout_ms // 4),
             "max.poll.interval.ms": max_poll_interval_ms,
+            "fetch.min.bytes": FETCH_MIN_BYTES,
+            "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
         }
         if instance_id:
             settings["group.instance.id"] = instance_id

@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, text
+
 from processors.site import SitePolicy, load_site
 from producers.sdk import PartnerPublisher
 from schemas.catalog import Catalog, load_catalog
@@ -61,3 +63,15 @@ def publish_as(kafka: KafkaConnection, topics: TopicNames, partner: str, *events
     the broker acknowledged them all."""
     with PartnerPublisher(partner, kafka, catalog=catalog(), topics=topics) as publisher:
         publisher.publish_many(events)
+
+
+def listed_pairs(engine: Engine) -> set[tuple[str, str]]:
+    """The view's ``recipient_participants``, asserted to be exactly the (recipient, participant)
+    pairs its rows have."""
+    with engine.connect() as connection:
+        listed = {(str(r), str(p)) for r, p in connection.execute(text(
+            "SELECT recipient, participant_id FROM recipient_participants"))}
+        from_rows = {(str(r), str(p)) for r, p in connection.execute(text(
+            "SELECT DISTINCT recipient, participant_id FROM view_rows"))}
+    assert listed == from_rows, (sorted(listed - from_rows)[:5], sorted(from_rows - listed)[:5])
+    return listed

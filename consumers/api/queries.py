@@ -22,7 +22,7 @@ from sqlalchemy import Engine, Select, and_, bindparam, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.api.errors import ServiceUnavailable
-from consumers.store import view_rows
+from consumers.store import recipient_participants, view_rows
 
 Row = dict[str, Any]
 TimeKey = tuple[datetime, str]
@@ -58,12 +58,13 @@ def _after_key() -> Any:
 
 @lru_cache(maxsize=2)
 def _caseload_statement(paged: bool) -> Select[Any]:
-    """The caseload page: participant ids after ``:after``, each joined to its typed rows."""
-    page = select(_c.participant_id).where(_c.recipient == bindparam("recipient"))
+    """The caseload page: participant ids after ``:after`` (``recipient_participants``), each
+    joined to its typed rows."""
+    pairs = recipient_participants.c
+    page = select(pairs.participant_id).where(pairs.recipient == bindparam("recipient"))
     if paged:
-        page = page.where(_c.participant_id > bindparam("after"))
-    ids = page.group_by(_c.participant_id).order_by(_c.participant_id).limit(
-        bindparam("limit")).subquery()
+        page = page.where(pairs.participant_id > bindparam("after"))
+    ids = page.order_by(pairs.participant_id).limit(bindparam("limit")).subquery()
     rows = view_rows.alias("typed")
     joined = ids.outerjoin(rows, and_(rows.c.recipient == bindparam("recipient"),
                                       rows.c.participant_id == ids.c.participant_id,
@@ -74,8 +75,10 @@ def _caseload_statement(paged: bool) -> Select[Any]:
 
 @lru_cache(maxsize=1)
 def _has_rows_statement() -> Select[Any]:
-    return select(_c.event_id).where(_c.recipient == bindparam("recipient"),
-                                     _c.participant_id == bindparam("participant_id")).limit(1)
+    pairs = recipient_participants.c
+    return select(pairs.participant_id).where(
+        pairs.recipient == bindparam("recipient"),
+        pairs.participant_id == bindparam("participant_id"))
 
 
 @lru_cache(maxsize=2)

@@ -32,7 +32,13 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from consumers.audit.digest import ViewDigest, digest_row_texts
 from consumers.audit.errors import ReplayError, SetupError
-from consumers.store import PROJECTION_VERSION, encode_row_json, metadata, view_meta
+from consumers.store import (
+    LIST_PARTICIPANTS,
+    PROJECTION_VERSION,
+    encode_row_json,
+    metadata,
+    view_meta,
+)
 from processors.state import ParticipantState, build_row
 from processors.view import RowShape
 from schemas.event import Event
@@ -175,13 +181,15 @@ class ViewFileWriter:
                 connection.close()
 
     def complete(self, target: Path) -> None:
-        """Build the indexes, record the projection version, commit and rename to ``target``.
+        """List each recipient's participants (``recipient_participants``), build the indexes,
+        record the projection version, commit and rename to ``target``.
 
         Raises :class:`SetupError` if ``target`` exists (also if it appeared meanwhile): the
         replay never overwrites a file. On any failure the temporary file is removed.
         """
         try:
             connection = self._connection
+            connection.execute(LIST_PARTICIPANTS)
             _, indexes = _ddl()
             for statement in indexes:
                 connection.execute(statement)

@@ -36,7 +36,7 @@ from schemas.codec import encode
 from schemas.event import Event
 from schemas.kafka_connection import KafkaConnection
 from schemas.topics import TopicNames
-from tests.factories import SITE, participant_id
+from tests.factories import SITE, listed_pairs, participant_id
 
 CATALOG = load_catalog()
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -167,6 +167,7 @@ def _replayed_digest(log: FakeLog, tmp_path: Path) -> Any:
             writer(p, START, replayer.apply(p, record.offset, record.key,
                                             decode_canonical(record.value)))
     writer.flush()
+    assert listed_pairs(store.engine)
     digest = digest_rows(ordered_rows(store))
     store.close()
     return digest
@@ -199,6 +200,7 @@ def test_the_live_view_equals_the_replay(view: ViewStore, tmp_path: Path) -> Non
     log = _log(_history())
     _drain(_projector(view, log), log)
     assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
+    assert listed_pairs(view.engine)
     assert view.committed_offsets(TOPICS.events) == {
         p: len(r) for p, r in log.partitions.items()}
 
@@ -305,6 +307,7 @@ def test_a_crash_at_any_step_of_a_batch_loses_and_doubles_nothing(
     monkeypatch.undo()
     assert crashes >= 2, "the crash point was never reached"
     assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
+    assert listed_pairs(view.engine)
     with view.engine.connect() as connection:
         held = connection.execute(select(func.count()).select_from(participant_events)).scalar()
     assert held == len({(e.participant_id, e.event_id) for e in _history(15, 150)}) + _derived(
@@ -331,6 +334,7 @@ def test_random_crashes_and_two_instances_sharing_partitions(view: ViewStore,
             projector.run_once()
     _drain(_projector(view, log), log)
     assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
+    assert listed_pairs(view.engine)
 
 
 def test_a_zombie_cannot_commit_over_the_new_owner(view: ViewStore) -> None:

@@ -92,6 +92,8 @@ def test_rows_from_states_equal_the_change_by_change_view(tmp_path: Path) -> Non
     assert _table(target, every_row) == _table(tmp_path / "reference.sqlite", every_row)
     schema = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
     assert _table(target, schema) == _table(tmp_path / "reference.sqlite", schema)
+    pairs = "SELECT * FROM recipient_participants ORDER BY recipient, participant_id"
+    assert _table(target, pairs) == _table(tmp_path / "reference.sqlite", pairs) != []
     assert _table(target, "SELECT * FROM view_meta") == [("projection_version", PROJECTION_VERSION)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bulk.sqlite", "reference.sqlite"]
     store = ViewStore(f"sqlite:///{target}")
