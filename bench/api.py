@@ -51,6 +51,7 @@ from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.engine import make_url
 
 from consumers.api.access_log import AccessRecord, KafkaAccessLog, disclosures_of
+from consumers.api.accounts import open_accounts
 from consumers.api.app import open_schema
 from consumers.api.auth import CredentialStore
 from consumers.api.caseload import CASELOAD_TYPES
@@ -174,6 +175,18 @@ def prepare_database(server_url: str, rows: int, reuse: bool, database: str = DA
     store.close()
     print(f"loaded {rows} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
     return url
+
+
+def fresh_accounts(server_url: str, database: str) -> str:
+    """Drop and create the accounts database ``database`` on the server; its URL."""
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+    finally:
+        admin.dispose()
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
 
 
 def mark_current_projection(url: str) -> None:
@@ -462,18 +475,22 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = load_settings()
-    url = prepare_database(settings.database_url or settings.local_database_url, args.rows,
-                           args.reuse)
+    server_url = settings.database_url or settings.local_database_url
+    url = prepare_database(server_url, args.rows, args.reuse)
     site = load_site(settings.site_file)
+    accounts_url = fresh_accounts(server_url, f"{DATABASE}_accounts")
+    accounts = open_accounts(accounts_url)
+    token = CredentialStore(accounts, site).create("harbor-cm", "staff", "bench").secret
+    accounts.dispose()
     engine = create_engine(url)
-    token = CredentialStore(engine, site).create("harbor-cm", "staff", "bench").secret
     with engine.connect() as connection:
         mine = connection.execute(text(
             "SELECT count(*) FROM view_rows WHERE recipient = 'harbor-cm'")).scalar_one()
     engine.dispose()
     people = participants_for(args.rows)
     bootstrap = settings.effective_kafka_bootstrap
-    env = dict(os.environ, LEADHUB_DATABASE_URL=url, LEADHUB_TOPIC_PREFIX=PREFIX,
+    env = dict(os.environ, LEADHUB_DATABASE_URL=url, LEADHUB_ACCOUNTS_DATABASE_URL=accounts_url,
+               LEADHUB_TOPIC_PREFIX=PREFIX,
                LEADHUB_KAFKA_BOOTSTRAP=bootstrap)
     subprocess.run([sys.executable, "-m", "leadhub.cli", "topics", "create"], env=env,
                    check=True, capture_output=True)

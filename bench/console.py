@@ -82,6 +82,7 @@ from api import (
     LoadSampler,
     cpu_seconds,
     free_port,
+    fresh_accounts,
     peak_rss_mib,
     percentile,
     prepare_database,
@@ -351,18 +352,6 @@ def postgres_server_url() -> str:
     finally:
         engine.dispose()
     return server_url
-
-
-def fresh_accounts(server_url: str, database: str) -> str:
-    """Drop and create the accounts database ``database`` on the server; its URL."""
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{database}"'))
-    finally:
-        admin.dispose()
-    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
 
 
 def participants_of(url: str) -> tuple[list[str], int]:
