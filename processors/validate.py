@@ -17,7 +17,7 @@ from processors.consent import check_part2_elements
 from processors.site import SitePolicy
 from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import Catalog
-from schemas.codec import decode, encode
+from schemas.codec import decode, encode, stamp_source_partner
 from schemas.errors import ContractError, DeadLetterReason, InvalidField
 from schemas.event import Event
 from schemas.topics import TopicNames
@@ -157,7 +157,9 @@ def validate_inbound(
         check_content(event, partner.id)
     except ContractError as exc:
         return reject(str(exc.reason.value), f"event {event.event_id}: {exc}")
-    stamped = dataclasses.replace(event, source_partner=partner.id)
+    body = stamp_source_partner(raw, catalog, partner.id)
+    if body is None:  # an older version: re-encoded at the latest
+        body = encode(dataclasses.replace(event, source_partner=partner.id), catalog)
     record = CanonicalRecord(
         kind="EVENT",
         received_at=received_at,
@@ -165,7 +167,7 @@ def validate_inbound(
         ingest_topic=topic,
         ingest_partition=partition,
         ingest_offset=offset,
-        event=encode(stamped, catalog),
+        event=body,
     )
     return Accepted(
         key=event.participant_id.encode(),

@@ -91,7 +91,8 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None,
     byte for byte as it came in, so one event has exactly one accepted encoding (what the hub
     hashes and audits is what the partner meant). Arrays and maps must be written as a single
     block, as the common Avro encoders do. ``strict=False`` skips that check, for bodies the hub
-    itself encoded (``lead.events``: the validator re-encodes every event it accepts), and
+    itself wrote (``lead.events``: the validator stamps the source into a strictly checked body,
+    :func:`stamp_source_partner`, or re-encodes an older version at the latest), and
     checks the envelope only as :func:`schemas.event.check_recorded_envelope` does: the log is
     decoded as it was accepted, so a replay never re-judges an old record by newer rules.
     """
@@ -145,6 +146,56 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None,
         payload=record["payload"],
         source_partner=record["source_partner"],
     )
+
+
+def stamp_source_partner(data: bytes, catalog: Catalog, partner_id: str) -> bytes | None:
+    """What :func:`encode` gives for the event ``data`` encodes with ``source_partner`` set to
+    ``partner_id``, made from ``data`` without encoding the event again; None when ``data`` is
+    not at its type's latest version (:func:`encode` writes the latest) or names another source.
+
+    ``data`` must have passed :func:`decode` (strict), so its body is canonical. Every version's
+    envelope begins, as the catalog requires, with two strings (``event_id``,
+    ``participant_id``: a length, then the bytes), a long (``occurred_at``) and
+    ``source_partner``, a union whose null is the one byte 0 and whose string is the byte 2,
+    then the string. A null is replaced by ``partner_id``; ``partner_id`` already there is kept.
+    """
+    writer, latest = catalog.writer_and_latest(data[2:HEADER_SIZE])
+    if writer is not latest:
+        return None
+    position = HEADER_SIZE
+    for _ in range(2):  # event_id, participant_id
+        length, position = _read_long(data, position)
+        position += length
+    _, position = _read_long(data, position)  # occurred_at
+    name = partner_id.encode()
+    if data[position] == 0:
+        return b"".join((data[:position], b"\x02", _long_bytes(len(name)), name,
+                         data[position + 1:]))
+    length, start = _read_long(data, position + 1)
+    return data if data[start:start + length] == name else None
+
+
+def _read_long(data: bytes, position: int) -> tuple[int, int]:
+    """The Avro long (zig-zag varint) at ``position`` and the position after it."""
+    shift = value = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (value >> 1) ^ -(value & 1), position
+        shift += 7
+
+
+def _long_bytes(value: int) -> bytes:
+    """The Avro encoding of the long ``value`` (zig-zag varint)."""
+    zigzag = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while zigzag >= 0x80:
+        out.append((zigzag & 0x7F) | 0x80)
+        zigzag >>= 7
+    out.append(zigzag)
+    return bytes(out)
 
 
 def _require_canonical(record: Any, writer: TypePlan, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections.abc import Mapping
@@ -9,11 +10,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from fastavro.schema import parse_schema
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from schemas.catalog import Catalog, EventType, load_catalog
-from schemas.codec import decode, encode
+from schemas.codec import decode, encode, stamp_source_partner
 from schemas.errors import ContractError
 from schemas.event import (
     PARTICIPANT_ID_PATTERN,
@@ -124,3 +125,30 @@ def test_arbitrary_bodies_raise_only_contract_errors(event_type: EventType, body
     except ContractError:
         return
     assert decode(encode(event, CATALOG, event_type.version), CATALOG) == event
+
+
+PARTNER_IDS = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=80)
+
+
+@SETTINGS
+@given(LATEST_EVENTS, PARTNER_IDS)
+def test_stamping_the_source_in_the_bytes_is_encoding_the_stamped_event(
+        event: Event, partner: str) -> None:
+    """The validator's stamp (:func:`stamp_source_partner`) is what encoding gave: the
+    timestamps reach 1 AD and 9999 AD (ten-byte longs), the partner ids 80 characters."""
+    stamped = stamp_source_partner(encode(event, CATALOG), CATALOG, partner)
+    if event.source_partner not in (None, partner):
+        assert stamped is None
+    else:
+        assert stamped == encode(dataclasses.replace(event, source_partner=partner), CATALOG)
+
+
+@SETTINGS
+@given(st.sampled_from(["ConsentGranted", "ReferralMade"]).flatmap(
+    lambda name: event_strategy(CATALOG.latest(name))), PARTNER_IDS)
+def test_an_older_version_is_not_stamped_in_its_bytes(event: Event, partner: str) -> None:
+    try:
+        older = encode(event, CATALOG, 1)
+    except ContractError:  # newer fields that the first version cannot hold
+        assume(False)
+    assert stamp_source_partner(older, CATALOG, partner) is None
