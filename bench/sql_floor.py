@@ -1,0 +1,216 @@
+"""Benchmark: the database's own CPU for what the projector must write per event, at its floor.
+
+The live projector writes, for each event, the event's row (``participant_events``), its
+participant's head, one ``view_rows`` row per recipient that sees it and that recipient's
+``recipient_participants`` pair, and per batch the tracking row (docs/architecture.md). This
+bench writes exactly that set into the hub's own schema (``ViewStore.create_schema``), with
+the sizes the projector writes on the simulated site (``bench/projector_writes.py`` measured
+283 bytes of event JSON, 706 of head, 367 per view row, 5.05 view rows per event), but as
+set-based statements: each table's rows of a batch in one ``INSERT ... SELECT`` from a staging
+table, no Python per row and no round trip per row. So what it measures is the least the
+database can spend on the projection's writes; the projector's statements cost at least this.
+
+Per batch of ``--batch`` events (distinct participants among ``--participants``): the batch's
+keys go into a staging table (not counted), then the writes run and commit (counted). Counted:
+on PostgreSQL the backend's CPU (``/proc/<pid>/stat``), on SQLite this process's CPU (SQLite
+runs in it; the statements themselves do no Python work per row). ``--without`` leaves a part
+out (repeatable), to see what it costs: ``view-rows``, ``pairs``, ``type-index`` (the index of
+``view_rows`` by recipient and type), ``events``, ``heads``.
+
+    .venv/bin/python bench/sql_floor.py [--database-url postgresql+psycopg://...]
+                                        [--events 20000] [--batch 50] [--rounds 3]
+                                        [--without view-rows ...] [--json]
+
+Without ``--database-url`` the view is a fresh SQLite file in a scratch directory, configured
+as the projector's (write-ahead log, the writer's page cache); with a PostgreSQL URL a fresh
+database is made on that server and dropped after. Each round writes ``--events`` more events
+into the same database; the figure of every round is printed (the first fills an empty
+database). Exit codes: 0 figures printed, 1 the run failed, 2 the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, DateTime, bindparam, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from consumers.projection_store import ProjectionStore
+from consumers.store import ViewStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info
+from pipeline_harness import BenchError, cpu_seconds_of, view_database
+
+#: Sizes the projector writes on the simulated site (bench/projector_writes.py, 30,000 events).
+EVENT_JSON_BYTES = 283
+HEAD_JSON_BYTES = 706
+ROW_JSON_BYTES = 367
+RECIPIENTS = 5
+PARTS = ("events", "heads", "view-rows", "pairs", "type-index")
+
+_STAGING = "CREATE TEMPORARY TABLE floor_batch (p VARCHAR(64), e VARCHAR(64), s BIGINT)"
+_RECIPIENTS = "CREATE TEMPORARY TABLE floor_recipients (r VARCHAR(64))"
+#: Each part's statement, in the order the projector writes them (``WHERE true``: SQLite's
+#: parser needs it to tell the upsert's ON CONFLICT from a join's ON).
+_WRITES = {
+    "events": "INSERT INTO participant_events (participant_id, event_id, seq, event_json) "
+              "SELECT p, e, s, :event_json FROM floor_batch WHERE true "
+              "ON CONFLICT (participant_id, event_id) DO UPDATE SET seq = excluded.seq, "
+              "event_json = excluded.event_json",
+    "heads": "INSERT INTO participant_heads (participant_id, partition, next_due_us, next_seq, "
+             "head_json) SELECT p, 0, s, s, :head_json FROM floor_batch WHERE true "
+             "ON CONFLICT (participant_id) DO UPDATE SET partition = excluded.partition, "
+             "next_due_us = excluded.next_due_us, next_seq = excluded.next_seq, "
+             "head_json = excluded.head_json",
+    "view-rows": "INSERT INTO view_rows (recipient, event_id, participant_id, type, occurred_at, "
+                 "source_partner, row_json) SELECT r, e, p, 'ContactLogged', :occurred_at, "
+                 "'harbor-cm', :row_json FROM floor_batch, floor_recipients WHERE true "
+                 "ON CONFLICT (participant_id, event_id, recipient) DO UPDATE SET "
+                 "type = excluded.type, occurred_at = excluded.occurred_at, "
+                 "source_partner = excluded.source_partner, row_json = excluded.row_json",
+    "pairs": "INSERT INTO recipient_participants (recipient, participant_id) "
+             "SELECT r, p FROM floor_batch, floor_recipients WHERE true ORDER BY r, p "
+             "ON CONFLICT DO NOTHING",
+}
+_TRACKING = "UPDATE tracking SET next_offset = next_offset + :n WHERE topic = 'floor'"
+
+
+def _cpu_meter(connection: Connection) -> Callable[[], float]:
+    """CPU seconds so far of whatever runs ``connection``'s statements."""
+    if connection.dialect.name != "postgresql":
+        return time.process_time
+    pid = int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+    def backend() -> float:
+        seconds = cpu_seconds_of(pid)
+        if seconds is None:
+            raise BenchError(f"the PostgreSQL backend {pid} is not readable in /proc")
+        return seconds
+    return backend
+
+
+def _prepare(connection: Connection, without: set[str]) -> None:
+    connection.exec_driver_sql(_STAGING)
+    connection.exec_driver_sql(_RECIPIENTS)
+    connection.execute(text("INSERT INTO floor_recipients (r) VALUES (:r)"),
+                       [{"r": f"recipient-{n}"} for n in range(RECIPIENTS)])
+    connection.execute(text("INSERT INTO tracking (topic, partition, next_offset) "
+                            "VALUES ('floor', 0, 0)"))
+    if "type-index" in without:
+        connection.exec_driver_sql("DROP INDEX ix_view_rows_recipient_type_time")
+    connection.commit()
+
+
+def run_round(connection: Connection, args: argparse.Namespace, seq: list[int],
+              rng: random.Random) -> dict[str, float]:
+    """Write ``args.events`` events in batches; return CPU per event and events/s."""
+    cpu = _cpu_meter(connection)
+    writes = [text(sql).bindparams(bindparam("occurred_at", type_=DateTime(timezone=True)))
+              if part == "view-rows" else text(sql)
+              for part, sql in _WRITES.items() if part not in args.without]
+    values = {"event_json": "e" * EVENT_JSON_BYTES, "head_json": "h" * HEAD_JSON_BYTES,
+              "row_json": "r" * ROW_JSON_BYTES, "n": args.batch}
+    participants = [f"P{n:07d}" for n in range(args.participants)]
+    # PostgreSQL's DELETE leaves dead rows that no autovacuum reaches in a temporary table
+    empty = ("TRUNCATE floor_batch" if connection.dialect.name == "postgresql"
+             else "DELETE FROM floor_batch")
+    counted = written = 0.0
+    events = 0
+    started = time.perf_counter()
+    while events < args.events:
+        batch = rng.sample(participants, min(args.batch, args.participants))
+        connection.exec_driver_sql(empty)
+        seq[0] += 1
+        connection.execute(text("INSERT INTO floor_batch (p, e, s) VALUES (:p, :e, :s)"),
+                           [{"p": p, "e": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                             "s": seq[0]} for p in batch])
+        before = cpu()
+        tick = time.perf_counter()
+        for statement in writes:
+            parameters = dict(values, occurred_at=datetime.now(UTC))
+            connection.execute(statement, parameters)
+        connection.execute(text(_TRACKING), values)
+        connection.commit()
+        counted += cpu() - before
+        written += time.perf_counter() - tick
+        events += len(batch)
+    return {"events": events, "cpu_ms_per_event": counted / events * 1e3,
+            "events_per_s_writing": events / written,
+            "wall_s": time.perf_counter() - started}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Make the database, run the rounds, return the figures."""
+    with tempfile.TemporaryDirectory(prefix="leadhub-floor-") as scratch, \
+            view_database(args.database_url, Path(scratch)) as url:
+        store = ViewStore(url)
+        try:
+            store.create_schema()
+            ProjectionStore(store)
+            store.tune_for_writing()
+            rng, seq, rounds = random.Random(1), [0], []
+            with store.engine.connect() as connection:
+                _prepare(connection, set(args.without))
+                for n in range(args.rounds):
+                    figures = run_round(connection, args, seq, rng)
+                    rounds.append(figures)
+                    print(f"[floor] round {n + 1}: {figures['cpu_ms_per_event']:.3f} ms of "
+                          "database CPU per event", file=sys.stderr)
+            backend = store.engine.dialect.name
+        finally:
+            store.close()
+    return {"machine": machine_info(), "backend": backend,
+            "config": {"events": args.events, "batch": args.batch,
+                       "participants": args.participants, "recipients": RECIPIENTS,
+                       "without": sorted(args.without)},
+            "rounds": rounds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=(
+        "Prints each round's database CPU per event; --json prints every figure."))
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL server URL: a fresh database there (default: a fresh "
+                             "SQLite file)")
+    parser.add_argument("--events", type=int, default=20_000,
+                        help="events written per round (%(default)s)")
+    parser.add_argument("--batch", type=int, default=50,
+                        help="events per transaction (%(default)s)")
+    parser.add_argument("--participants", type=int, default=1000,
+                        help="participants the events belong to (%(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (%(default)s)")
+    parser.add_argument("--without", action="append", default=[], choices=PARTS,
+                        help="leave this part of the writes out (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    try:
+        figures = run(args)
+    except BenchError as exc:
+        print(f"sql_floor: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SQLAlchemyError as exc:
+        print(f"sql_floor: the database failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        for n, figures_of_round in enumerate(figures["rounds"], 1):
+            print(f"round {n}: {figures_of_round['cpu_ms_per_event']:.3f} ms of "
+                  f"{figures['backend']} CPU per event, "
+                  f"{figures_of_round['events_per_s_writing']:,.0f} events/s while writing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
