@@ -265,15 +265,22 @@ class ProjectionStore:
 
         For each participant: the head, and of the event ids in ``candidates`` (those the batch
         projected or derived or may have removed) the ones added, replaced or removed. Then the
-        view ``changes`` in order. Returns each participant's next arrival number.
+        view ``changes`` in order; a (recipient, participant) pair the participant's state held
+        rows of before the batch is in ``recipient_participants`` already (the rows a state holds
+        are rows of the view), so it is not inserted again. Returns each participant's next
+        arrival number.
         """
         heads: list[Values] = []
         upserts: list[Values] = []
         removals: list[Values] = []
         next_seqs: dict[str, int] = {}
+        listed: set[tuple[str, str]] = set()
         for write in writes:
             state = write.after
             pid = state.participant_id
+            if write.before is not None:
+                listed.update((recipient, pid)
+                              for recipient, shapes in write.before.state.rows.items() if shapes)
             seq = write.before.next_seq if write.before is not None else 0
             old_events = write.before.state.events if write.before is not None else {}
             for event_id in sorted(write.candidates):
@@ -290,7 +297,7 @@ class ProjectionStore:
         self._remove_events.execute(connection, removals)
         self._upsert_events.execute(connection, upserts)
         self._upsert_heads.execute(connection, heads)
-        self.view.write_view_changes(connection, changes)
+        self.view.write_view_changes(connection, changes, listed)
         return next_seqs
 
 

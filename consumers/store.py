@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -281,10 +281,17 @@ class ViewStore:
         if retracts:
             connection.execute(_DROP_EMPTY_PAIRS_OF, [{"r": r} for r in {x["r"] for x in retracts}])
 
-    def write_view_changes(self, connection: Connection, changes: Sequence[ViewChange]) -> None:
+    def write_view_changes(self, connection: Connection, changes: Sequence[ViewChange],
+                           listed: Collection[tuple[str, str]] = frozenset()) -> None:
         """Apply the projector's ``changes`` (the last change of a (recipient, event) wins) on
         ``connection``, inside the caller's transaction, and keep ``recipient_participants`` in
-        step. The row writer of the live projector and of the audit replays."""
+        step. The row writer of the live projector and of the audit replays.
+
+        ``listed``: (recipient, participant) pairs the caller knows are in
+        ``recipient_participants`` before these changes; they are not inserted again (on
+        PostgreSQL an insert of a pair already there cost about a fifth of the backend's work
+        per event: ``bench/sql_floor.py``, decision 0009). A pair wrongly named there would
+        stay unlisted, and its participant out of the recipient's caseload."""
         final: dict[tuple[str, str, str], ViewRow | None] = {}
         for change in changes:
             final[(change.participant_id, change.event_id, change.recipient)] = change.row
@@ -294,7 +301,7 @@ class ViewStore:
         self._upsert_rows.execute(connection, [view_row_values(key[2], row, memo)
                                                for key, row in final.items() if row is not None])
         self._add_pairs.execute(connection, sorted({(r, p) for (p, _, r), row in final.items()
-                                                    if row is not None}))
+                                                    if row is not None} - set(listed)))
         self._drop_pairs.execute(connection, sorted({(r, p) for p, _, r in retracted}))
 
     def rows_for(self, recipient: str, participant_id: str | None = None) -> list[dict[str, Any]]:

@@ -205,6 +205,24 @@ def test_the_live_view_equals_the_replay(view: ViewStore, tmp_path: Path) -> Non
         p: len(r) for p, r in log.partitions.items()}
 
 
+def test_a_batch_does_not_list_again_the_pairs_its_states_held_rows_of(
+        view: ViewStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every state in the cache, each (recipient, participant) pair is inserted once: the
+    pairs of the rows a state held before its batch are listed already (decision 0009)."""
+    inserted: list[tuple[str, str]] = []
+    add_pairs = view._add_pairs
+    execute = add_pairs.execute
+
+    def counting(connection: Any, rows: Any) -> None:
+        inserted.extend(rows)
+        execute(connection, rows)
+
+    monkeypatch.setattr(add_pairs, "execute", counting)
+    log = _log(_history())
+    _drain(_projector(view, log), log)
+    assert sorted(inserted) == sorted(listed_pairs(view.engine))
+
+
 def test_a_state_read_back_equals_the_state_built_live(view: ViewStore) -> None:
     """What the store rebuilds from SQL (a fresh instance's read back) is the state the projector
     held in its cache, and the rows share one object per distinct shape, as built live."""
