@@ -135,7 +135,7 @@ PARTNER_IDS = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max
 def test_stamping_the_source_in_the_bytes_is_encoding_the_stamped_event(
         event: Event, partner: str) -> None:
     """The validator's stamp (:func:`stamp_source_partner`) is what encoding gave: the
-    timestamps reach 1 AD and 9999 AD (ten-byte longs), the partner ids 80 characters."""
+    timestamps reach 1 AD and 9999 AD (nine-byte longs), the partner ids 80 characters."""
     stamped = stamp_source_partner(encode(event, CATALOG), CATALOG, partner)
     if event.source_partner not in (None, partner):
         assert stamped is None
