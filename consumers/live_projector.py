@@ -276,8 +276,11 @@ class LiveProjector:
         except KafkaException as exc:  # fatal: fenced by a newer member with our instance id
             raise ConsumerError(f"{STEP}: the Kafka consumer failed ({describe(exc)}); "
                                 "restart the projector") from exc
+        # A partition not synced when polled (its tracking row could not be read after a
+        # rewind) was read from wherever the consumer was, maybe past records not projected:
+        # its records are dropped, and it is sought to its tracking row for the next poll.
+        expected = dict(self.expected)
         self._sync_unsynced()
-        expected = self.expected
         batch = [(record.partition, record) for record in polled
                  if record.partition in expected
                  and record.offset >= expected[record.partition]]

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.audit.digest import digest_rows
 from consumers.audit.replay import Replayer, ViewWriter, open_fresh_store, ordered_rows
@@ -367,6 +368,38 @@ def test_a_zombie_cannot_commit_over_the_new_owner(view: ViewStore) -> None:
     store = ProjectionStore(view)
     with pytest.raises(TrackingConflict), view.engine.begin() as connection:
         store.advance_tracking(connection, TOPICS.events, {0: (0, 1)})
+
+
+def test_records_polled_before_their_partition_is_resynced_are_read_again(
+        view: ViewStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fenced batch rewinds every partition to its tracking row; when reading the tracking
+    rows fails then, the next poll still reads from where the consumer was, past the fenced
+    batch. Those records are dropped and read again from the tracking row: projected, they
+    would have moved the tracking row past the fenced batch's records, never to be read."""
+    log = _log(_history(participants=15, days=150))
+    advance, tracked = ProjectionStore.advance_tracking, ProjectionStore.tracked_offsets
+    calls = {"advance": 0, "fail_reads": 0}
+
+    def fenced_once(self: ProjectionStore, *args: Any) -> None:
+        calls["advance"] += 1
+        if calls["advance"] == 3:
+            calls["fail_reads"] = 1
+            raise TrackingConflict("another writer moved the tracking row")
+        advance(self, *args)
+
+    def failing_once(self: ProjectionStore, *args: Any) -> dict[int, int]:
+        if calls["fail_reads"]:
+            calls["fail_reads"] -= 1
+            raise SQLAlchemyError("the database went away")
+        return tracked(self, *args)
+
+    monkeypatch.setattr(ProjectionStore, "advance_tracking", fenced_once)
+    monkeypatch.setattr(ProjectionStore, "tracked_offsets", failing_once)
+    projector = _projector(view, log)
+    _drain(projector, log)
+    monkeypatch.undo()
+    assert projector.counters.fenced == 1
+    assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
 
 
 def test_an_event_id_reused_with_other_content_is_dead_lettered(view: ViewStore) -> None:
