@@ -48,6 +48,7 @@ bench: setup services
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/projector_writes.py
 	$(BIN)/python bench/sql_floor.py
+	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/state_memory.py
 	$(BIN)/python bench/view_file.py
 	$(BIN)/python bench/history.py
