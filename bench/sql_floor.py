@@ -119,6 +119,7 @@ def run_round(connection: Connection, args: argparse.Namespace, seq: list[int],
     writes = [text(sql).bindparams(bindparam("occurred_at", type_=DateTime(timezone=True)))
               if part == "view-rows" else text(sql)
               for part, sql in _WRITES.items() if part not in args.without]
+    tracking = text(_TRACKING)
     values = {"event_json": "e" * EVENT_JSON_BYTES, "head_json": "h" * HEAD_JSON_BYTES,
               "row_json": "r" * ROW_JSON_BYTES, "n": args.batch}
     participants = [f"P{n:07d}" for n in range(args.participants)]
@@ -135,12 +136,12 @@ def run_round(connection: Connection, args: argparse.Namespace, seq: list[int],
         connection.execute(text("INSERT INTO floor_batch (p, e, s) VALUES (:p, :e, :s)"),
                            [{"p": p, "e": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                              "s": seq[0]} for p in batch])
+        parameters = dict(values, occurred_at=datetime.now(UTC))
         before = cpu()
         tick = time.perf_counter()
         for statement in writes:
-            parameters = dict(values, occurred_at=datetime.now(UTC))
             connection.execute(statement, parameters)
-        connection.execute(text(_TRACKING), values)
+        connection.execute(tracking, values)
         connection.commit()
         counted += cpu() - before
         written += time.perf_counter() - tick

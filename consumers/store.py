@@ -302,7 +302,7 @@ class ViewStore:
         self._upsert_rows.execute(connection, [view_row_values(key[2], row, memo)
                                                for key, row in final.items() if row is not None])
         self._add_pairs.execute(connection, sorted({(r, p) for (p, _, r), row in final.items()
-                                                    if row is not None} - set(listed)))
+                                                    if row is not None}.difference(listed)))
         self._drop_pairs.execute(connection, sorted({(r, p) for p, _, r in retracted}))
 
     def rows_for(self, recipient: str, participant_id: str | None = None) -> list[dict[str, Any]]:
