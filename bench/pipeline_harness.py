@@ -323,9 +323,28 @@ def view_database(database_url: str | None, state_dir: Path) -> Iterator[str]:
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _drop_database(admin, name)
         admin.dispose()
+
+
+def _drop_database(admin: Any, name: str, attempts: int = 10) -> None:
+    """Drop the bench's database. An autovacuum worker busy in it (the superuser's process, which
+    the bench's role may not terminate) makes ``WITH (FORCE)`` fail until it is done: try again
+    for a while, then say which database is left rather than fail a finished run."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(attempts):
+        try:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except SQLAlchemyError as exc:
+            if attempt == attempts - 1:
+                print(f"bench: could not drop the database {name} ({type(exc).__name__}); "
+                      "drop it by hand", file=sys.stderr)
+            else:
+                time.sleep(1.0)
 
 
 def topic_sizes_mib(kafka: KafkaConnection, prefix: str) -> dict[str, float]:

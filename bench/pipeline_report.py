@@ -42,6 +42,7 @@ class Results:
     machine: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     sustained: dict[str, Any] = field(default_factory=dict)
+    warmup: dict[str, Any] = field(default_factory=dict)
     core: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
     revocation: dict[str, Any] = field(default_factory=dict)
@@ -70,9 +71,11 @@ class Results:
         """End-to-end sustained events/s over the pure core's events/s, same events."""
         return float(self.sustained["events_per_s"] / self.core["events_per_s"])
 
-    def cpu_ms_per_event(self) -> float:
-        """CPU of every counted process during the sustained phase, per event, in ms."""
-        return float(self.sustained["cpu_total_s"] / self.sustained["events"] * 1000)
+    def cpu_ms_per_event(self, phase: str = "sustained") -> float:
+        """CPU of every counted process during ``phase`` (``sustained`` or ``warmup``), per
+        event, in ms."""
+        figures = getattr(self, phase)
+        return float(figures["cpu_total_s"] / figures["events"] * 1000)
 
 
 def targets(results: Results) -> dict[str, bool]:
@@ -146,6 +149,12 @@ def render(results: Results, args: argparse.Namespace) -> str:
                  f"{s['machine_cpu_s']:.1f} s",
                  f"{s['machine_cpu_s'] / s['events'] * 1000:.3f} ms/event, "
                  f"busy {s['machine_busy']:.0%} of {results.machine['nproc']} cores"))
+    if results.warmup:
+        warm = results.warmup
+        broker = warm["cpu_s"].get("broker", math.nan) / warm["events"] * 1000
+        rows.append((f"warm-up before it ({warm['events']:,} events, not counted)",
+                     f"{results.cpu_ms_per_event('warmup'):.3f} ms",
+                     f"CPU per event (the broker's: {broker:.3f} ms)"))
     rows += [
         (f"latency at {lat['rate_asked']:,.0f}/s (achieved {lat['rate_achieved']:,.0f}/s, "
          f"{lat['duration_s']:.0f} s, {lat['count']:,} events) p50", ms(lat["p50_s"]), ""),
