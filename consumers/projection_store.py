@@ -53,8 +53,8 @@ from consumers.store import (
     ViewStore,
     encode_row_json,
     metadata,
+    row_writer,
     tracking,
-    upsert_statement,
     view_rows,
 )
 from processors.state import (
@@ -78,8 +78,6 @@ participant_heads = Table(
 )
 Index("ix_participant_heads_timer", participant_heads.c.partition, participant_heads.c.next_due_us)
 
-_HEAD_COLUMNS = ("participant_id", "partition", "next_due_us", "next_seq", "head_json")
-
 participant_events = Table(
     "participant_events",
     metadata,
@@ -89,7 +87,6 @@ participant_events = Table(
     Column("event_json", Text, nullable=False),
 )
 
-_EVENT_COLUMNS = ("participant_id", "event_id", "seq", "event_json")
 #: A state part's JSON is spelled as a view row's: sorted keys, no spaces, UTF-8 (the parts hold
 #: only JSON-native values, :func:`processors.timefmt.value_to_json`).
 _encode = encode_row_json
@@ -124,13 +121,9 @@ class ProjectionStore:
     def __init__(self, view: ViewStore) -> None:
         self.view = view
         self.engine = view.engine
-        self._upsert_heads = DriverStatement(
-            self.engine, upsert_statement(self.engine, participant_heads, ("participant_id",)),
-            _HEAD_COLUMNS)
-        self._upsert_events = DriverStatement(
-            self.engine,
-            upsert_statement(self.engine, participant_events, ("participant_id", "event_id")),
-            _EVENT_COLUMNS)
+        self._upsert_heads = row_writer(self.engine, participant_heads, ("participant_id",))
+        self._upsert_events = row_writer(self.engine, participant_events,
+                                         ("participant_id", "event_id"))
         self._remove_events = DriverStatement(self.engine, _REMOVE_EVENT, ("p", "e"))
         self._insert_tracking = insert(tracking)
 

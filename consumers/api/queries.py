@@ -22,7 +22,8 @@ from sqlalchemy import Engine, Select, and_, bindparam, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.api.errors import ServiceUnavailable
-from consumers.store import recipient_participants, view_rows
+from consumers.store import of_types, recipient_participants, view_rows
+from processors.deadlines import REFERRAL_TYPE
 
 Row = dict[str, Any]
 TimeKey = tuple[datetime, str]
@@ -109,7 +110,7 @@ def _timeline_statement(typed: bool, since: bool, until: bool, after: bool) -> S
 @lru_cache(maxsize=4)
 def _referrals_statement(before: bool, after: bool) -> Select[Any]:
     query = select(_c.row_json).where(_c.recipient == bindparam("recipient"),
-                                      _c.type == "ReferralMade")
+                                      of_types(_c.type, [REFERRAL_TYPE]))
     if before:
         query = query.where(_c.occurred_at < bindparam("before"))
     if after:

@@ -31,7 +31,7 @@ from consumers.api.caseload import CASELOAD_TYPES, caseload_entry, parse_instant
 from consumers.api.errors import ServiceUnavailable
 from consumers.api.queries import parse_rows
 from consumers.api.staff import StaffCall
-from consumers.store import view_rows
+from consumers.store import of_types, view_rows
 from schemas.catalog import Catalog
 
 #: A filtered caseload page reads one page's worth of participants first, then twice as many
@@ -209,7 +209,7 @@ def _own_links(call: StaffCall) -> list[dict[str, Any]]:
     """The caller's own IdentifierLinked rows (the links it published)."""
     c = view_rows.c
     return _read(call, select(c.row_json).where(c.recipient == call.recipient,
-                                                c.type == LINK_TYPE,
+                                                of_types(c.type, [LINK_TYPE]),
                                                 c.source_partner == call.recipient))
 
 
@@ -220,7 +220,7 @@ def _rows_with_names(call: StaffCall,
         return []
     c = view_rows.c
     return _read(call, select(c.row_json).where(c.recipient == call.recipient,
-                                                c.type.in_(sorted(fields))))
+                                                of_types(c.type, fields)))
 
 
 def _read(call: StaffCall, query: Any) -> list[dict[str, Any]]:
