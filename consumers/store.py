@@ -104,7 +104,7 @@ VIEW_ROW_KEY = ("participant_id", "event_id", "recipient")
 #: The types the read path looks up across a recipient's participants: the referral list
 #: (``consumers.api.queries``), and the console's searches of the caller's identifier links and
 #: of the names in its intakes (``consumers.console.listing``). Every other read goes through a
-#: participant (the key's prefix). ``tests/consumers/test_view_store.py`` checks that it covers
+#: participant (the key's prefix). ``tests/consumers/test_view_indexes.py`` checks that it covers
 #: the catalog's types with name fields.
 INDEXED_TYPES = ("IdentifierLinked", "IntakeCompleted", "ReferralMade")
 
@@ -128,12 +128,14 @@ def of_types(column: Any, types: Collection[str]) -> Any:
 
 #: A recipient's rows of the :data:`INDEXED_TYPES` in time order. Only those rows: one event in
 #: sixteen on the simulated site, so the other rows of a batch land in the table's B-tree alone
-#: (an index of every row by type cost the database a fifth of its work on the rows, decision
-#: 0010). Queries add :func:`indexed_types` to their condition on the type.
-INDEXED_TYPES_INDEX = Index("ix_view_rows_indexed_types", view_rows.c.recipient, view_rows.c.type,
-      view_rows.c.occurred_at, view_rows.c.event_id,
-      sqlite_where=indexed_types(view_rows.c.type),
-      postgresql_where=indexed_types(view_rows.c.type))
+#: (the database's floor per event 0.005-0.04 ms lower than with every row indexed,
+#: ``bench/sql_floor.py``, decision 0010). Queries add :func:`indexed_types` to their condition.
+INDEXED_TYPES_INDEX = Index(
+    "ix_view_rows_indexed_types",
+    view_rows.c.recipient, view_rows.c.type, view_rows.c.occurred_at, view_rows.c.event_id,
+    sqlite_where=indexed_types(view_rows.c.type),
+    postgresql_where=indexed_types(view_rows.c.type),
+)
 
 #: The participants a recipient has at least one row of: the caseload's listing. One row per
 #: (recipient, participant), added with the first row and removed with the last, by every view
