@@ -344,23 +344,18 @@ class Projector:
         shapes = self._shapes(event, _active(consents, now), now, {})
         if not shapes:
             return current, []
-        rows = as_rows(current)
         changes: list[ViewChange] = []
-        for recipient, shape in shapes:
-            held = rows.get(recipient)
-            mine = held.set(event.event_id, shape) if held is not None else Map(
-                {event.event_id: shape})
-            rows = rows.set(recipient, mine)
-            changes.append(
-                ViewChange(
-                    "upsert",
-                    recipient,
-                    participant_id,
-                    event.event_id,
-                    build_row(recipient, event, shape),
-                )
-            )
-        return rows, changes
+        # a state's rows are persistent maps already (ParticipantState): one mutation of the
+        # outer map for all recipients instead of a new map per recipient
+        with (current if isinstance(current, Map) else as_rows(current)).mutate() as rows:
+            for recipient, shape in shapes:
+                held = rows.get(recipient)
+                rows[recipient] = held.set(event.event_id, shape) if held is not None else Map(
+                    {event.event_id: shape})
+                changes.append(ViewChange("upsert", recipient, participant_id, event.event_id,
+                                          build_row(recipient, event, shape)))
+            added = rows.finish()
+        return added, changes
 
     def _reproject(
         self,
