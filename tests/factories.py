@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from consumers.store import ViewStore
 from processors.site import SitePolicy, load_site
 from producers.sdk import PartnerPublisher
 from schemas.catalog import Catalog, load_catalog
@@ -63,6 +64,22 @@ def publish_as(kafka: KafkaConnection, topics: TopicNames, partner: str, *events
     the broker acknowledged them all."""
     with PartnerPublisher(partner, kafka, catalog=catalog(), topics=topics) as publisher:
         publisher.publish_many(events)
+
+
+def view_of_version(store: ViewStore, version: str, *statements: str) -> ViewStore:
+    """Turn ``store``'s view into one of projection ``version`` (running ``statements`` first),
+    close it, and return a new ``ViewStore`` on it started twice, as two processes starting one
+    after the other would: the first upgrades the view in place, the second finds it current."""
+    with store.engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+        connection.execute(text("UPDATE view_meta SET value = :v WHERE key = 'projection_version'"),
+                           {"v": version})
+    store.close()
+    upgraded = ViewStore(store.engine.url.render_as_string(hide_password=False))
+    upgraded.create_schema()
+    upgraded.create_schema()
+    return upgraded
 
 
 def listed_pairs(engine: Engine) -> set[tuple[str, str]]:

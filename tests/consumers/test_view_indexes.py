@@ -23,6 +23,7 @@ from consumers.store import (
 )
 from processors.deadlines import REFERRAL_TYPE
 from schemas.catalog import load_catalog
+from tests.factories import view_of_version
 
 OLD_INDEX = "ix_view_rows_recipient_type_time"
 
@@ -105,16 +106,9 @@ def test_a_view_of_version_6_is_upgraded_where_it_is(database_url: str) -> None:
     store = ViewStore(database_url)
     store.create_schema()
     store.apply([RowChange("r", "a", _row("a", REFERRAL_TYPE))], {})
-    with store.engine.begin() as connection:
-        connection.execute(text(f"DROP INDEX {INDEXED_TYPES_INDEX.name}"))
-        connection.execute(text(f"CREATE INDEX {OLD_INDEX} ON view_rows "
-                                "(recipient, type, occurred_at, event_id)"))
-        connection.execute(text("UPDATE view_meta SET value = '6' "
-                                "WHERE key = 'projection_version'"))
-    store.close()
-    upgraded = ViewStore(database_url)
-    upgraded.create_schema()
-    upgraded.create_schema()  # once is enough: a second start finds version 7
+    upgraded = view_of_version(store, "6", f"DROP INDEX {INDEXED_TYPES_INDEX.name}",
+                               f"CREATE INDEX {OLD_INDEX} ON view_rows "
+                               "(recipient, type, occurred_at, event_id)")
     indexes = {i["name"] for i in inspect(upgraded.engine).get_indexes("view_rows")}
     assert OLD_INDEX not in indexes
     assert INDEXED_TYPES_INDEX.name in indexes

@@ -14,7 +14,7 @@ from consumers import sqlite_wal
 from consumers.errors import ProjectionVersionMismatch
 from consumers.store import RowChange, ViewStore
 from processors.view import ViewChange, ViewRow
-from tests.factories import listed_pairs
+from tests.factories import listed_pairs, view_of_version
 
 pytestmark = pytest.mark.integration
 
@@ -114,17 +114,9 @@ def test_a_view_of_version_5_is_upgraded_where_it_is(database_url: str) -> None:
     store = ViewStore(database_url)
     store.create_schema()
     store.apply([RowChange("r", "a", _row("a", "P1")), RowChange("s", "b", _row("b", "P2"))], {})
-    with store.engine.begin() as connection:
-        connection.execute(text("DELETE FROM recipient_participants"))
-        connection.execute(text(
-            "CREATE INDEX ix_view_rows_recipient_participant_time ON view_rows "
-            "(recipient, participant_id, occurred_at, event_id)"))
-        connection.execute(text("UPDATE view_meta SET value = '5' "
-                                "WHERE key = 'projection_version'"))
-    store.close()
-    upgraded = ViewStore(database_url)
-    upgraded.create_schema()
-    upgraded.create_schema()  # once is enough: a second start finds version 7
+    upgraded = view_of_version(store, "5", "DELETE FROM recipient_participants",
+                               "CREATE INDEX ix_view_rows_recipient_participant_time ON view_rows "
+                               "(recipient, participant_id, occurred_at, event_id)")
     assert listed_pairs(upgraded.engine) == {("r", "P1"), ("s", "P2")}
     indexes = {i["name"] for i in inspect(upgraded.engine).get_indexes("view_rows")}
     assert "ix_view_rows_recipient_participant_time" not in indexes
