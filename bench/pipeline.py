@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> Results:
                         children.watched[f"postgres backend {n + 1}"] = pid
                 if warmup_events:
                     results.warmup = sustained_phase(warmup_events, publishers, tracker,
-                                                     children, budget, 180.0)
+                                                     children, budget, 180.0, "warm-up")
                     progress(f"warm-up: {len(warmup_events):,} events, "
                              f"{results.cpu_ms_per_event('warmup'):.3f} ms CPU per event "
                              "(not counted)")

@@ -97,8 +97,10 @@ def cpu_by_process(children: Children) -> dict[str, float]:
 
 
 def sustained_phase(events: list[Event], publishers: Publishers, tracker: CommitTracker,
-                    children: Children, budget: Budget, timeout_s: float) -> dict[str, Any]:
-    """Publish ``events`` as fast as possible; events/s until the last own row commits."""
+                    children: Children, budget: Budget, timeout_s: float,
+                    label: str = "sustained") -> dict[str, Any]:
+    """Publish ``events`` as fast as possible; events/s until the last own row commits.
+    ``label`` names the phase in the progress lines (the warm-up runs it too)."""
     tracker.expect(e.event_id for e in events)
     cpu_before = cpu_by_process(children)
     busy_before = _machine_busy()
@@ -108,9 +110,9 @@ def sustained_phase(events: list[Event], publishers: Publishers, tracker: Commit
     sent = time.time()
     publishers.flush()
     flushed = time.time()
-    progress(f"sustained: {len(events):,} events sent in {sent - first_send:.1f}s "
+    progress(f"{label}: {len(events):,} events sent in {sent - first_send:.1f}s "
              f"(acknowledged after {flushed - first_send:.1f}s); waiting for their rows")
-    done = tracker.wait_all_visible(budget.cap(timeout_s), "sustained")
+    done = tracker.wait_all_visible(budget.cap(timeout_s), label)
     visible = [tracker.visible[e.event_id] for e in events if e.event_id in tracker.visible]
     last = max(visible) if visible else math.nan
     elapsed = last - first_send

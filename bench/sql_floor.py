@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                              "5-6) instead of the indexed types' rows only")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.every_type_index and "type-index" in args.without:
+        parser.error("--every-type-index and --without type-index contradict each other")
     try:
         figures = run(args)
     except BenchError as exc:

@@ -81,6 +81,8 @@ def test_the_referral_list_reads_the_index(filled: ViewStore,
 @pytest.mark.parametrize("types", [[crosswalk.LINK_TYPE], sorted(
     listing.name_fields(load_catalog()))], ids=["links", "names"])
 def test_the_console_searches_read_the_index(filled: ViewStore, types: list[str]) -> None:
+    """The console's link and name searches select a recipient's rows by ``of_types`` of these
+    types (``consumers.console.listing``); such a query reads the index."""
     query = select(view_rows.c.row_json).where(view_rows.c.recipient == "police",
                                                of_types(view_rows.c.type, types))
     compiled = query.compile(filled.engine, compile_kwargs={"render_postcompile": True})
