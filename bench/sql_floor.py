@@ -63,7 +63,7 @@ RECIPIENTS = 5
 PARTS = ("events", "heads", "view-rows", "pairs", "type-index")
 
 _STAGING = ("CREATE TEMPORARY TABLE floor_batch (p VARCHAR(64), e VARCHAR(64), s BIGINT, "
-            "t VARCHAR(64))")
+            "t VARCHAR(64), v INTEGER)")
 #: Share of the simulated site's events of an indexed type (referrals, links, intakes: 792 of
 #: 13,048 over 300 participants and a year), written as ReferralMade; the others ContactLogged.
 INDEXED_SHARE = 0.061
@@ -90,6 +90,35 @@ _WRITES = {
              "SELECT r, p FROM floor_batch, floor_recipients WHERE true ORDER BY r, p "
              "ON CONFLICT DO NOTHING",
 }
+#: ``--shared-rows``: the read model decision 0011 weighs. One row per distinct row of an event
+#: (1.169 per event on the simulated site: most recipients of an event see the same row), naming
+#: its recipients, instead of one per recipient; and a recipient's rows of the indexed types in
+#: a table of their own, for the reads across participants.
+_SHARED_ROWS = ("CREATE TABLE shared_rows (participant_id VARCHAR(64) NOT NULL, "
+                "event_id VARCHAR(64) NOT NULL, variant INTEGER NOT NULL, "
+                "type VARCHAR(64) NOT NULL, occurred_at TIMESTAMP WITH TIME ZONE NOT NULL, "
+                "source_partner VARCHAR(64) NOT NULL, recipients TEXT NOT NULL, "
+                "row_json TEXT NOT NULL, PRIMARY KEY (participant_id, event_id, variant))")
+_RECIPIENT_INDEX = ("CREATE TABLE recipient_index (recipient VARCHAR(64) NOT NULL, "
+                    "type VARCHAR(64) NOT NULL, occurred_at TIMESTAMP WITH TIME ZONE NOT NULL, "
+                    "event_id VARCHAR(64) NOT NULL, participant_id VARCHAR(64) NOT NULL, "
+                    "PRIMARY KEY (recipient, type, occurred_at, event_id))")
+#: Share of the simulated site's touched events with a second distinct row (1.169 - 1).
+SECOND_VARIANT_SHARE = 0.169
+_SHARED_WRITES = {
+    "view-rows": "INSERT INTO shared_rows (participant_id, event_id, variant, type, occurred_at, "
+                 "source_partner, recipients, row_json) SELECT p, e, v.n, t, :occurred_at, "
+                 "'harbor-cm', :recipients, :row_json FROM floor_batch, floor_variants v "
+                 "WHERE v.n <= floor_batch.v "
+                 "ON CONFLICT (participant_id, event_id, variant) DO UPDATE SET "
+                 "type = excluded.type, occurred_at = excluded.occurred_at, "
+                 "source_partner = excluded.source_partner, recipients = excluded.recipients, "
+                 "row_json = excluded.row_json",
+    "type-index": "INSERT INTO recipient_index (recipient, type, occurred_at, event_id, "
+                  "participant_id) SELECT r, t, :occurred_at, e, p "
+                  "FROM floor_batch, floor_recipients WHERE t = 'ReferralMade' "
+                  "ON CONFLICT DO NOTHING",
+}
 _TRACKING = "UPDATE tracking SET next_offset = next_offset + :n WHERE topic = 'floor'"
 
 
@@ -107,14 +136,20 @@ def _cpu_meter(connection: Connection) -> Callable[[], float]:
     return backend
 
 
-def _prepare(connection: Connection, without: set[str], every_type: bool) -> None:
+def _prepare(connection: Connection, without: set[str], every_type: bool,
+             shared: bool) -> None:
     connection.exec_driver_sql(_STAGING)
+    if shared:
+        connection.exec_driver_sql(_SHARED_ROWS)
+        connection.exec_driver_sql(_RECIPIENT_INDEX)
+        connection.exec_driver_sql("CREATE TEMPORARY TABLE floor_variants (n INTEGER)")
+        connection.exec_driver_sql("INSERT INTO floor_variants (n) VALUES (0), (1)")
     connection.exec_driver_sql(_RECIPIENTS)
     connection.execute(text("INSERT INTO floor_recipients (r) VALUES (:r)"),
                        [{"r": f"recipient-{n}"} for n in range(RECIPIENTS)])
     connection.execute(text("INSERT INTO tracking (topic, partition, next_offset) "
                             "VALUES ('floor', 0, 0)"))
-    if "type-index" in without or every_type:
+    if "type-index" in without or every_type or shared:
         connection.exec_driver_sql(f"DROP INDEX {INDEXED_TYPES_INDEX.name}")
     if every_type:  # the index of projection versions 5-6
         connection.exec_driver_sql("CREATE INDEX ix_view_rows_recipient_type_time ON view_rows "
@@ -126,12 +161,14 @@ def run_round(connection: Connection, args: argparse.Namespace, seq: list[int],
               rng: random.Random) -> dict[str, float]:
     """Write ``args.events`` events in batches; return CPU per event and events/s."""
     cpu = _cpu_meter(connection)
+    chosen = dict(_WRITES, **_SHARED_WRITES) if args.shared_rows else _WRITES
     writes = [text(sql).bindparams(bindparam("occurred_at", type_=DateTime(timezone=True)))
-              if part == "view-rows" else text(sql)
-              for part, sql in _WRITES.items() if part not in args.without]
+              if ":occurred_at" in sql else text(sql)
+              for part, sql in chosen.items() if part not in args.without]
     tracking = text(_TRACKING)
     values = {"event_json": "e" * EVENT_JSON_BYTES, "head_json": "h" * HEAD_JSON_BYTES,
-              "row_json": "r" * ROW_JSON_BYTES, "n": args.batch}
+              "row_json": "r" * ROW_JSON_BYTES, "n": args.batch,
+              "recipients": ",".join(f"recipient-{n}" for n in range(RECIPIENTS))}
     participants = [f"P{n:07d}" for n in range(args.participants)]
     # PostgreSQL's DELETE leaves dead rows that no autovacuum reaches in a temporary table
     empty = ("TRUNCATE floor_batch" if connection.dialect.name == "postgresql"
@@ -143,10 +180,12 @@ def run_round(connection: Connection, args: argparse.Namespace, seq: list[int],
         batch = rng.sample(participants, min(args.batch, args.participants))
         connection.exec_driver_sql(empty)
         seq[0] += 1
-        connection.execute(text("INSERT INTO floor_batch (p, e, s, t) VALUES (:p, :e, :s, :t)"),
+        connection.execute(text("INSERT INTO floor_batch (p, e, s, t, v) "
+                                "VALUES (:p, :e, :s, :t, :v)"),
                            [{"p": p, "e": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                              "s": seq[0], "t": "ReferralMade" if rng.random() < INDEXED_SHARE
-                             else "ContactLogged"} for p in batch])
+                             else "ContactLogged",
+                             "v": int(rng.random() < SECOND_VARIANT_SHARE)} for p in batch])
         parameters = dict(values, occurred_at=datetime.now(UTC))
         before = cpu()
         tick = time.perf_counter()
@@ -173,7 +212,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             store.tune_for_writing()
             rng, seq, rounds = random.Random(1), [0], []
             with store.engine.connect() as connection:
-                _prepare(connection, set(args.without), args.every_type_index)
+                _prepare(connection, set(args.without), args.every_type_index,
+                         args.shared_rows)
                 for n in range(args.rounds):
                     figures = run_round(connection, args, seq, rng)
                     rounds.append(figures)
@@ -186,7 +226,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "config": {"events": args.events, "batch": args.batch,
                        "participants": args.participants, "recipients": RECIPIENTS,
                        "without": sorted(args.without),
-                       "every_type_index": args.every_type_index},
+                       "every_type_index": args.every_type_index,
+                       "shared_rows": args.shared_rows},
             "rounds": rounds}
 
 
@@ -208,10 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every-type-index", action="store_true",
                         help="index every view row by recipient and type (projection versions "
                              "5-6) instead of the indexed types' rows only")
+    parser.add_argument("--shared-rows", action="store_true",
+                        help="write one row per distinct row of an event, naming its "
+                             "recipients, and the indexed types' rows per recipient in a table "
+                             "of their own (the read model decision 0011 weighs)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.every_type_index and "type-index" in args.without:
         parser.error("--every-type-index and --without type-index contradict each other")
+    if args.every_type_index and args.shared_rows:
+        parser.error("--every-type-index and --shared-rows contradict each other")
     try:
         figures = run(args)
     except BenchError as exc:

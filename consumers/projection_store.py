@@ -35,7 +35,6 @@ from sqlalchemy import (
     Connection,
     Index,
     Integer,
-    String,
     Table,
     Text,
     and_,
@@ -52,6 +51,7 @@ from consumers.errors import ConsumerError
 from consumers.store import (
     ViewStore,
     encode_row_json,
+    identifier,
     metadata,
     row_writer,
     tracking,
@@ -70,7 +70,7 @@ from schemas.event import Event
 participant_heads = Table(
     "participant_heads",
     metadata,
-    Column("participant_id", String(64), primary_key=True),
+    Column("participant_id", identifier(), primary_key=True),
     Column("partition", Integer, nullable=False),
     Column("next_due_us", BigInteger, nullable=True),
     Column("next_seq", BigInteger, nullable=False),
@@ -81,8 +81,8 @@ Index("ix_participant_heads_timer", participant_heads.c.partition, participant_h
 participant_events = Table(
     "participant_events",
     metadata,
-    Column("participant_id", String(64), primary_key=True),
-    Column("event_id", String(64), primary_key=True),
+    Column("participant_id", identifier(), primary_key=True),
+    Column("event_id", identifier(), primary_key=True),
     Column("seq", BigInteger, nullable=False),
     Column("event_json", Text, nullable=False),
 )

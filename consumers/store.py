@@ -15,7 +15,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -45,6 +45,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, ExecutableDDLElement
+from sqlalchemy.types import TypeEngine
 
 from consumers.driver_statement import (
     DriverStatement,
@@ -77,9 +78,20 @@ log = logging.getLogger("leadhub.view")
 #: upgraded in place at start (:data:`UPGRADES_IN_PLACE`).
 #: 7: ``view_rows`` is indexed by recipient and type only for the :data:`INDEXED_TYPES`
 #: (decision 0010); the same rows. A view of version 6 is upgraded in place at start.
-PROJECTION_VERSION = "7"
+#: 8: on PostgreSQL the projection's identifiers compare byte for byte (:func:`identifier`,
+#: decision 0011); the same rows. A view of version 7 is upgraded in place at start.
+PROJECTION_VERSION = "8"
 
 metadata = MetaData()
+
+
+def identifier(length: int = 64) -> TypeEngine[str]:
+    """The type of an identifier column of the projection's tables (ids, partner ids, types,
+    topics): text compared byte for byte, as SQLite and Python compare it; on PostgreSQL with
+    ``COLLATE "C"``, so that its keys and indexes compare with ``memcmp`` instead of the
+    cluster's locale (the database's floor 0.097 against 0.107 ms per event on a ``C.UTF-8``
+    cluster, decision 0011) and order the same on every cluster."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 #: The rows of one event (one per recipient) share their key's first two parts, so a batch writes
 #: them into one place of the table, and the projector reads a participant's rows as one range.
@@ -88,12 +100,12 @@ metadata = MetaData()
 view_rows = Table(
     "view_rows",
     metadata,
-    Column("recipient", String(64), nullable=False),
-    Column("event_id", String(64), nullable=False),
-    Column("participant_id", String(64), nullable=False),
-    Column("type", String(64), nullable=False),
+    Column("recipient", identifier(), nullable=False),
+    Column("event_id", identifier(), nullable=False),
+    Column("participant_id", identifier(), nullable=False),
+    Column("type", identifier(), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("source_partner", String(64), nullable=False),
+    Column("source_partner", identifier(), nullable=False),
     Column("row_json", Text, nullable=False),
     PrimaryKeyConstraint("participant_id", "event_id", "recipient"),
     sqlite_with_rowid=False,
@@ -146,17 +158,34 @@ INDEXED_TYPES_INDEX = Index(
 recipient_participants = Table(
     "recipient_participants",
     metadata,
-    Column("recipient", String(64), nullable=False),
-    Column("participant_id", String(64), nullable=False),
+    Column("recipient", identifier(), nullable=False),
+    Column("participant_id", identifier(), nullable=False),
     PrimaryKeyConstraint("recipient", "participant_id"),
     sqlite_with_rowid=False,
 )
 #: Lists every recipient's participants from the rows (a view built in bulk, an upgrade).
 LIST_PARTICIPANTS = ("INSERT INTO recipient_participants (recipient, participant_id) "
                      "SELECT DISTINCT recipient, participant_id FROM view_rows")
+
+
+class OnlyOn(NamedTuple):
+    """A statement of an in-place upgrade that runs on one kind of database only."""
+
+    dialect: str
+    sql: str
+
+
+def _to_bytewise(table: str, *columns: tuple[str, int]) -> OnlyOn:
+    """PostgreSQL: give ``table``'s identifier ``columns`` (name, length) the ``C`` collation
+    (:func:`identifier`); their indexes are rebuilt, the rows stay."""
+    changes = ", ".join(f'ALTER COLUMN {name} TYPE VARCHAR({length}) COLLATE "C"'
+                        for name, length in columns)
+    return OnlyOn("postgresql", f"ALTER TABLE {table} {changes}")
+
+
 #: Projection versions this code upgrades where they are: the version each becomes, and the
 #: statements that make it so (run in one transaction at start, by :meth:`ViewStore.create_schema`).
-UPGRADES_IN_PLACE: dict[str, tuple[str, tuple[str | ExecutableDDLElement, ...]]] = {
+UPGRADES_IN_PLACE: dict[str, tuple[str, tuple[str | ExecutableDDLElement | OnlyOn, ...]]] = {
     "5": ("6", (
         LIST_PARTICIPANTS,
         "DROP INDEX IF EXISTS ix_view_rows_recipient_participant_time",
@@ -165,13 +194,21 @@ UPGRADES_IN_PLACE: dict[str, tuple[str, tuple[str | ExecutableDDLElement, ...]]]
         "DROP INDEX IF EXISTS ix_view_rows_recipient_type_time",
         CreateIndex(INDEXED_TYPES_INDEX, if_not_exists=True),
     )),
+    "7": ("8", (
+        _to_bytewise("view_rows", ("recipient", 64), ("event_id", 64), ("participant_id", 64),
+                     ("type", 64), ("source_partner", 64)),
+        _to_bytewise("recipient_participants", ("recipient", 64), ("participant_id", 64)),
+        _to_bytewise("participant_heads", ("participant_id", 64)),
+        _to_bytewise("participant_events", ("participant_id", 64), ("event_id", 64)),
+        _to_bytewise("tracking", ("topic", 255)),
+    )),
 }
 
 #: Next offset to read per (topic, partition), written with the rows it accounts for.
 tracking = Table(
     "tracking",
     metadata,
-    Column("topic", String(255), primary_key=True),
+    Column("topic", identifier(255), primary_key=True),
     Column("partition", Integer, primary_key=True, autoincrement=False),
     Column("next_offset", BigInteger, nullable=False),
 )
@@ -261,7 +298,10 @@ class ViewStore:
             while stored in UPGRADES_IN_PLACE:
                 upgraded, statements = UPGRADES_IN_PLACE[stored]
                 for statement in statements:
-                    if isinstance(statement, str):
+                    if isinstance(statement, OnlyOn):
+                        if statement.dialect == connection.dialect.name:
+                            connection.exec_driver_sql(statement.sql)
+                    elif isinstance(statement, str):
                         connection.exec_driver_sql(statement)
                     else:
                         connection.execute(statement)

@@ -1,0 +1,85 @@
+"""The projection's identifier columns compare byte for byte on PostgreSQL too (``COLLATE "C"``),
+in a new view and in a view of version 7 upgraded where it is (decision 0011)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from consumers.projection_store import ProjectionStore
+from consumers.store import PROJECTION_VERSION, RowChange, ViewStore
+from tests.factories import view_of_version
+
+pytestmark = pytest.mark.integration
+
+#: Every identifier column of the projection's tables, with its length.
+IDENTIFIERS = {
+    ("view_rows", "recipient"): 64, ("view_rows", "event_id"): 64,
+    ("view_rows", "participant_id"): 64, ("view_rows", "type"): 64,
+    ("view_rows", "source_partner"): 64,
+    ("recipient_participants", "recipient"): 64,
+    ("recipient_participants", "participant_id"): 64,
+    ("participant_heads", "participant_id"): 64,
+    ("participant_events", "participant_id"): 64, ("participant_events", "event_id"): 64,
+    ("tracking", "topic"): 255,
+}
+
+
+def _collations(engine: Engine) -> dict[tuple[str, str], str | None]:
+    """The collation of every column of :data:`IDENTIFIERS` (PostgreSQL's catalog)."""
+    with engine.connect() as connection:
+        found = connection.execute(text(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema()")).all()
+    return {(table, name): collation for table, name, collation in found
+            if (table, name) in IDENTIFIERS}
+
+
+def _new_view(database_url: str) -> ViewStore:
+    store = ViewStore(database_url)
+    store.create_schema()
+    ProjectionStore(store)  # its tables
+    store.create_schema()
+    return store
+
+
+def _row(event_id: str, participant_id: str) -> dict[str, Any]:
+    return {"event_id": event_id, "type": "ContactLogged", "participant_id": participant_id,
+            "occurred_at": "2026-01-02T03:04:05Z", "source_partner": "casemgmt", "fields": {},
+            "categories": ["CONTACT"], "consent_ids": [], "notice": None}
+
+
+def test_a_new_view_compares_its_identifiers_byte_for_byte(database_url: str) -> None:
+    store = _new_view(database_url)
+    try:
+        if store.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite compares text byte for byte (BINARY) whatever the column says")
+        assert _collations(store.engine) == dict.fromkeys(IDENTIFIERS, "C")
+    finally:
+        store.close()
+
+
+def test_a_view_of_version_7_is_upgraded_where_it_is(database_url: str) -> None:
+    """Version 7 compared identifiers in the cluster's collation; at start PostgreSQL's columns
+    get the C collation, their rows kept; SQLite's view only changes its version."""
+    store = _new_view(database_url)
+    store.apply([RowChange("r", "b", _row("b", "P-b")), RowChange("r", "a", _row("a", "P-a"))],
+                {})
+    postgres = store.engine.dialect.name == "postgresql"
+    cluster_collation = [
+        f'ALTER TABLE {table} ALTER COLUMN {name} TYPE VARCHAR({length}) COLLATE "default"'
+        for (table, name), length in IDENTIFIERS.items()] if postgres else []
+    upgraded = view_of_version(store, "7", *cluster_collation)
+    try:
+        if postgres:
+            assert _collations(upgraded.engine) == dict.fromkeys(IDENTIFIERS, "C")
+        with upgraded.engine.connect() as connection:
+            assert connection.execute(text("SELECT value FROM view_meta")).scalar_one() == (
+                PROJECTION_VERSION)
+            assert connection.execute(text(
+                "SELECT participant_id FROM view_rows ORDER BY participant_id")).scalars().all() == [
+                "P-a", "P-b"]
+    finally:
+        upgraded.close()
