@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         states[event.participant_id], changes = projector.project(
             states.get(event.participant_id), event, event.occurred_at)
         emitted.append(changes)
-    figures: dict[str, Any] = {"config": vars(args) | {"json": None}, **count_sharing(emitted)}
+    config = {name: value for name, value in vars(args).items() if name != "json"}
+    figures: dict[str, Any] = {"config": config, **count_sharing(emitted)}
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0

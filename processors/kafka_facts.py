@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
@@ -39,9 +39,9 @@ RECORD_FAULT_CODES = frozenset({
 GROUP_METADATA_MAGIC = b"CGMDv2:"
 
 
-@dataclass(frozen=True, slots=True)
-class ConsumedRecord:
-    """One consumed record: where it was, its key and value."""
+class ConsumedRecord(NamedTuple):
+    """One consumed record: where it was, its key and value. A named tuple: the hub's steps
+    make one per record they poll (a frozen dataclass's ``__init__`` took 1.8 us)."""
 
     topic: str
     partition: int

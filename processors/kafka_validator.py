@@ -67,7 +67,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -159,8 +159,9 @@ class ValidatorCounters:
     ticks: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
+class _Outgoing(NamedTuple):
+    """One record to produce in the transaction (a named tuple: one per event)."""
+
     topic: str
     key: bytes | None
     value: bytes

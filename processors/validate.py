@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from processors.consent import check_part2_elements
 from processors.site import SitePolicy
@@ -44,9 +45,9 @@ MAX_EVENT_BYTES = 256 * 1024
 DLQ_PREFIX_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """An event accepted for ``lead.events``: key participant_id, canonical envelope value."""
+class Accepted(NamedTuple):
+    """An event accepted for ``lead.events``: key participant_id, canonical envelope value. A
+    named tuple: the validator makes one per event."""
 
     key: bytes
     value: bytes

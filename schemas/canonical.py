@@ -8,15 +8,14 @@ consent expiry and intake deadlines are replayed exactly as they happened live.
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, NamedTuple
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas.errors import HubError
+from schemas.zigzag import long_bytes, read_long
 
 CANONICAL_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -50,9 +49,9 @@ class CanonicalRecordError(HubError):
     """A ``lead.events`` record is not a canonical record (written by something else?)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CanonicalRecord:
-    """One record of ``lead.events``."""
+class CanonicalRecord(NamedTuple):
+    """One record of ``lead.events``. A named tuple: the validator builds one per event and the
+    projector reads one back per record (a frozen dataclass's ``__init__`` took 1.8 us)."""
 
     kind: Literal["EVENT", "CLOCK"]
     received_at: datetime
@@ -63,32 +62,63 @@ class CanonicalRecord:
     event: bytes
 
 
+#: ``kind``'s symbols in the schema's order, and each one's encoding (its index as a long).
+_KINDS: tuple[Literal["EVENT", "CLOCK"], ...] = ("EVENT", "CLOCK")
+_KIND_BYTES = {kind: long_bytes(index) for index, kind in enumerate(_KINDS)}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def encode_canonical(record: CanonicalRecord) -> bytes:
-    """Single-object encode ``record``."""
-    buffer = io.BytesIO()
-    buffer.write(_HEADER)
-    fastavro.schemaless_writer(
-        buffer,
-        _PARSED,
-        {
-            "kind": record.kind,
-            "received_at": record.received_at,
-            "source_partner": record.source_partner,
-            "ingest_topic": record.ingest_topic,
-            "ingest_partition": record.ingest_partition,
-            "ingest_offset": record.ingest_offset,
-            "event": record.event,
-        },
-    )
-    return buffer.getvalue()
+    """Single-object encode ``record``: the bytes fastavro writes for it with
+    :data:`CANONICAL_SCHEMA` (``tests/schemas/test_canonical.py``), written by hand. The
+    envelope is seven fields in a fixed order; fastavro's writer took 8.3 us per record of the
+    validator's 68 (decision 0011). A naive ``received_at`` is taken as UTC, as fastavro does.
+    """
+    received_at = record.received_at
+    micros = (received_at - (_NAIVE_EPOCH if received_at.tzinfo is None else _EPOCH)
+              ) // _MICROSECOND
+    source = record.source_partner.encode()
+    topic = record.ingest_topic.encode()
+    event = record.event
+    return b"".join((
+        _HEADER, _KIND_BYTES[record.kind], long_bytes(micros),
+        long_bytes(len(source)), source, long_bytes(len(topic)), topic,
+        long_bytes(record.ingest_partition), long_bytes(record.ingest_offset),
+        long_bytes(len(event)), event,
+    ))
 
 
 def decode_canonical(data: bytes) -> CanonicalRecord:
-    """Decode a ``lead.events`` value; raise CanonicalRecordError if it is not one."""
+    """Decode a ``lead.events`` value; raise CanonicalRecordError if it is not exactly one
+    canonical record (what fastavro reads with :data:`CANONICAL_SCHEMA`, by hand as
+    :func:`encode_canonical`; an unknown ``kind`` index or bytes after the record are refused).
+    """
     if not data.startswith(_HEADER):
         raise CanonicalRecordError("not a canonical lead.events record (header mismatch)")
     try:
-        obj: Any = fastavro.schemaless_reader(io.BytesIO(data[len(_HEADER):]), _PARSED, None)
-    except Exception as exc:  # fastavro raises assorted errors on truncated bodies
+        kind, position = read_long(data, len(_HEADER))
+        micros, position = read_long(data, position)
+        source, position = _read_bytes(data, position)
+        topic, position = _read_bytes(data, position)
+        partition, position = read_long(data, position)
+        offset, position = read_long(data, position)
+        event, position = _read_bytes(data, position)
+        if not 0 <= kind < len(_KINDS):
+            raise ValueError(f"kind index {kind}")
+        if position != len(data):
+            raise ValueError(f"{len(data) - position} bytes after the record")
+        return CanonicalRecord(_KINDS[kind], _EPOCH + timedelta(microseconds=micros),
+                               source.decode(), topic.decode(), partition, offset, event)
+    except (IndexError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
         raise CanonicalRecordError("malformed canonical lead.events record") from exc
-    return CanonicalRecord(**obj)
+
+
+def _read_bytes(data: bytes, position: int) -> tuple[bytes, int]:
+    """The Avro ``bytes`` (or ``string``) at ``position``: a long length, then that many bytes."""
+    length, start = read_long(data, position)
+    end = start + length
+    if length < 0 or end > len(data):
+        raise ValueError(f"a length of {length} at {position} runs past the record")
+    return data[start:end], end

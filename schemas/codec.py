@@ -28,6 +28,7 @@ from schemas.errors import (
 )
 from schemas.event import Event, check_envelope_semantics, check_recorded_envelope
 from schemas.shape import BadValue, safe_key
+from schemas.zigzag import long_bytes, read_long
 
 HEADER_SIZE = 10
 
@@ -164,38 +165,15 @@ def stamp_source_partner(data: bytes, catalog: Catalog, partner_id: str) -> byte
         return None
     position = HEADER_SIZE
     for _ in range(2):  # event_id, participant_id
-        length, position = _read_long(data, position)
+        length, position = read_long(data, position)
         position += length
-    _, position = _read_long(data, position)  # occurred_at
+    _, position = read_long(data, position)  # occurred_at
     name = partner_id.encode()
     if data[position] == 0:
-        return b"".join((data[:position], b"\x02", _long_bytes(len(name)), name,
+        return b"".join((data[:position], b"\x02", long_bytes(len(name)), name,
                          data[position + 1:]))
-    length, start = _read_long(data, position + 1)
+    length, start = read_long(data, position + 1)
     return data if data[start:start + length] == name else None
-
-
-def _read_long(data: bytes, position: int) -> tuple[int, int]:
-    """The Avro long (zig-zag varint) at ``position`` and the position after it."""
-    shift = value = 0
-    while True:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (value >> 1) ^ -(value & 1), position
-        shift += 7
-
-
-def _long_bytes(value: int) -> bytes:
-    """The Avro encoding of the long ``value`` (zig-zag varint)."""
-    zigzag = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while zigzag >= 0x80:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
-    return bytes(out)
 
 
 def _require_canonical(record: Any, writer: TypePlan, data: bytes) -> None:
