@@ -177,10 +177,11 @@ class OnlyOn(NamedTuple):
 
 def _to_bytewise(table: str, *columns: tuple[str, int]) -> OnlyOn:
     """PostgreSQL: give ``table``'s identifier ``columns`` (name, length) the ``C`` collation
-    (:func:`identifier`); their indexes are rebuilt, the rows stay."""
+    (:func:`identifier`); their indexes are rebuilt, the rows stay. A table a view does not have
+    yet (the projector's, in a view only the API has opened) is skipped."""
     changes = ", ".join(f'ALTER COLUMN {name} TYPE VARCHAR({length}) COLLATE "C"'
                         for name, length in columns)
-    return OnlyOn("postgresql", f"ALTER TABLE {table} {changes}")
+    return OnlyOn("postgresql", f"ALTER TABLE IF EXISTS {table} {changes}")
 
 
 #: Projection versions this code upgrades where they are: the version each becomes, and the

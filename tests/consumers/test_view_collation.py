@@ -78,8 +78,8 @@ def test_a_view_of_version_7_is_upgraded_where_it_is(database_url: str) -> None:
         with upgraded.engine.connect() as connection:
             assert connection.execute(text("SELECT value FROM view_meta")).scalar_one() == (
                 PROJECTION_VERSION)
-            assert connection.execute(text(
-                "SELECT participant_id FROM view_rows ORDER BY participant_id")).scalars().all() == [
-                "P-a", "P-b"]
+            ordered = connection.execute(text(
+                "SELECT participant_id FROM view_rows ORDER BY participant_id")).scalars().all()
+        assert ordered == ["P-a", "P-b"]
     finally:
         upgraded.close()

@@ -116,7 +116,8 @@ def test_a_view_of_version_6_is_upgraded_where_it_is(database_url: str) -> None:
     assert OLD_INDEX not in indexes
     assert INDEXED_TYPES_INDEX.name in indexes
     with upgraded.engine.connect() as connection:
-        assert connection.execute(text("SELECT value FROM view_meta")).scalar_one() == PROJECTION_VERSION
+        version = connection.execute(text("SELECT value FROM view_meta")).scalar_one()
+    assert version == PROJECTION_VERSION
     rows = ViewQueries(upgraded.engine).referrals("r", before=datetime(2027, 1, 1, tzinfo=UTC),
                                                   after=None, limit=5)
     assert [row["event_id"] for row in rows] == ["a"]

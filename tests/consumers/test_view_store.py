@@ -110,7 +110,8 @@ def test_seeded_rows_list_their_participants_too(store: ViewStore) -> None:
 
 def test_a_view_of_version_5_is_upgraded_where_it_is(database_url: str) -> None:
     """Version 5 listed a recipient's participants through an index of every row; at start the
-    pairs are listed from the rows, that index is dropped, and the view is version 6 (then current)."""
+    pairs are listed from the rows, that index is dropped, and the view is version 6 (then
+    current)."""
     store = ViewStore(database_url)
     store.create_schema()
     store.apply([RowChange("r", "a", _row("a", "P1")), RowChange("s", "b", _row("b", "P2"))], {})
@@ -121,7 +122,8 @@ def test_a_view_of_version_5_is_upgraded_where_it_is(database_url: str) -> None:
     indexes = {i["name"] for i in inspect(upgraded.engine).get_indexes("view_rows")}
     assert "ix_view_rows_recipient_participant_time" not in indexes
     with upgraded.engine.connect() as connection:
-        assert connection.execute(text("SELECT value FROM view_meta")).scalar_one() == PROJECTION_VERSION
+        version = connection.execute(text("SELECT value FROM view_meta")).scalar_one()
+    assert version == PROJECTION_VERSION
     upgraded.close()
 
 
