@@ -40,6 +40,7 @@ from pipeline_harness import BenchError, Budget, Children, Publishers, make_even
 from pipeline_report import summary
 from pipeline_stages import LogRecord
 from pipeline_tracker import READERS_CPU, CommitTracker, own_cpu
+from pressure import PressureSampler
 
 #: Raises BenchError if a part of the hub under test has died.
 AliveCheck = Callable[[], None]
@@ -139,9 +140,11 @@ def sustained_phase(events: list[Event], publishers: Publishers, tracker: Commit
 def paced_phase(events: list[Event], rate: float, publishers: Publishers,
                 tracker: CommitTracker, budget: Budget, timeout_s: float
                 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Send ``events`` at ``rate`` events/s; latency of send -> own row committed."""
+    """Send ``events`` at ``rate`` events/s; latency of send -> own row committed, with the
+    machine's stalls meanwhile (:mod:`pressure`)."""
     tracker.expect(e.event_id for e in events)
     sent_at: dict[str, float] = {}
+    pressure = PressureSampler().start()
     started = time.monotonic()
     last_report = started
     for index, event in enumerate(events):
@@ -156,9 +159,10 @@ def paced_phase(events: list[Event], rate: float, publishers: Publishers,
     publishers.flush()
     duration = time.monotonic() - started
     done = tracker.wait_all_visible(budget.cap(timeout_s), "paced")
+    stalls = pressure.stop()
     latencies = [tracker.visible[e] - t for e, t in sent_at.items() if e in tracker.visible]
     result = {"rate_asked": rate, "rate_achieved": len(events) / duration,
-              "duration_s": duration, "complete": done, **summary(latencies)}
+              "duration_s": duration, "complete": done, **summary(latencies), **stalls}
     return result, sent_at
 
 

@@ -160,6 +160,10 @@ def render(results: Results, args: argparse.Namespace) -> str:
          f"{lat['duration_s']:.0f} s, {lat['count']:,} events) p50", ms(lat["p50_s"]), ""),
         ("  p99", ms(lat["p99_s"]), f"<= {TARGET_P99_S * 1000:.0f} ms: {met('p99')}"),
         ("  max", ms(lat["max_s"]), ""),
+        *([("  the machine meanwhile: I/O stall (worst second) / CPU stall",
+            f"{lat['io_stall_s']:.2f} ({lat['io_worst_second_s']:.2f}) / "
+            f"{lat['cpu_stall_s']:.2f} s",
+            "Linux PSI: seconds some task waited")] if "io_stall_s" in lat else []),
         (f"revocation -> retraction committed ({rev['count']} of {rev['revocations']}) p50",
          ms(rev["p50_s"]), ""),
         ("  p99", ms(rev["p99_s"]),
