@@ -18,10 +18,14 @@ out (repeatable), to see what it costs: ``view-rows``, ``pairs``, ``type-index``
 ``view_rows`` by recipient and type, which holds only the indexed types' rows: one event in
 sixteen here, as on the simulated site), ``events``, ``heads``. ``--every-type-index`` indexes
 every row by recipient and type instead, as projection versions 5 and 6 did.
+``--shared-rows`` writes a read model the hub does not have (decision 0011): one row per distinct
+row of an event, naming its recipients (``bench/row_sharing.py``: 1.169 per event), and the
+indexed types' rows per recipient in a table of their own, instead of ``view_rows`` and its index.
 
     .venv/bin/python bench/sql_floor.py [--database-url postgresql+psycopg://...]
                                         [--events 20000] [--batch 50] [--rounds 3]
                                         [--without view-rows ...] [--every-type-index]
+                                        [--shared-rows]
                                         [--json]
 
 Without ``--database-url`` the view is a fresh SQLite file in a scratch directory, configured
@@ -45,11 +49,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, bindparam, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    bindparam,
+    text,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.projection_store import ProjectionStore
-from consumers.store import INDEXED_TYPES_INDEX, ViewStore
+from consumers.store import INDEXED_TYPES_INDEX, ViewStore, identifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info
@@ -94,15 +109,23 @@ _WRITES = {
 #: (1.169 per event on the simulated site: most recipients of an event see the same row), naming
 #: its recipients, instead of one per recipient; and a recipient's rows of the indexed types in
 #: a table of their own, for the reads across participants.
-_SHARED_ROWS = ("CREATE TABLE shared_rows (participant_id VARCHAR(64) NOT NULL, "
-                "event_id VARCHAR(64) NOT NULL, variant INTEGER NOT NULL, "
-                "type VARCHAR(64) NOT NULL, occurred_at TIMESTAMP WITH TIME ZONE NOT NULL, "
-                "source_partner VARCHAR(64) NOT NULL, recipients TEXT NOT NULL, "
-                "row_json TEXT NOT NULL, PRIMARY KEY (participant_id, event_id, variant))")
-_RECIPIENT_INDEX = ("CREATE TABLE recipient_index (recipient VARCHAR(64) NOT NULL, "
-                    "type VARCHAR(64) NOT NULL, occurred_at TIMESTAMP WITH TIME ZONE NOT NULL, "
-                    "event_id VARCHAR(64) NOT NULL, participant_id VARCHAR(64) NOT NULL, "
-                    "PRIMARY KEY (recipient, type, occurred_at, event_id))")
+#: Its tables are typed and keyed as the hub's (:func:`consumers.store.identifier`; on SQLite
+#: without a rowid, as ``view_rows``), so the two are compared on equal terms.
+_SHARED = MetaData()
+Table("shared_rows", _SHARED,
+      *(Column(name, identifier(), nullable=False) for name in ("participant_id", "event_id")),
+      Column("variant", Integer, nullable=False),
+      Column("type", identifier(), nullable=False),
+      Column("occurred_at", DateTime(timezone=True), nullable=False),
+      Column("source_partner", identifier(), nullable=False),
+      Column("recipients", Text, nullable=False), Column("row_json", Text, nullable=False),
+      PrimaryKeyConstraint("participant_id", "event_id", "variant"), sqlite_with_rowid=False)
+Table("recipient_index", _SHARED,
+      *(Column(name, identifier(), nullable=False) for name in ("recipient", "type")),
+      Column("occurred_at", DateTime(timezone=True), nullable=False),
+      *(Column(name, identifier(), nullable=False) for name in ("event_id", "participant_id")),
+      PrimaryKeyConstraint("recipient", "type", "occurred_at", "event_id"),
+      sqlite_with_rowid=False)
 #: Share of the simulated site's touched events with a second distinct row (1.169 - 1).
 SECOND_VARIANT_SHARE = 0.169
 _SHARED_WRITES = {
@@ -140,8 +163,7 @@ def _prepare(connection: Connection, without: set[str], every_type: bool,
              shared: bool) -> None:
     connection.exec_driver_sql(_STAGING)
     if shared:
-        connection.exec_driver_sql(_SHARED_ROWS)
-        connection.exec_driver_sql(_RECIPIENT_INDEX)
+        _SHARED.create_all(connection)
         connection.exec_driver_sql("CREATE TEMPORARY TABLE floor_variants (n INTEGER)")
         connection.exec_driver_sql("INSERT INTO floor_variants (n) VALUES (0), (1)")
     connection.exec_driver_sql(_RECIPIENTS)

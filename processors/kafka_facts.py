@@ -41,7 +41,7 @@ GROUP_METADATA_MAGIC = b"CGMDv2:"
 
 class ConsumedRecord(NamedTuple):
     """One consumed record: where it was, its key and value. A named tuple: the hub's steps
-    make one per record they poll (a frozen dataclass's ``__init__`` took 1.8 us)."""
+    make one per record they poll (a frozen dataclass's ``__init__`` took 1.6 us, this 0.6)."""
 
     topic: str
     partition: int

@@ -17,7 +17,7 @@ def read_long(data: bytes, position: int) -> tuple[int, int]:
     Raises IndexError when ``data`` ends inside it, ValueError when it runs past ten bytes.
     """
     byte = data[position]
-    if byte < 0x80:  # one byte: -64..63, every length and count of the hub's own records
+    if byte < 0x80:  # one byte, -64..63: the envelope's kind, partition and short strings' lengths
         return (byte >> 1) ^ -(byte & 1), position + 1
     shift = value = 0
     end = position + MAX_LONG_BYTES
