@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from consumers.projection_store import ProjectionStore
+import consumers.projection_store  # noqa: F401  (its tables)
 from consumers.store import PROJECTION_VERSION, RowChange, ViewStore
 from tests.factories import view_of_version
 
@@ -38,9 +38,9 @@ def _collations(engine: Engine) -> dict[tuple[str, str], str | None]:
 
 
 def _new_view(database_url: str) -> ViewStore:
+    """A view with the projector's tables too (importing ``consumers.projection_store``
+    registered them with the view's metadata)."""
     store = ViewStore(database_url)
-    store.create_schema()
-    ProjectionStore(store)  # its tables
     store.create_schema()
     return store
 
