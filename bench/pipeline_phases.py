@@ -120,9 +120,11 @@ def sustained_phase(events: list[Event], publishers: Publishers, tracker: Commit
     cpu_after = cpu_by_process(children)
     busy_after = _machine_busy()
     cpu = {k: cpu_after.get(k, math.nan) - v for k, v in cpu_before.items()}
+    batches = sum(1 for at in list(tracker.commits) if first_send <= at <= last)
     return {
         "events": len(events),
         "complete": done,
+        "batches": batches,
         "visible": len(visible),
         "first_send": first_send,
         "publish_s": flushed - first_send,

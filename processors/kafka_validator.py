@@ -213,6 +213,8 @@ class TransactionalValidator:
         self._failures = 0
         self._next_tick = time.monotonic() + tick_interval_s
         self._fatal: KafkaError | None = None
+        #: The open transaction's records librdkafka reported as not delivered.
+        self._refused: list[KafkaError] = []
         self._producer: Any = None
         self._consumer: Any = None
         common = {"client.id": self.client_id, "logger": KAFKA_LOG, "error_cb": self._on_error}
@@ -223,6 +225,10 @@ class TransactionalValidator:
                 "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                 "compression.type": "lz4",
                 "linger.ms": 5,
+                # librdkafka reports failed records only, to one callback: a report per
+                # record made and called a Python callback for every success (decision 0012)
+                "on_delivery": self._on_delivery,
+                "delivery.report.only.error": True,
             })
             self._producer.init_transactions(START_TIMEOUT_S)
             self._consumer = GroupConsumer(
@@ -302,6 +308,12 @@ class TransactionalValidator:
 
     # -- Kafka callbacks and fatal errors ----------------------------------------------------
 
+    def _on_delivery(self, error: KafkaError | None, _message: Any) -> None:
+        """librdkafka's report of a record not delivered (``flush`` calls it): the open
+        transaction must abort."""
+        if error is not None:
+            self._refused.append(error)
+
     def _on_error(self, error: KafkaError) -> None:
         """librdkafka's error callback: remember a fatal error (the reason of later _FATALs)."""
         if error.fatal():
@@ -335,19 +347,14 @@ class TransactionalValidator:
             self._raise_if_fatal(exc)
             raise
         tally = _Tally()
-        refused: list[KafkaError] = []
-
-        def delivered(error: KafkaError | None, _message: Any) -> None:
-            if error is not None:
-                refused.append(error)
-
+        self._refused = []
         try:
             for out in outputs(tally):
-                self._produce(out, delivered)
+                self._produce(out)
             if producer.flush(FLUSH_TIMEOUT_S):
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))
-            if refused:
-                raise KafkaException(refused[0])
+            if self._refused:
+                raise KafkaException(self._refused[0])
             if offsets:
                 producer.send_offsets_to_transaction(offsets, group, FLUSH_TIMEOUT_S)
             producer.commit_transaction(FLUSH_TIMEOUT_S)
@@ -358,14 +365,13 @@ class TransactionalValidator:
             raise
         self._book(tally)
 
-    def _produce(self, out: _Outgoing, delivered: Callable[[Any, Any], None]) -> None:
+    def _produce(self, out: _Outgoing) -> None:
         """Hand one output to the producer, waiting while its local queue is full."""
         while True:
             try:
                 self._producer.produce(out.topic, value=out.value, key=out.key,
                                        partition=out.partition,
-                                       headers=list(out.headers) or None,
-                                       on_delivery=delivered)
+                                       headers=list(out.headers) or None)
                 return
             except BufferError:
                 self._producer.poll(0.05)

@@ -45,9 +45,15 @@ def parse_instant(text: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+#: The types a payload value already has in JSON, tested by exact type first: most values are
+#: these, and a set lookup is cheaper than ``isinstance`` against a union (subclasses, such as
+#: an enum of ``str``, take the ``isinstance`` path after it).
+_JSON_NATIVE = frozenset({str, int, float, bool, type(None)})
+
+
 def value_to_json(value: Any) -> Any:
     """Return ``value`` (a decoded payload value) as JSON-native data, losslessly."""
-    if value is None or isinstance(value, bool | int | float | str):
+    if type(value) in _JSON_NATIVE or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, datetime):
         return {"$datetime": format_instant(value)}
@@ -86,7 +92,7 @@ def value_from_json(value: Any) -> Any:
 
 def value_to_view_json(value: Any) -> Any:
     """Return ``value`` as plain JSON for a reader: instants as ISO ``Z`` strings, bytes hex."""
-    if value is None or isinstance(value, bool | int | float | str):
+    if type(value) in _JSON_NATIVE or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, datetime):
         return format_instant(value)

@@ -33,10 +33,13 @@ from schemas.zigzag import long_bytes, read_long
 HEADER_SIZE = 10
 
 
-def encode(event: Event, catalog: Catalog, version: int | None = None) -> bytes:
+def encode(event: Event, catalog: Catalog, version: int | None = None, *,
+           unsourced: bool = False) -> bytes:
     """Validate ``event`` against its type's schema and return its single-object encoding.
 
-    ``version`` picks the writer schema (default: the latest). Writing an older version drops
+    ``version`` picks the writer schema (default: the latest). ``unsourced`` writes the event
+    with no ``source_partner``, whatever it names, as a partner sends it (the hub stamps the
+    source from the topic). Writing an older version drops
     newer payload fields only when they hold their default; otherwise :class:`InvalidField`.
     Raises :class:`UnknownEventType` or :class:`InvalidField` (with ``field_path``); nothing is
     encoded unless the whole event is valid, so what encodes decodes back to an equal event.
@@ -53,7 +56,7 @@ def encode(event: Event, catalog: Catalog, version: int | None = None) -> bytes:
         "event_id": event.event_id,
         "participant_id": event.participant_id,
         "occurred_at": event.occurred_at,
-        "source_partner": event.source_partner,
+        "source_partner": None if unsourced else event.source_partner,
         "payload": payload,
     }
     try:
@@ -147,6 +150,19 @@ def decode(data: bytes, catalog: Catalog, *, reader_version: int | None = None,
         payload=record["payload"],
         source_partner=record["source_partner"],
     )
+
+
+def event_id_of(data: bytes) -> str:
+    """The ``event_id`` of an event :func:`encode` wrote, read from its bytes alone (the first
+    field of every version's envelope: a length, then the UTF-8); "unknown" if ``data`` is not
+    such an encoding. For naming an event in an error without decoding it."""
+    try:
+        length, start = read_long(data, HEADER_SIZE)
+        if not 0 < length <= len(data) - start:
+            return "unknown"
+        return data[start:start + length].decode()
+    except (IndexError, ValueError, TypeError):
+        return "unknown"
 
 
 def stamp_source_partner(data: bytes, catalog: Catalog, partner_id: str) -> bytes | None:

@@ -206,12 +206,8 @@ def test_too_large_values_are_dead_lettered_as_a_prefix_and_nothing_around_them_
 ) -> None:
     topics = hub_topics
     police = topics.inbound("evergreen-pd")
-    admin = KafkaAdminClient(**kafka.client_options())
-    try:  # let this inbound topic hold a 1 MiB value (the broker's default limit is 1 MiB)
-        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, police,
-                                            configs={"max.message.bytes": str(4 << 20)})])
-    finally:
-        admin.close()
+    # let this inbound topic hold a 1 MiB value (the broker's default limit is 1 MiB)
+    _set_topic_config(kafka, police, "max.message.bytes", str(4 << 20))
     before, after = _referral(participant_id("big")), _referral(participant_id("big"))
     big_300k = b"\xc3\x01" + os.urandom(300 * 1024)
     big_1m = b"\xc3\x01" + os.urandom(1024 * 1024)
@@ -299,6 +295,34 @@ def test_an_aborted_transaction_is_invisible_and_its_batch_is_redone_once(
         # The aborted attempt wrote its outputs; read_committed readers never see them.
         assert sum(uncommitted.values()) > len(events)
     assert set(uncommitted) == set(committed)
+
+
+def test_a_record_the_broker_refuses_aborts_its_transaction(
+    kafka: KafkaConnection, hub_topics: TopicNames,
+    make_validator: Callable[..., TransactionalValidator],
+) -> None:
+    """librdkafka reports only failed records, to one callback: a record ``lead.events``
+    refuses (its topic's limit lowered below any record) aborts the transaction: nothing of
+    the batch is committed."""
+    topics = hub_topics
+    event = _referral(participant_id("refused"))
+    _set_topic_config(kafka, topics.events, "max.message.bytes", "64")
+    _publish(kafka, topics, "evergreen-pd", event)
+
+    validator = make_validator(tick_interval_s=3600)
+    _run_until(lambda: validator.counters.aborts == 1, validator)
+    assert validator.counters.accepted == 0
+    assert validator.counters.batches == 0
+    assert _read(kafka, topics.events, committed=False) == []
+
+
+def _set_topic_config(kafka: KafkaConnection, topic: str, name: str, value: str) -> None:
+    admin = KafkaAdminClient(**kafka.client_options())
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                            configs={name: value})])
+    finally:
+        admin.close()
 
 
 def test_a_record_that_keeps_failing_is_dead_lettered_as_processing_failed(

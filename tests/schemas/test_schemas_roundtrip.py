@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from schemas.catalog import Catalog, EventType, load_catalog
-from schemas.codec import decode, encode, stamp_source_partner
+from schemas.codec import decode, encode, event_id_of, stamp_source_partner
 from schemas.errors import ContractError
 from schemas.event import (
     PARTICIPANT_ID_PATTERN,
@@ -141,6 +141,22 @@ def test_stamping_the_source_in_the_bytes_is_encoding_the_stamped_event(
         assert stamped is None
     else:
         assert stamped == encode(dataclasses.replace(event, source_partner=partner), CATALOG)
+
+
+@SETTINGS
+@given(LATEST_EVENTS)
+def test_an_unsourced_encoding_is_the_events_without_source_and_names_its_id(
+        event: Event) -> None:
+    """What the partner SDK sends: ``unsourced`` writes no source whatever the event names,
+    and :func:`event_id_of` reads the id back from the bytes alone (a failed delivery's)."""
+    unsourced = encode(event, CATALOG, unsourced=True)
+    assert unsourced == encode(dataclasses.replace(event, source_partner=None), CATALOG)
+    assert event_id_of(unsourced) == event.event_id
+
+
+def test_the_id_of_bytes_that_are_not_an_event_is_unknown() -> None:
+    assert event_id_of(b"") == event_id_of(b"\xc3\x01" + bytes(8) + b"\x7f") == "unknown"
+    assert event_id_of(b"\xc3\x01" + bytes(8) + b"\x04\xff\xfe") == "unknown"
 
 
 @SETTINGS
