@@ -119,7 +119,7 @@ def admission(site: SitePolicy, catalog: Catalog, event: Event) -> Rejection | N
     partner = site.partner(event.source_partner)
     if partner is None:
         return Rejection.UNKNOWN_PARTNER
-    if event.type not in catalog.types():
+    if not catalog.knows(event.type):
         return Rejection.UNKNOWN_TYPE
     if not catalog.may_emit(partner.role, event.type):
         return Rejection.EMITTER_NOT_ALLOWED

@@ -246,17 +246,19 @@ def state_from_parts(
 def build_row(recipient: str, event: Event, shape: RowShape) -> ViewRow:
     """Return the :class:`ViewRow` ``recipient`` has for ``event`` given the row's shape."""
     payload = event.payload
+    # positional, in ViewRow's field order: a named tuple built by keyword took 1.2 us, by
+    # position 0.55 (decision 0012), and the projector builds about five per event
     return ViewRow(
-        recipient=recipient,
-        event_id=event.event_id,
-        type=event.type,
-        participant_id=event.participant_id,
-        occurred_at=event.occurred_at,
-        source_partner=event.source_partner or "",
-        fields={name: payload[name] for name in shape.fields},
-        categories=shape.categories,
-        consent_ids=shape.consent_ids,
-        notice=REDISCLOSURE_NOTICE if shape.notice else None,
+        recipient,
+        event.event_id,
+        event.type,
+        event.participant_id,
+        event.occurred_at,
+        event.source_partner or "",
+        {name: payload[name] for name in shape.fields},
+        shape.categories,
+        shape.consent_ids,
+        REDISCLOSURE_NOTICE if shape.notice else None,
     )
 
 

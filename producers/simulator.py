@@ -42,7 +42,7 @@ def cast_of(site: SitePolicy, catalog: Catalog) -> Cast:
     for needed in ("police", "case_management"):
         if needed not in by_role:
             raise SimulationError(f"the site needs a {needed} partner to simulate a LEAD site")
-    if "IntakeCompleted" not in catalog.types():
+    if not catalog.knows("IntakeCompleted"):
         raise SimulationError("the catalog lacks IntakeCompleted; is it the leadhub catalog?")
     return Cast(by_role)
 

@@ -214,6 +214,7 @@ class Catalog:
             self._latest[event_type.name] = plan
         for fp, plan in self._by_fingerprint.items():
             self._resolution[fp] = (plan, self._latest[plan.event_type.name])
+        self._types = tuple(sorted(self._latest))
 
     def latest(self, type_name: str) -> EventType:
         """The newest version of ``type_name``: the one whose categories and emitters apply."""
@@ -233,7 +234,11 @@ class Catalog:
 
     def types(self) -> tuple[str, ...]:
         """Sorted names of every event type."""
-        return tuple(sorted(self._latest))
+        return self._types
+
+    def knows(self, type_name: str) -> bool:
+        """True when ``type_name`` is an event type of the catalog (any version)."""
+        return type_name in self._latest
 
     def all_versions(self) -> tuple[EventType, ...]:
         """Every version of every type, sorted by (name, version)."""
