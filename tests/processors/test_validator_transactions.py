@@ -297,23 +297,33 @@ def test_an_aborted_transaction_is_invisible_and_its_batch_is_redone_once(
     assert set(uncommitted) == set(committed)
 
 
-def test_a_record_the_broker_refuses_aborts_its_transaction(
+def test_a_record_the_broker_refuses_is_dead_lettered_after_the_attempts(
     kafka: KafkaConnection, hub_topics: TopicNames,
-    make_validator: Callable[..., TransactionalValidator],
+    make_validator: Callable[..., TransactionalValidator], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """librdkafka reports only failed records, to one callback: a record ``lead.events``
-    refuses (its topic's limit lowered below any record) aborts the transaction: nothing of
-    the batch is committed."""
+    refuses aborts its transaction each time, and after the attempts it goes to ``lead.dlq``
+    as PROCESSING_FAILED naming Kafka's error; nothing reaches ``lead.events``."""
     topics = hub_topics
+    monkeypatch.setattr(kafka_validator, "BACKOFF_S", 0.01)
+    # Below the event's record batch (about 280 bytes), above a transaction marker's (about
+    # 80): with a limit that refuses the markers too, no abort can ever complete.
+    _set_topic_config(kafka, topics.events, "max.message.bytes", "200")
     event = _referral(participant_id("refused"))
-    _set_topic_config(kafka, topics.events, "max.message.bytes", "64")
     _publish(kafka, topics, "evergreen-pd", event)
 
     validator = make_validator(tick_interval_s=3600)
-    _run_until(lambda: validator.counters.aborts == 1, validator)
+    _run_until(lambda: _dead_total(validator) == 1, validator)
+
     assert validator.counters.accepted == 0
-    assert validator.counters.batches == 0
+    assert validator.counters.aborts == kafka_validator.MAX_BATCH_ATTEMPTS + 1
+    assert validator.counters.dead_letters_by_reason == {"PROCESSING_FAILED": 1}
     assert _read(kafka, topics.events, committed=False) == []
+    [letter] = _read(kafka, topics.dlq)
+    headers = dict(letter.headers)
+    assert letter.value == encode(event, CATALOG, unsourced=True)  # the bytes it was sent as
+    assert headers["lead.reason"] == b"PROCESSING_FAILED"
+    assert headers["lead.message"] == b"KafkaException MSG_SIZE_TOO_LARGE"
 
 
 def _set_topic_config(kafka: KafkaConnection, topic: str, name: str, value: str) -> None:
