@@ -20,7 +20,6 @@ Exit codes: 0 figures printed, 1 a message was not accepted.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     site, catalog, topics = load_site(SITE_FILE), load_catalog(), TopicNames()
     messages = [(topics.inbound(event.source_partner or ""), event.participant_id.encode(),
-                 encode(dataclasses.replace(event, source_partner=None), catalog))
+                 encode(event, catalog, unsourced=True))
                 for event in simulate(site, catalog, args.participants, args.days, 1, START)]
     received_at = datetime.now(UTC)
     passes: list[float] = []

@@ -10,7 +10,6 @@ gets the same 202 and the event is published once.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import threading
@@ -132,8 +131,7 @@ def check_may_publish(event: Event, partner: Partner, catalog: Catalog) -> None:
 
 def body_digest(event: Event, catalog: Catalog) -> str:
     """SHA-256 of the event's unstamped Avro encoding: the same event gives the same digest."""
-    unstamped = dataclasses.replace(event, source_partner=None)
-    return hashlib.sha256(encode(unstamped, catalog)).hexdigest()
+    return hashlib.sha256(encode(event, catalog, unsourced=True)).hexdigest()
 
 
 class InboundPublisher(Protocol):
