@@ -24,7 +24,8 @@ fresh database on the PostgreSQL server given by ``--database-url``):
    process's SDK publishers and main thread, PostgreSQL's backends for the view database; the
    threads reading the projectors' lines are shown apart and not counted in the total);
 3. **latency at a fixed rate** (default 500 events/s for 20 s, other participants): p50, p99
-   and max of send -> own row committed;
+   and max of send -> own row committed, after the machine's dirty pages are written out
+   (``os.sync``), with the machine's I/O and CPU stalls meanwhile;
 4. **revocation latency**: consents sharing HOUSING rows with ``defender-assoc`` are revoked
    one at a time: send -> retraction committed;
 5. stops the hub, then the baselines over what the run left in Kafka: a raw kafka-python

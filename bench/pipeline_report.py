@@ -164,6 +164,9 @@ def render(results: Results, args: argparse.Namespace) -> str:
             f"{lat['io_stall_s']:.2f} ({lat['io_worst_second_s']:.2f}) / "
             f"{lat['cpu_stall_s']:.2f} s",
             "Linux PSI: seconds some task waited")] if "io_stall_s" in lat else []),
+        *([("  dirty pages written out before it", f"{lat['sync_before_s']:.1f} s",
+            "os.sync: the earlier phases' writes are not written back during it")]
+          if "sync_before_s" in lat else []),
         (f"revocation -> retraction committed ({rev['count']} of {rev['revocations']}) p50",
          ms(rev["p50_s"]), ""),
         ("  p99", ms(rev["p99_s"]),
