@@ -246,8 +246,8 @@ def state_from_parts(
 def build_row(recipient: str, event: Event, shape: RowShape) -> ViewRow:
     """Return the :class:`ViewRow` ``recipient`` has for ``event`` given the row's shape."""
     payload = event.payload
-    # positional, in ViewRow's field order: a named tuple built by keyword took 1.2 us, by
-    # position 0.55 (decision 0012), and the projector builds about five per event
+    # by position, in ViewRow's field order: a named tuple built by keyword took twice as long
+    # (decision 0012), and the projector builds about five per event
     return ViewRow(
         recipient,
         event.event_id,

@@ -37,10 +37,10 @@ def encode(event: Event, catalog: Catalog, version: int | None = None, *,
            unsourced: bool = False) -> bytes:
     """Validate ``event`` against its type's schema and return its single-object encoding.
 
-    ``version`` picks the writer schema (default: the latest). ``unsourced`` writes the event
-    with no ``source_partner``, whatever it names, as a partner sends it (the hub stamps the
-    source from the topic). Writing an older version drops
+    ``version`` picks the writer schema (default: the latest). Writing an older version drops
     newer payload fields only when they hold their default; otherwise :class:`InvalidField`.
+    ``unsourced`` writes the event with no ``source_partner``, whatever it names, as a partner
+    sends it (the hub stamps the source from the topic).
     Raises :class:`UnknownEventType` or :class:`InvalidField` (with ``field_path``); nothing is
     encoded unless the whole event is valid, so what encodes decodes back to an equal event.
     """
