@@ -15,7 +15,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas.errors import HubError
-from schemas.zigzag import long_bytes, read_long
+from schemas.zigzag import long_bytes, read_bytes, read_long
 
 CANONICAL_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -101,11 +101,11 @@ def decode_canonical(data: bytes) -> CanonicalRecord:
     try:
         kind, position = read_long(data, len(_HEADER))
         micros, position = read_long(data, position)
-        source, position = _read_bytes(data, position)
-        topic, position = _read_bytes(data, position)
+        source, position = read_bytes(data, position)
+        topic, position = read_bytes(data, position)
         partition, position = read_long(data, position)
         offset, position = read_long(data, position)
-        event, position = _read_bytes(data, position)
+        event, position = read_bytes(data, position)
         if not 0 <= kind < len(_KINDS):
             raise ValueError(f"kind index {kind}")
         if position != len(data):
@@ -115,11 +115,3 @@ def decode_canonical(data: bytes) -> CanonicalRecord:
     except (IndexError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
         raise CanonicalRecordError("malformed canonical lead.events record") from exc
 
-
-def _read_bytes(data: bytes, position: int) -> tuple[bytes, int]:
-    """The Avro ``bytes`` (or ``string``) at ``position``: a long length, then that many bytes."""
-    length, start = read_long(data, position)
-    end = start + length
-    if length < 0 or end > len(data):
-        raise ValueError(f"a length of {length} at {position} runs past the record")
-    return data[start:end], end

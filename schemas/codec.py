@@ -28,7 +28,7 @@ from schemas.errors import (
 )
 from schemas.event import Event, check_envelope_semantics, check_recorded_envelope
 from schemas.shape import BadValue, safe_key
-from schemas.zigzag import long_bytes, read_long
+from schemas.zigzag import long_bytes, read_bytes, read_long
 
 HEADER_SIZE = 10
 
@@ -157,11 +157,9 @@ def event_id_of(data: bytes) -> str:
     field of every version's envelope: a length, then the UTF-8); "unknown" if ``data`` is not
     such an encoding. For naming an event in an error without decoding it."""
     try:
-        length, start = read_long(data, HEADER_SIZE)
-        if not 0 < length <= len(data) - start:
-            return "unknown"
-        return data[start:start + length].decode()
-    except (IndexError, ValueError, TypeError):
+        event_id, _ = read_bytes(data, HEADER_SIZE)
+        return event_id.decode() or "unknown"
+    except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
         return "unknown"
 
 

@@ -1,8 +1,10 @@
-"""Avro's binary ``long``: a zig-zag varint (the Avro specification, "Binary Encoding").
+"""Avro's binary ``long``: a zig-zag varint (the Avro specification, "Binary Encoding"), and
+the ``bytes``/``string`` it prefixes with their length.
 
 Read and written by hand where the hub handles a fixed layout itself: the canonical envelope of
-``lead.events`` (:mod:`schemas.canonical`) and the stamp of an event's source
-(:func:`schemas.codec.stamp_source_partner`).
+``lead.events`` (:mod:`schemas.canonical`), the stamp of an event's source
+(:func:`schemas.codec.stamp_source_partner`) and a failed delivery's event id
+(:func:`schemas.codec.event_id_of`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ def read_long(data: bytes, position: int) -> tuple[int, int]:
             return (value >> 1) ^ -(value & 1), position
         shift += 7
     raise ValueError("an Avro long longer than ten bytes")
+
+
+def read_bytes(data: bytes, position: int) -> tuple[bytes, int]:
+    """The Avro ``bytes`` (or ``string``) at ``position``: a long length, then that many bytes;
+    and the position after them. Raises IndexError or ValueError as :func:`read_long`, and
+    ValueError for a negative length or one that runs past ``data``."""
+    length, start = read_long(data, position)
+    end = start + length
+    if length < 0 or end > len(data):
+        raise ValueError(f"a length of {length} at {position} runs past the data")
+    return data[start:end], end
 
 
 def long_bytes(value: int) -> bytes:
