@@ -1,11 +1,14 @@
 """Benchmark: staff API latency (caseload and timeline) over HTTP, 1M view rows in PostgreSQL.
 
 Creates (or reuses) a dedicated database ``leadhub_bench_api`` in the local PostgreSQL, bulk
-loads synthetic view rows with COPY (not timed), adds the API's indexes, then serves the API
-with uvicorn in a subprocess (``leadhub serve``; audit records go to the real broker with
-acks=all, as in production) and drives it with an open-loop client at a fixed request rate,
-half caseload pages (random starting cursor) and half participant timelines, once per
-server configuration (``--workers``: uvicorn worker counts, 1 and 2 by default).
+loads a synthetic view (``bench/api_view.py``) with COPY (not timed: each event's equal rows
+stored once as a shared row naming its recipients, as the projector stores them; ``--rows``
+counts the rows per recipient that the ``view_rows`` SQL view shows), lists the recipients'
+participants and the indexed types' entries from it, then serves the API with uvicorn in a
+subprocess (``leadhub serve``; audit records go to the real broker with acks=all, as in
+production) and drives it with an open-loop client at a fixed request rate, half caseload pages
+(random starting cursor) and half participant timelines, once per server configuration
+(``--workers``: uvicorn worker counts, 1 and 2 by default).
 
 In the same run, before the HTTP load, it measures baselines without HTTP: the same SQL
 queries through :class:`consumers.api.queries.ViewQueries` (rows fetched and parsed) and one
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import platform
 import random
@@ -40,31 +42,20 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import create_engine, delete, text, update
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from consumers.api.access_log import AccessRecord, KafkaAccessLog, disclosures_of
 from consumers.api.accounts import open_accounts
-from consumers.api.app import open_schema
 from consumers.api.auth import CredentialStore
 from consumers.api.caseload import CASELOAD_TYPES
 from consumers.api.cursors import encode_cursor
 from consumers.api.queries import ViewQueries
-from consumers.store import (
-    LIST_PARTICIPANTS,
-    PROJECTION_VERSION,
-    ViewStore,
-    metadata,
-    recipient_participants,
-    view_meta,
-)
 from leadhub.cli_api import tune_gc
 from leadhub.settings import load_settings
 from processors.site import load_site
@@ -72,109 +63,12 @@ from schemas.kafka_connection import KafkaConnection
 
 # isort: split
 # Siblings in bench/: run as a file, the script's folder is first on sys.path.
+from api_view import DATABASE, participants_for, person, prepare_database
 from kafka_setup import bench_connection
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Staff API (issue 6)"
-DATABASE = "leadhub_bench_api"
 PREFIX = "benchapi."
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-#: (type, categories, recipients besides the case manager, fields)
-STORY: list[tuple[str, list[str], tuple[str, ...], dict[str, Any]]] = [
-    ("ReferralMade", ["REFERRAL", "LEGAL_CASE"], ("evergreen-pd", "county-pao",
-                                                  "lead-coordinator"),
-     {"door": "ARREST_DIVERSION", "charges_held": True}),
-    ("IntakeCompleted", ["PROGRAM_STATUS"], ("county-pao", "lead-coordinator"), {}),
-    ("CaseManagerAssigned", ["PROGRAM_STATUS"], ("lead-coordinator",),
-     {"case_manager": "R. Ortiz", "agency": "Harbor"}),
-    ("ContactLogged", ["PROGRAM_STATUS"], ("evergreen-pd",),
-     {"contact_method": "OUTREACH", "successful": True}),
-    ("HousingStatusChanged", ["HOUSING"], ("cedar-housing",), {"status": "TRANSITIONAL"}),
-    ("ServiceEncounter", ["PROGRAM_STATUS"], ("lead-coordinator",),
-     {"service_type": "CASE_MANAGEMENT", "duration_minutes": 30}),
-]
-
-
-def person(index: int) -> str:
-    """The bench's participant number ``index`` in the hub's format (``p-`` + 16 hex digits,
-    in the order of ``index``)."""
-    return f"p-{index:016x}"
-
-
-def participants_for(rows: int) -> int:
-    """About 40 rows per participant (20 events, about 2 recipients each)."""
-    return max(10, rows // 40)
-
-
-def generate(rows: int, seed: int) -> Any:
-    """Yield COPY tuples of synthetic view rows until ``rows`` have been produced."""
-    rng = random.Random(seed)
-    produced = 0
-    people = participants_for(rows)
-    while True:
-        for index in range(people):
-            participant = person(index)
-            start = T0 + timedelta(minutes=rng.randrange(0, 60 * 24 * 600))
-            for step in range(20):
-                kind, categories, extra, fields = STORY[0] if step == 0 else (
-                    STORY[1] if step == 1 else STORY[2 + rng.randrange(len(STORY) - 2)])
-                at = start + timedelta(hours=step * rng.randrange(1, 72))
-                event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-                for recipient in ("harbor-cm", *extra[: rng.randrange(0, len(extra) + 1)]):
-                    row = {"event_id": event_id, "type": kind, "participant_id": participant,
-                           "occurred_at": at.isoformat().replace("+00:00", "Z"),
-                           "source_partner": "harbor-cm", "fields": fields,
-                           "categories": categories, "consent_ids": [], "notice": None}
-                    yield (recipient, event_id, participant, kind, at, "harbor-cm",
-                           json.dumps(row, sort_keys=True, separators=(",", ":")))
-                    produced += 1
-                    if produced >= rows:
-                        return
-
-
-def prepare_database(server_url: str, rows: int, reuse: bool, database: str = DATABASE) -> str:
-    """Create and load the bench database ``database`` (unless ``reuse`` and it is loaded);
-    return its URL. bench/console.py loads its own with a name of its own."""
-    url = make_url(server_url).set(database=database).render_as_string(hide_password=False)
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"),
-                                    {"d": database}).scalar()
-        if exists and reuse:
-            engine = create_engine(url)
-            with engine.connect() as check:
-                count = check.execute(text("SELECT count(*) FROM view_rows")).scalar_one()
-            engine.dispose()
-            if count == rows:
-                admin.dispose()
-                mark_current_projection(url)
-                print(f"reusing {database} with {count} rows", file=sys.stderr)
-                return url
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{database}"'))
-    admin.dispose()
-    store = ViewStore(url)
-    store.create_schema()
-    started = time.monotonic()
-    raw = store.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        copy_sql = ("COPY view_rows (recipient, event_id, participant_id, type, occurred_at, "
-                    "source_partner, row_json) FROM STDIN")
-        with cursor.copy(copy_sql) as copy:
-            for values in generate(rows, seed=6):
-                copy.write_row(values)
-        cursor.execute(LIST_PARTICIPANTS)
-        raw.commit()
-    finally:
-        raw.close()
-    open_schema(store.engine)
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("VACUUM ANALYZE view_rows"))
-    store.close()
-    print(f"loaded {rows} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    return url
 
 
 def fresh_accounts(server_url: str, database: str) -> str:
@@ -187,23 +81,6 @@ def fresh_accounts(server_url: str, database: str) -> str:
     finally:
         admin.dispose()
     return make_url(server_url).set(database=database).render_as_string(hide_password=False)
-
-
-def mark_current_projection(url: str) -> None:
-    """Label the reused synthetic view with this code's projection version, listing each
-    recipient's participants again (``recipient_participants``).
-
-    Its rows are generated here, not projected, so no projection version made them; without
-    this, a version bump elsewhere would make the API refuse the bench database.
-    """
-    engine = create_engine(url)
-    metadata.create_all(engine)
-    with engine.begin() as connection:
-        connection.execute(delete(recipient_participants))
-        connection.execute(text(LIST_PARTICIPANTS))
-        connection.execute(update(view_meta).where(view_meta.c.key == "projection_version")
-                           .values(value=PROJECTION_VERSION))
-    engine.dispose()
 
 
 def free_port() -> int:

@@ -4,15 +4,14 @@ What staff get when they browse: the console (``leadhub serve``, at ``/``) servi
 pages and person pages from a large view, each page read accounted on ``lead.audit.access``
 on the real broker (acks=all) before it is shown, as in production.
 
-The view is bench/api.py's synthetic one (``prepare_database``: COPY-loaded, not timed), in a
-database of its own (``--database``, default ``leadhub_bench_console``; ``--reuse`` keeps a
-loaded one between runs); the console's accounts (staff user, sessions, the staff token of
-the baseline) are in a fresh PostgreSQL database beside it (``<database>_accounts``). The
+The view is bench/api.py's synthetic one (``bench/api_view.py``: COPY-loaded as shared rows, not
+timed), in a database of its own (``--database``, default ``leadhub_bench_console``; ``--reuse``
+keeps a loaded one between runs); the console's accounts (staff user, sessions, the staff token
+of the baseline) are in a fresh PostgreSQL database beside it (``<database>_accounts``). The
 server runs in a subprocess (``leadhub serve``, one uvicorn worker, audit topic prefix
 ``benchapi.`` as bench/api.py). The bench creates a case manager of ``harbor-cm`` (a role
-without TOTP) and signs in as a browser does: GET the sign-in form (its CSRF token and
-cookie), POST the password, GET and POST the purpose of use; then every page carries the
-session cookie.
+without TOTP) and signs in as a browser does: GET the sign-in form (its CSRF token and cookie),
+POST the password, GET and POST the purpose of use; then every page carries the session cookie.
 
 Two measured phases on the same server, each an open-loop client at ``--rate`` pages/s for
 ``--seconds`` after a 5 s warm-up, with the same random plan (seeded): alternately a
@@ -85,10 +84,10 @@ from api import (
     fresh_accounts,
     peak_rss_mib,
     percentile,
-    prepare_database,
     summary,
     wait_until_serving,
 )
+from api_view import prepare_database
 from kafka_setup import bench_connection
 from machine import machine_info
 from pipeline_harness import BenchError, check_broker

@@ -1,13 +1,14 @@
 """Benchmark: how many of the view rows the pure core emits per event are the same row.
 
-The view holds one row per recipient and event (``view_rows``), and most recipients of an event
-see the same fields of it (decision 0011 weighs a read model that stores such a row once, naming
-its recipients). This simulates the example site's history (the pipeline bench's sustained
-phase by default: 1,000 participants, 180 days, seed 1), projects every event through the pure
-core at its own ``occurred_at`` as the live projector does, and counts, over the upserts of each
-event: the rows, the distinct rows (equal JSON, which names no recipient: what a shared row would
-store), their bytes, and the rows of the types the view indexes by recipient
-(``consumers.store.INDEXED_TYPES``: what a per-recipient index of the shared rows would hold).
+The view shows one row per recipient and event (the ``view_rows`` SQL view), and most recipients
+of an event see the same fields of it; since projection version 9 the view stores such a row
+once, naming its recipients (``shared_rows``, decision 0013; weighed in decision 0011). This
+simulates the example site's history (the pipeline bench's sustained phase by default: 1,000
+participants, 180 days, seed 1), projects every event through the pure core at its own
+``occurred_at`` as the live projector does, and counts, over the upserts of each event: the
+rows, the distinct rows (equal JSON, which names no recipient: what ``shared_rows`` stores),
+their bytes, and the rows of the types the view indexes by recipient
+(``consumers.store.INDEXED_TYPES``: the entries of ``indexed_rows``).
 
     .venv/bin/python bench/row_sharing.py [--participants 1000] [--days 180] [--seed 1] [--json]
 

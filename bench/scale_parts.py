@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.projection_store import participant_events, participant_heads
-from consumers.store import ViewStore, view_rows
+from consumers.store import ViewStore, indexed_rows, shared_rows
 from schemas.canonical import CanonicalRecord, encode_canonical
 from schemas.catalog import Catalog
 from schemas.codec import encode
@@ -139,10 +139,14 @@ class Watcher:
         return {}
 
     def counts(self) -> dict[str, int]:
-        """Rows of the view, participant heads and stored events."""
+        """Rows of the view's tables (each distinct row of an event once, ``shared_rows``; the
+        indexed types' entries per recipient, ``indexed_rows``), participant heads and stored
+        events. Not the rows per recipient: the ``view_rows`` SQL view would join every shared
+        row with every recipient to count them."""
         out: dict[str, int] = {}
         with self.store.engine.connect() as connection:
-            for name, table in (("view_rows", view_rows), ("participants", participant_heads),
+            for name, table in (("shared_rows", shared_rows), ("indexed_rows", indexed_rows),
+                                ("participants", participant_heads),
                                 ("stored_events", participant_events)):
                 out[name] = int(connection.execute(
                     select(func.count()).select_from(table)).scalar_one())

@@ -1,31 +1,38 @@
 """Benchmark: the database's own CPU for what the projector must write per event, at its floor.
 
 The live projector writes, for each event, the event's row (``participant_events``), its
-participant's head, one ``view_rows`` row per recipient that sees it and that recipient's
-``recipient_participants`` pair, and per batch the tracking row (docs/architecture.md). This
-bench writes exactly that set into the hub's own schema (``ViewStore.create_schema``), with
-the sizes the projector writes on the simulated site (``bench/projector_writes.py`` measured
-283 bytes of event JSON, 706 of head, 367 per view row, 5.05 view rows per event), but as
-set-based statements: each table's rows of a batch in one ``INSERT ... SELECT`` from a staging
-table, no Python per row and no round trip per row. So what it measures is the least the
-database can spend on the projection's writes; the projector's statements cost at least this.
+participant's head, the event's distinct rows once each (``shared_rows``: most recipients of an
+event see the same row, so 1.169 rows per event on the simulated site by
+``bench/row_sharing.py``, each naming its recipients), one ``indexed_rows`` entry per recipient
+of a row of an indexed type (``consumers.store.INDEXED_TYPES``), its recipients in
+``view_recipients`` and each recipient's ``recipient_participants`` pair, and per batch the
+tracking row (``consumers.view_writer``, decision 0013). This bench writes exactly that set into
+the hub's own schema (``ViewStore.create_schema``), with the sizes the projector writes on the
+simulated site (``bench/projector_writes.py`` measured 283 bytes of event JSON, 706 of head, 367
+per view row, 5.05 recipients per event), but as set-based statements: each table's rows of a
+batch in one ``INSERT ... SELECT`` from a staging table, no Python per row and no round trip per
+row. So what it measures is the least the database can spend on the projection's writes; the
+projector's statements cost at least this.
 
 Per batch of ``--batch`` events (distinct participants among ``--participants``): the batch's
 keys go into a staging table (not counted), then the writes run and commit (counted). Counted:
 on PostgreSQL the backend's CPU (``/proc/<pid>/stat``), on SQLite this process's CPU (SQLite
 runs in it; the statements themselves do no Python work per row). ``--without`` leaves a part
-out (repeatable), to see what it costs: ``view-rows``, ``pairs``, ``type-index`` (the index of
-``view_rows`` by recipient and type, which holds only the indexed types' rows: one event in
-sixteen here, as on the simulated site), ``events``, ``heads``. ``--every-type-index`` indexes
-every row by recipient and type instead, as projection versions 5 and 6 did.
-``--shared-rows`` writes a read model the hub does not have (decision 0011): one row per distinct
-row of an event, naming its recipients (``bench/row_sharing.py``: 1.169 per event), and the
-indexed types' rows per recipient in a table of their own, instead of ``view_rows`` and its index.
+out (repeatable), to see what it costs: ``view-rows`` (the shared rows), ``type-index`` (the
+``indexed_rows`` entries: one event in sixteen is of an indexed type here, as on the simulated
+site), ``recipients`` (``view_recipients``), ``pairs``, ``events``, ``heads``.
+
+``--per-recipient-rows`` writes the view of projection versions 5-8 instead, for comparison:
+one row per recipient and event in a table keyed (participant, event, recipient), without a
+rowid on SQLite, with a partial index of the indexed types' rows by recipient and type (the
+``type-index`` part; defined in this bench, the hub has neither since projection version 9).
+With it, ``--every-type-index`` indexes every row by recipient and type, as versions 5-6 did.
+``--shared-rows`` names the default (the commands in BENCHMARKS.md before version 9 use it).
 
     .venv/bin/python bench/sql_floor.py [--database-url postgresql+psycopg://...]
                                         [--events 20000] [--batch 50] [--rounds 3]
-                                        [--without view-rows ...] [--every-type-index]
-                                        [--shared-rows]
+                                        [--without view-rows ...]
+                                        [--per-recipient-rows [--every-type-index]]
                                         [--json]
 
 Without ``--database-url`` the view is a fresh SQLite file in a scratch directory, configured
@@ -53,7 +60,7 @@ from sqlalchemy import (
     Column,
     Connection,
     DateTime,
-    Integer,
+    Index,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -62,9 +69,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateTable
 
 from consumers.projection_store import ProjectionStore
-from consumers.store import INDEXED_TYPES_INDEX, ViewStore, identifier
+from consumers.store import INDEXED_TYPES, ViewStore, identifier, recipients_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info
@@ -75,17 +83,21 @@ EVENT_JSON_BYTES = 283
 HEAD_JSON_BYTES = 706
 ROW_JSON_BYTES = 367
 RECIPIENTS = 5
-PARTS = ("events", "heads", "view-rows", "pairs", "type-index")
+PARTS = ("events", "heads", "view-rows", "type-index", "recipients", "pairs")
+SHARED, PER_RECIPIENT = "shared rows", "per-recipient rows"
 
 _STAGING = ("CREATE TEMPORARY TABLE floor_batch (p VARCHAR(64), e VARCHAR(64), s BIGINT, "
             "t VARCHAR(64), v INTEGER)")
 #: Share of the simulated site's events of an indexed type (referrals, links, intakes: 792 of
 #: 13,048 over 300 participants and a year), written as ReferralMade; the others ContactLogged.
 INDEXED_SHARE = 0.061
+#: Share of the simulated site's touched events with a second distinct row (1.169 - 1).
+SECOND_VARIANT_SHARE = 0.169
 _RECIPIENTS = "CREATE TEMPORARY TABLE floor_recipients (r VARCHAR(64))"
-#: Each part's statement, in the order the projector writes them (``WHERE true``: SQLite's
-#: parser needs it to tell the upsert's ON CONFLICT from a join's ON).
-_WRITES = {
+_VARIANTS = "CREATE TEMPORARY TABLE floor_variants (n INTEGER)"
+#: The parts both layouts write alike (``WHERE true``: SQLite's parser needs it to tell the
+#: upsert's ON CONFLICT from a join's ON).
+_COMMON = {
     "events": "INSERT INTO participant_events (participant_id, event_id, seq, event_json) "
               "SELECT p, e, s, :event_json FROM floor_batch WHERE true "
               "ON CONFLICT (participant_id, event_id) DO UPDATE SET seq = excluded.seq, "
@@ -95,52 +107,67 @@ _WRITES = {
              "ON CONFLICT (participant_id) DO UPDATE SET partition = excluded.partition, "
              "next_due_us = excluded.next_due_us, next_seq = excluded.next_seq, "
              "head_json = excluded.head_json",
-    "view-rows": "INSERT INTO view_rows (recipient, event_id, participant_id, type, occurred_at, "
-                 "source_partner, row_json) SELECT r, e, p, t, :occurred_at, "
+}
+_PAIRS = ("INSERT INTO recipient_participants (recipient, participant_id) "
+          "SELECT r, p FROM floor_batch, floor_recipients WHERE true ORDER BY r, p "
+          "ON CONFLICT DO NOTHING")
+#: The hub's writes (``consumers.view_writer.SharedRowsWriter.write`` for events the view did
+#: not hold), in its order: an event's distinct rows as variants 0..n-1 (a second one for
+#: :data:`SECOND_VARIANT_SHARE` of the events), the entries of the indexed types' rows, the
+#: batch's recipients, the pairs.
+_SHARED_WRITES = {
+    **_COMMON,
+    "view-rows": "INSERT INTO shared_rows (participant_id, event_id, variant, recipients, type, "
+                 "occurred_at, source_partner, row_json) SELECT p, e, v.n, :recipients, t, "
+                 ":occurred_at, 'harbor-cm', :row_json FROM floor_batch, floor_variants v "
+                 "WHERE v.n <= floor_batch.v "
+                 "ON CONFLICT (participant_id, event_id, variant) DO UPDATE SET "
+                 "recipients = excluded.recipients, type = excluded.type, "
+                 "occurred_at = excluded.occurred_at, source_partner = excluded.source_partner, "
+                 "row_json = excluded.row_json",
+    "type-index": "INSERT INTO indexed_rows (recipient, type, occurred_at, event_id, "
+                  "participant_id) SELECT r, t, :occurred_at, e, p "
+                  "FROM floor_batch, floor_recipients WHERE t = 'ReferralMade' "
+                  "ON CONFLICT DO NOTHING",
+    "recipients": "INSERT INTO view_recipients (recipient) SELECT r FROM floor_recipients "
+                  "WHERE true ON CONFLICT DO NOTHING",
+    "pairs": _PAIRS,
+}
+
+#: ``--per-recipient-rows``: the view of projection versions 5-8, defined here (the hub has it
+#: no more): one row per recipient and event, keyed (participant, event, recipient), clustered
+#: on SQLite (decision 0005); the column order of that ``view_rows``.
+_OLD = MetaData()
+old_view_rows = Table(
+    "per_recipient_rows", _OLD,
+    Column("recipient", identifier(), nullable=False),
+    Column("event_id", identifier(), nullable=False),
+    Column("participant_id", identifier(), nullable=False),
+    Column("type", identifier(), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("source_partner", identifier(), nullable=False),
+    Column("row_json", Text, nullable=False),
+    PrimaryKeyConstraint("participant_id", "event_id", "recipient"),
+    sqlite_with_rowid=False,
+)
+_by_type = (old_view_rows.c.recipient, old_view_rows.c.type, old_view_rows.c.occurred_at,
+            old_view_rows.c.event_id)
+#: Versions 7-8: the indexed types' rows only, by recipient and type (decision 0010).
+_INDEXED_TYPES_INDEX = Index(
+    "ix_per_recipient_rows_indexed_types", *_by_type,
+    sqlite_where=old_view_rows.c.type.in_(INDEXED_TYPES),
+    postgresql_where=old_view_rows.c.type.in_(INDEXED_TYPES))
+#: Versions 5-6 (``--every-type-index``): every row by recipient and type.
+_EVERY_TYPE_INDEX = Index("ix_per_recipient_rows_recipient_type_time", *_by_type)
+_PER_RECIPIENT_WRITES = {
+    **_COMMON,
+    "view-rows": "INSERT INTO per_recipient_rows (recipient, event_id, participant_id, type, "
+                 "occurred_at, source_partner, row_json) SELECT r, e, p, t, :occurred_at, "
                  "'harbor-cm', :row_json FROM floor_batch, floor_recipients WHERE true "
                  "ON CONFLICT (participant_id, event_id, recipient) DO UPDATE SET "
                  "type = excluded.type, occurred_at = excluded.occurred_at, "
                  "source_partner = excluded.source_partner, row_json = excluded.row_json",
-    "pairs": "INSERT INTO recipient_participants (recipient, participant_id) "
-             "SELECT r, p FROM floor_batch, floor_recipients WHERE true ORDER BY r, p "
-             "ON CONFLICT DO NOTHING",
-}
-#: ``--shared-rows``: the read model decision 0011 weighs. One row per distinct row of an event
-#: (1.169 per event on the simulated site: most recipients of an event see the same row), naming
-#: its recipients, instead of one per recipient; and a recipient's rows of the indexed types in
-#: a table of their own, for the reads across participants.
-#: Its tables are typed and keyed as the hub's (:func:`consumers.store.identifier`; on SQLite
-#: without a rowid, as ``view_rows``), so the two are compared on equal terms.
-_SHARED = MetaData()
-Table("shared_rows", _SHARED,
-      *(Column(name, identifier(), nullable=False) for name in ("participant_id", "event_id")),
-      Column("variant", Integer, nullable=False),
-      Column("type", identifier(), nullable=False),
-      Column("occurred_at", DateTime(timezone=True), nullable=False),
-      Column("source_partner", identifier(), nullable=False),
-      Column("recipients", Text, nullable=False), Column("row_json", Text, nullable=False),
-      PrimaryKeyConstraint("participant_id", "event_id", "variant"), sqlite_with_rowid=False)
-Table("recipient_index", _SHARED,
-      *(Column(name, identifier(), nullable=False) for name in ("recipient", "type")),
-      Column("occurred_at", DateTime(timezone=True), nullable=False),
-      *(Column(name, identifier(), nullable=False) for name in ("event_id", "participant_id")),
-      PrimaryKeyConstraint("recipient", "type", "occurred_at", "event_id"),
-      sqlite_with_rowid=False)
-#: Share of the simulated site's touched events with a second distinct row (1.169 - 1).
-SECOND_VARIANT_SHARE = 0.169
-_SHARED_WRITES = {
-    "view-rows": "INSERT INTO shared_rows (participant_id, event_id, variant, type, occurred_at, "
-                 "source_partner, recipients, row_json) SELECT p, e, v.n, t, :occurred_at, "
-                 "'harbor-cm', :recipients, :row_json FROM floor_batch, floor_variants v "
-                 "WHERE v.n <= floor_batch.v "
-                 "ON CONFLICT (participant_id, event_id, variant) DO UPDATE SET "
-                 "type = excluded.type, occurred_at = excluded.occurred_at, "
-                 "source_partner = excluded.source_partner, recipients = excluded.recipients, "
-                 "row_json = excluded.row_json",
-    "type-index": "INSERT INTO recipient_index (recipient, type, occurred_at, event_id, "
-                  "participant_id) SELECT r, t, :occurred_at, e, p "
-                  "FROM floor_batch, floor_recipients WHERE t = 'ReferralMade' "
-                  "ON CONFLICT DO NOTHING",
+    "pairs": _PAIRS,
 }
 _TRACKING = "UPDATE tracking SET next_offset = next_offset + :n WHERE topic = 'floor'"
 
@@ -159,38 +186,43 @@ def _cpu_meter(connection: Connection) -> Callable[[], float]:
     return backend
 
 
-def _prepare(connection: Connection, without: set[str], every_type: bool,
-             shared: bool) -> None:
+def _prepare(connection: Connection, args: argparse.Namespace) -> None:
+    """The staging tables and the tracking row; with ``--per-recipient-rows`` its table and
+    index (the hub's own tables are there already)."""
     connection.exec_driver_sql(_STAGING)
-    if shared:
-        _SHARED.create_all(connection)
-        connection.exec_driver_sql("CREATE TEMPORARY TABLE floor_variants (n INTEGER)")
-        connection.exec_driver_sql("INSERT INTO floor_variants (n) VALUES (0), (1)")
+    connection.exec_driver_sql(_VARIANTS)
+    connection.exec_driver_sql("INSERT INTO floor_variants (n) VALUES (0), (1)")
     connection.exec_driver_sql(_RECIPIENTS)
     connection.execute(text("INSERT INTO floor_recipients (r) VALUES (:r)"),
                        [{"r": f"recipient-{n}"} for n in range(RECIPIENTS)])
     connection.execute(text("INSERT INTO tracking (topic, partition, next_offset) "
                             "VALUES ('floor', 0, 0)"))
-    if "type-index" in without or every_type or shared:
-        connection.exec_driver_sql(f"DROP INDEX {INDEXED_TYPES_INDEX.name}")
-    if every_type:  # the index of projection versions 5-6
-        connection.exec_driver_sql("CREATE INDEX ix_view_rows_recipient_type_time ON view_rows "
-                                   "(recipient, type, occurred_at, event_id)")
+    if args.per_recipient_rows:
+        connection.execute(CreateTable(old_view_rows))  # its indexes as asked, below
+        if args.every_type_index:
+            _EVERY_TYPE_INDEX.create(connection)
+        elif "type-index" not in args.without:
+            _INDEXED_TYPES_INDEX.create(connection)
     connection.commit()
+
+
+def _writes(args: argparse.Namespace) -> list[Any]:
+    """The statements of a batch, in the projector's order, less the parts left out."""
+    chosen = _PER_RECIPIENT_WRITES if args.per_recipient_rows else _SHARED_WRITES
+    return [text(sql).bindparams(bindparam("occurred_at", type_=DateTime(timezone=True)))
+            if ":occurred_at" in sql else text(sql)
+            for part, sql in chosen.items() if part not in args.without]
 
 
 def run_round(connection: Connection, args: argparse.Namespace, seq: list[int],
               rng: random.Random) -> dict[str, float]:
     """Write ``args.events`` events in batches; return CPU per event and events/s."""
     cpu = _cpu_meter(connection)
-    chosen = dict(_WRITES, **_SHARED_WRITES) if args.shared_rows else _WRITES
-    writes = [text(sql).bindparams(bindparam("occurred_at", type_=DateTime(timezone=True)))
-              if ":occurred_at" in sql else text(sql)
-              for part, sql in chosen.items() if part not in args.without]
+    writes = _writes(args)
     tracking = text(_TRACKING)
     values = {"event_json": "e" * EVENT_JSON_BYTES, "head_json": "h" * HEAD_JSON_BYTES,
               "row_json": "r" * ROW_JSON_BYTES, "n": args.batch,
-              "recipients": ",".join(f"recipient-{n}" for n in range(RECIPIENTS))}
+              "recipients": recipients_text(f"recipient-{n}" for n in range(RECIPIENTS))}
     participants = [f"P{n:07d}" for n in range(args.participants)]
     # PostgreSQL's DELETE leaves dead rows that no autovacuum reaches in a temporary table
     empty = ("TRUNCATE floor_batch" if connection.dialect.name == "postgresql"
@@ -223,8 +255,17 @@ def run_round(connection: Connection, args: argparse.Namespace, seq: list[int],
             "wall_s": time.perf_counter() - started}
 
 
+def _table_rows(connection: Connection, args: argparse.Namespace) -> dict[str, int]:
+    """Rows in each table the run wrote (a check that each part wrote what it should)."""
+    tables = (["per_recipient_rows"] if args.per_recipient_rows
+              else ["shared_rows", "indexed_rows", "view_recipients"])
+    return {name: int(connection.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one())
+            for name in (*tables, "recipient_participants", "participant_events")}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Make the database, run the rounds, return the figures."""
+    layout = PER_RECIPIENT if args.per_recipient_rows else SHARED
     with tempfile.TemporaryDirectory(prefix="leadhub-floor-") as scratch, \
             view_database(args.database_url, Path(scratch)) as url:
         store = ViewStore(url)
@@ -234,23 +275,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             store.tune_for_writing()
             rng, seq, rounds = random.Random(1), [0], []
             with store.engine.connect() as connection:
-                _prepare(connection, set(args.without), args.every_type_index,
-                         args.shared_rows)
+                _prepare(connection, args)
                 for n in range(args.rounds):
                     figures = run_round(connection, args, seq, rng)
                     rounds.append(figures)
-                    print(f"[floor] round {n + 1}: {figures['cpu_ms_per_event']:.3f} ms of "
-                          "database CPU per event", file=sys.stderr)
+                    print(f"[floor] {layout}, round {n + 1}: "
+                          f"{figures['cpu_ms_per_event']:.3f} ms of database CPU per event",
+                          file=sys.stderr)
+                tables = _table_rows(connection, args)
             backend = store.engine.dialect.name
         finally:
             store.close()
     return {"machine": machine_info(), "backend": backend,
             "config": {"events": args.events, "batch": args.batch,
                        "participants": args.participants, "recipients": RECIPIENTS,
-                       "without": sorted(args.without),
-                       "every_type_index": args.every_type_index,
-                       "shared_rows": args.shared_rows},
-            "rounds": rounds}
+                       "layout": layout, "without": sorted(args.without),
+                       "every_type_index": args.every_type_index},
+            "rounds": rounds, "table_rows": tables}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,20 +308,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="participants the events belong to (%(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (%(default)s)")
     parser.add_argument("--without", action="append", default=[], choices=PARTS,
-                        help="leave this part of the writes out (repeatable)")
+                        help="leave this part of the writes out (repeatable; ``recipients`` "
+                             "only in the default layout)")
+    layouts = parser.add_mutually_exclusive_group()
+    layouts.add_argument("--shared-rows", action="store_true",
+                         help="the hub's view (the default): each distinct row of an event "
+                              "once, naming its recipients, and the indexed types' entries "
+                              "per recipient in indexed_rows")
+    layouts.add_argument("--per-recipient-rows", action="store_true",
+                         help="the view of projection versions 5-8 instead: one row per "
+                              "recipient and event, the indexed types' rows in a partial "
+                              "index by recipient and type")
     parser.add_argument("--every-type-index", action="store_true",
-                        help="index every view row by recipient and type (projection versions "
-                             "5-6) instead of the indexed types' rows only")
-    parser.add_argument("--shared-rows", action="store_true",
-                        help="write one row per distinct row of an event, naming its "
-                             "recipients, and the indexed types' rows per recipient in a table "
-                             "of their own (the read model decision 0011 weighs)")
+                        help="with --per-recipient-rows: index every row by recipient and type "
+                             "(projection versions 5-6) instead of the indexed types' rows only")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.every_type_index and not args.per_recipient_rows:
+        parser.error("--every-type-index indexes the per-recipient rows: add "
+                     "--per-recipient-rows")
     if args.every_type_index and "type-index" in args.without:
         parser.error("--every-type-index and --without type-index contradict each other")
-    if args.every_type_index and args.shared_rows:
-        parser.error("--every-type-index and --shared-rows contradict each other")
+    if args.per_recipient_rows and "recipients" in args.without:
+        parser.error("--without recipients: the per-recipient rows have no view_recipients")
     try:
         figures = run(args)
     except BenchError as exc:
@@ -291,11 +341,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.json:
         print(json.dumps(figures, indent=2))
-    else:
-        for n, figures_of_round in enumerate(figures["rounds"], 1):
-            print(f"round {n}: {figures_of_round['cpu_ms_per_event']:.3f} ms of "
-                  f"{figures['backend']} CPU per event, "
-                  f"{figures_of_round['events_per_s_writing']:,.0f} events/s while writing")
+        return 0
+    config = figures["config"]
+    left_out = f", without {', '.join(config['without'])}" if config["without"] else ""
+    index = ", every row indexed by type" if config["every_type_index"] else ""
+    print(f"{config['layout']} on {figures['backend']}{index}{left_out}: "
+          f"{config['events']:,} events per round in batches of {config['batch']}, "
+          f"{RECIPIENTS} recipients each")
+    for n, figures_of_round in enumerate(figures["rounds"], 1):
+        print(f"round {n}: {figures_of_round['cpu_ms_per_event']:.3f} ms of "
+              f"{figures['backend']} CPU per event, "
+              f"{figures_of_round['events_per_s_writing']:,.0f} events/s while writing")
+    print("rows written: " + ", ".join(f"{name} {count:,}"
+                                       for name, count in figures["table_rows"].items()))
     return 0
 
 

@@ -9,8 +9,8 @@ participant the view database holds
   CLOCK record finds the due participants without a scan);
 - ``participant_events``: one row per event it holds, keyed ``(participant_id, event_id)``
   (arrival order in ``seq``); the dedupe set;
-- its rows in ``view_rows``: what each recipient sees *is* the view table, read back into row
-  shapes when a state is loaded.
+- its rows in ``shared_rows``: what each recipient sees *is* the view, read back into row
+  shapes when a state is loaded (each distinct row of an event once, naming its recipients).
 
 A state is read back whole (:meth:`ProjectionStore.load`) or by its head and the events a batch
 may repeat (:meth:`ProjectionStore.load_heads`: the cost of an ordinary event's read-back does
@@ -25,7 +25,7 @@ owner's work: its transaction fails with :class:`TrackingConflict` and changes n
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -53,12 +53,15 @@ from consumers.store import (
     encode_row_json,
     identifier,
     metadata,
+    recipients_of,
     row_writer,
+    shared_rows,
     tracking,
-    view_rows,
 )
+from consumers.view_writer import EventRows, HeldRows
 from processors.state import (
     ParticipantState,
+    build_row,
     event_from_state_json,
     event_to_state_json,
     head_to_json,
@@ -212,20 +215,18 @@ class ProjectionStore:
         same = {event.event_id: event.event_id for held in events.values() for event in held}
         rows: dict[str, dict[str, dict[str, RowShape]]] = {pid: {} for pid in known}
         shapes: dict[ShapeKey, RowShape] = {}  # one object per distinct shape, as built live
-        last_text, shape = "", None
-        for pid, recipient, event_id, text in connection.execute(
-                select(view_rows.c.participant_id, view_rows.c.recipient, view_rows.c.event_id,
-                       view_rows.c.row_json)
-                .where(view_rows.c.participant_id.in_(known))):
-            # An event's rows come together (in key order on SQLite), and its recipients mostly
-            # share one JSON (consumers.store.view_row_values): such a row is not parsed again.
-            if shape is None or text != last_text:
-                key = shape_key_of_row(orjson.loads(text))
-                shape = shapes.get(key)
-                if shape is None:
-                    shape = shapes[key] = RowShape(*key)
-                last_text = text
-            rows[pid].setdefault(recipient, {})[same.get(event_id, event_id)] = shape
+        for pid, event_id, names, text in connection.execute(
+                select(shared_rows.c.participant_id, shared_rows.c.event_id,
+                       shared_rows.c.recipients, shared_rows.c.row_json)
+                .where(shared_rows.c.participant_id.in_(known))):
+            key = shape_key_of_row(orjson.loads(text))
+            shape = shapes.get(key)
+            if shape is None:
+                shape = shapes[key] = RowShape(*key)
+            event_id = same.get(event_id, event_id)
+            held = rows[pid]
+            for recipient in recipients_of(names):
+                held.setdefault(recipient, {})[event_id] = shape
         return {
             pid: StoredParticipant(state_from_parts(head, events[pid], rows[pid]), next_seq)
             for pid, (head, next_seq) in heads.items()
@@ -258,16 +259,21 @@ class ProjectionStore:
 
         For each participant: the head, and of the event ids in ``candidates`` (those the batch
         projected or derived or may have removed) the ones added, replaced or removed. Then the
-        view ``changes`` in order; a (recipient, participant) pair the participant's state held
-        rows of before the batch is in ``recipient_participants`` already (the rows a state holds
-        are rows of the view), so it is not inserted again. Returns each participant's next
-        arrival number.
+        rows of every event ``changes`` touched, whole, as the participant's state now holds
+        them, against what its state held before (a state's rows are the view's rows); a
+        (recipient, participant) pair the state held rows of before the batch is in
+        ``recipient_participants`` already, so it is not inserted again. Returns each
+        participant's next arrival number.
         """
         heads: list[Values] = []
         upserts: list[Values] = []
         removals: list[Values] = []
         next_seqs: dict[str, int] = {}
         listed: set[tuple[str, str]] = set()
+        touched: dict[str, dict[str, None]] = {}
+        for change in changes:
+            touched.setdefault(change.participant_id, {})[change.event_id] = None
+        updates: list[tuple[EventRows, HeldRows | None]] = []
         for write in writes:
             state = write.after
             pid = state.participant_id
@@ -287,11 +293,45 @@ class ProjectionStore:
             next_seqs[pid] = seq
             heads.append((pid, write.partition, write.next_due_us, seq,
                           _encode(head_to_json(state))))
+            updates.extend(_event_updates(write, touched.get(pid, {})))
         self._remove_events.execute(connection, removals)
         self._upsert_events.execute(connection, upserts)
         self._upsert_heads.execute(connection, heads)
-        self.view.write_view_changes(connection, changes, listed)
+        self.view.writer.write(connection, updates, listed)
         return next_seqs
+
+
+def _event_updates(write: ParticipantWrite, event_ids: Iterable[str],
+                   ) -> Iterator[tuple[EventRows, HeldRows | None]]:
+    """Each event's rows as ``write.after`` holds them, against what ``write.before`` held (None
+    for an event it did not hold: the view has no row of it, as rows are written with events)."""
+    after = write.after
+    before = write.before.state if write.before is not None else None
+    pid = after.participant_id
+    for event_id in event_ids:
+        held = None
+        old = before.events.get(event_id) if before is not None else None
+        if before is not None and old is not None:
+            held = HeldRows(frozenset(r for r, shapes in before.rows.items() if event_id in shapes),
+                            old.type, old.occurred_at)
+        event = after.events.get(event_id)
+        if event is None:
+            if old is not None:
+                yield EventRows(pid, event_id, old.type, old.occurred_at,
+                                old.source_partner or "", {}), held
+            continue
+        texts: dict[str, str] = {}
+        memo: dict[RowShape, str] = {}
+        for recipient, shapes in after.rows.items():
+            shape = shapes.get(event_id)
+            if shape is not None:
+                text = memo.get(shape)
+                if text is None:
+                    text = memo[shape] = encode_row_json(
+                        build_row(recipient, event, shape).to_json())
+                texts[recipient] = text
+        yield EventRows(pid, event_id, event.type, event.occurred_at,
+                        event.source_partner or "", texts), held
 
 
 #: Event keys looked up per statement: one key test per term of an OR, which SQLite and

@@ -14,8 +14,7 @@ import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from sqlalchemy import (
@@ -24,7 +23,6 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
-    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -32,11 +30,8 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    bindparam,
     create_engine,
-    delete,
     event,
-    exists,
     insert,
     select,
     update,
@@ -44,14 +39,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.schema import CreateIndex, ExecutableDDLElement
+from sqlalchemy.schema import ExecutableDDLElement
 from sqlalchemy.types import TypeEngine
 
 from consumers.driver_statement import (
     DriverStatement,
     JsonRowsStatement,
     RowWriter,
-    Values,
     json_rows_select,
 )
 from consumers.errors import ProjectionVersionMismatch, ViewStoreError
@@ -61,7 +55,7 @@ from consumers.sqlite_wal import (
     configure_wal,
     configure_writer_cache,
 )
-from processors.view import ViewChange, ViewRow
+from processors.view import ViewChange
 
 log = logging.getLogger("leadhub.view")
 
@@ -80,7 +74,9 @@ log = logging.getLogger("leadhub.view")
 #: (decision 0010); the same rows. A view of version 6 is upgraded in place at start.
 #: 8: on PostgreSQL the projection's identifiers compare byte for byte (:func:`identifier`,
 #: decision 0011); the same rows. A view of version 7 is upgraded in place at start.
-PROJECTION_VERSION = "8"
+#: 9: the rows an event shows several recipients alike are stored once (``shared_rows``), and
+#: ``view_rows`` is a SQL view of them (decision 0013); the same rows. Older views are rebuilt.
+PROJECTION_VERSION = "9"
 
 metadata = MetaData()
 
@@ -93,25 +89,36 @@ def identifier(length: int = 64) -> TypeEngine[str]:
     lower than in ``en_US.UTF-8``; decision 0011) and order the same on every cluster."""
     return String(length).with_variant(String(length, collation="C"), "postgresql")
 
-#: The rows of one event (one per recipient) share their key's first two parts, so a batch writes
-#: them into one place of the table, and the projector reads a participant's rows as one range.
-#: On SQLite the table *is* that key's B-tree (no rowid): one B-tree fewer to write (decision
-#: 0005). The column order is the positional order of ``VIEW_ROW_COLUMNS`` and of view files.
-view_rows = Table(
-    "view_rows",
+#: The view's rows, each stored once for all the recipients it is the same for (decision 0013).
+#: Most recipients of an event see the same row (a row's JSON names no recipient): on the
+#: simulated site 1.17 distinct rows per event against 5.14 recipients' rows, and what costs the
+#: databases is the number of rows they write. ``recipients`` names them as ``,a,b,`` (sorted;
+#: a partner id holds no comma); ``variant`` numbers an event's distinct rows from 0, in the
+#: order of their ``recipients``. The rows of one event share their key's first two parts, so a
+#: participant's rows are one range of the key; on SQLite the table *is* that key's B-tree (no
+#: rowid, decision 0005).
+shared_rows = Table(
+    "shared_rows",
     metadata,
-    Column("recipient", identifier(), nullable=False),
-    Column("event_id", identifier(), nullable=False),
     Column("participant_id", identifier(), nullable=False),
+    Column("event_id", identifier(), nullable=False),
+    Column("variant", Integer, nullable=False, autoincrement=False),
+    Column("recipients", Text, nullable=False),
     Column("type", identifier(), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("source_partner", identifier(), nullable=False),
     Column("row_json", Text, nullable=False),
-    PrimaryKeyConstraint("participant_id", "event_id", "recipient"),
+    PrimaryKeyConstraint("participant_id", "event_id", "variant"),
     sqlite_with_rowid=False,
 )
-VIEW_ROW_COLUMNS = tuple(column.name for column in view_rows.columns)
-VIEW_ROW_KEY = ("participant_id", "event_id", "recipient")
+SHARED_ROW_COLUMNS = tuple(column.name for column in shared_rows.columns)
+
+#: Every recipient that has or had a row: what :data:`view_rows` joins the shared rows with.
+view_recipients = Table(
+    "view_recipients",
+    metadata,
+    Column("recipient", identifier(), primary_key=True),
+)
 
 #: The types the read path looks up across a recipient's participants: the referral list
 #: (``consumers.api.queries``), and the console's searches of the caller's identifier links and
@@ -120,41 +127,92 @@ VIEW_ROW_KEY = ("participant_id", "event_id", "recipient")
 #: the catalog's types with name fields.
 INDEXED_TYPES = ("IdentifierLinked", "IntakeCompleted", "ReferralMade")
 
+#: A recipient's rows of the :data:`INDEXED_TYPES` in time order: one entry per recipient and
+#: row of those types (one event in sixteen on the simulated site), written with the shared
+#: rows. Read joined to :data:`view_rows` (:func:`indexed_view_rows`), which checks the
+#: recipient again: an entry never shows a row its recipient does not have.
+indexed_rows = Table(
+    "indexed_rows",
+    metadata,
+    Column("recipient", identifier(), nullable=False),
+    Column("type", identifier(), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("event_id", identifier(), nullable=False),
+    Column("participant_id", identifier(), nullable=False),
+    PrimaryKeyConstraint("recipient", "type", "occurred_at", "event_id", "participant_id"),
+    sqlite_with_rowid=False,
+)
 
-def indexed_types(column: Any) -> Any:
-    """``type IN ('IdentifierLinked', 'IntakeCompleted', 'ReferralMade')`` with the values
-    written out: the predicate of the index below, which a query must repeat word for word for
-    SQLite to use the index (PostgreSQL then uses it even for a generic plan)."""
-    return column.in_(bindparam("indexed_types", list(INDEXED_TYPES), expanding=True,
-                                literal_execute=True))
+#: What each recipient sees, one row per (recipient, event): a SQL view of the shared rows, each
+#: joined with the recipients it names. Every reader reads this (a query names its recipient);
+#: only the view writers (:mod:`consumers.view_writer`, :mod:`consumers.audit.view_file`) know
+#: the shared rows. Described here for SQLAlchemy, created by :data:`VIEW_ROWS_DDL`.
+view_rows = Table(
+    "view_rows",
+    MetaData(),
+    Column("recipient", identifier(), nullable=False),
+    Column("event_id", identifier(), nullable=False),
+    Column("participant_id", identifier(), nullable=False),
+    Column("type", identifier(), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("source_partner", identifier(), nullable=False),
+    Column("row_json", Text, nullable=False),
+)
+
+#: ``instr`` (SQLite) and ``strpos`` (PostgreSQL) find text as it is, with no wildcard: a
+#: partner id with ``_`` in it matches only itself, which ``LIKE`` would not promise.
+_FIND = {"sqlite": "instr", "postgresql": "strpos"}
+
+
+def view_rows_ddl(dialect: str) -> str:
+    """``CREATE VIEW view_rows``: every shared row once per recipient it names."""
+    find = _FIND.get(dialect)
+    if find is None:
+        raise ViewStoreError(f"unsupported view database {dialect!r}: use SQLite or PostgreSQL")
+    create = ("CREATE OR REPLACE VIEW" if dialect == "postgresql"
+              else "CREATE VIEW IF NOT EXISTS")
+    return (f"{create} view_rows AS SELECT r.recipient AS recipient, s.event_id AS event_id, "
+            "s.participant_id AS participant_id, s.type AS type, s.occurred_at AS occurred_at, "
+            "s.source_partner AS source_partner, s.row_json AS row_json "
+            "FROM view_recipients AS r JOIN shared_rows AS s "
+            f"ON {find}(s.recipients, ',' || r.recipient || ',') > 0")
+
+
+def recipients_text(recipients: Iterable[str]) -> str:
+    """How a shared row names its recipients: ``,a,b,`` in sorted order."""
+    return ",".join(["", *sorted(recipients), ""])
+
+
+def recipients_of(text: str) -> list[str]:
+    """Invert :func:`recipients_text`."""
+    return text[1:-1].split(",") if len(text) > 2 else []
 
 
 def of_types(column: Any, types: Collection[str]) -> Any:
-    """``column`` (a ``view_rows.type``) is one of ``types``; when they are all
-    :data:`INDEXED_TYPES`, with :func:`indexed_types` added so that the index serves it."""
-    condition = column.in_(sorted(types))
-    if set(types) <= set(INDEXED_TYPES):
-        return and_(condition, indexed_types(column))
-    return condition
+    """``column`` is one of ``types`` (sorted, so one statement per set of types)."""
+    return column.in_(sorted(types))
 
 
-#: A recipient's rows of the :data:`INDEXED_TYPES` in time order. Only those rows: one event in
-#: sixteen on the simulated site, so the other rows of a batch land in the table's B-tree alone
-#: (the database's floor per event 0.005-0.04 ms lower than with every row indexed,
-#: ``bench/sql_floor.py``, decision 0010). Queries add :func:`indexed_types` to their condition.
-INDEXED_TYPES_INDEX = Index(
-    "ix_view_rows_indexed_types",
-    view_rows.c.recipient, view_rows.c.type, view_rows.c.occurred_at, view_rows.c.event_id,
-    sqlite_where=indexed_types(view_rows.c.type),
-    postgresql_where=indexed_types(view_rows.c.type),
-)
+def indexed_view_rows(types: Collection[str]) -> tuple[Any, Any]:
+    """(``indexed_rows`` joined to its recipient's :data:`view_rows`, the entries' columns) for
+    queries of one recipient's rows of some :data:`INDEXED_TYPES` in time order: filter on
+    ``entries.recipient`` and order by ``entries.occurred_at, entries.event_id``. Raises
+    ViewStoreError for a type that is not indexed (it would find nothing)."""
+    missing = set(types) - set(INDEXED_TYPES)
+    if missing:
+        raise ViewStoreError(f"types {sorted(missing)} are not indexed by recipient")
+    entries = indexed_rows.c
+    joined = indexed_rows.join(view_rows, and_(
+        view_rows.c.recipient == entries.recipient,
+        view_rows.c.participant_id == entries.participant_id,
+        view_rows.c.event_id == entries.event_id))
+    return joined, entries
+
 
 #: The participants a recipient has at least one row of: the caseload's listing. One row per
 #: (recipient, participant), added with the first row and removed with the last, by every view
-#: writer in the transaction that writes the rows (:meth:`ViewStore.write_view_changes`). It
-#: replaces an index of every row by (recipient, participant_id, ...): the rows of one event, one
-#: per recipient, landed in as many places of that index; without it a batch writes 28-31 % less
-#: log (decision 0008).
+#: writer in the transaction that writes the rows (:mod:`consumers.view_writer`). It replaced an
+#: index of every row by (recipient, participant_id, ...) (decision 0008).
 recipient_participants = Table(
     "recipient_participants",
     metadata,
@@ -163,47 +221,20 @@ recipient_participants = Table(
     PrimaryKeyConstraint("recipient", "participant_id"),
     sqlite_with_rowid=False,
 )
-#: Lists every recipient's participants from the rows (a view built in bulk, an upgrade).
+#: Lists every recipient's participants from the rows (a view built in bulk).
 LIST_PARTICIPANTS = ("INSERT INTO recipient_participants (recipient, participant_id) "
                      "SELECT DISTINCT recipient, participant_id FROM view_rows")
 
-
-class OnlyOn(NamedTuple):
-    """A statement of an in-place upgrade that runs on one kind of database only."""
-
-    dialect: str
-    sql: str
-
-
-def _to_bytewise(table: str, *columns: tuple[str, int]) -> OnlyOn:
-    """PostgreSQL: give ``table``'s identifier ``columns`` (name, length) the ``C`` collation
-    (:func:`identifier`); their indexes are rebuilt, the rows stay. A table a view does not have
-    yet (the projector's, in a view only the API has opened) is skipped."""
-    changes = ", ".join(f'ALTER COLUMN {name} TYPE VARCHAR({length}) COLLATE "C"'
-                        for name, length in columns)
-    return OnlyOn("postgresql", f"ALTER TABLE IF EXISTS {table} {changes}")
-
+#: Indexes the rows of the :data:`INDEXED_TYPES` from the rows (a view built in bulk).
+LIST_INDEXED_ROWS = ("INSERT INTO indexed_rows (recipient, type, occurred_at, event_id, "
+                     "participant_id) SELECT recipient, type, occurred_at, event_id, "
+                     "participant_id FROM view_rows WHERE type IN ("
+                     + ", ".join(f"'{name}'" for name in INDEXED_TYPES) + ")")
 
 #: Projection versions this code upgrades where they are: the version each becomes, and the
 #: statements that make it so (run in one transaction at start, by :meth:`ViewStore.create_schema`).
-UPGRADES_IN_PLACE: dict[str, tuple[str, tuple[str | ExecutableDDLElement | OnlyOn, ...]]] = {
-    "5": ("6", (
-        LIST_PARTICIPANTS,
-        "DROP INDEX IF EXISTS ix_view_rows_recipient_participant_time",
-    )),
-    "6": ("7", (
-        "DROP INDEX IF EXISTS ix_view_rows_recipient_type_time",
-        CreateIndex(INDEXED_TYPES_INDEX, if_not_exists=True),
-    )),
-    "7": ("8", (
-        _to_bytewise("view_rows", ("recipient", 64), ("event_id", 64), ("participant_id", 64),
-                     ("type", 64), ("source_partner", 64)),
-        _to_bytewise("recipient_participants", ("recipient", 64), ("participant_id", 64)),
-        _to_bytewise("participant_heads", ("participant_id", 64)),
-        _to_bytewise("participant_events", ("participant_id", 64), ("event_id", 64)),
-        _to_bytewise("tracking", ("topic", 255)),
-    )),
-}
+#: None since version 9: a view of an older version is rebuilt by replay.
+UPGRADES_IN_PLACE: dict[str, tuple[str, tuple[str | ExecutableDDLElement, ...]]] = {}
 
 #: Next offset to read per (topic, partition), written with the rows it accounts for.
 tracking = Table(
@@ -253,10 +284,9 @@ class ViewStore:
             raise ViewStoreError(f"cannot open view database: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", configure_wal)
-        self._upsert_rows = row_writer(self.engine, view_rows, VIEW_ROW_KEY)
-        self._retract_rows = DriverStatement(self.engine, RETRACT, ("p", "e", "r"))
-        self._add_pairs = row_writer(self.engine, recipient_participants)
-        self._drop_pairs = DriverStatement(self.engine, DROP_EMPTY_PAIR, ("r", "p"))
+        # the writer's module reads this one's tables: imported here, not at the top
+        from consumers.view_writer import SharedRowsWriter
+        self.writer = SharedRowsWriter(self.engine)
         self._upsert_offsets = upsert_statement(self.engine, tracking, ("topic", "partition"))
 
     def create_schema(self) -> None:
@@ -296,13 +326,12 @@ class ViewStore:
                 connection.execute(
                     insert(view_meta).values(key="projection_version", value=PROJECTION_VERSION)
                 )
+            if stored in (None, PROJECTION_VERSION):  # an older view may hold a table of the name
+                connection.exec_driver_sql(view_rows_ddl(connection.dialect.name))
             while stored in UPGRADES_IN_PLACE:
                 upgraded, statements = UPGRADES_IN_PLACE[stored]
                 for statement in statements:
-                    if isinstance(statement, OnlyOn):
-                        if statement.dialect == connection.dialect.name:
-                            connection.exec_driver_sql(statement.sql)
-                    elif isinstance(statement, str):
+                    if isinstance(statement, str):
                         connection.exec_driver_sql(statement)
                     else:
                         connection.execute(statement)
@@ -352,42 +381,15 @@ class ViewStore:
         """Apply ``changes`` (JSON rows; the last change of a (recipient, event) wins) on
         ``connection``, inside the caller's transaction. For seeding a view: a retraction here
         names no participant, so it is found without the key's help."""
-        final: dict[tuple[str, str], Mapping[str, Any] | None] = {}
-        for change in changes:
-            final[(change.recipient, change.event_id)] = change.row
-        retracts = [{"r": r, "e": e} for (r, e), row in final.items() if row is None]
-        if retracts:
-            connection.execute(_RETRACT_BY_RECIPIENT, retracts)
-        values = [_row_values(r, e, row) for (r, e), row in final.items() if row is not None]
-        self._upsert_rows.execute(connection, values)
-        self._add_pairs.execute(connection, sorted({(recipient, pid)
-                                                    for recipient, _, pid, *_ in values}))
-        if retracts:
-            connection.execute(_DROP_EMPTY_PAIRS_OF, [{"r": r} for r in {x["r"] for x in retracts}])
+        self.writer.write_json_changes(connection, changes)
 
     def write_view_changes(self, connection: Connection, changes: Sequence[ViewChange],
                            listed: Collection[tuple[str, str]] = frozenset()) -> None:
         """Apply the projector's ``changes`` (the last change of a (recipient, event) wins) on
-        ``connection``, inside the caller's transaction, and keep ``recipient_participants`` in
-        step. The row writer of the live projector and of the audit replays.
-
-        ``listed``: (recipient, participant) pairs the caller knows are in
-        ``recipient_participants`` before these changes; they are not inserted again (on
-        PostgreSQL inserting the pairs already there cost the backend 0.02-0.06 of its
-        0.16-0.19 ms per event at the floor: ``bench/sql_floor.py``, decision 0009). A pair
-        wrongly named there would stay unlisted, and its participant out of the recipient's
-        caseload."""
-        final: dict[tuple[str, str, str], ViewRow | None] = {}
-        for change in changes:
-            final[(change.participant_id, change.event_id, change.recipient)] = change.row
-        memo: dict[tuple[Any, ...], tuple[Mapping[str, Any], str]] = {}
-        retracted = [key for key, row in final.items() if row is None]
-        self._retract_rows.execute(connection, retracted)
-        self._upsert_rows.execute(connection, [view_row_values(key[2], row, memo)
-                                               for key, row in final.items() if row is not None])
-        self._add_pairs.execute(connection, sorted({(r, p) for (p, _, r), row in final.items()
-                                                    if row is not None}.difference(listed)))
-        self._drop_pairs.execute(connection, sorted({(r, p) for p, _, r in retracted}))
+        ``connection``, inside the caller's transaction, reading the events' shared rows first
+        (:meth:`consumers.view_writer.SharedRowsWriter.write_changes`). The audit replays'
+        writer; the live projector knows what the view held and calls the writer's ``write``."""
+        self.writer.write_changes(connection, changes, listed)
 
     def rows_for(self, recipient: str, participant_id: str | None = None) -> list[dict[str, Any]]:
         """The recipient's rows (JSON objects), ordered by occurred_at then event_id."""
@@ -444,24 +446,6 @@ def encode_row_json(row: Mapping[str, Any]) -> str:
     characters). One spelling, so a view file's texts can be digested without parsing them."""
     return orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
 
-#: A row by its key: parameters ``p``, ``e``, ``r`` (participant, event, recipient).
-RETRACT = delete(view_rows).where(and_(view_rows.c.participant_id == bindparam("p"),
-                                       view_rows.c.event_id == bindparam("e"),
-                                       view_rows.c.recipient == bindparam("r")))
-_RETRACT_BY_RECIPIENT = delete(view_rows).where(
-    and_(view_rows.c.recipient == bindparam("r"), view_rows.c.event_id == bindparam("e")))
-_pairs = recipient_participants.c
-#: A (recipient ``r``, participant ``p``) pair, if no row of theirs is left.
-DROP_EMPTY_PAIR = delete(recipient_participants).where(
-    _pairs.recipient == bindparam("r"), _pairs.participant_id == bindparam("p"),
-    ~exists().where(view_rows.c.participant_id == bindparam("p"),
-                    view_rows.c.recipient == bindparam("r")))
-_DROP_EMPTY_PAIRS_OF = delete(recipient_participants).where(
-    _pairs.recipient == bindparam("r"),
-    ~exists().where(view_rows.c.participant_id == _pairs.participant_id,
-                    view_rows.c.recipient == _pairs.recipient))
-
-
 def _dialect_insert(engine: Engine, table: Table) -> Any:
     dialect = engine.dialect.name
     if dialect == "sqlite":
@@ -494,34 +478,3 @@ def _on_conflict(statement: Any, table: Table, key: tuple[str, ...] | None) -> A
         return statement.on_conflict_do_nothing()
     updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in key}
     return statement.on_conflict_do_update(index_elements=list(key), set_=updates)
-
-
-def view_row_values(recipient: str, row: ViewRow,
-                    memo: dict[tuple[Any, ...], tuple[Mapping[str, Any], str]] | None = None,
-                    ) -> Values:
-    """The ``view_rows`` values of one row, in ``VIEW_ROW_COLUMNS`` order: every view writer
-    (live and replay) uses this.
-
-    A row's JSON does not name its recipient, and most recipients of an event see the same row
-    (three rows in four, on the simulated site). With a ``memo`` (one per batch) the JSON of such
-    a row is encoded once and reused when everything in it compares equal.
-    """
-    if memo is None:
-        text = encode_row_json(row.to_json())
-    else:
-        key = (row.event_id, row.type, row.participant_id, row.occurred_at, row.source_partner,
-               row.categories, row.consent_ids, row.notice, tuple(row.fields))
-        held = memo.get(key)
-        if held is not None and held[0] == row.fields:
-            text = held[1]
-        else:
-            text = encode_row_json(row.to_json())
-            memo[key] = (row.fields, text)
-    return (recipient, row.event_id, row.participant_id, row.type, row.occurred_at,
-            row.source_partner, text)
-
-
-def _row_values(recipient: str, event_id: str, row: Mapping[str, Any]) -> Values:
-    return (recipient, event_id, row["participant_id"], row["type"],
-            datetime.fromisoformat(str(row["occurred_at"]).replace("Z", "+00:00")),
-            row["source_partner"], encode_row_json(row))

@@ -37,7 +37,7 @@ from consumers.api.staff import router as staff_router
 from consumers.console.routes import STATIC_DIR as CONSOLE_STATIC
 from consumers.console.routes import STATIC_PATH as CONSOLE_STATIC_PATH
 from consumers.console.routes import router as console_router
-from consumers.store import ViewStore, view_rows
+from consumers.store import ViewStore
 from processors.site import SitePolicy
 from schemas.catalog import Catalog, load_catalog
 from schemas.topics import TopicNames
@@ -81,8 +81,6 @@ def open_schema(engine: Engine) -> None:
     the accounts database (:mod:`consumers.api.accounts`)."""
     try:
         ViewStore("", engine=engine).create_schema()
-        for index in view_rows.indexes:
-            index.create(engine, checkfirst=True)
     except SQLAlchemyError as exc:
         raise ServiceUnavailable("cannot prepare the API tables in the view database",
                                  code="DATABASE_UNAVAILABLE") from exc

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, Select, and_, bindparam, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.api.errors import ServiceUnavailable
-from consumers.store import of_types, recipient_participants, view_rows
+from consumers.store import indexed_view_rows, recipient_participants, view_rows
 from processors.deadlines import REFERRAL_TYPE
 
 Row = dict[str, Any]
@@ -109,13 +109,17 @@ def _timeline_statement(typed: bool, since: bool, until: bool, after: bool) -> S
 
 @lru_cache(maxsize=4)
 def _referrals_statement(before: bool, after: bool) -> Select[Any]:
-    query = select(_c.row_json).where(_c.recipient == bindparam("recipient"),
-                                      of_types(_c.type, [REFERRAL_TYPE]))
+    joined, entries = indexed_view_rows([REFERRAL_TYPE])
+    query = select(view_rows.c.row_json).select_from(joined).where(
+        entries.recipient == bindparam("recipient"), entries.type == REFERRAL_TYPE)
     if before:
-        query = query.where(_c.occurred_at < bindparam("before"))
+        query = query.where(entries.occurred_at < bindparam("before"))
     if after:
-        query = query.where(_after_key())
-    return query.order_by(_c.occurred_at, _c.event_id).limit(bindparam("limit"))
+        query = query.where(tuple_(entries.occurred_at, entries.event_id) > tuple_(
+            bindparam("after_at", type_=entries.occurred_at.type),
+            bindparam("after_id", type_=entries.event_id.type)))
+    return query.order_by(entries.occurred_at, entries.event_id,
+                          entries.participant_id).limit(bindparam("limit"))
 
 
 class ViewQueries:

@@ -33,50 +33,51 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from consumers.audit.digest import ViewDigest, digest_row_texts
 from consumers.audit.errors import ReplayError, SetupError
 from consumers.store import (
+    LIST_INDEXED_ROWS,
     LIST_PARTICIPANTS,
     PROJECTION_VERSION,
     encode_row_json,
     metadata,
+    recipients_of,
+    recipients_text,
     view_meta,
+    view_rows_ddl,
 )
 from processors.state import ParticipantState, build_row
 from processors.view import RowShape
 from schemas.event import Event
 
-#: One ``view_rows`` row: recipient, event_id, participant_id, type, occurred_at (SQLite text),
-#: source_partner, row_json.
-RowValues = tuple[str, str, str, str, str, str, str]
+#: One ``shared_rows`` row: participant_id, event_id, variant, recipients, type, occurred_at
+#: (SQLite text), source_partner, row_json.
+RowValues = tuple[str, str, int, str, str, str, str, str]
 
-_INSERT = "INSERT INTO view_rows VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT INTO shared_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_ADD_RECIPIENT = "INSERT OR IGNORE INTO view_recipients VALUES (?)"
 
 
 def state_rows(states: Iterable[ParticipantState]) -> Iterator[RowValues]:
-    """Yield the ``view_rows`` values of every row the states hold (see the module docstring).
+    """Yield the ``shared_rows`` values of every row the states hold (see the module docstring):
+    per event, one row per distinct shape, naming the recipients given it.
 
-    In the table's key order, ``(participant_id, event_id, recipient)`` (decision 0005): SQLite
-    then appends to the table's B-tree instead of inserting all over it. A row's JSON does not
-    name its recipient, so the recipients given the same shape of one event share one
-    serialisation, kept only while that participant's rows are yielded.
+    In the table's key order, ``(participant_id, event_id, variant)`` (decision 0005): SQLite
+    then appends to the table's B-tree instead of inserting all over it.
     """
     for state in sorted(states, key=lambda held: held.participant_id):
         participant_id = state.participant_id
         events = state.events
-        keyed = sorted((event_id, recipient, shape)
-                       for recipient, shapes in state.rows.items()
-                       for event_id, shape in shapes.items())
-        texts: dict[tuple[str, RowShape], str] = {}
-        common: tuple[str, str, str] = ("", "", "")
-        common_of = ""
-        for event_id, recipient, shape in keyed:
+        by_event: dict[str, dict[RowShape, list[str]]] = {}
+        for recipient, shapes in state.rows.items():
+            for event_id, shape in shapes.items():
+                by_event.setdefault(event_id, {}).setdefault(shape, []).append(recipient)
+        for event_id in sorted(by_event):
             event = events[event_id]
-            if common_of != event_id:
-                common_of = event_id
-                common = (event.type, _sqlite_datetime(event), event.source_partner or "")
-            key = (event_id, shape)
-            text = texts.get(key)
-            if text is None:
-                text = texts[key] = encode_row_json(build_row(recipient, event, shape).to_json())
-            yield (recipient, event_id, participant_id, common[0], common[1], common[2], text)
+            common = (event.type, _sqlite_datetime(event), event.source_partner or "")
+            variants = sorted((recipients_text(names), shape)
+                              for shape, names in by_event[event_id].items())
+            for number, (names, shape) in enumerate(variants):
+                text = encode_row_json(build_row(recipients_of(names)[0], event,
+                                                 shape).to_json())
+                yield (participant_id, event_id, number, names, *common, text)
 
 
 def _sqlite_datetime(event: Event) -> str:
@@ -90,6 +91,7 @@ def _ddl() -> tuple[list[str], list[str]]:
     """(CREATE TABLE statements, CREATE INDEX statements) of the view schema, for SQLite."""
     dialect = sqlite_dialect.dialect()
     tables = [str(CreateTable(table).compile(dialect=dialect)) for table in metadata.sorted_tables]
+    tables.append(view_rows_ddl("sqlite"))
     indexes = [str(CreateIndex(index).compile(dialect=dialect))
                for table in metadata.sorted_tables
                for index in sorted(table.indexes, key=lambda i: str(i.name))]
@@ -136,17 +138,31 @@ class ViewFileWriter:
         return self._db
 
     def insert(self, rows: Iterable[RowValues]) -> int:
-        """Insert ``rows`` (no key may repeat); return how many."""
+        """Insert shared ``rows`` (no key may repeat); return how many recipients' rows of the
+        view they make (each names one or more recipients)."""
         connection = self._connection
+        recipients: set[str] = set()
+        count = 0
+
+        def counted() -> Iterator[RowValues]:
+            nonlocal count
+            for row in rows:
+                names = recipients_of(row[3])
+                recipients.update(names)
+                count += len(names)
+                yield row
+
         try:
-            count = connection.executemany(_INSERT, rows).rowcount  # streams the iterable
+            connection.executemany(_INSERT, counted())  # streams the iterable
+            connection.executemany(_ADD_RECIPIENT, [(r,) for r in sorted(recipients)])
         except sqlite3.Error as exc:
             raise ReplayError(f"writing replayed rows to {self.path} failed: {exc}") from exc
         self.rows += count
         return count
 
     def insert_states(self, states: Iterable[ParticipantState]) -> int:
-        """Insert the rows of every state (see :func:`state_rows`); return how many."""
+        """Insert the rows of every state (see :func:`state_rows`); return how many recipients'
+        rows of the view they make."""
         return self.insert(state_rows(states))
 
     def append_file(self, other: Path) -> int:
@@ -157,9 +173,12 @@ class ViewFileWriter:
             connection.execute("ATTACH DATABASE ? AS share", (str(other),))
             try:
                 connection.execute("BEGIN")
-                cursor = connection.execute("INSERT INTO main.view_rows SELECT * FROM "
-                                            "share.view_rows")
-                count = cursor.rowcount
+                connection.execute("INSERT INTO main.shared_rows SELECT * FROM "
+                                   "share.shared_rows")
+                connection.execute("INSERT OR IGNORE INTO main.view_recipients SELECT * FROM "
+                                   "share.view_recipients")
+                count = int(connection.execute(
+                    "SELECT count(*) FROM share.view_rows").fetchone()[0])
                 connection.execute("COMMIT")
             finally:
                 connection.execute("DETACH DATABASE share")
@@ -190,6 +209,7 @@ class ViewFileWriter:
         try:
             connection = self._connection
             connection.execute(LIST_PARTICIPANTS)
+            connection.execute(LIST_INDEXED_ROWS)
             _, indexes = _ddl()
             for statement in indexes:
                 connection.execute(statement)

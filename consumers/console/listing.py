@@ -31,7 +31,7 @@ from consumers.api.caseload import CASELOAD_TYPES, caseload_entry, parse_instant
 from consumers.api.errors import ServiceUnavailable
 from consumers.api.queries import parse_rows
 from consumers.api.staff import StaffCall
-from consumers.store import of_types, view_rows
+from consumers.store import indexed_view_rows, of_types, view_rows
 from schemas.catalog import Catalog
 
 #: A filtered caseload page reads one page's worth of participants first, then twice as many
@@ -207,10 +207,10 @@ def _folded(text: str) -> str:
 
 def _own_links(call: StaffCall) -> list[dict[str, Any]]:
     """The caller's own IdentifierLinked rows (the links it published)."""
-    c = view_rows.c
-    return _read(call, select(c.row_json).where(c.recipient == call.recipient,
-                                                of_types(c.type, [LINK_TYPE]),
-                                                c.source_partner == call.recipient))
+    joined, entries = indexed_view_rows([LINK_TYPE])
+    return _read(call, select(view_rows.c.row_json).select_from(joined).where(
+        entries.recipient == call.recipient, entries.type == LINK_TYPE,
+        view_rows.c.source_partner == call.recipient))
 
 
 def _rows_with_names(call: StaffCall,
@@ -218,9 +218,9 @@ def _rows_with_names(call: StaffCall,
     """The caller's rows of the types that have name fields (whoever recorded them)."""
     if not fields:
         return []
-    c = view_rows.c
-    return _read(call, select(c.row_json).where(c.recipient == call.recipient,
-                                                of_types(c.type, fields)))
+    joined, entries = indexed_view_rows(fields)
+    return _read(call, select(view_rows.c.row_json).select_from(joined).where(
+        entries.recipient == call.recipient, of_types(entries.type, fields)))
 
 
 def _read(call: StaffCall, query: Any) -> list[dict[str, Any]]:

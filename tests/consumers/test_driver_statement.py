@@ -6,19 +6,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Text, cast, create_engine, insert, select
+from sqlalchemy import Text, bindparam, cast, create_engine, delete, insert, select
 
 from consumers.driver_statement import DriverStatement, JsonRowsStatement, RowWriter
 from consumers.errors import ViewStoreError
 from consumers.projection_store import participant_heads
 from consumers.store import (
-    RETRACT,
-    VIEW_ROW_COLUMNS,
-    VIEW_ROW_KEY,
+    SHARED_ROW_COLUMNS,
     ViewStore,
     recipient_participants,
     row_writer,
-    view_rows,
+    shared_rows,
 )
 
 pytestmark = pytest.mark.integration
@@ -26,12 +24,19 @@ pytestmark = pytest.mark.integration
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
 
 
-def _values(recipient: str, event_id: str, when: datetime, text: str = "{}") -> tuple[object, ...]:
-    return (recipient, event_id, "P1", "ContactLogged", when, "casemgmt", text)
+#: A shared row by its key: parameters ``p``, ``e``, ``v`` (participant, event, variant).
+RETRACT = delete(shared_rows).where(shared_rows.c.participant_id == bindparam("p"),
+                                    shared_rows.c.event_id == bindparam("e"),
+                                    shared_rows.c.variant == bindparam("v"))
+
+
+def _values(writer: str, event_id: str, when: datetime, text: str = "{}",
+            variant: int = 0) -> tuple[object, ...]:
+    return (writer, event_id, variant, ",police,", "ContactLogged", when, "casemgmt", text)
 
 
 def _upsert(store: ViewStore) -> RowWriter:
-    return row_writer(store.engine, view_rows, VIEW_ROW_KEY)
+    return row_writer(store.engine, shared_rows, ("participant_id", "event_id", "variant"))
 
 
 #: Texts a row's JSON or a partner's id may hold: quotes, backslashes, control characters,
@@ -53,13 +58,15 @@ def test_rows_written_by_the_writer_equal_rows_written_by_sqlalchemy(store: View
     with store.engine.begin() as connection:
         upsert.execute(connection, [_values("driver", f"e{n}", when, text)
                                     for n, (when, text) in enumerate(cases)])
-        connection.execute(insert(view_rows), [
-            dict(zip(VIEW_ROW_COLUMNS, _values("core", f"e{n}", when, text), strict=True))
+        connection.execute(insert(shared_rows), [
+            dict(zip(SHARED_ROW_COLUMNS, _values("core", f"e{n}", when, text), strict=True))
             for n, (when, text) in enumerate(cases)])
+    rows = shared_rows.c
     with store.engine.connect() as connection:
-        stored = {(r.recipient, r.event_id): (r.stored, r.row_json) for r in connection.execute(
-            select(view_rows.c.recipient, view_rows.c.event_id, view_rows.c.row_json,
-                   cast(view_rows.c.occurred_at, Text).label("stored")))}
+        stored = {(r.participant_id, r.event_id): (r.stored, r.row_json)
+                  for r in connection.execute(
+            select(rows.participant_id, rows.event_id, rows.row_json,
+                   cast(rows.occurred_at, Text).label("stored")))}
     assert len(stored) == 2 * len(cases)
     for n, (_, text) in enumerate(cases):
         assert stored[("driver", f"e{n}")] == stored[("core", f"e{n}")]
@@ -90,17 +97,17 @@ def test_insert_new_keeps_the_rows_already_there(store: ViewStore) -> None:
 
 def test_upsert_replaces_and_retract_removes_by_key(store: ViewStore) -> None:
     upsert = _upsert(store)
-    retract = DriverStatement(store.engine, RETRACT, ("p", "e", "r"))
+    retract = DriverStatement(store.engine, RETRACT, ("p", "e", "v"))
     with store.engine.begin() as connection:
-        upsert.execute(connection, [_values("police", "e1", WHEN, '{"v":1}'),
-                                    _values("defender", "e1", WHEN, '{"v":1}')])
+        upsert.execute(connection, [_values("P1", "e1", WHEN, '{"v":1}'),
+                                    _values("P1", "e1", WHEN, '{"v":1}', variant=1)])
     with store.engine.begin() as connection:
-        upsert.execute(connection, [_values("police", "e1", WHEN, '{"v":2}')])
-        retract.execute(connection, [("P1", "e1", "defender"), ("P1", "nothing", "police")])
+        upsert.execute(connection, [_values("P1", "e1", WHEN, '{"v":2}')])
+        retract.execute(connection, [("P1", "e1", 1), ("P1", "nothing", 0)])
         retract.execute(connection, [])
     with store.engine.connect() as connection:
-        found = list(connection.execute(select(view_rows.c.recipient, view_rows.c.row_json)))
-    assert found == [("police", '{"v":2}')]
+        found = list(connection.execute(select(shared_rows.c.variant, shared_rows.c.row_json)))
+    assert found == [(0, '{"v":2}')]
 
 
 def test_a_column_list_that_is_not_the_statements_parameters_is_refused() -> None:
@@ -108,4 +115,4 @@ def test_a_column_list_that_is_not_the_statements_parameters_is_refused() -> Non
     with pytest.raises(ViewStoreError, match="statement parameters"):
         DriverStatement(engine, RETRACT, ("p", "e"))
     with pytest.raises(ViewStoreError, match="statement parameters"):
-        JsonRowsStatement(engine, RETRACT, ("p", "e", "r"))
+        JsonRowsStatement(engine, RETRACT, ("p", "e", "v"))

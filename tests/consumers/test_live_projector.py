@@ -29,6 +29,7 @@ from consumers.batch_states import HEAD_WEIGHT, READ_BACK_CHUNK, BatchStates, St
 from consumers.live_projector import CACHE_WEIGHT, FIRST_BATCH, LiveProjector
 from consumers.projection_store import ProjectionStore, TrackingConflict, participant_events
 from consumers.store import ViewStore
+from consumers.view_writer import SharedRowsWriter
 from processors.projector import Projector
 from producers.simulator import simulate
 from schemas.canonical import CanonicalRecord, encode_canonical
@@ -211,7 +212,7 @@ def test_a_batch_does_not_list_again_the_pairs_its_states_held_rows_of(
     """With every state in the cache, each (recipient, participant) pair is inserted once: the
     pairs of the rows a state held before its batch are listed already (decision 0009)."""
     inserted: list[tuple[str, str]] = []
-    add_pairs = view._add_pairs
+    add_pairs = view.writer._add_pairs
     execute = add_pairs.execute
 
     def counting(connection: Any, rows: Any) -> None:
@@ -278,7 +279,7 @@ def test_states_read_back_by_their_heads_project_as_whole_ones(
     assert digest_rows(ordered_rows(view)) == _replayed_digest(log, tmp_path)
 
 
-CRASH_POINTS = ["load", "load_heads", "due", "advance_tracking", "write_batch", "write_changes",
+CRASH_POINTS = ["load", "load_heads", "due", "advance_tracking", "write_batch", "write_rows",
                 "commit"]
 
 
@@ -306,7 +307,7 @@ def test_a_crash_at_any_step_of_a_batch_loses_and_doubles_nothing(
                "load_heads": (ProjectionStore, "load_heads"),
                "advance_tracking": (ProjectionStore, "advance_tracking"),
                "write_batch": (ProjectionStore, "write_batch"),
-               "write_changes": (ViewStore, "write_view_changes"),
+               "write_rows": (SharedRowsWriter, "write"),
                "commit": (ProjectionStore, "write_batch")}
     owner, name = targets[point]
     monkeypatch.setattr(owner, name, crash_sometimes(getattr(owner, name)))

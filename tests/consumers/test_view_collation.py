@@ -1,5 +1,5 @@
-"""The projection's identifier columns compare byte for byte on PostgreSQL too (``COLLATE "C"``),
-in a new view and in a view of version 7 upgraded where it is (decision 0011)."""
+"""The projection's identifier columns compare byte for byte on PostgreSQL too (``COLLATE "C"``,
+decision 0011), and so do the columns of the ``view_rows`` view over them (decision 0013)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import pytest
 from sqlalchemy import Engine, text
 
 import consumers.projection_store  # noqa: F401  (its tables)
-from consumers.store import PROJECTION_VERSION, RowChange, ViewStore
-from tests.factories import view_of_version
+from consumers.store import RowChange, ViewStore
 
 pytestmark = pytest.mark.integration
 
 #: Every identifier column of the projection's tables, with its length.
 IDENTIFIERS = {
+    ("shared_rows", "participant_id"): 64, ("shared_rows", "event_id"): 64,
+    ("shared_rows", "type"): 64, ("shared_rows", "source_partner"): 64,
+    ("view_recipients", "recipient"): 64,
+    ("indexed_rows", "recipient"): 64, ("indexed_rows", "type"): 64,
+    ("indexed_rows", "event_id"): 64, ("indexed_rows", "participant_id"): 64,
     ("view_rows", "recipient"): 64, ("view_rows", "event_id"): 64,
     ("view_rows", "participant_id"): 64, ("view_rows", "type"): 64,
     ("view_rows", "source_partner"): 64,
@@ -61,25 +65,14 @@ def test_a_new_view_compares_its_identifiers_byte_for_byte(database_url: str) ->
         store.close()
 
 
-def test_a_view_of_version_7_is_upgraded_where_it_is(database_url: str) -> None:
-    """Version 7 compared identifiers in the cluster's collation; at start PostgreSQL's columns
-    get the C collation, their rows kept; SQLite's view only changes its version."""
+def test_the_view_orders_participants_byte_for_byte(database_url: str) -> None:
     store = _new_view(database_url)
-    store.apply([RowChange("r", "b", _row("b", "P-b")), RowChange("r", "a", _row("a", "P-a"))],
-                {})
-    postgres = store.engine.dialect.name == "postgresql"
-    cluster_collation = [
-        f'ALTER TABLE {table} ALTER COLUMN {name} TYPE VARCHAR({length}) COLLATE "default"'
-        for (table, name), length in IDENTIFIERS.items()] if postgres else []
-    upgraded = view_of_version(store, "7", *cluster_collation)
+    store.apply([RowChange("r", "b", _row("b", "P-b")), RowChange("r", "a", _row("a", "p-a")),
+                 RowChange("r", "c", _row("c", "P-a"))], {})
     try:
-        if postgres:
-            assert _collations(upgraded.engine) == dict.fromkeys(IDENTIFIERS, "C")
-        with upgraded.engine.connect() as connection:
-            assert connection.execute(text("SELECT value FROM view_meta")).scalar_one() == (
-                PROJECTION_VERSION)
+        with store.engine.connect() as connection:
             ordered = connection.execute(text(
                 "SELECT participant_id FROM view_rows ORDER BY participant_id")).scalars().all()
-        assert ordered == ["P-a", "P-b"]
+        assert ordered == ["P-a", "P-b", "p-a"]
     finally:
-        upgraded.close()
+        store.close()

@@ -1,32 +1,33 @@
-"""The index of a recipient's rows by type holds only the types read across participants, and
-the queries of those types use it, on SQLite and on PostgreSQL (decision 0010)."""
+"""The entries of a recipient's rows by type (``indexed_rows``) hold only the types read across
+participants, and the queries of those types read them, on SQLite and on PostgreSQL (decisions
+0010 and 0013)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, inspect, select, text
+from sqlalchemy import Engine, event, select
 
 from consumers.api import crosswalk
 from consumers.api.queries import ViewQueries
 from consumers.console import listing
+from consumers.errors import ViewStoreError
 from consumers.store import (
     INDEXED_TYPES,
-    INDEXED_TYPES_INDEX,
-    PROJECTION_VERSION,
     RowChange,
     ViewStore,
+    indexed_view_rows,
     of_types,
     view_rows,
 )
 from processors.deadlines import REFERRAL_TYPE
 from schemas.catalog import load_catalog
-from tests.factories import view_of_version
 
-OLD_INDEX = "ix_view_rows_recipient_type_time"
+#: What a query plan names when it reads the entries (SQLite names the table, PostgreSQL its
+#: primary key's index).
+ENTRIES = "indexed_rows"
 
 
 def test_the_indexed_types_are_every_type_read_across_participants() -> None:
@@ -76,23 +77,24 @@ def test_the_referral_list_reads_the_index(filled: ViewStore,
     rows = ViewQueries(filled.engine).referrals("police", before=None, after=None, limit=10)
     assert [row["type"] for row in rows] == [REFERRAL_TYPE]
     statement, parameters = executed[-1]
-    assert INDEXED_TYPES_INDEX.name in _plan(filled.engine, statement, parameters)
+    assert ENTRIES in _plan(filled.engine, statement, parameters)
 
 
 @pytest.mark.parametrize("types", [[crosswalk.LINK_TYPE], sorted(
     listing.name_fields(load_catalog()))], ids=["links", "names"])
 def test_the_console_searches_read_the_index(filled: ViewStore, types: list[str]) -> None:
-    """The console's link and name searches select a recipient's rows by ``of_types`` of these
-    types (``consumers.console.listing``); such a query reads the index."""
-    query = select(view_rows.c.row_json).where(view_rows.c.recipient == "police",
-                                               of_types(view_rows.c.type, types))
+    """The console's link and name searches select a recipient's rows of these types through
+    their entries (``consumers.console.listing``)."""
+    joined, entries = indexed_view_rows(types)
+    query = select(view_rows.c.row_json).select_from(joined).where(
+        entries.recipient == "police", of_types(entries.type, types))
     compiled = query.compile(filled.engine, compile_kwargs={"render_postcompile": True})
     with filled.engine.connect() as connection:
         assert len(connection.execute(query).all()) == len(types)
     parameters: Any = compiled.params
     if compiled.positional:
         parameters = tuple(parameters[name] for name in compiled.positiontup or ())
-    assert INDEXED_TYPES_INDEX.name in _plan(filled.engine, str(compiled), parameters)
+    assert ENTRIES in _plan(filled.engine, str(compiled), parameters)
 
 
 def test_a_type_outside_the_index_is_still_found(filled: ViewStore) -> None:
@@ -103,22 +105,19 @@ def test_a_type_outside_the_index_is_still_found(filled: ViewStore) -> None:
         assert len(connection.execute(query).all()) == 2
 
 
-def test_a_view_of_version_6_is_upgraded_where_it_is(database_url: str) -> None:
-    """Version 6 indexed every row by recipient and type; at start that index is dropped, the
-    index of the indexed types made, and the view is current with its rows."""
-    store = ViewStore(database_url)
-    store.create_schema()
-    store.apply([RowChange("r", "a", _row("a", REFERRAL_TYPE))], {})
-    upgraded = view_of_version(store, "6", f"DROP INDEX {INDEXED_TYPES_INDEX.name}",
-                               f"CREATE INDEX {OLD_INDEX} ON view_rows "
-                               "(recipient, type, occurred_at, event_id)")
-    indexes = {i["name"] for i in inspect(upgraded.engine).get_indexes("view_rows")}
-    assert OLD_INDEX not in indexes
-    assert INDEXED_TYPES_INDEX.name in indexes
-    with upgraded.engine.connect() as connection:
-        version = connection.execute(text("SELECT value FROM view_meta")).scalar_one()
-    assert version == PROJECTION_VERSION
-    rows = ViewQueries(upgraded.engine).referrals("r", before=datetime(2027, 1, 1, tzinfo=UTC),
-                                                  after=None, limit=5)
-    assert [row["event_id"] for row in rows] == ["a"]
-    upgraded.close()
+def test_the_entries_of_a_type_outside_them_are_refused() -> None:
+    with pytest.raises(ViewStoreError, match="not indexed"):
+        indexed_view_rows(["ContactLogged"])
+
+
+def test_an_entry_shows_only_what_its_recipient_still_has(store: ViewStore) -> None:
+    """A referral retracted from one recipient leaves the others' list, and only theirs."""
+    store.apply([RowChange(r, "a", _row("a", REFERRAL_TYPE)) for r in ("police", "pd")], {})
+    store.apply([RowChange("police", "a", None)], {})
+    queries = ViewQueries(store.engine)
+    assert queries.referrals("police", before=None, after=None, limit=5) == []
+    assert [row["event_id"] for row in queries.referrals("pd", before=None, after=None,
+                                                          limit=5)] == ["a"]
+    with store.engine.connect() as connection:
+        entries = connection.exec_driver_sql("SELECT recipient FROM indexed_rows").all()
+    assert [tuple(e) for e in entries] == [("pd",)]

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 
 from consumers import sqlite_wal
+from consumers.api.queries import ViewQueries
 from consumers.errors import ProjectionVersionMismatch
-from consumers.store import PROJECTION_VERSION, RowChange, ViewStore
+from consumers.store import RowChange, ViewStore
 from processors.view import ViewChange, ViewRow
 from tests.factories import listed_pairs, view_of_version
 
@@ -108,23 +109,22 @@ def test_seeded_rows_list_their_participants_too(store: ViewStore) -> None:
     assert listed_pairs(store.engine) == {("r", "P2"), ("s", "P1")}
 
 
-def test_a_view_of_version_5_is_upgraded_where_it_is(database_url: str) -> None:
-    """Version 5 listed a recipient's participants through an index of every row; at start the
-    pairs are listed from the rows, that index is dropped, and the view is version 6 (then
-    current)."""
+def test_a_view_of_version_8_is_refused_with_what_to_do(database_url: str) -> None:
+    """Version 8 held one row per recipient in a table named ``view_rows``; version 9 stores
+    shared rows and makes ``view_rows`` a view of them. An older view is not touched: the start
+    fails with the way to rebuild it."""
     store = ViewStore(database_url)
     store.create_schema()
-    store.apply([RowChange("r", "a", _row("a", "P1")), RowChange("s", "b", _row("b", "P2"))], {})
-    upgraded = view_of_version(store, "5", "DELETE FROM recipient_participants",
-                               "CREATE INDEX ix_view_rows_recipient_participant_time ON view_rows "
-                               "(recipient, participant_id, occurred_at, event_id)")
-    assert listed_pairs(upgraded.engine) == {("r", "P1"), ("s", "P2")}
-    indexes = {i["name"] for i in inspect(upgraded.engine).get_indexes("view_rows")}
-    assert "ix_view_rows_recipient_participant_time" not in indexes
-    with upgraded.engine.connect() as connection:
-        version = connection.execute(text("SELECT value FROM view_meta")).scalar_one()
-    assert version == PROJECTION_VERSION
-    upgraded.close()
+    with store.engine.begin() as connection:
+        connection.execute(text("DROP VIEW view_rows"))
+        connection.execute(text("CREATE TABLE view_rows (recipient VARCHAR(64))"))
+        connection.execute(text("INSERT INTO view_rows VALUES ('r')"))
+    with pytest.raises(ProjectionVersionMismatch, match=r"projection version 8.*audit rebuild"):
+        view_of_version(store, "8")
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT recipient FROM view_rows")).scalars().all() == [
+            "r"]
+    store.close()
 
 
 def test_background_checkpoint_copies_the_log_while_the_writer_goes_on(
@@ -166,3 +166,45 @@ def test_background_checkpoint_copies_the_log_while_the_writer_goes_on(
 def test_no_background_checkpoint_without_a_sqlite_file(tmp_path: Any) -> None:
     assert ViewStore("sqlite://").wal_checkpointer() is None
     assert ViewStore("postgresql+psycopg://nobody@127.0.0.1:1/none").wal_checkpointer() is None
+
+
+#: Partner ids that contain one another, or differ where ``LIKE`` would see a wildcard (``_``).
+CLOSE_NAMES = ["police", "police-2", "x-police", "a_b", "axb", "p", "b"]
+
+
+def test_a_recipient_sees_exactly_the_rows_that_name_it(store: ViewStore) -> None:
+    """A shared row names its recipients in one text (decision 0013): each recipient finds the
+    rows naming it and no other's, whatever its id has in common with another's."""
+    changes = [RowChange(name, f"own-{name}", _row(f"own-{name}", note=name))
+               for name in CLOSE_NAMES]
+    changes += [RowChange(name, "shared", _row("shared")) for name in ("police", "a_b")]
+    store.apply(changes, {})
+    queries = ViewQueries(store.engine)
+    for name in CLOSE_NAMES:
+        expected = {f"own-{name}"} | ({"shared"} if name in ("police", "a_b") else set())
+        assert {row["event_id"] for row in store.rows_for(name)} == expected, name
+        timeline = queries.timeline(name, "P1", types=None, since=None, until=None, after=None,
+                                    limit=50)
+        assert {row["event_id"] for row in timeline} == expected, name
+        assert [row["fields"] for row in store.rows_for(name)
+                if row["event_id"] != "shared"] == [{"note": name}]
+    store.apply([RowChange("police", "shared", None)], {})
+    assert {row["event_id"] for row in store.rows_for("police")} == {"own-police"}
+    assert {row["event_id"] for row in store.rows_for("a_b")} == {"own-a_b", "shared"}
+
+
+def test_an_event_shown_alike_is_stored_once_and_split_when_it_differs(store: ViewStore) -> None:
+    store.apply([RowChange(name, "e1", _row("e1")) for name in ("r", "s", "t")], {})
+    assert _shared(store) == [(0, ",r,s,t,")]
+    store.apply([RowChange("s", "e1", _row("e1", note="more"))], {})
+    assert _shared(store) == [(0, ",r,t,"), (1, ",s,")]
+    store.apply([RowChange("r", "e1", None), RowChange("t", "e1", None)], {})
+    assert _shared(store) == [(0, ",s,")]
+    assert [row["fields"] for row in store.rows_for("s")] == [{"note": "more"}]
+    listed_pairs(store.engine)
+
+
+def _shared(store: ViewStore) -> list[tuple[int, str]]:
+    with store.engine.connect() as connection:
+        return [(int(v), str(r)) for v, r in connection.execute(text(
+            "SELECT variant, recipients FROM shared_rows ORDER BY variant"))]

@@ -110,7 +110,8 @@ def test_a_view_file_is_never_left_half_written(tmp_path: Path) -> None:
     target = tmp_path / "view.sqlite"
     target.write_text("someone else's file")
     writer = ViewFileWriter(temporary_path(target))
-    row = ("a", "e1", participant_id(1), "ContactLogged", "2026-01-01 00:00:00.000000", "x", "{}")
+    row = (participant_id(1), "e1", 0, ",a,", "ContactLogged", "2026-01-01 00:00:00.000000", "x",
+           "{}")
     writer.insert([row])
     with pytest.raises(ReplayError):
         writer.insert([row])  # the same key twice
