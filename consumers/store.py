@@ -32,7 +32,9 @@ from sqlalchemy import (
     and_,
     create_engine,
     event,
+    func,
     insert,
+    literal,
     select,
     update,
 )
@@ -176,6 +178,14 @@ def view_rows_ddl(dialect: str) -> str:
             "s.source_partner AS source_partner, s.row_json AS row_json "
             "FROM view_recipients AS r JOIN shared_rows AS s "
             f"ON {find}(s.recipients, ',' || r.recipient || ',') > 0")
+
+
+def names_recipient(dialect: str, recipients: Any, recipient: Any) -> Any:
+    """SQL: the shared rows' ``recipients`` name ``recipient`` (as :data:`view_rows` tests it),
+    for a query that reads ``shared_rows`` itself: SQLite does not flatten :data:`view_rows`
+    into the right side of an outer join, and would read all of it there."""
+    find = getattr(func, _FIND[dialect])
+    return find(recipients, literal(",") + recipient + literal(",")) > 0
 
 
 def recipients_text(recipients: Iterable[str]) -> str:

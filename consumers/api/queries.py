@@ -18,11 +18,17 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, bindparam, select, tuple_
+from sqlalchemy import Engine, Select, String, and_, bindparam, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.api.errors import ServiceUnavailable
-from consumers.store import indexed_view_rows, recipient_participants, view_rows
+from consumers.store import (
+    indexed_view_rows,
+    names_recipient,
+    recipient_participants,
+    shared_rows,
+    view_rows,
+)
 from processors.deadlines import REFERRAL_TYPE
 
 Row = dict[str, Any]
@@ -57,19 +63,21 @@ def _after_key() -> Any:
         bindparam("after_id", type_=_c.event_id.type))
 
 
-@lru_cache(maxsize=2)
-def _caseload_statement(paged: bool) -> Select[Any]:
+@lru_cache(maxsize=4)
+def _caseload_statement(paged: bool, dialect: str) -> Select[Any]:
     """The caseload page: participant ids after ``:after`` (``recipient_participants``), each
-    joined to its typed rows."""
+    joined to its typed rows (the shared rows naming the recipient: see
+    :func:`~consumers.store.names_recipient`)."""
     pairs = recipient_participants.c
     page = select(pairs.participant_id).where(pairs.recipient == bindparam("recipient"))
     if paged:
         page = page.where(pairs.participant_id > bindparam("after"))
     ids = page.order_by(pairs.participant_id).limit(bindparam("limit")).subquery()
-    rows = view_rows.alias("typed")
-    joined = ids.outerjoin(rows, and_(rows.c.recipient == bindparam("recipient"),
-                                      rows.c.participant_id == ids.c.participant_id,
-                                      rows.c.type.in_(bindparam("types", expanding=True))))
+    rows = shared_rows.alias("typed")
+    joined = ids.outerjoin(rows, and_(
+        rows.c.participant_id == ids.c.participant_id,
+        names_recipient(dialect, rows.c.recipients, bindparam("recipient", type_=String)),
+        rows.c.type.in_(bindparam("types", expanding=True))))
     return select(ids.c.participant_id, rows.c.row_json).select_from(joined).order_by(
         ids.c.participant_id, rows.c.occurred_at, rows.c.event_id)
 
@@ -143,7 +151,8 @@ class ViewQueries:
         params: dict[str, Any] = {"recipient": recipient, "limit": limit, "types": list(types)}
         if after is not None:
             params["after"] = after
-        result = self._run(_caseload_statement(after is not None), params)
+        result = self._run(_caseload_statement(after is not None, self.engine.dialect.name),
+                           params)
         parsed = iter(parse_rows([text for _, text in result if text is not None]))
         out: dict[str, list[Row]] = {}
         for participant_id, text in result:

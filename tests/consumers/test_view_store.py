@@ -186,6 +186,10 @@ def test_a_recipient_sees_exactly_the_rows_that_name_it(store: ViewStore) -> Non
         timeline = queries.timeline(name, "P1", types=None, since=None, until=None, after=None,
                                     limit=50)
         assert {row["event_id"] for row in timeline} == expected, name
+        caseload = queries.caseload_rows(name, None, 10, ["ContactLogged"])
+        assert {p: {row["event_id"] for row in rows} for p, rows in caseload.items()} == {
+            "P1": expected}, name
+        assert {row["event_id"] for row in queries.rows_of(name, ["P1"])["P1"]} == expected
         assert [row["fields"] for row in store.rows_for(name)
                 if row["event_id"] != "shared"] == [{"note": name}]
     store.apply([RowChange("police", "shared", None)], {})
