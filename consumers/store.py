@@ -319,8 +319,8 @@ class ViewStore:
                 f"view was built by projection version {stored}, this is {PROJECTION_VERSION}: "
                 "point LEADHUB_DATABASE_URL at a new, empty view database (the projector "
                 "re-projects lead.events from the start into it), or build one offline with "
-                "`leadhub audit rebuild`. Nothing else is lost: API keys, the gateway's ledger "
-                "and the crosswalk are in the accounts database "
+                "`leadhub audit replay --out NEW_FILE_OR_URL`. Nothing else is lost: API keys, "
+                "the gateway's ledger and the crosswalk are in the accounts database "
                 "(LEADHUB_ACCOUNTS_DATABASE_URL), which no rebuild touches; keep the old view "
                 "until the new one has caught up"
             )

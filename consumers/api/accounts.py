@@ -3,7 +3,7 @@
 API keys and staff tokens, the gateway's ledger of accepted events and the participant
 crosswalk are not derived from Kafka: a view rebuild must never touch them. They live in their
 own database (``LEADHUB_ACCOUNTS_DATABASE_URL``; by default ``accounts.sqlite`` in the state
-directory), created and migrated here, never by the projector or ``leadhub audit rebuild``.
+directory), created and migrated here, never by the projector or ``leadhub audit replay``.
 
 Migrations are numbered steps in :data:`MIGRATIONS`, applied in order and recorded in the
 ``accounts_meta`` table; a database stamped with a version newer than this code knows is

@@ -119,7 +119,7 @@ def test_a_view_of_version_8_is_refused_with_what_to_do(database_url: str) -> No
         connection.execute(text("DROP VIEW view_rows"))
         connection.execute(text("CREATE TABLE view_rows (recipient VARCHAR(64))"))
         connection.execute(text("INSERT INTO view_rows VALUES ('r')"))
-    with pytest.raises(ProjectionVersionMismatch, match=r"projection version 8.*audit rebuild"):
+    with pytest.raises(ProjectionVersionMismatch, match=r"version 8.*audit replay --out"):
         view_of_version(store, "8")
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT recipient FROM view_rows")).scalars().all() == [
