@@ -64,7 +64,6 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     Table,
-    Text,
     bindparam,
     text,
 )
@@ -72,7 +71,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
 from consumers.projection_store import ProjectionStore
-from consumers.store import INDEXED_TYPES, ViewStore, identifier, recipients_text
+from consumers.store import INDEXED_TYPES, ViewStore, recipients_text, view_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info
@@ -140,13 +139,7 @@ _SHARED_WRITES = {
 _OLD = MetaData()
 old_view_rows = Table(
     "per_recipient_rows", _OLD,
-    Column("recipient", identifier(), nullable=False),
-    Column("event_id", identifier(), nullable=False),
-    Column("participant_id", identifier(), nullable=False),
-    Column("type", identifier(), nullable=False),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("source_partner", identifier(), nullable=False),
-    Column("row_json", Text, nullable=False),
+    *(Column(column.name, column.type, nullable=False) for column in view_rows.columns),
     PrimaryKeyConstraint("participant_id", "event_id", "recipient"),
     sqlite_with_rowid=False,
 )

@@ -1,4 +1,5 @@
-"""The SQL view: one row per (recipient, event), plus the projector's tracking rows.
+"""The SQL view: each event's distinct rows once, naming their recipients (read as one row per
+recipient and event through the SQL view ``view_rows``), plus the projector's tracking rows.
 
 The store is an adapter (SQLAlchemy Core; SQLite and PostgreSQL). It never evaluates policy: the
 projector decided what each recipient sees, and the store keeps exactly those rows. The tracking
@@ -148,7 +149,7 @@ indexed_rows = Table(
 #: What each recipient sees, one row per (recipient, event): a SQL view of the shared rows, each
 #: joined with the recipients it names. Every reader reads this (a query names its recipient);
 #: only the view writers (:mod:`consumers.view_writer`, :mod:`consumers.audit.view_file`) know
-#: the shared rows. Described here for SQLAlchemy, created by :data:`VIEW_ROWS_DDL`.
+#: the shared rows. Described here for SQLAlchemy, created by :func:`view_rows_ddl`.
 view_rows = Table(
     "view_rows",
     MetaData(),

@@ -56,11 +56,11 @@ def parse_rows(texts: Sequence[str]) -> list[Row]:
     return list(parsed)
 
 
-def _after_key() -> Any:
+def _after_key(occurred_at: Any = _c.occurred_at, event_id: Any = _c.event_id) -> Any:
     """``(occurred_at, event_id) > (:after_at, :after_id)``: keyset pagination."""
-    return tuple_(_c.occurred_at, _c.event_id) > tuple_(
-        bindparam("after_at", type_=_c.occurred_at.type),
-        bindparam("after_id", type_=_c.event_id.type))
+    return tuple_(occurred_at, event_id) > tuple_(
+        bindparam("after_at", type_=occurred_at.type),
+        bindparam("after_id", type_=event_id.type))
 
 
 @lru_cache(maxsize=4)
@@ -123,9 +123,7 @@ def _referrals_statement(before: bool, after: bool) -> Select[Any]:
     if before:
         query = query.where(entries.occurred_at < bindparam("before"))
     if after:
-        query = query.where(tuple_(entries.occurred_at, entries.event_id) > tuple_(
-            bindparam("after_at", type_=entries.occurred_at.type),
-            bindparam("after_id", type_=entries.event_id.type)))
+        query = query.where(_after_key(entries.occurred_at, entries.event_id))
     return query.order_by(entries.occurred_at, entries.event_id,
                           entries.participant_id).limit(bindparam("limit"))
 

@@ -72,8 +72,9 @@ def state_rows(states: Iterable[ParticipantState]) -> Iterator[RowValues]:
         for event_id in sorted(by_event):
             event = events[event_id]
             common = (event.type, _sqlite_datetime(event), event.source_partner or "")
-            variants = sorted((recipients_text(names), shape)
-                              for shape, names in by_event[event_id].items())
+            variants = sorted(((recipients_text(names), shape)
+                               for shape, names in by_event[event_id].items()),
+                              key=lambda variant: variant[0])  # no two name one recipient
             for number, (names, shape) in enumerate(variants):
                 text = encode_row_json(build_row(recipients_of(names)[0], event,
                                                  shape).to_json())
