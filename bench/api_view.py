@@ -28,9 +28,9 @@ from consumers.store import (
     indexed_rows,
     metadata,
     recipient_participants,
-    recipients_text,
     view_meta,
 )
+from consumers.view_writer import variants_of
 
 DATABASE = "leadhub_bench_api"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -99,16 +99,12 @@ def generate(rows: int, seed: int) -> Iterator[SyntheticEvent]:
 def shared_row_values(events: Iterable[SyntheticEvent],
                       recipients: set[str]) -> Iterator[tuple[Any, ...]]:
     """COPY tuples of ``shared_rows`` (``SHARED_ROW_COLUMNS``' order) of ``events``: each event's
-    equal rows once, naming their recipients, numbered as
-    ``consumers.view_writer.SharedRowsWriter`` numbers an event's variants. Adds every recipient
+    equal rows once, naming their recipients, numbered as the hub numbers an event's variants
+    (``consumers.view_writer.variants_of``). Adds every recipient
     to ``recipients``."""
     for participant, event_id, kind, at, texts in events:
-        groups: dict[str, list[str]] = {}
-        for recipient, row in texts.items():
-            groups.setdefault(row, []).append(recipient)
         recipients.update(texts)
-        variants = sorted((recipients_text(names), row) for row, names in groups.items())
-        for number, (names, row) in enumerate(variants):
+        for number, (names, row) in enumerate(variants_of(texts)):
             yield participant, event_id, number, names, kind, at, "harbor-cm", row
 
 

@@ -63,6 +63,16 @@ class HeldRows(NamedTuple):
     occurred_at: datetime
 
 
+def variants_of(texts: Mapping[str, str]) -> list[tuple[str, str]]:
+    """An event's distinct rows (recipient to JSON in ``texts``) as (recipients, JSON), in
+    variant order: the order of their recipients' text
+    (:func:`~consumers.store.recipients_text`)."""
+    groups: dict[str, list[str]] = {}
+    for recipient, text in texts.items():
+        groups.setdefault(text, []).append(recipient)
+    return sorted((recipients_text(names), text) for text, names in groups.items())
+
+
 class SharedRowsWriter:
     """The view's writes (shared rows, their index, recipients, pairs), compiled once."""
 
@@ -95,10 +105,7 @@ class SharedRowsWriter:
         recipients: set[str] = set()
         for event, held in updates:
             pid, event_id, texts = event.participant_id, event.event_id, event.texts
-            groups: dict[str, list[str]] = {}
-            for recipient, text in texts.items():
-                groups.setdefault(text, []).append(recipient)
-            variants = sorted((recipients_text(names), text) for text, names in groups.items())
+            variants = variants_of(texts)
             for number, (names, text) in enumerate(variants):
                 rows.append((pid, event_id, number, names, event.type, event.occurred_at,
                              event.source_partner, text))
